@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The one record the BPF side sends to user space. bpf2go turns it into the
+ * Go type tracer.bpfEvent; nothing mirrors it by hand. Fields are ordered
+ * largest first so the layout has no holes, and units are in the names.
+ */
+#ifndef TCPSCOPE_EVENT_H
+#define TCPSCOPE_EVENT_H
+
+enum event_kind {
+	EVENT_STATE = 1,              /* sock:inet_sock_set_state */
+	EVENT_RETRANSMIT = 2,         /* tcp:tcp_retransmit_skb */
+	EVENT_SYNACK_RETRANSMIT = 3,  /* tcp:tcp_retransmit_synack */
+	EVENT_RESET_SENT = 4,         /* tcp:tcp_send_reset */
+	EVENT_RESET_RECEIVED = 5,     /* tcp:tcp_receive_reset */
+	EVENT_SOCK_ERROR = 6,         /* sock:inet_sk_error_report */
+};
+
+/* Bits of event.flags. */
+enum event_flag {
+	EVENT_F_NO_SOCKET = 1 << 0,   /* the kernel passed no socket (addresses come from the packet) */
+	EVENT_F_OWNER = 1 << 1,       /* owner_tgid/owner_comm come from the listener's socket storage */
+	EVENT_F_TCP_INFO = 1 << 2,    /* total_retrans, srtt_us (and total_rto* where the kernel has them) are set */
+	EVENT_F_HAS_ERR = 1 << 3,     /* err is the kernel's retransmit result (6.17+) */
+	EVENT_F_HAS_REASON = 1 << 4,  /* reason is an enum sk_rst_reason value (6.10+) */
+	EVENT_F_HAS_RTO = 1 << 5,     /* total_rto/total_rto_time_ms exist on this kernel (6.7+) */
+};
+
+/* Indexes of the per-CPU counters map. */
+enum counter {
+	COUNTER_LOST = 0,             /* bpf_ringbuf_reserve failed: the event was dropped */
+	COUNTER_STORAGE_FAIL = 1,     /* a listener's socket storage could not be created */
+	COUNTER_MAX = 2,
+};
+
+struct event {
+	__u64 ts_ns;             /* bpf_ktime_get_boot_ns() */
+	__u64 cookie;            /* bpf_get_socket_cookie(); 0 when there is no socket */
+	__u64 listener_cookie;   /* the listening socket a server-side socket belongs to */
+	__u64 snt_synack_us;     /* request socket: first SYN-ACK sent, CLOCK_MONOTONIC us */
+	__u32 netns;             /* network namespace inode */
+	__u32 pid;               /* current thread; often a softirq's, never the owner */
+	__u32 tgid;              /* current process */
+	__u32 owner_tgid;        /* listener's owner (EVENT_F_OWNER) */
+	__u32 cpu;
+	__s32 err;               /* retransmit result, or socket error (errno) */
+	__u32 reason;            /* enum sk_rst_reason */
+	__u32 total_retrans;     /* tcp_sock.total_retrans */
+	__u32 srtt_us;           /* tcp_sock.srtt_us >> 3 */
+	__u32 total_rto_time_ms; /* tcp_sock.total_rto_time */
+	__u32 backlog;           /* listener: sk_ack_backlog */
+	__u32 max_backlog;       /* listener: sk_max_ack_backlog */
+	__u16 sport;             /* local port, host order */
+	__u16 dport;             /* remote port, host order */
+	__u16 family;            /* AF_INET or AF_INET6 */
+	__u16 total_rto;         /* tcp_sock.total_rto */
+	__u8 saddr[16];          /* local address; AF_INET uses the first 4 bytes */
+	__u8 daddr[16];          /* remote address */
+	char comm[16];           /* current task */
+	char owner_comm[16];     /* listener's owner (EVENT_F_OWNER) */
+	__u8 kind;               /* enum event_kind */
+	__u8 old_state;
+	__u8 new_state;
+	__u8 state;              /* socket state when the event fired */
+	__u8 num_retrans;        /* request socket: SYN-ACKs retransmitted before this one */
+	__u8 num_timeout;        /* request socket: timer expiries before this one */
+	__u8 flags;              /* enum event_flag */
+	__u8 pad;
+};
+
+#endif /* TCPSCOPE_EVENT_H */

@@ -1,0 +1,556 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * tcpscope's kernel side: BTF-typed tracepoint programs that turn the TCP
+ * lifecycle into one stream of struct event records on one ring buffer.
+ *
+ * Every program is tp_btf, not a classic tracepoint: only BTF-typed programs
+ * may call bpf_get_socket_cookie() (classic ones are refused "helper #46"),
+ * they read the socket with CO-RE instead of the tracepoint's copied fields,
+ * and they skip the trace-buffer copy.
+ */
+#include "tcpscope_kernel.h"
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include "event.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define MAX_FILTER 8
+
+/* Filters, set by user space before load. Zero counts mean "no filter". */
+const volatile __u32 filter_port_count = 0;
+const volatile __u16 filter_ports[MAX_FILTER] = {};
+const volatile __u32 filter_netns_count = 0;
+const volatile __u32 filter_netns[MAX_FILTER] = {};
+/*
+ * Ring-buffer wakeups: 0 wakes the reader on every event. Otherwise events
+ * are submitted with BPF_RB_NO_WAKEUP until this many bytes are waiting,
+ * and the reader also polls on a timer.
+ */
+const volatile __u64 wakeup_bytes = 0;
+
+/* Make bpf2go emit Go declarations for the record and its enums. */
+const struct event *unused_event __attribute__((unused));
+const enum event_kind *unused_kind __attribute__((unused));
+const enum event_flag *unused_flag __attribute__((unused));
+const enum counter *unused_counter __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22); /* resized by user space */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/*
+ * Who listens. A listening socket gets this storage at CLOSE->LISTEN, which
+ * runs in the listen() caller's context. BPF_F_CLONE makes sk_clone_lock()
+ * copy it into every child socket before inet_csk_clone_lock() fires the
+ * child's LISTEN->SYN_RECV event, so a server-side connection knows its
+ * listener and owner although that event runs in softirq context.
+ */
+struct owner {
+	__u64 listener_cookie;
+	__u32 tgid;
+	__u32 pad;
+	char comm[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
+	__type(key, int);
+	__type(value, struct owner);
+} owners SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline bool netns_wanted(__u32 netns)
+{
+	if (filter_netns_count == 0)
+		return true;
+	for (int i = 0; i < MAX_FILTER; i++) {
+		if (i >= filter_netns_count)
+			break;
+		if (filter_netns[i] == netns)
+			return true;
+	}
+	return false;
+}
+
+static __always_inline bool ports_wanted(__u16 sport, __u16 dport)
+{
+	if (filter_port_count == 0)
+		return true;
+	for (int i = 0; i < MAX_FILTER; i++) {
+		if (i >= filter_port_count)
+			break;
+		if (filter_ports[i] == sport || filter_ports[i] == dport)
+			return true;
+	}
+	return false;
+}
+
+static __always_inline __u32 sk_netns(const struct sock_common *skc)
+{
+	return BPF_CORE_READ(skc, skc_net.net, ns.inum);
+}
+
+static __always_inline struct event *reserve(__u8 kind)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	__u64 id;
+
+	if (!e) {
+		count(COUNTER_LOST);
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	id = bpf_get_current_pid_tgid();
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->pid = (__u32)id;
+	e->tgid = id >> 32;
+	e->cpu = bpf_get_smp_processor_id();
+	e->kind = kind;
+	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	return e;
+}
+
+static __always_inline void submit(struct event *e)
+{
+	__u64 flags = 0;
+
+	if (wakeup_bytes) {
+		if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+			flags = BPF_RB_FORCE_WAKEUP;
+		else
+			flags = BPF_RB_NO_WAKEUP;
+	}
+	bpf_ringbuf_submit(e, flags);
+}
+
+/* The tuple of a socket: full, request (ir_* live in sock_common) or timewait. */
+struct tuple {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+};
+
+static __always_inline void sk_tuple(const struct sock_common *skc, bool full, struct tuple *t)
+{
+	t->family = skc->skc_family;
+	if (t->family == AF_INET6) {
+		BPF_CORE_READ_INTO(&t->saddr, skc, skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&t->daddr, skc, skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		__be32 s = skc->skc_rcv_saddr, d = skc->skc_daddr;
+
+		__builtin_memcpy(t->saddr, &s, 4);
+		__builtin_memcpy(t->daddr, &d, 4);
+	}
+	/*
+	 * inet_sport, not skc_num: inet_put_port() clears inet_num before the
+	 * X->CLOSE transition, while inet_sport survives to the end. Request
+	 * and timewait socks have no inet_sport; their skc_num is ir_num/tw_num.
+	 */
+	if (full)
+		t->sport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)skc, inet_sport));
+	else
+		t->sport = skc->skc_num;
+	t->dport = bpf_ntohs(skc->skc_dport);
+}
+
+static __always_inline void put_tuple(struct event *e, const struct tuple *t)
+{
+	__builtin_memcpy(e->saddr, t->saddr, 16);
+	__builtin_memcpy(e->daddr, t->daddr, 16);
+	e->sport = t->sport;
+	e->dport = t->dport;
+	e->family = t->family;
+}
+
+static __always_inline bool is_full(__u8 state)
+{
+	return state != TCP_NEW_SYN_RECV && state != TCP_TIME_WAIT;
+}
+
+static __always_inline void put_tcp_info(struct event *e, const struct sock *sk)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+
+	e->total_retrans = BPF_CORE_READ(tp, total_retrans);
+	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	e->flags |= EVENT_F_TCP_INFO;
+	if (bpf_core_field_exists(tp->total_rto)) {
+		e->total_rto = BPF_CORE_READ(tp, total_rto);
+		e->total_rto_time_ms = BPF_CORE_READ(tp, total_rto_time);
+		e->flags |= EVENT_F_HAS_RTO;
+	}
+}
+
+static __always_inline void put_owner(struct event *e, struct sock *sk)
+{
+	struct owner *o = bpf_sk_storage_get(&owners, sk, 0, 0);
+
+	if (!o)
+		return;
+	e->listener_cookie = o->listener_cookie;
+	e->owner_tgid = o->tgid;
+	__builtin_memcpy(e->owner_comm, o->comm, sizeof(e->owner_comm));
+	e->flags |= EVENT_F_OWNER;
+}
+
+static __always_inline void remember_listener(struct sock *sk, __u64 cookie)
+{
+	struct owner *o = bpf_sk_storage_get(&owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+
+	if (!o) {
+		count(COUNTER_STORAGE_FAIL);
+		return;
+	}
+	o->listener_cookie = cookie;
+	o->tgid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(&o->comm, sizeof(o->comm));
+}
+
+/*
+ * sock:inet_sock_set_state (sk, oldstate, newstate). It also fires for SCTP,
+ * MPTCP msk and DCCP sockets, hence the sk_protocol filter; it never fires
+ * for request sockets (TCP_NEW_SYN_RECV is set directly by
+ * inet_reqsk_alloc()) nor for TIME_WAIT (tcp_time_wait() hands over to a
+ * timewait sock silently, then the full socket goes FIN_WAIT2/CLOSING->CLOSE).
+ */
+SEC("tp_btf/inet_sock_set_state")
+int handle_set_state(__u64 *ctx)
+{
+	struct sock *sk = (struct sock *)ctx[0];
+	int oldstate = (int)ctx[1], newstate = (int)ctx[2];
+	struct tuple t = {};
+	struct event *e;
+	__u32 netns;
+	__u64 cookie;
+
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	/* MPTCP and re-listen produce X->X; nothing changed. */
+	if (oldstate == newstate)
+		return 0;
+	netns = sk_netns(&sk->__sk_common);
+	if (!netns_wanted(netns))
+		return 0;
+	sk_tuple(&sk->__sk_common, true, &t);
+	if (!ports_wanted(t.sport, t.dport))
+		return 0;
+
+	cookie = bpf_get_socket_cookie(sk);
+	if (newstate == TCP_LISTEN)
+		remember_listener(sk, cookie);
+
+	e = reserve(EVENT_STATE);
+	if (!e)
+		return 0;
+	e->cookie = cookie;
+	e->netns = netns;
+	e->old_state = oldstate;
+	e->new_state = newstate;
+	e->state = oldstate;
+	put_tuple(e, &t);
+	/*
+	 * The child of a listener appears as LISTEN->SYN_RECV, not CLOSE->SYN_RECV:
+	 * sk_clone_lock() copied the listener's sk_state. Its cookie is the
+	 * request socket's (inet_csk_clone_lock() copies ir_cookie), which is how
+	 * SYN-ACK retransmits seen on the request join the connection.
+	 */
+	if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV)
+		put_owner(e, sk);
+	if (newstate == TCP_LISTEN) {
+		e->max_backlog = sk->sk_max_ack_backlog;
+		e->listener_cookie = cookie;
+	}
+	if (newstate == TCP_ESTABLISHED || newstate == TCP_CLOSE)
+		put_tcp_info(e, sk);
+	submit(e);
+	return 0;
+}
+
+static __always_inline int on_retransmit(struct sock *sk, int err, bool has_err)
+{
+	struct tuple t = {};
+	struct event *e;
+	__u32 netns;
+
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	netns = sk_netns(&sk->__sk_common);
+	if (!netns_wanted(netns))
+		return 0;
+	sk_tuple(&sk->__sk_common, true, &t);
+	if (!ports_wanted(t.sport, t.dport))
+		return 0;
+	e = reserve(EVENT_RETRANSMIT);
+	if (!e)
+		return 0;
+	e->cookie = bpf_get_socket_cookie(sk);
+	e->netns = netns;
+	e->state = sk->__sk_common.skc_state;
+	e->err = err;
+	if (has_err)
+		e->flags |= EVENT_F_HAS_ERR;
+	put_tuple(e, &t);
+	put_tcp_info(e, sk);
+	submit(e);
+	return 0;
+}
+
+/* tcp:tcp_retransmit_skb (sk, skb) before 6.17. */
+SEC("tp_btf/tcp_retransmit_skb")
+int handle_retransmit(__u64 *ctx)
+{
+	return on_retransmit((struct sock *)ctx[0], 0, false);
+}
+
+/*
+ * tcp:tcp_retransmit_skb (sk, skb, err) since 6.17 (ad892e912b84): it now
+ * also fires when __tcp_retransmit_skb() failed (-EBUSY, -ENOMEM,
+ * -EHOSTUNREACH, a netfilter -EPERM); only err == 0 left the host. User space
+ * loads this program or the one above, after reading the prototype from BTF.
+ */
+SEC("tp_btf/tcp_retransmit_skb")
+int handle_retransmit_err(__u64 *ctx)
+{
+	return on_retransmit((struct sock *)ctx[0], (int)ctx[2], true);
+}
+
+/*
+ * tcp:tcp_retransmit_synack (sk, req), from tcp_rtx_synack() after a SYN-ACK
+ * was resent for a request socket (timer or duplicate SYN). SYN-ACKs never go
+ * through tcp_retransmit_skb: a request socket has no retransmit queue. sk is
+ * the listener (or, with TCP Fast Open, the child in SYN_RECV).
+ */
+SEC("tp_btf/tcp_retransmit_synack")
+int handle_synack_retransmit(__u64 *ctx)
+{
+	struct sock *sk = (struct sock *)ctx[0];
+	const struct request_sock *req = (const struct request_sock *)ctx[1];
+	const struct tcp_request_sock *treq = (const struct tcp_request_sock *)req;
+	struct tuple t = {};
+	struct event *e;
+	__u32 netns;
+
+	if (!req)
+		return 0;
+	netns = sk_netns(&sk->__sk_common);
+	if (!netns_wanted(netns))
+		return 0;
+	sk_tuple(&req->__req_common, false, &t);
+	if (!ports_wanted(t.sport, t.dport))
+		return 0;
+	e = reserve(EVENT_SYNACK_RETRANSMIT);
+	if (!e)
+		return 0;
+	/* The request's cookie; the child socket inherits it. */
+	e->cookie = bpf_get_socket_cookie((void *)req);
+	e->listener_cookie = bpf_get_socket_cookie(sk);
+	e->netns = netns;
+	e->state = sk->__sk_common.skc_state;
+	/*
+	 * snt_synack is set by tcp_make_synack() for the first SYN-ACK only, from
+	 * tcp_skb_timestamp_us(): CLOCK_MONOTONIC in us. num_retrans and
+	 * num_timeout are read before inet_rtx_syn_ack() increments them.
+	 */
+	e->snt_synack_us = BPF_CORE_READ(treq, snt_synack);
+	e->num_retrans = BPF_CORE_READ(req, num_retrans);
+	e->num_timeout = BPF_CORE_READ_BITFIELD_PROBED(req, num_timeout);
+	e->backlog = sk->sk_ack_backlog;
+	e->max_backlog = sk->sk_max_ack_backlog;
+	put_tuple(e, &t);
+	if (sk->__sk_common.skc_state == TCP_LISTEN)
+		put_owner(e, sk);
+	submit(e);
+	return 0;
+}
+
+/*
+ * The tuple of a reset sent in answer to a packet: the packet's addresses,
+ * reversed, so saddr is the local side. Used whenever there is a packet,
+ * because the socket may be absent (no listener: reason NO_SOCKET), a
+ * listener (no remote address) or a request/timewait sock.
+ */
+static __always_inline bool skb_reply_tuple(const struct sk_buff *skb, struct tuple *t)
+{
+	unsigned char *head = skb->head;
+	__u16 nh = skb->network_header, th = skb->transport_header;
+	struct tcpscope_tcp_ports ports;
+	__u8 ver;
+
+	if (bpf_probe_read_kernel(&ver, 1, head + nh))
+		return false;
+	if ((ver >> 4) == 4) {
+		struct tcpscope_iphdr ip;
+
+		if (bpf_probe_read_kernel(&ip, sizeof(ip), head + nh))
+			return false;
+		t->family = AF_INET;
+		__builtin_memcpy(t->saddr, &ip.daddr, 4);
+		__builtin_memcpy(t->daddr, &ip.saddr, 4);
+	} else if ((ver >> 4) == 6) {
+		struct tcpscope_ipv6hdr ip6;
+
+		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), head + nh))
+			return false;
+		t->family = AF_INET6;
+		__builtin_memcpy(t->saddr, ip6.daddr, 16);
+		__builtin_memcpy(t->daddr, ip6.saddr, 16);
+	} else {
+		return false;
+	}
+	if (bpf_probe_read_kernel(&ports, sizeof(ports), head + th))
+		return false;
+	t->sport = bpf_ntohs(ports.dest);
+	t->dport = bpf_ntohs(ports.source);
+	return true;
+}
+
+static __always_inline int on_send_reset(struct sock *sk, const struct sk_buff *skb,
+					 __u32 reason, bool has_reason)
+{
+	struct tuple t = {};
+	struct event *e;
+	__u32 netns = 0;
+	__u8 state = 0;
+
+	if (sk) {
+		state = sk->__sk_common.skc_state;
+		/* tcp_send_reset is TCP-only, but a full MPTCP msk never gets here. */
+		netns = sk_netns(&sk->__sk_common);
+	} else if (skb) {
+		/* No socket: the namespace of the device the packet came in on. */
+		netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	}
+	if (!netns_wanted(netns))
+		return 0;
+	if (skb) {
+		if (!skb_reply_tuple(skb, &t))
+			return 0;
+	} else if (sk) {
+		sk_tuple(&sk->__sk_common, is_full(state), &t);
+	} else {
+		return 0;
+	}
+	if (!ports_wanted(t.sport, t.dport))
+		return 0;
+	e = reserve(EVENT_RESET_SENT);
+	if (!e)
+		return 0;
+	if (sk)
+		e->cookie = bpf_get_socket_cookie(sk);
+	else
+		e->flags |= EVENT_F_NO_SOCKET;
+	e->netns = netns;
+	e->state = state;
+	e->reason = reason;
+	if (has_reason)
+		e->flags |= EVENT_F_HAS_REASON;
+	put_tuple(e, &t);
+	submit(e);
+	return 0;
+}
+
+/*
+ * tcp:tcp_send_reset (sk, skb, reason) since 6.10: fires from
+ * tcp_v4/v6_send_reset() even when sk is NULL (a SYN to a closed port,
+ * reason NO_SOCKET), and from tcp_send_active_reset() with skb NULL. Note
+ * that tcp_send_active_reset() traces after transmitting, so on loopback the
+ * peer's tcp_receive_reset is often seen first.
+ */
+SEC("tp_btf/tcp_send_reset")
+int handle_send_reset_reason(__u64 *ctx)
+{
+	return on_send_reset((struct sock *)ctx[0], (const struct sk_buff *)ctx[1], (__u32)ctx[2], true);
+}
+
+/* tcp:tcp_send_reset (sk, skb) before 6.10: full sockets only, no reason. */
+SEC("tp_btf/tcp_send_reset")
+int handle_send_reset(__u64 *ctx)
+{
+	return on_send_reset((struct sock *)ctx[0], (const struct sk_buff *)ctx[1], 0, false);
+}
+
+/*
+ * tcp:tcp_receive_reset (sk), from tcp_reset() on full sockets only, before
+ * the socket moves to CLOSE. The classic event has no state field; here the
+ * state is read from the socket.
+ */
+SEC("tp_btf/tcp_receive_reset")
+int handle_receive_reset(__u64 *ctx)
+{
+	struct sock *sk = (struct sock *)ctx[0];
+	struct tuple t = {};
+	struct event *e;
+	__u32 netns;
+
+	netns = sk_netns(&sk->__sk_common);
+	if (!netns_wanted(netns))
+		return 0;
+	sk_tuple(&sk->__sk_common, true, &t);
+	if (!ports_wanted(t.sport, t.dport))
+		return 0;
+	e = reserve(EVENT_RESET_RECEIVED);
+	if (!e)
+		return 0;
+	e->cookie = bpf_get_socket_cookie(sk);
+	e->netns = netns;
+	e->state = sk->__sk_common.skc_state;
+	put_tuple(e, &t);
+	submit(e);
+	return 0;
+}
+
+/*
+ * sock:inet_sk_error_report (sk), from sk_error_report() for every inet
+ * protocol (UDP included): sk_err is the errno the owning process will see
+ * (ECONNREFUSED, ECONNRESET, ETIMEDOUT, EPIPE...). The classic event has no
+ * socket pointer, so no cookie; the BTF-typed one has.
+ */
+SEC("tp_btf/inet_sk_error_report")
+int handle_sock_error(__u64 *ctx)
+{
+	struct sock *sk = (struct sock *)ctx[0];
+	struct tuple t = {};
+	struct event *e;
+	__u32 netns;
+
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	netns = sk_netns(&sk->__sk_common);
+	if (!netns_wanted(netns))
+		return 0;
+	sk_tuple(&sk->__sk_common, true, &t);
+	if (!ports_wanted(t.sport, t.dport))
+		return 0;
+	e = reserve(EVENT_SOCK_ERROR);
+	if (!e)
+		return 0;
+	e->cookie = bpf_get_socket_cookie(sk);
+	e->netns = netns;
+	e->state = sk->__sk_common.skc_state;
+	e->err = sk->sk_err;
+	put_tuple(e, &t);
+	submit(e);
+	return 0;
+}

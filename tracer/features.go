@@ -1,0 +1,212 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+	"github.com/cilium/ebpf/features"
+	"golang.org/x/sys/unix"
+)
+
+// Hook is one kernel tracepoint tcpscope can attach to.
+type Hook struct {
+	Tracepoint string // "sock/inet_sock_set_state"
+	Required   bool   // without it tcpscope cannot work at all
+	Present    bool   // its BTF prototype exists on this kernel
+	Degrades   string // what is lost when it is absent
+	Variant    string // which prototype this kernel has, when it changed over time
+}
+
+// Features is what the running kernel offers tcpscope.
+type Features struct {
+	Kernel        string
+	Root          bool
+	CapBPF        bool
+	CapPerfmon    bool
+	CapSysAdmin   bool
+	BTF           bool
+	BTFErr        error
+	Tracefs       bool
+	RingBuffer    bool
+	SocketStorage bool
+	Hooks         []Hook
+
+	retransmitHasErr bool
+	sendResetReason  bool
+}
+
+// ErrPrivileges means the process may not load tracing programs.
+var ErrPrivileges = errors.New("tcpscope needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8)")
+
+// Probe inspects the running kernel without loading anything.
+func Probe() (Features, error) {
+	var f Features
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err == nil {
+		f.Kernel = unix.ByteSliceToString(uts.Release[:])
+	}
+	f.Root = os.Geteuid() == 0
+	f.CapBPF, f.CapPerfmon, f.CapSysAdmin = capabilities()
+	if _, err := os.Stat("/sys/kernel/tracing/events"); err == nil {
+		f.Tracefs = true
+	} else if _, err := os.Stat("/sys/kernel/debug/tracing/events"); err == nil {
+		f.Tracefs = true
+	}
+
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		f.BTFErr = err
+	} else {
+		f.BTF = true
+	}
+	if f.privileged() {
+		f.RingBuffer = features.HaveMapType(ebpf.RingBuf) == nil
+		f.SocketStorage = features.HaveMapType(ebpf.SkStorage) == nil
+	}
+	for _, h := range hookTable {
+		hook := Hook{Tracepoint: h.tracepoint, Required: h.required, Degrades: h.degrades}
+		if spec != nil {
+			var proto *btf.Typedef
+			if err := spec.TypeByName("btf_trace_"+h.event(), &proto); err == nil {
+				hook.Present = true
+				params := paramCount(proto)
+				switch h.event() {
+				case "tcp_retransmit_skb":
+					f.retransmitHasErr = params >= 4
+					hook.Variant = map[bool]string{true: "with err (6.17+)", false: "without err"}[f.retransmitHasErr]
+				case "tcp_send_reset":
+					f.sendResetReason = params >= 4
+					hook.Variant = map[bool]string{true: "with reason (6.10+)", false: "without reason, full sockets only"}[f.sendResetReason]
+				}
+			}
+		}
+		f.Hooks = append(f.Hooks, hook)
+	}
+	return f, nil
+}
+
+// paramCount counts a tracepoint prototype's parameters, the leading
+// void *__data included: "btf_trace_X" is a typedef to a pointer to it.
+func paramCount(td *btf.Typedef) int {
+	ptr, ok := td.Type.(*btf.Pointer)
+	if !ok {
+		return 0
+	}
+	fp, ok := ptr.Target.(*btf.FuncProto)
+	if !ok {
+		return 0
+	}
+	return len(fp.Params)
+}
+
+func (f Features) privileged() bool {
+	return f.Root || f.CapSysAdmin || (f.CapBPF && f.CapPerfmon)
+}
+
+// Usable says, in one actionable error, why tracing cannot start.
+func (f Features) Usable() error {
+	if !f.privileged() {
+		return ErrPrivileges
+	}
+	if !f.BTF {
+		return fmt.Errorf("kernel BTF is missing (/sys/kernel/btf/vmlinux): tcpscope needs a kernel built with CONFIG_DEBUG_INFO_BTF=y: %w", f.BTFErr)
+	}
+	if !f.RingBuffer {
+		return errors.New("this kernel has no BPF ring buffer (needs Linux 5.8 or later)")
+	}
+	if !f.SocketStorage {
+		return errors.New("this kernel has no BPF socket storage (needs Linux 5.2 or later)")
+	}
+	for _, h := range f.Hooks {
+		if h.Required && !h.Present {
+			return fmt.Errorf("tracepoint %s is missing from this kernel's BTF: tcpscope cannot trace connections without it", h.Tracepoint)
+		}
+	}
+	return nil
+}
+
+// Missing lists the optional hooks this kernel lacks, with what each costs.
+func (f Features) Missing() []Hook {
+	var out []Hook
+	for _, h := range f.Hooks {
+		if !h.Present {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+type hookDef struct {
+	tracepoint string
+	required   bool
+	degrades   string
+	programs   func(f Features) string
+}
+
+func (h hookDef) event() string { return h.tracepoint[strings.IndexByte(h.tracepoint, '/')+1:] }
+
+var hookTable = []hookDef{
+	{"sock/inet_sock_set_state", true, "no connection tracking at all",
+		func(Features) string { return "handle_set_state" }},
+	{"tcp/tcp_retransmit_skb", false, "no SYN or data retransmits",
+		func(f Features) string {
+			if f.retransmitHasErr {
+				return "handle_retransmit_err"
+			}
+			return "handle_retransmit"
+		}},
+	{"tcp/tcp_retransmit_synack", false, "no SYN-ACK retransmits",
+		func(Features) string { return "handle_synack_retransmit" }},
+	{"tcp/tcp_send_reset", false, "no resets sent",
+		func(f Features) string {
+			if f.sendResetReason {
+				return "handle_send_reset_reason"
+			}
+			return "handle_send_reset"
+		}},
+	{"tcp/tcp_receive_reset", false, "no resets received",
+		func(Features) string { return "handle_receive_reset" }},
+	{"sock/inet_sk_error_report", false, "no socket errors (ECONNREFUSED, ETIMEDOUT...)",
+		func(Features) string { return "handle_sock_error" }},
+}
+
+type attachment struct {
+	tracepoint string
+	program    string
+}
+
+// selectPrograms removes from spec every program this kernel cannot take
+// (absent tracepoint, or the other prototype variant) and returns the rest.
+func (f Features) selectPrograms(spec *ebpf.CollectionSpec) []attachment {
+	keep := map[string]string{}
+	for i, h := range hookTable {
+		if f.Hooks[i].Present {
+			keep[h.programs(f)] = h.tracepoint
+		}
+	}
+	var out []attachment
+	for name := range spec.Programs {
+		tp, ok := keep[name]
+		if !ok {
+			delete(spec.Programs, name)
+			continue
+		}
+		out = append(out, attachment{tracepoint: tp, program: name})
+	}
+	return out
+}
+
+// capabilities reads the effective capability set of this process.
+func capabilities() (bpf, perfmon, sysAdmin bool) {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false, false, false
+	}
+	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	return has(unix.CAP_BPF), has(unix.CAP_PERFMON), has(unix.CAP_SYS_ADMIN)
+}

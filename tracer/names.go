@@ -1,0 +1,181 @@
+package tracer
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/cilium/ebpf/btf"
+	"golang.org/x/sys/unix"
+)
+
+// State is a TCP socket state as the kernel numbers it (include/net/tcp_states.h).
+type State uint8
+
+// The states the timeline builder reasons about. Their numbers are part of
+// the kernel ABI (/proc/net/tcp and sock_diag report them); their names are
+// read from the running kernel's BTF at start.
+const (
+	StateEstablished State = 1
+	StateSynSent     State = 2
+	StateSynRecv     State = 3
+	StateFinWait1    State = 4
+	StateFinWait2    State = 5
+	StateTimeWait    State = 6
+	StateClose       State = 7
+	StateCloseWait   State = 8
+	StateLastAck     State = 9
+	StateListen      State = 10
+	StateClosing     State = 11
+	StateNewSynRecv  State = 12
+)
+
+// String spells the state as the kernel does, without the TCP_ prefix:
+// "SYN_SENT", "FIN_WAIT2".
+func (s State) String() string {
+	n := kernelNames()
+	if name, ok := n.states[uint32(s)]; ok {
+		return name
+	}
+	return fmt.Sprintf("STATE_%d", uint8(s))
+}
+
+// RSTReason is an enum sk_rst_reason value (6.10+).
+type RSTReason uint32
+
+// String is the kernel's name for the reason, without the SK_RST_REASON_
+// prefix: "NO_SOCKET", "TCP_ABORT_ON_CLOSE".
+func (r RSTReason) String() string {
+	n := kernelNames()
+	if name, ok := n.rstReasons[uint32(r)]; ok {
+		return name
+	}
+	return fmt.Sprintf("REASON_%d", uint32(r))
+}
+
+// DropReason is an enum skb_drop_reason value; its numbers differ between
+// kernels (NO_SOCKET is 2 on 6.1 and 3 on 6.18), so only names are exported.
+type DropReason uint32
+
+// String is the kernel's name for the drop reason, without SKB_DROP_REASON_.
+func (r DropReason) String() string {
+	n := kernelNames()
+	if name, ok := n.dropReasons[uint32(r)]; ok {
+		return name
+	}
+	return fmt.Sprintf("DROP_%d", uint32(r))
+}
+
+// DropReasonValue finds the running kernel's number for a drop reason name.
+func DropReasonValue(name string) (DropReason, bool) {
+	for v, n := range kernelNames().dropReasons {
+		if n == name {
+			return DropReason(v), true
+		}
+	}
+	return 0, false
+}
+
+// ErrnoName spells an errno as in <errno.h>: 111 -> "ECONNREFUSED". Negative
+// values (kernel return codes) are taken by magnitude.
+func ErrnoName(errno int32) string {
+	if errno < 0 {
+		errno = -errno
+	}
+	if errno == 0 {
+		return ""
+	}
+	if name := unix.ErrnoName(unix.Errno(errno)); name != "" {
+		return name
+	}
+	return fmt.Sprintf("errno %d", errno)
+}
+
+type names struct {
+	states      map[uint32]string
+	rstReasons  map[uint32]string
+	dropReasons map[uint32]string
+	fromBTF     bool
+}
+
+var (
+	namesOnce sync.Once
+	namesVal  *names
+)
+
+// kernelNames reads enum names from the running kernel's BTF once. Without
+// BTF it falls back to the names every kernel since 6.12 uses.
+func kernelNames() *names {
+	namesOnce.Do(func() {
+		spec, err := btf.LoadKernelSpec()
+		if err == nil {
+			namesVal = namesFromBTF(spec)
+		}
+		if namesVal == nil {
+			namesVal = fallbackNames()
+		}
+	})
+	return namesVal
+}
+
+func namesFromBTF(spec *btf.Spec) *names {
+	n := &names{
+		states:      map[uint32]string{},
+		rstReasons:  enumValues(spec, "sk_rst_reason", "SK_RST_REASON_"),
+		dropReasons: enumValues(spec, "skb_drop_reason", "SKB_DROP_REASON_"),
+		fromBTF:     true,
+	}
+	// The TCP states are an anonymous enum; find it by its first member.
+	for typ, err := range spec.All() {
+		if err != nil {
+			break
+		}
+		e, ok := typ.(*btf.Enum)
+		if !ok || e.Name != "" || len(e.Values) == 0 || e.Values[0].Name != "TCP_ESTABLISHED" {
+			continue
+		}
+		for _, v := range e.Values {
+			if strings.HasPrefix(v.Name, "TCP_") && v.Name != "TCP_MAX_STATES" {
+				n.states[uint32(v.Value)] = strings.TrimPrefix(v.Name, "TCP_")
+			}
+		}
+		break
+	}
+	fb := fallbackNames()
+	if len(n.states) == 0 {
+		n.states = fb.states
+	}
+	if len(n.rstReasons) == 0 {
+		n.rstReasons = fb.rstReasons
+	}
+	return n
+}
+
+func enumValues(spec *btf.Spec, name, prefix string) map[uint32]string {
+	out := map[uint32]string{}
+	var e *btf.Enum
+	if err := spec.TypeByName(name, &e); err != nil {
+		return out
+	}
+	for _, v := range e.Values {
+		out[uint32(v.Value)] = strings.TrimPrefix(v.Name, prefix)
+	}
+	return out
+}
+
+func fallbackNames() *names {
+	states := []string{"", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2",
+		"TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV"}
+	rst := []string{"NOT_SPECIFIED", "NO_SOCKET", "TCP_INVALID_ACK_SEQUENCE", "TCP_RFC7323_PAWS",
+		"TCP_TOO_OLD_ACK", "TCP_ACK_UNSENT_DATA", "TCP_FLAGS", "TCP_OLD_ACK", "TCP_ABORT_ON_DATA",
+		"TCP_TIMEWAIT_SOCKET", "INVALID_SYN", "TCP_ABORT_ON_CLOSE", "TCP_ABORT_ON_LINGER",
+		"TCP_ABORT_ON_MEMORY", "TCP_STATE", "TCP_KEEPALIVE_TIMEOUT", "TCP_DISCONNECT_WITH_DATA"}
+	n := &names{states: map[uint32]string{}, rstReasons: map[uint32]string{}, dropReasons: map[uint32]string{}}
+	for i, s := range states[1:] {
+		n.states[uint32(i+1)] = s
+	}
+	for i, s := range rst {
+		n.rstReasons[uint32(i)] = s
+	}
+	return n
+}

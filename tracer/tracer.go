@@ -1,0 +1,244 @@
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
+)
+
+// DefaultRingBufferBytes is the ring buffer size when Config leaves it 0.
+const DefaultRingBufferBytes = 16 << 20
+
+// MaxFilter is how many ports or namespaces a kernel-side filter holds.
+const MaxFilter = 8
+
+// Config says what to trace. Filters are applied in the kernel.
+type Config struct {
+	// RingBufferBytes must be a power of two and a multiple of the page size.
+	RingBufferBytes int
+	// Ports keeps only events whose local or remote port is listed.
+	Ports []uint16
+	// NetNS keeps only events from these network namespaces (inode numbers).
+	NetNS []uint32
+	// WakeupBytes > 0 batches reader wakeups: the kernel wakes the reader
+	// only once this much data waits, and the reader polls every
+	// PollInterval for the rest.
+	WakeupBytes  uint64
+	PollInterval time.Duration
+}
+
+// ErrClosed is returned by Read once the tracer is closed.
+var ErrClosed = errors.New("tracer closed")
+
+// Tracer owns the loaded BPF objects, their links and the ring-buffer reader.
+type Tracer struct {
+	coll     *ebpf.Collection
+	links    []link.Link
+	reader   *ringbuf.Reader
+	counters *ebpf.Map
+	rec      ringbuf.Record
+	clock    Clock
+	features Features
+	poll     time.Duration
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open loads the BPF programs, sets the filters and attaches every program
+// the kernel supports. Either all of them attach or none stays attached.
+func Open(cfg Config) (t *Tracer, err error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	feats, err := Probe()
+	if err != nil {
+		return nil, err
+	}
+	if err := feats.Usable(); err != nil {
+		return nil, err
+	}
+	spec, err := loadBpf()
+	if err != nil {
+		return nil, fmt.Errorf("loading BPF object: %w", err)
+	}
+	if err := configure(spec, cfg); err != nil {
+		return nil, err
+	}
+	attach := feats.selectPrograms(spec)
+
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		return nil, fmt.Errorf("loading BPF programs: %w", err)
+	}
+	t = &Tracer{coll: coll, counters: coll.Maps["counters"], features: feats, poll: cfg.PollInterval}
+	defer func() {
+		if err != nil {
+			t.Close()
+			t = nil
+		}
+	}()
+	for _, a := range attach {
+		l, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs[a.program], AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			return nil, fmt.Errorf("attaching %s: %w", a.tracepoint, err)
+		}
+		t.links = append(t.links, l)
+	}
+	if t.reader, err = ringbuf.NewReader(coll.Maps["events"]); err != nil {
+		return nil, fmt.Errorf("opening ring buffer reader: %w", err)
+	}
+	if t.clock, err = bootClock(); err != nil {
+		return nil, err
+	}
+	if cfg.WakeupBytes > 0 && t.poll == 0 {
+		t.poll = 100 * time.Millisecond
+	}
+	return t, nil
+}
+
+func (c *Config) validate() error {
+	if c.RingBufferBytes == 0 {
+		c.RingBufferBytes = DefaultRingBufferBytes
+	}
+	page := os.Getpagesize()
+	n := c.RingBufferBytes
+	if n < page || n&(n-1) != 0 {
+		return fmt.Errorf("ring buffer size %d: must be a power of two of at least %d bytes", n, page)
+	}
+	if len(c.Ports) > MaxFilter {
+		return fmt.Errorf("%d ports given: at most %d can be filtered in the kernel", len(c.Ports), MaxFilter)
+	}
+	if len(c.NetNS) > MaxFilter {
+		return fmt.Errorf("%d network namespaces given: at most %d can be filtered in the kernel", len(c.NetNS), MaxFilter)
+	}
+	if c.WakeupBytes >= uint64(n) {
+		return fmt.Errorf("wakeup threshold %d must be below the ring buffer size %d", c.WakeupBytes, n)
+	}
+	return nil
+}
+
+func configure(spec *ebpf.CollectionSpec, cfg Config) error {
+	spec.Maps["events"].MaxEntries = uint32(cfg.RingBufferBytes)
+	var ports [MaxFilter]uint16
+	copy(ports[:], cfg.Ports)
+	var netns [MaxFilter]uint32
+	copy(netns[:], cfg.NetNS)
+	sets := []struct {
+		name  string
+		value any
+	}{
+		{"filter_port_count", uint32(len(cfg.Ports))},
+		{"filter_ports", ports},
+		{"filter_netns_count", uint32(len(cfg.NetNS))},
+		{"filter_netns", netns},
+		{"wakeup_bytes", cfg.WakeupBytes},
+	}
+	for _, s := range sets {
+		v, ok := spec.Variables[s.name]
+		if !ok {
+			return fmt.Errorf("setting %s: no such variable in the BPF object", s.name)
+		}
+		if err := v.Set(s.value); err != nil {
+			return fmt.Errorf("setting %s: %w", s.name, err)
+		}
+	}
+	return nil
+}
+
+// bootClock samples the offset between the wall clock and CLOCK_BOOTTIME,
+// the clock of bpf_ktime_get_boot_ns().
+func bootClock() (Clock, error) {
+	var ts unix.Timespec
+	before := time.Now()
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return Clock{}, fmt.Errorf("reading CLOCK_BOOTTIME: %w", err)
+	}
+	after := time.Now()
+	mid := before.UnixNano() + after.Sub(before).Nanoseconds()/2
+	return Clock{OffsetNs: mid - ts.Nano()}, nil
+}
+
+// Features reports what this kernel let the tracer attach.
+func (t *Tracer) Features() Features { return t.features }
+
+// Clock returns the boot-clock to wall-clock conversion in use.
+func (t *Tracer) Clock() Clock { return t.clock }
+
+// Read blocks until the next event and decodes it into ev. It returns
+// ErrClosed after Close. Records that fail to decode are returned as errors
+// and may be skipped by the caller.
+func (t *Tracer) Read(ev *Event) error {
+	for {
+		if t.poll > 0 {
+			t.reader.SetDeadline(time.Now().Add(t.poll))
+		}
+		err := t.reader.ReadInto(&t.rec)
+		switch {
+		case err == nil:
+			return Decode(t.rec.RawSample, t.clock, ev)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			continue
+		case errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
+			return ErrClosed
+		default:
+			return fmt.Errorf("reading ring buffer: %w", err)
+		}
+	}
+}
+
+// Counters are the kernel side's own tallies, summed over CPUs.
+type Counters struct {
+	// Lost counts events dropped because the ring buffer was full.
+	Lost uint64
+	// StorageFailures counts listeners whose owner could not be recorded.
+	StorageFailures uint64
+}
+
+// Counters reads the per-CPU counters.
+func (t *Tracer) Counters() (Counters, error) {
+	read := func(idx bpfCounter) (uint64, error) {
+		var perCPU []uint64
+		if err := t.counters.Lookup(uint32(idx), &perCPU); err != nil {
+			return 0, fmt.Errorf("reading counter %d: %w", idx, err)
+		}
+		var sum uint64
+		for _, v := range perCPU {
+			sum += v
+		}
+		return sum, nil
+	}
+	var c Counters
+	var err error
+	if c.Lost, err = read(bpfCounterCOUNTER_LOST); err != nil {
+		return c, err
+	}
+	c.StorageFailures, err = read(bpfCounterCOUNTER_STORAGE_FAIL)
+	return c, err
+}
+
+// Close detaches every program and unblocks Read. It is safe to call more
+// than once and from another goroutine.
+func (t *Tracer) Close() error {
+	t.closeOnce.Do(func() {
+		var errs []error
+		if t.reader != nil {
+			errs = append(errs, t.reader.Close())
+		}
+		for _, l := range t.links {
+			errs = append(errs, l.Close())
+		}
+		if t.coll != nil {
+			t.coll.Close()
+		}
+		t.closeErr = errors.Join(errs...)
+	})
+	return t.closeErr
+}

@@ -48,8 +48,11 @@ type Tracer struct {
 	features Features
 	poll     time.Duration
 
+	stopOnce  sync.Once
+	stopErr   error
 	closeOnce sync.Once
 	closeErr  error
+	final     *Counters
 }
 
 // Open loads the BPF programs, sets the filters and attaches every program
@@ -173,7 +176,8 @@ func (t *Tracer) Features() Features { return t.features }
 func (t *Tracer) Clock() Clock { return t.clock }
 
 // Read blocks until the next event and decodes it into ev. It returns
-// ErrClosed after Close. Records that fail to decode are returned as errors
+// ErrClosed once Stop has been called and every event already in the ring
+// buffer has been read, or after Close. Records that fail to decode are returned as errors
 // and may be skipped by the caller.
 func (t *Tracer) Read(ev *Event) error {
 	for {
@@ -186,7 +190,7 @@ func (t *Tracer) Read(ev *Event) error {
 			return Decode(t.rec.RawSample, t.clock, ev)
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			continue
-		case errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
+		case errors.Is(err, ringbuf.ErrFlushed), errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
 			return ErrClosed
 		default:
 			return fmt.Errorf("reading ring buffer: %w", err)
@@ -202,8 +206,11 @@ type Counters struct {
 	StorageFailures uint64
 }
 
-// Counters reads the per-CPU counters.
+// Counters reads the per-CPU counters (their last values after Close).
 func (t *Tracer) Counters() (Counters, error) {
+	if t.final != nil {
+		return *t.final, nil
+	}
 	read := func(idx bpfCounter) (uint64, error) {
 		var perCPU []uint64
 		if err := t.counters.Lookup(uint32(idx), &perCPU); err != nil {
@@ -224,16 +231,39 @@ func (t *Tracer) Counters() (Counters, error) {
 	return c, err
 }
 
-// Close detaches every program and unblocks Read. It is safe to call more
-// than once and from another goroutine.
+// Stop detaches every program, so no new event is produced, and lets Read
+// drain what the ring buffer already holds before it returns ErrClosed.
+// It is safe to call more than once and from another goroutine.
+func (t *Tracer) Stop() error {
+	t.stopOnce.Do(func() {
+		var errs []error
+		for _, l := range t.links {
+			if err := l.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("detaching: %w", err))
+			}
+		}
+		if t.reader != nil {
+			if err := t.reader.Flush(); err != nil {
+				errs = append(errs, fmt.Errorf("flushing ring buffer: %w", err))
+			}
+		}
+		t.stopErr = errors.Join(errs...)
+	})
+	return t.stopErr
+}
+
+// Close stops the tracer, unblocks Read and frees the BPF objects. It is
+// safe to call more than once and from another goroutine.
 func (t *Tracer) Close() error {
 	t.closeOnce.Do(func() {
-		var errs []error
+		errs := []error{t.Stop()}
+		if t.counters != nil {
+			if c, err := t.Counters(); err == nil {
+				t.final = &c
+			}
+		}
 		if t.reader != nil {
 			errs = append(errs, t.reader.Close())
-		}
-		for _, l := range t.links {
-			errs = append(errs, l.Close())
 		}
 		if t.coll != nil {
 			t.coll.Close()

@@ -1,0 +1,381 @@
+package tracer_test
+
+import (
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/netns"
+)
+
+func addrPort(t *testing.T, a net.Addr) netip.AddrPort {
+	t.Helper()
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		t.Fatalf("parsing %s: %v", a, err)
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// TestLifecycleSequences drives one connection per case and checks the
+// exact state sequence of both ends, their tuples and the server's owner.
+func TestLifecycleSequences(t *testing.T) {
+	cases := []struct {
+		name, network, addr string
+		clientFirst         bool
+		client, server      []string
+	}{
+		{"ipv4/client-closes", "tcp4", "127.0.0.1:0", true,
+			[]string{"CLOSE->SYN_SENT", "SYN_SENT->ESTABLISHED", "ESTABLISHED->FIN_WAIT1", "FIN_WAIT1->FIN_WAIT2", "FIN_WAIT2->CLOSE"},
+			[]string{"LISTEN->SYN_RECV", "SYN_RECV->ESTABLISHED", "ESTABLISHED->CLOSE_WAIT", "CLOSE_WAIT->LAST_ACK", "LAST_ACK->CLOSE"}},
+		{"ipv4/server-closes", "tcp4", "127.0.0.1:0", false,
+			[]string{"CLOSE->SYN_SENT", "SYN_SENT->ESTABLISHED", "ESTABLISHED->CLOSE_WAIT", "CLOSE_WAIT->LAST_ACK", "LAST_ACK->CLOSE"},
+			[]string{"LISTEN->SYN_RECV", "SYN_RECV->ESTABLISHED", "ESTABLISHED->FIN_WAIT1", "FIN_WAIT1->FIN_WAIT2", "FIN_WAIT2->CLOSE"}},
+		{"ipv6/client-closes", "tcp6", "[::1]:0", true,
+			[]string{"CLOSE->SYN_SENT", "SYN_SENT->ESTABLISHED", "ESTABLISHED->FIN_WAIT1", "FIN_WAIT1->FIN_WAIT2", "FIN_WAIT2->CLOSE"},
+			[]string{"LISTEN->SYN_RECV", "SYN_RECV->ESTABLISHED", "ESTABLISHED->CLOSE_WAIT", "CLOSE_WAIT->LAST_ACK", "LAST_ACK->CLOSE"}},
+		{"ipv6/server-closes", "tcp6", "[::1]:0", false,
+			[]string{"CLOSE->SYN_SENT", "SYN_SENT->ESTABLISHED", "ESTABLISHED->CLOSE_WAIT", "CLOSE_WAIT->LAST_ACK", "LAST_ACK->CLOSE"},
+			[]string{"LISTEN->SYN_RECV", "SYN_RECV->ESTABLISHED", "ESTABLISHED->FIN_WAIT1", "FIN_WAIT1->FIN_WAIT2", "FIN_WAIT2->CLOSE"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ns := newNS(t)
+			col := traceNS(t, ns, tracer.Config{})
+			ln := listen(t, ns, tc.network, tc.addr)
+			server := addrPort(t, ln.Addr())
+
+			accepted := make(chan error, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					accepted <- err
+					return
+				}
+				defer c.Close()
+				if tc.clientFirst {
+					_, err = io.Copy(io.Discard, c) // until the client's FIN
+				}
+				accepted <- err
+			}()
+			c, err := dial(ns, tc.network, server.String(), 5*time.Second)
+			if err != nil {
+				t.Fatalf("dialing %s: %v", server, err)
+			}
+			client := addrPort(t, c.LocalAddr())
+			if tc.clientFirst {
+				c.Close()
+			} else {
+				io.Copy(io.Discard, c) // until the server's FIN
+				c.Close()
+			}
+			if err := <-accepted; err != nil {
+				t.Fatalf("server: %v", err)
+			}
+
+			var clientCk, serverCk, listenerCk uint64
+			evs := col.waitFor(t, "both ends to reach CLOSE", 10*time.Second, func(evs []tracer.Event) bool {
+				for _, e := range evs {
+					if e.Kind != tracer.KindState {
+						continue
+					}
+					switch {
+					case e.NewState == tracer.StateListen:
+						listenerCk = e.Cookie
+					case e.NewState == tracer.StateSynSent && e.Remote == server:
+						clientCk = e.Cookie
+					case e.OldState == tracer.StateListen && e.NewState == tracer.StateSynRecv && e.Remote == client:
+						serverCk = e.Cookie
+					}
+				}
+				return clientCk != 0 && serverCk != 0 && closed(evs, clientCk) && closed(evs, serverCk)
+			})
+			if got := transitions(evs, clientCk); !slices.Equal(got, tc.client) {
+				t.Errorf("client transitions\n got %v\nwant %v", got, tc.client)
+			}
+			if got := transitions(evs, serverCk); !slices.Equal(got, tc.server) {
+				t.Errorf("server transitions\n got %v\nwant %v", got, tc.server)
+			}
+			for _, e := range evs {
+				if e.NetNS != ns.Inode {
+					t.Errorf("event from namespace %d, want only %d", e.NetNS, ns.Inode)
+				}
+				switch {
+				case e.Cookie == clientCk && e.NewState == tracer.StateSynSent:
+					// connect() runs in process context; the port is not chosen yet.
+					if e.Local.Port() != 0 || e.Remote != server || e.TGID != uint32(os.Getpid()) {
+						t.Errorf("client SYN_SENT: local %s remote %s tgid %d; want port 0, %s, %d", e.Local, e.Remote, e.TGID, server, os.Getpid())
+					}
+				case e.Cookie == clientCk:
+					if e.Local != client || e.Remote != server {
+						t.Errorf("client %s->%s: tuple %s -> %s, want %s -> %s", e.OldState, e.NewState, e.Local, e.Remote, client, server)
+					}
+				case e.Cookie == serverCk:
+					if e.Local != server || e.Remote != client {
+						t.Errorf("server %s->%s: tuple %s -> %s, want %s -> %s", e.OldState, e.NewState, e.Local, e.Remote, server, client)
+					}
+				}
+			}
+			child, _ := find(evs, func(e tracer.Event) bool { return e.Cookie == serverCk && e.NewState == tracer.StateSynRecv })
+			if !child.HasOwner || child.OwnerTGID != uint32(os.Getpid()) || child.ListenerCookie != listenerCk {
+				t.Errorf("server child: owner %v pid %d listener %d; want pid %d listener %d",
+					child.HasOwner, child.OwnerTGID, child.ListenerCookie, os.Getpid(), listenerCk)
+			}
+		})
+	}
+}
+
+// TestRefusedConnect: a SYN to a port nobody listens on. The server side
+// sends a reset with no socket (reason NO_SOCKET); the client receives it
+// in SYN_SENT and its connect() fails with ECONNREFUSED.
+func TestRefusedConnect(t *testing.T) {
+	t.Parallel()
+	ns := newNS(t)
+	col := traceNS(t, ns, tracer.Config{})
+	// A port that was just free: listen, note it, close.
+	ln := listen(t, ns, "tcp4", "127.0.0.1:0")
+	target := addrPort(t, ln.Addr())
+	ln.Close()
+
+	if _, err := dial(ns, "tcp4", target.String(), 5*time.Second); err == nil {
+		t.Fatalf("connect to closed port %s succeeded", target)
+	}
+	evs := col.waitFor(t, "reset sent, reset received and ECONNREFUSED", 5*time.Second, func(evs []tracer.Event) bool {
+		_, a := find(evs, func(e tracer.Event) bool { return e.Kind == tracer.KindResetSent })
+		_, b := find(evs, func(e tracer.Event) bool { return e.Kind == tracer.KindResetReceived })
+		_, c := find(evs, func(e tracer.Event) bool { return e.Kind == tracer.KindError })
+		return a && b && c
+	})
+	sent, _ := find(evs, func(e tracer.Event) bool { return e.Kind == tracer.KindResetSent })
+	if !sent.NoSocket || sent.Cookie != 0 || !sent.HasReason || sent.Reason.String() != "NO_SOCKET" {
+		t.Errorf("reset sent: no-socket %v cookie %d reason %s; want a socketless NO_SOCKET reset", sent.NoSocket, sent.Cookie, sent.Reason)
+	}
+	if sent.Local != target || sent.NetNS != ns.Inode {
+		t.Errorf("reset sent from %s in netns %d, want %s in %d", sent.Local, sent.NetNS, target, ns.Inode)
+	}
+	recv, _ := find(evs, func(e tracer.Event) bool { return e.Kind == tracer.KindResetReceived })
+	if recv.State != tracer.StateSynSent || recv.Remote != target || recv.Local != sent.Remote {
+		t.Errorf("reset received in %s on %s -> %s; want SYN_SENT on %s -> %s", recv.State, recv.Local, recv.Remote, sent.Remote, target)
+	}
+	errEv, _ := find(evs, func(e tracer.Event) bool { return e.Kind == tracer.KindError })
+	if tracer.ErrnoName(errEv.Err) != "ECONNREFUSED" || errEv.Cookie != recv.Cookie {
+		t.Errorf("socket error %s on cookie %d, want ECONNREFUSED on %d", tracer.ErrnoName(errEv.Err), errEv.Cookie, recv.Cookie)
+	}
+	if got, want := transitions(evs, recv.Cookie), []string{"CLOSE->SYN_SENT", "SYN_SENT->CLOSE"}; !slices.Equal(got, want) {
+		t.Errorf("client transitions %v, want %v", got, want)
+	}
+}
+
+// TestSynRetransmit drops the client's SYNs until the first retransmit is
+// seen: that retransmit fails inside the namespace (netfilter returns
+// -EPERM, which 6.17+ reports), the next one gets through.
+func TestSynRetransmit(t *testing.T) {
+	t.Parallel()
+	ns := newNS(t)
+	col := traceNS(t, ns, tracer.Config{})
+	ln := listen(t, ns, "tcp4", "127.0.0.1:0")
+	server := addrPort(t, ln.Addr())
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	remove, err := ns.AddDrop(netns.Drop{DstPort: server.Port(), FlagMask: netns.FlagSYN | netns.FlagACK, Flags: netns.FlagSYN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remove()
+
+	dialed := make(chan error, 1)
+	go func() {
+		c, err := dial(ns, "tcp4", server.String(), 15*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		dialed <- err
+	}()
+	col.waitFor(t, "a SYN retransmit", 10*time.Second, func(evs []tracer.Event) bool {
+		_, ok := find(evs, func(e tracer.Event) bool { return e.Kind == tracer.KindRetransmit })
+		return ok
+	})
+	if err := remove(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-dialed; err != nil {
+		t.Fatalf("connect after SYN drops stopped: %v", err)
+	}
+	evs := col.waitFor(t, "the client to be established", 10*time.Second, func(evs []tracer.Event) bool {
+		_, ok := find(evs, func(e tracer.Event) bool {
+			return e.Kind == tracer.KindState && e.NewState == tracer.StateEstablished && e.Remote == server
+		})
+		return ok
+	})
+	est, _ := find(evs, func(e tracer.Event) bool {
+		return e.Kind == tracer.KindState && e.NewState == tracer.StateEstablished && e.Remote == server
+	})
+	var failed, sent int
+	for _, e := range evs {
+		if e.Kind != tracer.KindRetransmit {
+			continue
+		}
+		if e.Cookie != est.Cookie || e.State != tracer.StateSynSent || e.Remote != server {
+			t.Errorf("retransmit on cookie %d in %s to %s; want the client's (%d) in SYN_SENT to %s", e.Cookie, e.State, e.Remote, est.Cookie, server)
+		}
+		if e.HasErr && e.Err != 0 {
+			failed++
+			if tracer.ErrnoName(e.Err) != "EPERM" {
+				t.Errorf("failed SYN retransmit with %s, want EPERM (netfilter drop)", tracer.ErrnoName(e.Err))
+			}
+		} else {
+			sent++
+		}
+	}
+	if sent != 1 {
+		t.Errorf("%d SYN retransmits left the host, want exactly 1 (the one after the drop rule went)", sent)
+	}
+	if est.HasErr && failed < 1 {
+		t.Errorf("no failed retransmit reported while SYNs were dropped")
+	}
+	if est.TotalRetrans != uint32(sent+failed) {
+		t.Errorf("tcp_sock total_retrans %d at ESTABLISHED, want %d (every retransmit attempt)", est.TotalRetrans, sent+failed)
+	}
+}
+
+// TestSynAckRetransmit drops the client's ACKs, so the server's request
+// socket retransmits its SYN-ACK; the connection then completes and the
+// child socket carries the request's cookie.
+func TestSynAckRetransmit(t *testing.T) {
+	t.Parallel()
+	ns := newNS(t)
+	col := traceNS(t, ns, tracer.Config{})
+	ln := listen(t, ns, "tcp6", "[::1]:0")
+	server := addrPort(t, ln.Addr())
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+		close(accepted)
+	}()
+	remove, err := ns.AddDrop(netns.Drop{DstPort: server.Port(), FlagMask: netns.FlagSYN | netns.FlagACK, Flags: netns.FlagACK})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remove()
+	// The client's connect() completes at once: its final ACK is what is lost.
+	c, err := dial(ns, "tcp6", server.String(), 5*time.Second)
+	if err != nil {
+		t.Fatalf("dialing: %v", err)
+	}
+	defer c.Close()
+	client := addrPort(t, c.LocalAddr())
+
+	evs := col.waitFor(t, "a SYN-ACK retransmit", 10*time.Second, func(evs []tracer.Event) bool {
+		_, ok := find(evs, func(e tracer.Event) bool { return e.Kind == tracer.KindSynAckRetransmit })
+		return ok
+	})
+	if err := remove(); err != nil {
+		t.Fatal(err)
+	}
+	// Data carries an ACK: it completes the handshake on the server.
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if sc, ok := <-accepted; ok {
+		sc.Close()
+	}
+	evs = col.waitFor(t, "the server child socket", 10*time.Second, func(evs []tracer.Event) bool {
+		_, ok := find(evs, func(e tracer.Event) bool { return e.Kind == tracer.KindState && e.NewState == tracer.StateSynRecv })
+		return ok
+	})
+	rtx, _ := find(evs, func(e tracer.Event) bool { return e.Kind == tracer.KindSynAckRetransmit })
+	child, _ := find(evs, func(e tracer.Event) bool { return e.Kind == tracer.KindState && e.NewState == tracer.StateSynRecv })
+	listener, _ := find(evs, func(e tracer.Event) bool { return e.Kind == tracer.KindState && e.NewState == tracer.StateListen })
+	if rtx.Cookie == 0 || rtx.Cookie != child.Cookie {
+		t.Errorf("SYN-ACK retransmit cookie %d, child cookie %d: want equal (the child inherits the request's cookie)", rtx.Cookie, child.Cookie)
+	}
+	if rtx.ListenerCookie != listener.Cookie || rtx.State != tracer.StateListen {
+		t.Errorf("SYN-ACK retransmit on listener %d in %s, want %d in LISTEN", rtx.ListenerCookie, rtx.State, listener.Cookie)
+	}
+	if rtx.Local != server || rtx.Remote != client {
+		t.Errorf("SYN-ACK retransmit %s -> %s, want %s -> %s", rtx.Local, rtx.Remote, server, client)
+	}
+	if rtx.NumRetrans != 0 || rtx.SntSynAckUs == 0 {
+		t.Errorf("first SYN-ACK retransmit: num_retrans %d snt_synack %d, want 0 and a timestamp", rtx.NumRetrans, rtx.SntSynAckUs)
+	}
+	if !rtx.HasOwner || rtx.OwnerTGID != uint32(os.Getpid()) {
+		t.Errorf("SYN-ACK retransmit owner %v/%d, want this process %d", rtx.HasOwner, rtx.OwnerTGID, os.Getpid())
+	}
+}
+
+// TestLostEvents: with a one-page ring buffer and no reader during a burst,
+// events are lost; the kernel counts every one, so received + lost equals
+// what the burst produced.
+func TestLostEvents(t *testing.T) {
+	t.Parallel()
+	ns := newNS(t)
+	tr, err := tracer.Open(tracer.Config{NetNS: []uint32{ns.Inode}, RingBufferBytes: os.Getpagesize()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	ln := listen(t, ns, "tcp4", "127.0.0.1:0")
+	const conns = 50
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < conns; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, c)
+			c.Close()
+		}
+	}()
+	for i := 0; i < conns; i++ {
+		c, err := dial(ns, "tcp4", ln.Addr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	<-done
+	ln.Close()
+	// Every connection closed cleanly: 5 transitions on each end, plus the
+	// listener's CLOSE->LISTEN and LISTEN->CLOSE. Wait until the kernel has
+	// produced all of them (lost or not) before stopping.
+	want := uint64(conns*10 + 2)
+	var received uint64
+	var ev tracer.Event
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := tr.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Lost > 0 && (received+c.Lost >= want || time.Now().After(deadline)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no loss counted with a %d-byte ring buffer", os.Getpagesize())
+		}
+		// Reading frees space; the burst is over, so read what is there.
+		tr.Stop()
+		for tr.Read(&ev) == nil {
+			received++
+		}
+	}
+	c, _ := tr.Counters()
+	if received+c.Lost != want {
+		t.Errorf("received %d + lost %d = %d, want %d events", received, c.Lost, received+c.Lost, want)
+	}
+	t.Logf("received %d, lost %d of %d", received, c.Lost, want)
+}

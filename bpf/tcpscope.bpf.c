@@ -537,6 +537,14 @@ int handle_sock_error(__u64 *ctx)
 
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
+	/*
+	 * tcp_disconnect() ends with sk_error_report() only to wake waiters,
+	 * after the error was already consumed (a failed connect() calls it
+	 * through __inet_stream_connect()): sk_err is 0 and the tuple is half
+	 * cleared. No error to report.
+	 */
+	if (!sk->sk_err)
+		return 0;
 	netns = sk_netns(&sk->__sk_common);
 	if (!netns_wanted(netns))
 		return 0;

@@ -272,3 +272,6 @@ func (t *Tracer) Close() error {
 	})
 	return t.closeErr
 }
+
+// Pending is how many bytes of events wait in the ring buffer.
+func (t *Tracer) Pending() int { return t.reader.AvailableBytes() }

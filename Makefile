@@ -1,0 +1,28 @@
+# tcpscope. `make help` lists the targets.
+
+# sudo resets PATH to secure_path, which lacks Go's usual home.
+GO ?= $(or $(shell command -v go 2>/dev/null),/usr/local/go/bin/go)
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+BIN := tcpscope
+
+.PHONY: help build generate test lint bench demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## build ./tcpscope (no clang needed: the BPF objects are committed)
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/tcpscope
+
+generate: ## rebuild the BPF objects and their Go bindings (needs clang-16, llvm-16, libbpf-dev)
+	cd tracer && $(GO) generate ./...
+
+test: ## all tests; the kernel tests need root (sudo make test)
+	$(GO) test -count=1 -timeout 30m ./...
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean: ## remove the built binary
+	rm -f $(BIN)

@@ -1,0 +1,210 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/tcpscope/tcpscope/output"
+	"github.com/tcpscope/tcpscope/tracer"
+)
+
+// traceFlags are the flags record, run and demo share.
+type traceFlags struct {
+	ports      []uint
+	netns      []uint
+	duration   time.Duration
+	ringBuffer string
+}
+
+func (f *traceFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.UintSliceVar(&f.ports, "port", nil, "only connections with this local or remote port (repeatable, at most 8; filtered in the kernel)")
+	fl.UintSliceVar(&f.netns, "netns", nil, "only this network namespace, by inode as in `ls -L -i /proc/PID/ns/net` (repeatable, at most 8)")
+	fl.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 30s, 5m); default: until Ctrl-C")
+	fl.StringVar(&f.ringBuffer, "ring-buffer-size", "16MiB", "kernel ring buffer size, a power of two (e.g. 4MiB, 64MiB)")
+}
+
+func (f *traceFlags) config() (tracer.Config, error) {
+	var cfg tracer.Config
+	if len(f.ports) > tracer.MaxFilter {
+		return cfg, usagef("--port given %d times: at most %d ports can be filtered", len(f.ports), tracer.MaxFilter)
+	}
+	for _, p := range f.ports {
+		if p == 0 || p > 65535 {
+			return cfg, usagef("--port %d: a port is 1-65535", p)
+		}
+		cfg.Ports = append(cfg.Ports, uint16(p))
+	}
+	if len(f.netns) > tracer.MaxFilter {
+		return cfg, usagef("--netns given %d times: at most %d namespaces can be filtered", len(f.netns), tracer.MaxFilter)
+	}
+	for _, n := range f.netns {
+		if n == 0 || n > 0xffffffff {
+			return cfg, usagef("--netns %d: not a namespace inode", n)
+		}
+		cfg.NetNS = append(cfg.NetNS, uint32(n))
+	}
+	if f.duration < 0 {
+		return cfg, usagef("--duration %s: must not be negative", f.duration)
+	}
+	size, err := parseSize(f.ringBuffer)
+	if err != nil {
+		return cfg, usagef("--ring-buffer-size %q: %v", f.ringBuffer, err)
+	}
+	if size < os.Getpagesize() || size&(size-1) != 0 {
+		return cfg, usagef("--ring-buffer-size %q: must be a power of two of at least %d bytes", f.ringBuffer, os.Getpagesize())
+	}
+	cfg.RingBufferBytes = size
+	return cfg, nil
+}
+
+// parseSize reads "4096", "64KiB", "16MiB", "1GiB" (K/M/G and KB/MB/GB
+// are taken as powers of 1024 too).
+func parseSize(s string) (int, error) {
+	t := strings.TrimSpace(s)
+	mult := 1
+	for _, u := range []struct {
+		suffix string
+		mult   int
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}} {
+		if strings.HasSuffix(strings.ToUpper(t), strings.ToUpper(u.suffix)) {
+			t, mult = strings.TrimSpace(t[:len(t)-len(u.suffix)]), u.mult
+			break
+		}
+	}
+	n, err := strconv.Atoi(t)
+	if err != nil || n <= 0 {
+		return 0, errors.New("not a size (e.g. 16MiB)")
+	}
+	if n > (1<<31)/mult {
+		return 0, errors.New("too large")
+	}
+	return n * mult, nil
+}
+
+type recordFlags struct {
+	traceFlags
+	events bool
+	format string
+}
+
+func newRecordCmd() *cobra.Command {
+	var f recordFlags
+	cmd := &cobra.Command{
+		Use:   "record",
+		Short: "Trace TCP connections until Ctrl-C or --duration",
+		Example: `  sudo tcpscope record --events                 # every kernel event, as it happens
+  sudo tcpscope record --events --port 8080 --format jsonl`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := f.config()
+			if err != nil {
+				return err
+			}
+			if f.format != "text" && f.format != "jsonl" {
+				return usagef("--format %q: use text or jsonl", f.format)
+			}
+			if !f.events {
+				return usagef("say what to record: --events prints every kernel event")
+			}
+			return recordEvents(cmd.Context(), cfg, f, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().BoolVar(&f.events, "events", false, "print one line per kernel event as it happens")
+	cmd.Flags().StringVar(&f.format, "format", "text", "event output: text (aligned columns) or jsonl (one JSON object per line)")
+	return cmd
+}
+
+// stopContext ends on SIGINT, SIGTERM or after d (when d > 0).
+func stopContext(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, cancel := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	if d > 0 {
+		tctx, tcancel := context.WithTimeout(ctx, d)
+		return tctx, func() { tcancel(); cancel() }
+	}
+	return ctx, cancel
+}
+
+func recordEvents(ctx context.Context, cfg tracer.Config, f recordFlags, stdout, stderr io.Writer) error {
+	tr, err := tracer.Open(cfg)
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	for _, h := range tr.Features().Missing() {
+		fmt.Fprintf(stderr, "tcpscope: warning: tracepoint %s is missing on this kernel: %s\n", h.Tracepoint, h.Degrades)
+	}
+	ctx, cancel := stopContext(ctx, f.duration)
+	defer cancel()
+	go func() {
+		<-ctx.Done()
+		tr.Stop()
+	}()
+
+	w := bufio.NewWriterSize(stdout, 64<<10)
+	if f.format == "text" {
+		fmt.Fprintln(w, output.EventHeader)
+		w.Flush()
+	}
+	tally := output.Tally{ByKind: map[tracer.Kind]uint64{}}
+	var ev tracer.Event
+	var buf []byte
+	var decodeErrs uint64
+	for {
+		err := tr.Read(&ev)
+		if errors.Is(err, tracer.ErrClosed) {
+			break
+		}
+		if err != nil {
+			if decodeErrs == 0 {
+				fmt.Fprintf(stderr, "tcpscope: warning: %v\n", err)
+			}
+			decodeErrs++
+			continue
+		}
+		tally.ByKind[ev.Kind]++
+		if f.format == "jsonl" {
+			buf = output.AppendEventJSON(buf[:0], &ev)
+		} else {
+			buf = output.AppendEventText(buf[:0], &ev)
+		}
+		if _, err := w.Write(buf); err != nil {
+			return fmt.Errorf("writing events: %w", err)
+		}
+		if tr.Pending() == 0 {
+			if err := w.Flush(); err != nil {
+				return fmt.Errorf("writing events: %w", err)
+			}
+		}
+	}
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("writing events: %w", err)
+	}
+	c, err := tr.Counters()
+	if err != nil {
+		return err
+	}
+	tally.Lost = c.Lost
+	fmt.Fprintln(stderr, output.TallyLine(tally))
+	if decodeErrs > 0 {
+		fmt.Fprintf(stderr, "tcpscope: %d records could not be decoded\n", decodeErrs)
+	}
+	if c.Lost > 0 {
+		fmt.Fprintf(stderr, "tcpscope: %d events were lost because the ring buffer was full: raise --ring-buffer-size or narrow --port/--netns\n", c.Lost)
+	}
+	return nil
+}

@@ -275,3 +275,6 @@ func (t *Tracer) Close() error {
 
 // Pending is how many bytes of events wait in the ring buffer.
 func (t *Tracer) Pending() int { return t.reader.AvailableBytes() }
+
+// Attached is how many tracepoint programs are attached.
+func (t *Tracer) Attached() int { return len(t.links) }

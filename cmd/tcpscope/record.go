@@ -145,9 +145,7 @@ func recordEvents(ctx context.Context, cfg tracer.Config, f recordFlags, stdout,
 		return err
 	}
 	defer tr.Close()
-	for _, h := range tr.Features().Missing() {
-		fmt.Fprintf(stderr, "tcpscope: warning: tracepoint %s is missing on this kernel: %s\n", h.Tracepoint, h.Degrades)
-	}
+	announce(stderr, tr)
 	ctx, cancel := stopContext(ctx, f.duration)
 	defer cancel()
 	go func() {
@@ -207,4 +205,13 @@ func recordEvents(ctx context.Context, cfg tracer.Config, f recordFlags, stdout,
 		fmt.Fprintf(stderr, "tcpscope: %d events were lost because the ring buffer was full: raise --ring-buffer-size or narrow --port/--netns\n", c.Lost)
 	}
 	return nil
+}
+
+// announce tells, on stderr, that every program is attached: from this line
+// on nothing is missed. Missing optional tracepoints are named once.
+func announce(stderr io.Writer, tr *tracer.Tracer) {
+	for _, h := range tr.Features().Missing() {
+		fmt.Fprintf(stderr, "tcpscope: warning: tracepoint %s is missing on this kernel: %s\n", h.Tracepoint, h.Degrades)
+	}
+	fmt.Fprintf(stderr, "tcpscope: tracing (%d tracepoints attached); Ctrl-C to stop\n", tr.Attached())
 }

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tcpscope/tcpscope/tracer/nettest"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tcpscope-test")
+	if err != nil {
+		panic(err)
+	}
+	os.Chmod(dir, 0o755)
+	binary = filepath.Join(dir, "tcpscope")
+	if out, err := exec.Command(goTool(), "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building tcpscope: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// goTool finds the go command even under sudo, whose PATH lacks it.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(runtime.GOROOT(), "bin", "go")
+}
+
+func TestBadInputExitsTwo(t *testing.T) {
+	cases := [][]string{
+		{"record", "--bogus"},
+		{"record", "--events", "--port", "0"},
+		{"record", "--events", "--port", "70000"},
+		{"record", "--events", "--duration", "soon"},
+		{"record", "--events", "--ring-buffer-size", "3000"},
+		{"record", "--events", "--format", "xml"},
+		{"record"},
+		{"nonsense"},
+		{"check", "extra"},
+	}
+	for _, args := range cases {
+		var stderr bytes.Buffer
+		cmd := exec.Command(binary, args...)
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 2 {
+			t.Errorf("tcpscope %s: %v, want exit status 2", strings.Join(args, " "), err)
+		}
+		if lines := strings.Count(strings.TrimSpace(stderr.String()), "\n") + 1; stderr.Len() == 0 || lines > 2 {
+			t.Errorf("tcpscope %s: stderr %q, want one actionable line", strings.Join(args, " "), stderr.String())
+		}
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, err := exec.Command(binary, "--version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "tcpscope version ") {
+		t.Errorf("--version: %q %v", out, err)
+	}
+}
+
+// TestUnprivilegedIsOneClearLine runs the real binary as nobody.
+func TestUnprivilegedIsOneClearLine(t *testing.T) {
+	nettest.RequirePrivileges(t) // needs root to become nobody
+	for _, args := range [][]string{{"record", "--events"}, {"check"}} {
+		var stdout, stderr bytes.Buffer
+		cmd := exec.Command(binary, args...)
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		err := cmd.Run()
+		ee, ok := err.(*exec.ExitError)
+		if !ok || ee.ExitCode() != 1 {
+			t.Errorf("%v as nobody: %v, want exit status 1", args, err)
+		}
+		msg := strings.TrimSpace(stderr.String())
+		if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "CAP_BPF") || !strings.Contains(msg, "root") {
+			t.Errorf("%v as nobody: stderr %q, want one line naming root and CAP_BPF", args, msg)
+		}
+	}
+}
+
+// TestRecordEventsJSONL runs `record --events --format jsonl` on a private
+// namespace and checks the events of one connection and the closing tally.
+func TestRecordEventsJSONL(t *testing.T) {
+	ns := nettest.New(t)
+	cmd := exec.Command(binary, "record", "--events", "--format", "jsonl", "--netns", fmt.Sprint(ns.Inode), "--duration", "20s")
+	stdoutPipe, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderrPipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stderr := bufio.NewScanner(stderrPipe)
+	var rest strings.Builder
+	ready := false
+	for stderr.Scan() {
+		if strings.Contains(stderr.Text(), "tracing (") {
+			ready = true
+			break
+		}
+		rest.WriteString(stderr.Text() + "\n")
+	}
+	if !ready {
+		cmd.Wait()
+		t.Fatalf("tcpscope never said it was tracing: %s", rest.String())
+	}
+
+	var ln net.Listener
+	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp4", "127.0.0.1:0"); return }); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	var c net.Conn
+	if err := ns.Do(func() (err error) { c, err = net.DialTimeout("tcp4", ln.Addr().String(), 5*time.Second); return }); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 1)
+	c.Read(buf) // until the server's FIN
+	c.Close()
+	ln.Close()
+
+	// Read until the listener's LISTEN->CLOSE (the last of the 12 state
+	// events), then stop tcpscope with Ctrl-C as a user would.
+	kinds := map[string]int{}
+	var states []string
+	out := bufio.NewScanner(stdoutPipe)
+	for kinds["state"] < 12 && out.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(out.Bytes(), &m); err != nil {
+			t.Fatalf("line %q: %v", out.Text(), err)
+		}
+		if m["netns"] != float64(ns.Inode) {
+			t.Errorf("event from netns %v", m["netns"])
+		}
+		kinds[m["kind"].(string)]++
+		if m["kind"] == "state" {
+			states = append(states, m["from"].(string)+"->"+m["to"].(string))
+		}
+	}
+	cmd.Process.Signal(os.Interrupt)
+	for out.Scan() {
+		t.Errorf("unexpected event after the connection ended: %s", out.Text())
+	}
+	for stderr.Scan() {
+		rest.WriteString(stderr.Text() + "\n")
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("tcpscope exited with %v: %s", err, rest.String())
+	}
+	// Listener open and close, 5 transitions on each end.
+	if kinds["state"] != 12 {
+		t.Errorf("%d state events, want 12: %v", kinds["state"], states)
+	}
+	if !strings.Contains(rest.String(), "events: 12 (state 12,") || !strings.Contains(rest.String(), "lost 0") {
+		t.Errorf("closing tally: %q", rest.String())
+	}
+}

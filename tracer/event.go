@@ -129,6 +129,9 @@ var ErrShortRecord = errors.New("short event record")
 type Clock struct {
 	// OffsetNs is wall-clock ns minus CLOCK_BOOTTIME ns, sampled once.
 	OffsetNs int64
+	// MonoToBootNs is CLOCK_BOOTTIME minus CLOCK_MONOTONIC (time spent
+	// suspended), for kernel stamps taken with tcp_clock_us().
+	MonoToBootNs int64
 }
 
 // Decode fills ev from one raw ring-buffer sample. The sample length is

@@ -165,8 +165,12 @@ func bootClock() (Clock, error) {
 		return Clock{}, fmt.Errorf("reading CLOCK_BOOTTIME: %w", err)
 	}
 	after := time.Now()
+	var mono unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono); err != nil {
+		return Clock{}, fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
+	}
 	mid := before.UnixNano() + after.Sub(before).Nanoseconds()/2
-	return Clock{OffsetNs: mid - ts.Nano()}, nil
+	return Clock{OffsetNs: mid - ts.Nano(), MonoToBootNs: ts.Nano() - mono.Nano()}, nil
 }
 
 // Features reports what this kernel let the tracer attach.

@@ -1,0 +1,639 @@
+package tracer
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// TimeWaitLen is TCP_TIMEWAIT_LEN: a timewait socket lives 60 s, a constant
+// of the kernel (include/net/tcp.h), not the tcp_fin_timeout sysctl, which
+// only bounds FIN_WAIT2.
+const TimeWaitLen = 60 * time.Second
+
+// BuilderConfig tunes the timeline builder.
+type BuilderConfig struct {
+	// SynRecvThreshold sets long_syn_recv (default 1s).
+	SynRecvThreshold time.Duration
+	// Grace is how long a closed connection waits for the events the kernel
+	// emits after the CLOSE transition (the reset tcp_send_active_reset()
+	// traces after tcp_set_state(), the socket error report) before it is
+	// emitted. Default 1s.
+	Grace time.Duration
+	// Clock converts the request socket's CLOCK_MONOTONIC snt_synack.
+	Clock Clock
+	// Emit receives every finished connection. The Connection is reused
+	// after Emit returns: copy what must outlive the call.
+	Emit func(*Connection)
+}
+
+type tupleKey struct {
+	netns         uint32
+	local, remote netip.AddrPort
+}
+
+type listenerInfo struct {
+	pid  uint32
+	comm string
+}
+
+type listenKey struct {
+	netns uint32
+	port  uint16
+}
+
+// Builder turns events into connection timelines, keyed by socket cookie.
+// It is not safe for concurrent use.
+type Builder struct {
+	cfg       BuilderConfig
+	conns     map[uint64]*Connection
+	requests  map[uint64]*Connection // request sockets known from SYN-ACK retransmits only
+	tuples    map[tupleKey]*Connection
+	listeners map[listenKey]listenerInfo
+	closing   []*Connection // closed, in close order, waiting for Grace
+	free      []*Connection
+	nextID    uint64
+	orphans   uint64
+}
+
+// syntheticIDBase numbers records that have no socket (a refused SYN). It
+// is far above any socket cookie and still exact in a JSON number.
+const syntheticIDBase = 1 << 52
+
+// NewBuilder returns an empty builder.
+func NewBuilder(cfg BuilderConfig) *Builder {
+	if cfg.SynRecvThreshold == 0 {
+		cfg.SynRecvThreshold = time.Second
+	}
+	if cfg.Grace == 0 {
+		cfg.Grace = time.Second
+	}
+	if cfg.Emit == nil {
+		cfg.Emit = func(*Connection) {}
+	}
+	return &Builder{
+		cfg:       cfg,
+		conns:     make(map[uint64]*Connection, 1024),
+		requests:  map[uint64]*Connection{},
+		tuples:    make(map[tupleKey]*Connection, 1024),
+		listeners: map[listenKey]listenerInfo{},
+		nextID:    syntheticIDBase,
+	}
+}
+
+// Live is how many connections (and pending requests) are being followed.
+func (b *Builder) Live() int { return len(b.conns) }
+
+// Orphans counts events for sockets the builder could not place (for
+// example a reset sent by a timewait socket of a connection already emitted).
+func (b *Builder) Orphans() uint64 { return b.orphans }
+
+func (b *Builder) get() *Connection {
+	if n := len(b.free); n > 0 {
+		c := b.free[n-1]
+		b.free = b.free[:n-1]
+		tl, fl := c.Timeline[:0], c.Flags[:0]
+		*c = Connection{Timeline: tl, Flags: fl}
+		return c
+	}
+	return &Connection{}
+}
+
+func (b *Builder) newConn(ev *Event, id uint64, role Role) *Connection {
+	c := b.get()
+	c.ID = id
+	c.Role = role
+	c.NetNS = ev.NetNS
+	c.Start = ev.Time
+	c.stateAt = ev.Time
+	c.HandshakeUs = -1
+	c.SynRecvUs = -1
+	c.setTuple(ev)
+	b.conns[id] = c
+	return c
+}
+
+func (c *Connection) setTuple(ev *Event) {
+	if !ev.Local.Addr().IsValid() {
+		return
+	}
+	c.Local, c.Remote = ev.Local, ev.Remote
+	if ev.Local.Addr().Is4() {
+		c.Family = "ipv4"
+	} else {
+		c.Family = "ipv6"
+	}
+}
+
+// Add feeds one event.
+func (b *Builder) Add(ev *Event) {
+	switch ev.Kind {
+	case KindState:
+		b.onState(ev)
+	case KindRetransmit:
+		b.onRetransmit(ev)
+	case KindSynAckRetransmit:
+		b.onSynAck(ev)
+	case KindResetSent:
+		b.onResetSent(ev)
+	case KindResetReceived:
+		if c := b.lookup(ev); c != nil {
+			c.setFlag(FlagResetReceived)
+			c.item(ev.Time, Item{Kind: KindResetReceived.String(), State: ev.State.String()})
+		}
+	case KindError:
+		if c := b.lookup(ev); c != nil {
+			c.Errno = ErrnoName(ev.Err)
+			c.item(ev.Time, Item{Kind: KindError.String(), State: ev.State.String(), Errno: c.Errno})
+		}
+	}
+}
+
+func (c *Connection) item(at time.Time, it Item) {
+	it.At = at
+	it.OffsetUs = at.Sub(c.Start).Microseconds()
+	c.Timeline = append(c.Timeline, it)
+}
+
+// lookup finds the connection of an event on a socket that is not opening.
+// An unknown cookie is a connection that was open before tracing started.
+func (b *Builder) lookup(ev *Event) *Connection {
+	if ev.Cookie == 0 {
+		b.orphans++
+		return nil
+	}
+	if c, ok := b.conns[ev.Cookie]; ok {
+		return c
+	}
+	if ev.State == StateTimeWait || ev.State == StateNewSynRecv || ev.State == StateListen {
+		// A timewait sock outlives its emitted connection; request socks
+		// and listeners are not connections.
+		b.orphans++
+		return nil
+	}
+	return b.preexisting(ev)
+}
+
+func (b *Builder) preexisting(ev *Event) *Connection {
+	role := RoleClient
+	if _, ok := b.listeners[listenKey{ev.NetNS, ev.Local.Port()}]; ok {
+		role = RoleServer
+	}
+	c := b.newConn(ev, ev.Cookie, role)
+	c.setFlag(FlagPreexisting)
+	if ev.Kind == KindState {
+		c.state = ev.OldState
+	} else {
+		c.state = ev.State
+	}
+	c.established = c.state != StateSynSent && c.state != StateSynRecv
+	b.indexTuple(c)
+	return c
+}
+
+func (b *Builder) onState(ev *Event) {
+	switch {
+	case ev.NewState == StateListen:
+		b.listeners[listenKey{ev.NetNS, ev.Local.Port()}] = listenerInfo{pid: ev.TGID, comm: ev.Comm.String()}
+		return
+	case ev.OldState == StateListen && ev.NewState == StateClose:
+		delete(b.listeners, listenKey{ev.NetNS, ev.Local.Port()})
+		return
+	}
+	var c *Connection
+	switch {
+	case ev.OldState == StateClose && ev.NewState == StateSynSent:
+		// connect() runs in process context: the current task is the owner.
+		if old, ok := b.conns[ev.Cookie]; ok {
+			b.finish(old, ev.Time) // a socket reused by a second connect()
+		}
+		c = b.newConn(ev, ev.Cookie, RoleClient)
+		c.PID, c.Comm = ev.TGID, ev.Comm.String()
+		c.synSentAt = ev.Time
+	case ev.OldState == StateListen && ev.NewState == StateSynRecv:
+		c = b.serverChild(ev)
+	default:
+		c = b.lookup(ev)
+		if c == nil {
+			return
+		}
+		if !c.tupleKnown {
+			c.setTuple(ev)
+			b.indexTuple(c)
+		}
+	}
+	c.transition(ev)
+	switch ev.NewState {
+	case StateEstablished:
+		b.onEstablished(c, ev)
+	case StateFinWait1, StateLastAck:
+		// close() in process context: for a connection that predates the
+		// trace this is the best owner we will see.
+		if c.PID == 0 && c.Has(FlagPreexisting) {
+			c.PID, c.Comm = ev.TGID, ev.Comm.String()
+		}
+	case StateClose:
+		c.closedAt = ev.Time
+		b.closing = append(b.closing, c)
+	}
+}
+
+func (c *Connection) transition(ev *Event) {
+	prev := int64(0)
+	if !c.stateAt.IsZero() && len(c.Timeline) > 0 {
+		prev = ev.Time.Sub(c.stateAt).Microseconds()
+	}
+	c.item(ev.Time, Item{Kind: KindState.String(), From: ev.OldState.String(), To: ev.NewState.String(), PrevStateUs: prev})
+	c.state = ev.NewState
+	c.stateAt = ev.Time
+}
+
+// serverChild starts a server-side connection. The child socket was cloned
+// from its listener (hence LISTEN->SYN_RECV) when the final ACK arrived,
+// and carries its request socket's cookie, so SYN-ACK retransmits already
+// seen for that request join it here.
+func (b *Builder) serverChild(ev *Event) *Connection {
+	c, pending := b.requests[ev.Cookie]
+	if pending {
+		delete(b.requests, ev.Cookie)
+		c.pending = false
+		c.setTuple(ev)
+	} else {
+		if old, ok := b.conns[ev.Cookie]; ok {
+			b.finish(old, ev.Time)
+		}
+		c = b.newConn(ev, ev.Cookie, RoleServer)
+	}
+	c.ListenerID = ev.ListenerCookie
+	switch {
+	case ev.HasOwner:
+		c.PID, c.Comm = ev.OwnerTGID, ev.OwnerComm.String()
+	default:
+		if l, ok := b.listeners[listenKey{ev.NetNS, ev.Local.Port()}]; ok {
+			c.PID, c.Comm = l.pid, l.comm
+		}
+	}
+	b.indexTuple(c)
+	return c
+}
+
+func (b *Builder) onEstablished(c *Connection, ev *Event) {
+	if c.established {
+		return
+	}
+	c.established = true
+	switch c.Role {
+	case RoleClient:
+		if !c.synSentAt.IsZero() {
+			c.HandshakeUs = ev.Time.Sub(c.synSentAt).Microseconds()
+		}
+	case RoleServer:
+		b.measureSynRecv(c, ev)
+	}
+}
+
+// measureSynRecv sets the real SYN_RECV stay: from the first SYN-ACK to the
+// final ACK, which is the request socket's life, not the child socket's few
+// microseconds between LISTEN->SYN_RECV and SYN_RECV->ESTABLISHED.
+func (b *Builder) measureSynRecv(c *Connection, ev *Event) {
+	switch {
+	case c.sntSynAckNs != 0:
+		// tcp_make_synack() stamped the first SYN-ACK (snt_synack, seen on the
+		// SYN-ACK retransmit events) with tcp_clock_us(): CLOCK_MONOTONIC.
+		c.SynRecvUs = (int64(ev.BootNs) - c.sntSynAckNs) / 1000
+		c.SynRecvHow = SynRecvFromSynAck
+	case ev.HasTCPInfo && ev.TotalRetrans == 0 && ev.SRTTUs > 0:
+		// tcp_synack_rtt_meas() seeds srtt with now - snt_synack only when the
+		// request never retransmitted (total_retrans = req->num_retrans).
+		c.SynRecvUs = int64(ev.SRTTUs)
+		c.SynRecvHow = SynRecvFromSRTT
+	case ev.HasRTO && ev.TotalRTO > 0:
+		// tcp_create_openreq_child() sets total_rto_time = now - snt_synack
+		// in ms when the request's timer fired (6.7+).
+		c.SynRecvUs = int64(ev.TotalRTOTimeMs) * 1000
+		c.SynRecvHow = SynRecvFromRTOTime
+	default:
+		c.SynRecvUs = ev.Time.Sub(c.Start).Microseconds()
+		c.SynRecvHow = SynRecvFromChildAge
+	}
+	if c.SynRecvHow != SynRecvFromChildAge {
+		c.requestStarted(ev.Time.Add(-time.Duration(c.SynRecvUs) * time.Microsecond))
+	}
+	if ev.HasTCPInfo && ev.TotalRetrans > c.Retransmits.SynAck {
+		// SYN-ACK retransmits whose events were filtered or lost still show
+		// in the child's total_retrans, inherited from req->num_retrans.
+		c.Retransmits.SynAck = ev.TotalRetrans
+	}
+	if c.Retransmits.SynAck > 0 {
+		c.setFlag(FlagSynAckRetransmitted)
+	}
+	if time.Duration(c.SynRecvUs)*time.Microsecond >= b.cfg.SynRecvThreshold {
+		c.setFlag(FlagLongSynRecv)
+	}
+}
+
+// ItemSynAck marks the request socket's first SYN-ACK: the start of what
+// ss calls SYN-RECV, which no state tracepoint sees.
+const ItemSynAck = "synack"
+
+// requestStarted moves a server connection's start back to its first
+// SYN-ACK and marks it in the timeline.
+func (c *Connection) requestStarted(at time.Time) {
+	if len(c.Timeline) > 0 && c.Timeline[0].Kind == ItemSynAck {
+		return
+	}
+	if at.Before(c.Start) {
+		c.Start = at
+	}
+	c.Timeline = append(c.Timeline, Item{})
+	copy(c.Timeline[1:], c.Timeline)
+	c.Timeline[0] = Item{At: at, Kind: ItemSynAck, State: StateSynRecv.String(), Detail: "first SYN-ACK sent (request socket)"}
+}
+
+func (b *Builder) onRetransmit(ev *Event) {
+	c := b.lookup(ev)
+	if c == nil {
+		return
+	}
+	what := "data"
+	switch ev.State {
+	case StateSynSent:
+		what = "SYN"
+	case StateSynRecv:
+		what = "SYN-ACK"
+	}
+	it := Item{Kind: KindRetransmit.String(), State: ev.State.String(), Detail: what}
+	if ev.HasErr && ev.Err != 0 {
+		// 6.17+: the retransmit failed and nothing left the host.
+		it.Errno = ErrnoName(ev.Err)
+		it.Detail = what + " not sent"
+		c.item(ev.Time, it)
+		return
+	}
+	c.item(ev.Time, it)
+	switch what {
+	case "SYN":
+		c.Retransmits.Syn++
+		c.setFlag(FlagSynRetransmitted)
+	case "SYN-ACK":
+		c.Retransmits.SynAck++
+		c.setFlag(FlagSynAckRetransmitted)
+	default:
+		c.Retransmits.Data++
+		c.setFlag(FlagDataRetransmitted)
+	}
+}
+
+// onSynAck records a SYN-ACK retransmit of a request socket. No state
+// tracepoint sees request sockets, so the first one seen starts a pending
+// server record that its child (same cookie) takes over.
+func (b *Builder) onSynAck(ev *Event) {
+	c, ok := b.conns[ev.Cookie]
+	if !ok {
+		c = b.newConn(ev, ev.Cookie, RoleServer)
+		c.pending = true
+		c.state = StateNewSynRecv
+		c.ListenerID = ev.ListenerCookie
+		if ev.HasOwner {
+			c.PID, c.Comm = ev.OwnerTGID, ev.OwnerComm.String()
+		} else if l, ok := b.listeners[listenKey{ev.NetNS, ev.Local.Port()}]; ok {
+			c.PID, c.Comm = l.pid, l.comm
+		}
+		b.requests[ev.Cookie] = c
+	}
+	if ev.SntSynAckUs != 0 && c.sntSynAckNs == 0 {
+		c.sntSynAckNs = int64(ev.SntSynAckUs)*1000 + b.cfg.Clock.MonoToBootNs
+		c.requestStarted(time.Unix(0, b.cfg.Clock.OffsetNs+c.sntSynAckNs))
+	}
+	c.Retransmits.SynAck++
+	c.setFlag(FlagSynAckRetransmitted)
+	c.lastSynAckAt = ev.Time
+	c.numTimeout = ev.NumTimeout
+	c.item(ev.Time, Item{Kind: KindSynAckRetransmit.String(), State: StateSynRecv.String(),
+		Detail: fmt.Sprintf("SYN-ACK #%d", ev.NumRetrans+1)})
+}
+
+func (b *Builder) onResetSent(ev *Event) {
+	if ev.NoSocket {
+		b.refusedRecord(ev)
+		return
+	}
+	c := b.lookup(ev)
+	if c == nil {
+		return
+	}
+	c.setFlag(FlagResetSent)
+	it := Item{Kind: KindResetSent.String(), State: ev.State.String()}
+	if ev.HasReason {
+		it.Reason = ev.Reason.String()
+	}
+	c.item(ev.Time, it)
+}
+
+// refusedRecord: a reset sent with no socket answers a packet for which no
+// socket exists; for a SYN that is a refused connection, recorded on the
+// server side as its own record.
+func (b *Builder) refusedRecord(ev *Event) {
+	b.nextID++
+	c := b.newConn(ev, b.nextID, RoleServer)
+	c.setFlag(FlagRefused)
+	c.setFlag(FlagResetSent)
+	it := Item{Kind: KindResetSent.String(), Detail: "no socket"}
+	if ev.HasReason {
+		it.Reason = ev.Reason.String()
+	}
+	c.item(ev.Time, it)
+	c.Outcome = OutcomeRefused
+	c.ClosedBy = "local"
+	c.closedAt = ev.Time
+	b.indexTuple(c)
+	b.closing = append(b.closing, c)
+}
+
+func (b *Builder) indexTuple(c *Connection) {
+	if !c.Local.Addr().IsValid() || c.Local.Port() == 0 || c.Remote.Port() == 0 {
+		return
+	}
+	c.tupleKnown = true
+	b.tuples[tupleKey{c.NetNS, c.Local, c.Remote}] = c
+	if p, ok := b.tuples[tupleKey{c.NetNS, c.Remote, c.Local}]; ok && p != c {
+		c.PeerID, p.PeerID = p.ID, c.ID
+	}
+}
+
+// Expire emits connections closed more than Grace before now, and
+// requests whose SYN-ACK timer should have fired again by now but did not:
+// the request died (client gone, RST, or tcp_synack_retries reached).
+func (b *Builder) Expire(now time.Time) {
+	n := 0
+	for _, c := range b.closing {
+		if now.Sub(c.closedAt) < b.cfg.Grace {
+			break
+		}
+		b.emit(c)
+		n++
+	}
+	b.closing = b.closing[n:]
+	for id, c := range b.requests {
+		if now.After(requestDeadline(c).Add(b.cfg.Grace)) {
+			delete(b.requests, id)
+			c.closedAt = requestDeadline(c)
+			b.emit(c)
+		}
+	}
+}
+
+// requestDeadline is when the request's next SYN-ACK would have gone out:
+// reqsk_timer_handler() re-arms with TCP_TIMEOUT_INIT << num_timeout.
+func requestDeadline(c *Connection) time.Time {
+	shift := min(int(c.numTimeout)+1, 7)
+	backoff := min(time.Second<<shift, 120*time.Second) // TCP_RTO_MAX
+	return c.lastSynAckAt.Add(backoff)
+}
+
+// Finish emits every connection still followed: closed ones as they ended,
+// the rest with outcome open (or timeout, for requests already dead).
+func (b *Builder) Finish(now time.Time) {
+	for _, c := range b.closing {
+		b.emit(c)
+	}
+	b.closing = b.closing[:0]
+	for id, c := range b.requests {
+		delete(b.requests, id)
+		if now.After(requestDeadline(c)) {
+			c.closedAt = requestDeadline(c)
+		}
+		b.emit(c)
+	}
+	for _, c := range b.conns {
+		b.emit(c)
+	}
+}
+
+// finish emits a connection at once (its socket was reused).
+func (b *Builder) finish(c *Connection, now time.Time) {
+	if c.closedAt.IsZero() {
+		c.closedAt = now
+	}
+	b.emit(c)
+}
+
+func (b *Builder) emit(c *Connection) {
+	if c.emitted {
+		return
+	}
+	c.emitted = true
+	delete(b.conns, c.ID)
+	if c.tupleKnown {
+		k := tupleKey{c.NetNS, c.Local, c.Remote}
+		if b.tuples[k] == c {
+			delete(b.tuples, k)
+		}
+	}
+	c.conclude(b.cfg)
+	b.cfg.Emit(c)
+	b.free = append(b.free, c)
+}
+
+// conclude settles outcome, closed_by, TIME_WAIT and the exported flags.
+func (c *Connection) conclude(cfg BuilderConfig) {
+	if c.Outcome == "" {
+		c.Outcome = c.outcome()
+	}
+	if c.ClosedBy == "" {
+		c.ClosedBy = c.closedBy()
+	}
+	if c.Outcome == OutcomeTimeWait {
+		c.setFlag(FlagTimeWait)
+		c.item(c.closedAt, Item{Kind: ItemTimeWait, State: StateTimeWait.String(),
+			Detail: "until " + c.closedAt.Add(TimeWaitLen).UTC().Format(time.RFC3339) + " (TCP_TIMEWAIT_LEN)"})
+	}
+	for i := range c.Timeline {
+		c.Timeline[i].OffsetUs = c.Timeline[i].At.Sub(c.Start).Microseconds()
+	}
+	switch c.Outcome {
+	case OutcomeRefused:
+		c.setFlag(FlagRefused)
+	case OutcomeTimeout:
+		if !c.established {
+			c.setFlag(FlagHandshakeTimeout)
+		}
+	}
+	end := c.closedAt
+	if c.Outcome == OutcomeOpen || end.IsZero() {
+		end = c.stateAt
+		if n := len(c.Timeline); n > 0 && c.Timeline[n-1].At.After(end) {
+			end = c.Timeline[n-1].At
+		}
+	}
+	c.End = end
+	c.DurationUs = end.Sub(c.Start).Microseconds()
+	c.Flags = c.Flags[:0]
+	for i, f := range AllFlags {
+		if c.flags&(1<<i) != 0 {
+			c.Flags = append(c.Flags, f)
+		}
+	}
+}
+
+func (c *Connection) outcome() Outcome {
+	closed := !c.closedAt.IsZero()
+	switch {
+	case c.pending && closed:
+		return OutcomeTimeout // the request died without a child
+	case !closed:
+		return OutcomeOpen
+	}
+	reset := c.flags&(flagBit(FlagResetSent)|flagBit(FlagResetReceived)) != 0
+	if !c.established {
+		switch {
+		case c.Errno == "ECONNREFUSED" || c.flags&flagBit(FlagResetReceived) != 0:
+			return OutcomeRefused
+		case c.Errno == "ETIMEDOUT" || c.Retransmits.Syn > 0:
+			return OutcomeTimeout
+		case reset:
+			return OutcomeReset
+		}
+		return OutcomeFailed
+	}
+	switch {
+	case reset || c.Errno == "ECONNRESET" || c.Errno == "EPIPE":
+		return OutcomeReset
+	case c.Errno == "ETIMEDOUT":
+		return OutcomeTimeout
+	}
+	// tcp_time_wait() hands the connection to a timewait sock and closes the
+	// full socket from FIN_WAIT2 or CLOSING; no tracepoint names TIME_WAIT.
+	if n := c.lastStateItem(); n != nil && n.To == StateClose.String() &&
+		(n.From == StateFinWait2.String() || n.From == StateClosing.String()) && c.Errno == "" {
+		return OutcomeTimeWait
+	}
+	return OutcomeClosed
+}
+
+func (c *Connection) lastStateItem() *Item {
+	for i := len(c.Timeline) - 1; i >= 0; i-- {
+		if c.Timeline[i].Kind == KindState.String() {
+			return &c.Timeline[i]
+		}
+	}
+	return nil
+}
+
+// closedBy: who sent the first FIN or RST. A local FIN is the move to
+// FIN_WAIT1, a remote one the move to CLOSE_WAIT.
+func (c *Connection) closedBy() string {
+	for _, it := range c.Timeline {
+		switch {
+		case it.Kind == KindState.String() && it.To == StateFinWait1.String():
+			return "local"
+		case it.Kind == KindState.String() && it.To == StateCloseWait.String():
+			return "remote"
+		case it.Kind == KindResetSent.String():
+			return "local"
+		case it.Kind == KindResetReceived.String():
+			return "remote"
+		}
+	}
+	return ""
+}

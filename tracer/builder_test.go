@@ -1,0 +1,310 @@
+package tracer
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+
+// script builds synthetic events for the builder, a mock of the kernel.
+type script struct {
+	now    time.Duration
+	netns  uint32
+	events []Event
+}
+
+func (s *script) at(d time.Duration) *script { s.now = d; return s }
+
+func (s *script) ev(e Event) *script {
+	e.Time = t0.Add(s.now)
+	e.BootNs = uint64(s.now)
+	if e.NetNS == 0 {
+		e.NetNS = 7
+	}
+	s.events = append(s.events, e)
+	return s
+}
+
+func ap(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+var (
+	cli    = ap("10.0.0.2:40000")
+	srv    = ap("10.0.0.1:80")
+	cliSS  = ap("10.0.0.2:0")
+	commOf = func(s string) (c Comm) { copy(c[:], s); return }
+)
+
+func st(cookie uint64, from, to State, local, remote netip.AddrPort) Event {
+	return Event{Kind: KindState, Cookie: cookie, OldState: from, NewState: to, State: from, Local: local, Remote: remote}
+}
+
+func run(s *script, finishAt time.Duration) map[uint64]Connection {
+	out := map[uint64]Connection{}
+	b := NewBuilder(BuilderConfig{Clock: Clock{OffsetNs: t0.UnixNano()}, Emit: func(c *Connection) {
+		cp := *c
+		cp.Timeline = slices.Clone(c.Timeline)
+		cp.Flags = slices.Clone(c.Flags)
+		out[c.ID] = cp
+	}})
+	for i := range s.events {
+		b.Expire(s.events[i].Time)
+		b.Add(&s.events[i])
+	}
+	b.Finish(t0.Add(finishAt))
+	return out
+}
+
+func clientHandshake(s *script, ck uint64) {
+	e := st(ck, StateClose, StateSynSent, cliSS, srv)
+	e.TGID, e.Comm = 100, commOf("wrk")
+	s.at(0).ev(e)
+	s.at(300 * time.Microsecond).ev(st(ck, StateSynSent, StateEstablished, cli, srv))
+}
+
+func serverHandshake(s *script, ck uint64, srttUs uint32) {
+	e := st(ck, StateListen, StateSynRecv, srv, cli)
+	e.HasOwner, e.OwnerTGID, e.OwnerComm, e.ListenerCookie = true, 200, commOf("nginx"), 1
+	s.at(250 * time.Microsecond).ev(e)
+	est := st(ck, StateSynRecv, StateEstablished, srv, cli)
+	est.HasTCPInfo, est.SRTTUs = true, srttUs
+	s.at(260 * time.Microsecond).ev(est)
+}
+
+func check(t *testing.T, c Connection, outcome Outcome, closedBy string, flags ...Flag) {
+	t.Helper()
+	if c.Outcome != outcome || c.ClosedBy != closedBy {
+		t.Errorf("conn %d: outcome %s closed_by %q, want %s %q", c.ID, c.Outcome, c.ClosedBy, outcome, closedBy)
+	}
+	if !slices.Equal(c.Flags, flags) && !(len(c.Flags) == 0 && len(flags) == 0) {
+		t.Errorf("conn %d: flags %v, want %v", c.ID, c.Flags, flags)
+	}
+}
+
+func TestClientClosesFirst(t *testing.T) {
+	s := &script{}
+	clientHandshake(s, 10)
+	serverHandshake(s, 11, 180)
+	s.at(10 * time.Millisecond).ev(st(10, StateEstablished, StateFinWait1, cli, srv))
+	s.at(10*time.Millisecond + 10*time.Microsecond).ev(st(11, StateEstablished, StateCloseWait, srv, cli))
+	s.at(10*time.Millisecond + 20*time.Microsecond).ev(st(10, StateFinWait1, StateFinWait2, cli, srv))
+	s.at(11 * time.Millisecond).ev(st(11, StateCloseWait, StateLastAck, srv, cli))
+	s.at(11*time.Millisecond + 10*time.Microsecond).ev(st(10, StateFinWait2, StateClose, cli, srv))
+	s.at(11*time.Millisecond + 20*time.Microsecond).ev(st(11, StateLastAck, StateClose, srv, cli))
+	got := run(s, time.Second)
+	c, sv := got[10], got[11]
+	check(t, c, OutcomeTimeWait, "local", FlagTimeWait)
+	check(t, sv, OutcomeClosed, "remote")
+	if c.Role != RoleClient || c.PID != 100 || c.Comm != "wrk" || c.Local != cli || c.Remote != srv {
+		t.Errorf("client record: %+v", c)
+	}
+	if c.HandshakeUs != 300 || c.PeerID != 11 || sv.PeerID != 10 {
+		t.Errorf("handshake %d peer %d/%d", c.HandshakeUs, c.PeerID, sv.PeerID)
+	}
+	if sv.Role != RoleServer || sv.PID != 200 || sv.Comm != "nginx" || sv.ListenerID != 1 {
+		t.Errorf("server owner: %+v", sv)
+	}
+	if sv.SynRecvUs != 180 || sv.SynRecvHow != SynRecvFromSRTT || sv.Start != t0.Add(260*time.Microsecond-180*time.Microsecond) {
+		t.Errorf("server syn_recv %d via %s start %s", sv.SynRecvUs, sv.SynRecvHow, sv.Start)
+	}
+	last := c.Timeline[len(c.Timeline)-1]
+	if last.Kind != ItemTimeWait || last.State != "TIME_WAIT" {
+		t.Errorf("client timeline ends with %+v, want a TIME_WAIT step", last)
+	}
+	if fw2 := c.Timeline[3]; fw2.From != "FIN_WAIT1" || fw2.PrevStateUs != 20 {
+		t.Errorf("FIN_WAIT1->FIN_WAIT2 item %+v, want 20us in FIN_WAIT1", fw2)
+	}
+	if c.DurationUs != 11010 {
+		t.Errorf("client duration %d us", c.DurationUs)
+	}
+}
+
+func TestRefused(t *testing.T) {
+	s := &script{}
+	e := st(20, StateClose, StateSynSent, cliSS, srv)
+	s.at(0).ev(e)
+	s.at(10 * time.Microsecond).ev(Event{Kind: KindResetSent, NoSocket: true, HasReason: true, Reason: 1, Local: srv, Remote: cli})
+	s.at(20 * time.Microsecond).ev(Event{Kind: KindResetReceived, Cookie: 20, State: StateSynSent, Local: cli, Remote: srv})
+	s.at(21 * time.Microsecond).ev(st(20, StateSynSent, StateClose, cli, srv))
+	s.at(22 * time.Microsecond).ev(Event{Kind: KindError, Cookie: 20, Err: 111, State: StateClose, Local: cli, Remote: srv})
+	got := run(s, time.Second)
+	if len(got) != 2 {
+		t.Fatalf("%d records, want client and server: %v", len(got), got)
+	}
+	c := got[20]
+	check(t, c, OutcomeRefused, "remote", FlagResetReceived, FlagRefused)
+	if c.Errno != "ECONNREFUSED" || c.HandshakeUs != -1 {
+		t.Errorf("client errno %q handshake %d", c.Errno, c.HandshakeUs)
+	}
+	var sv Connection
+	for id, r := range got {
+		if id != 20 {
+			sv = r
+		}
+	}
+	check(t, sv, OutcomeRefused, "local", FlagResetSent, FlagRefused)
+	if sv.Role != RoleServer || sv.Local != srv || sv.Remote != cli || sv.PeerID != 20 || c.PeerID != sv.ID {
+		t.Errorf("server refused record %+v (client peer %d)", sv, c.PeerID)
+	}
+	if sv.Timeline[0].Reason != "NO_SOCKET" {
+		t.Errorf("server timeline %+v", sv.Timeline)
+	}
+}
+
+func TestSynTimeout(t *testing.T) {
+	s := &script{}
+	s.at(0).ev(st(30, StateClose, StateSynSent, cliSS, srv))
+	for i := 1; i <= 3; i++ {
+		s.at(time.Duration(i) * time.Second).ev(Event{Kind: KindRetransmit, Cookie: 30, State: StateSynSent, HasErr: true, Local: cli, Remote: srv})
+	}
+	// A failed attempt is recorded, not counted.
+	s.at(3500 * time.Millisecond).ev(Event{Kind: KindRetransmit, Cookie: 30, State: StateSynSent, HasErr: true, Err: -1, Local: cli, Remote: srv})
+	s.at(7 * time.Second).ev(st(30, StateSynSent, StateClose, cli, srv))
+	s.at(7 * time.Second).ev(Event{Kind: KindError, Cookie: 30, Err: 110, State: StateClose, Local: cli, Remote: srv})
+	c := run(s, 10*time.Second)[30]
+	check(t, c, OutcomeTimeout, "", FlagSynRetransmitted, FlagHandshakeTimeout)
+	if c.Retransmits.Syn != 3 || c.Errno != "ETIMEDOUT" {
+		t.Errorf("syn retransmits %d errno %q", c.Retransmits.Syn, c.Errno)
+	}
+	if it := c.Timeline[4]; it.Errno != "EPERM" || it.Detail != "SYN not sent" {
+		t.Errorf("failed retransmit item %+v", it)
+	}
+}
+
+func TestResetMidStream(t *testing.T) {
+	t.Run("received", func(t *testing.T) {
+		s := &script{}
+		clientHandshake(s, 40)
+		s.at(time.Millisecond).ev(Event{Kind: KindResetReceived, Cookie: 40, State: StateEstablished, Local: cli, Remote: srv})
+		s.ev(st(40, StateEstablished, StateClose, cli, srv))
+		s.ev(Event{Kind: KindError, Cookie: 40, Err: 104, State: StateClose})
+		check(t, run(s, time.Second)[40], OutcomeReset, "remote", FlagResetReceived)
+	})
+	t.Run("sent after close", func(t *testing.T) {
+		// __tcp_close(): ESTABLISHED->CLOSE first, then the reset's trace.
+		s := &script{}
+		serverHandshake(s, 41, 100)
+		s.at(time.Millisecond).ev(st(41, StateEstablished, StateClose, srv, cli))
+		s.at(time.Millisecond+5*time.Microsecond).ev(Event{Kind: KindResetSent, Cookie: 41, State: StateClose, HasReason: true, Reason: 11, Local: srv, Remote: cli})
+		c := run(s, time.Second)[41]
+		check(t, c, OutcomeReset, "local", FlagResetSent)
+		if it := c.Timeline[len(c.Timeline)-1]; it.Reason != "TCP_ABORT_ON_CLOSE" {
+			t.Errorf("last item %+v", it)
+		}
+	})
+	t.Run("fin_wait2 timeout is not time_wait", func(t *testing.T) {
+		s := &script{}
+		clientHandshake(s, 42)
+		s.at(time.Millisecond).ev(st(42, StateEstablished, StateFinWait1, cli, srv))
+		s.ev(st(42, StateFinWait1, StateFinWait2, cli, srv))
+		s.at(60 * time.Second).ev(Event{Kind: KindResetSent, Cookie: 42, State: StateFinWait2, HasReason: true, Reason: 14, Local: cli, Remote: srv})
+		s.ev(st(42, StateFinWait2, StateClose, cli, srv))
+		check(t, run(s, 70*time.Second)[42], OutcomeReset, "local", FlagResetSent)
+	})
+}
+
+func TestGraceKeepsClosedConnectionsForLateEvents(t *testing.T) {
+	var emitted []uint64
+	b := NewBuilder(BuilderConfig{Grace: time.Second, Emit: func(c *Connection) { emitted = append(emitted, c.ID) }})
+	s := &script{}
+	clientHandshake(s, 50)
+	s.at(time.Millisecond).ev(st(50, StateEstablished, StateClose, cli, srv))
+	for i := range s.events {
+		b.Add(&s.events[i])
+	}
+	b.Expire(t0.Add(500 * time.Millisecond))
+	if len(emitted) != 0 {
+		t.Fatalf("emitted %v before the grace period ended", emitted)
+	}
+	b.Expire(t0.Add(1100 * time.Millisecond))
+	if !slices.Equal(emitted, []uint64{50}) || b.Live() != 0 {
+		t.Fatalf("emitted %v, live %d after grace", emitted, b.Live())
+	}
+}
+
+func TestPointerReuseAndUnknownSockets(t *testing.T) {
+	s := &script{}
+	clientHandshake(s, 60)
+	s.at(time.Millisecond).ev(st(60, StateEstablished, StateClose, cli, srv))
+	// Same address and tuple, new cookie: a new connection.
+	s.at(2 * time.Millisecond).ev(st(61, StateClose, StateSynSent, cliSS, srv))
+	s.ev(st(61, StateSynSent, StateEstablished, cli, srv))
+	// A retransmit for a socket never seen opening: it predates the trace.
+	s.ev(Event{Kind: KindRetransmit, Cookie: 62, State: StateEstablished, Local: ap("10.0.0.2:5000"), Remote: srv})
+	// A reset from a timewait sock of an emitted connection: nothing to add.
+	s.at(5 * time.Second).ev(Event{Kind: KindResetSent, Cookie: 60, State: StateTimeWait, Local: cli, Remote: srv})
+	got := run(s, 6*time.Second)
+	if len(got) != 3 {
+		t.Fatalf("%d records, want 3", len(got))
+	}
+	check(t, got[60], OutcomeClosed, "")
+	check(t, got[61], OutcomeOpen, "")
+	check(t, got[62], OutcomeOpen, "", FlagDataRetransmitted, FlagPreexisting)
+	if got[62].Retransmits.Data != 1 {
+		t.Errorf("preexisting retransmits %+v", got[62].Retransmits)
+	}
+}
+
+func TestPreexistingOwnerFromClose(t *testing.T) {
+	s := &script{}
+	e := st(70, StateEstablished, StateFinWait1, cli, srv)
+	e.TGID, e.Comm = 300, commOf("redis")
+	s.at(0).ev(e)
+	s.ev(st(70, StateFinWait1, StateFinWait2, cli, srv))
+	s.ev(st(70, StateFinWait2, StateClose, cli, srv))
+	c := run(s, time.Second)[70]
+	check(t, c, OutcomeTimeWait, "local", FlagTimeWait, FlagPreexisting)
+	if c.PID != 300 || c.Comm != "redis" {
+		t.Errorf("owner %d %q", c.PID, c.Comm)
+	}
+}
+
+func TestSynAckRetransmitsThenChild(t *testing.T) {
+	s := &script{}
+	synack := func(n uint8) Event {
+		return Event{Kind: KindSynAckRetransmit, Cookie: 80, ListenerCookie: 1, State: StateListen,
+			SntSynAckUs: 1000, NumRetrans: n, NumTimeout: n, Local: srv, Remote: cli}
+	}
+	// snt_synack = 1 ms on the monotonic clock = 1 ms of script time.
+	s.at(1001 * time.Millisecond).ev(synack(0))
+	s.at(3001 * time.Millisecond).ev(synack(1))
+	e := st(80, StateListen, StateSynRecv, srv, cli)
+	s.at(3500 * time.Millisecond).ev(e)
+	est := st(80, StateSynRecv, StateEstablished, srv, cli)
+	est.HasTCPInfo, est.TotalRetrans, est.HasRTO, est.TotalRTO, est.TotalRTOTimeMs = true, 2, true, 2, 3499
+	s.at(3500*time.Millisecond + 20*time.Microsecond).ev(est)
+	c := run(s, 4*time.Second)[80]
+	check(t, c, OutcomeOpen, "", FlagSynAckRetransmitted, FlagLongSynRecv)
+	if c.SynRecvUs != 3499020 || c.SynRecvHow != SynRecvFromSynAck || c.Retransmits.SynAck != 2 {
+		t.Errorf("syn_recv %d via %s, synack %d", c.SynRecvUs, c.SynRecvHow, c.Retransmits.SynAck)
+	}
+	if !c.Start.Equal(t0.Add(time.Millisecond)) || c.Timeline[0].Kind != ItemSynAck {
+		t.Errorf("start %s first item %+v", c.Start, c.Timeline[0])
+	}
+}
+
+func TestAbandonedRequest(t *testing.T) {
+	s := &script{}
+	s.at(time.Second).ev(Event{Kind: KindSynAckRetransmit, Cookie: 90, SntSynAckUs: 1, NumTimeout: 0, Local: srv, Remote: cli})
+	s.at(3 * time.Second).ev(Event{Kind: KindSynAckRetransmit, Cookie: 90, SntSynAckUs: 1, NumTimeout: 1, Local: srv, Remote: cli})
+	// The next SYN-ACK was due at 3s + 4s; nothing came.
+	var got []Connection
+	b := NewBuilder(BuilderConfig{Emit: func(c *Connection) { got = append(got, *c) }})
+	for i := range s.events {
+		b.Add(&s.events[i])
+	}
+	b.Expire(t0.Add(7 * time.Second))
+	if len(got) != 0 {
+		t.Fatalf("request expired before its next SYN-ACK was due")
+	}
+	b.Expire(t0.Add(8100 * time.Millisecond))
+	if len(got) != 1 {
+		t.Fatalf("abandoned request not emitted")
+	}
+	check(t, got[0], OutcomeTimeout, "", FlagSynAckRetransmitted, FlagHandshakeTimeout)
+	if got[0].Role != RoleServer || got[0].Retransmits.SynAck != 2 || got[0].End != t0.Add(7*time.Second) {
+		t.Errorf("abandoned request record %+v", got[0])
+	}
+}

@@ -1,0 +1,164 @@
+package tracer
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Role says which end of a connection a record describes.
+type Role string
+
+// Roles.
+const (
+	RoleClient Role = "client" // active open: connect()
+	RoleServer Role = "server" // passive open: a child of a listener
+)
+
+// Outcome is how a connection ended.
+type Outcome string
+
+// Outcomes. Other tools depend on these names: never rename.
+const (
+	OutcomeOpen     Outcome = "open"      // still open when tracing stopped
+	OutcomeClosed   Outcome = "closed"    // orderly close, no TIME_WAIT on this end
+	OutcomeTimeWait Outcome = "time_wait" // orderly close, this end entered TIME_WAIT
+	OutcomeReset    Outcome = "reset"     // ended by a reset, sent or received
+	OutcomeRefused  Outcome = "refused"   // the handshake met a reset: nothing listened
+	OutcomeTimeout  Outcome = "timeout"   // a handshake or an established connection timed out
+	OutcomeFailed   Outcome = "failed"    // ended otherwise before it was established
+)
+
+// Flag marks something worth a look. Other tools depend on these names:
+// never rename, only add.
+type Flag string
+
+// Flags, in the order they are reported.
+const (
+	FlagSynRetransmitted    Flag = "syn_retransmitted"
+	FlagSynAckRetransmitted Flag = "synack_retransmitted"
+	FlagLongSynRecv         Flag = "long_syn_recv"
+	FlagResetSent           Flag = "reset_sent"
+	FlagResetReceived       Flag = "reset_received"
+	FlagRefused             Flag = "refused"
+	FlagHandshakeTimeout    Flag = "handshake_timeout"
+	FlagDataRetransmitted   Flag = "data_retransmitted"
+	FlagTimeWait            Flag = "time_wait"
+	FlagPreexisting         Flag = "preexisting"
+	FlagIncomplete          Flag = "incomplete"
+)
+
+// AllFlags lists every flag in report order.
+var AllFlags = []Flag{
+	FlagSynRetransmitted, FlagSynAckRetransmitted, FlagLongSynRecv, FlagResetSent, FlagResetReceived,
+	FlagRefused, FlagHandshakeTimeout, FlagDataRetransmitted, FlagTimeWait, FlagPreexisting, FlagIncomplete,
+}
+
+// AllOutcomes lists every outcome in report order.
+var AllOutcomes = []Outcome{OutcomeOpen, OutcomeClosed, OutcomeTimeWait, OutcomeReset, OutcomeRefused, OutcomeTimeout, OutcomeFailed}
+
+// Retransmits counts segments the kernel resent (sent ones only).
+type Retransmits struct {
+	Syn    uint32 `json:"syn"`
+	SynAck uint32 `json:"synack"`
+	Data   uint32 `json:"data"`
+}
+
+// Item kinds of a timeline besides the event kinds.
+const (
+	ItemTimeWait = "time_wait" // inferred: the socket handed over to a timewait sock
+)
+
+// Item is one step of a connection's timeline.
+type Item struct {
+	At       time.Time `json:"at"`
+	OffsetUs int64     `json:"offset_us"`
+	Kind     string    `json:"kind"`
+	From     string    `json:"from,omitempty"`
+	To       string    `json:"to,omitempty"`
+	State    string    `json:"state,omitempty"`
+	Reason   string    `json:"reason,omitempty"`
+	Errno    string    `json:"errno,omitempty"`
+	Detail   string    `json:"detail,omitempty"`
+	// PrevStateUs is the time spent in From, for state items.
+	PrevStateUs int64 `json:"prev_state_us,omitempty"`
+}
+
+// SynRecv measurement methods, from most to least exact.
+const (
+	SynRecvFromSynAck   = "synack_timestamp" // ACK time minus the request's first SYN-ACK (snt_synack), us
+	SynRecvFromSRTT     = "srtt"             // no SYN-ACK retransmit: the child's first RTT sample is exactly SYN-ACK to ACK
+	SynRecvFromRTOTime  = "total_rto_time"   // SYN-ACK timeouts happened but their events were not seen: ms resolution (6.7+)
+	SynRecvFromChildAge = "child_socket"     // lower bound only: the child socket's own SYN_RECV time
+)
+
+// Connection is the story of one TCP connection as seen from one end.
+type Connection struct {
+	ID          uint64         `json:"id"`
+	PeerID      uint64         `json:"peer_id,omitempty"`
+	ListenerID  uint64         `json:"listener_id,omitempty"`
+	Role        Role           `json:"role"`
+	Family      string         `json:"family"`
+	Local       netip.AddrPort `json:"-"`
+	Remote      netip.AddrPort `json:"-"`
+	NetNS       uint32         `json:"netns"`
+	PID         uint32         `json:"pid"`
+	Comm        string         `json:"comm"`
+	Start       time.Time      `json:"start"`
+	End         time.Time      `json:"end"`
+	DurationUs  int64          `json:"duration_us"`
+	HandshakeUs int64          `json:"handshake_us"` // client: SYN_SENT to ESTABLISHED; -1 unknown
+	SynRecvUs   int64          `json:"syn_recv_us"`  // server: SYN-ACK to final ACK; -1 unknown
+	SynRecvHow  string         `json:"syn_recv_method,omitempty"`
+	Retransmits Retransmits    `json:"retransmits"`
+	ClosedBy    string         `json:"closed_by"` // local, remote or "" (not closed, or no FIN/RST)
+	Outcome     Outcome        `json:"outcome"`
+	Errno       string         `json:"errno,omitempty"`
+	Flags       []Flag         `json:"flags"`
+	Timeline    []Item         `json:"timeline"`
+
+	// Builder state, not exported.
+	flags        uint32
+	state        State
+	stateAt      time.Time
+	synSentAt    time.Time
+	established  bool
+	closedAt     time.Time
+	pending      bool // a request socket seen only through SYN-ACK retransmits
+	sntSynAckNs  int64
+	lastSynAckAt time.Time
+	numTimeout   uint8
+	tupleKnown   bool
+	emitted      bool
+}
+
+// Has reports whether flag f is set.
+func (c *Connection) Has(f Flag) bool {
+	for _, x := range c.Flags {
+		if x == f {
+			return true
+		}
+	}
+	return c.flags&flagBit(f) != 0
+}
+
+func flagBit(f Flag) uint32 {
+	for i, x := range AllFlags {
+		if x == f {
+			return 1 << i
+		}
+	}
+	return 0
+}
+
+func (c *Connection) setFlag(f Flag) { c.flags |= flagBit(f) }
+
+// Flagged reports whether any flag other than time_wait and preexisting is
+// set: the connections worth a line while recording.
+func (c *Connection) Flagged() bool {
+	for _, f := range c.Flags {
+		if f != FlagTimeWait && f != FlagPreexisting {
+			return true
+		}
+	}
+	return false
+}

@@ -308,3 +308,27 @@ func TestAbandonedRequest(t *testing.T) {
 		t.Errorf("abandoned request record %+v", got[0])
 	}
 }
+
+func TestHistogramQuantiles(t *testing.T) {
+	var h Histogram
+	for v := int64(1); v <= 1000; v++ {
+		h.Add(v * 1000)
+	}
+	for _, c := range []struct {
+		q    float64
+		want int64
+	}{{0.5, 500_000}, {0.9, 900_000}, {0.99, 990_000}} {
+		got := h.Quantile(c.q)
+		if diff := float64(got-c.want) / float64(c.want); diff > 0.035 || diff < -0.035 {
+			t.Errorf("p%.0f = %d, want %d within 3.5%%", c.q*100, got, c.want)
+		}
+	}
+	if h.Max() != 1_000_000 || h.Count() != 1000 {
+		t.Errorf("max %d count %d", h.Max(), h.Count())
+	}
+	var small Histogram
+	small.Add(7)
+	if small.Quantile(0.5) != 7 || (&Histogram{}).Quantile(0.5) != -1 {
+		t.Errorf("small histogram")
+	}
+}

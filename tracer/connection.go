@@ -58,9 +58,9 @@ var AllOutcomes = []Outcome{OutcomeOpen, OutcomeClosed, OutcomeTimeWait, Outcome
 
 // Retransmits counts segments the kernel resent (sent ones only).
 type Retransmits struct {
-	Syn    uint32 `json:"syn"`
-	SynAck uint32 `json:"synack"`
-	Data   uint32 `json:"data"`
+	Syn    uint32
+	SynAck uint32
+	Data   uint32
 }
 
 // Item kinds of a timeline besides the event kinds.
@@ -93,28 +93,28 @@ const (
 
 // Connection is the story of one TCP connection as seen from one end.
 type Connection struct {
-	ID          uint64         `json:"id"`
-	PeerID      uint64         `json:"peer_id,omitempty"`
-	ListenerID  uint64         `json:"listener_id,omitempty"`
-	Role        Role           `json:"role"`
-	Family      string         `json:"family"`
-	Local       netip.AddrPort `json:"-"`
-	Remote      netip.AddrPort `json:"-"`
-	NetNS       uint32         `json:"netns"`
-	PID         uint32         `json:"pid"`
-	Comm        string         `json:"comm"`
-	Start       time.Time      `json:"start"`
-	End         time.Time      `json:"end"`
-	DurationUs  int64          `json:"duration_us"`
-	HandshakeUs int64          `json:"handshake_us"` // client: SYN_SENT to ESTABLISHED; -1 unknown
-	SynRecvUs   int64          `json:"syn_recv_us"`  // server: SYN-ACK to final ACK; -1 unknown
-	SynRecvHow  string         `json:"syn_recv_method,omitempty"`
-	Retransmits Retransmits    `json:"retransmits"`
-	ClosedBy    string         `json:"closed_by"` // local, remote or "" (not closed, or no FIN/RST)
-	Outcome     Outcome        `json:"outcome"`
-	Errno       string         `json:"errno,omitempty"`
-	Flags       []Flag         `json:"flags"`
-	Timeline    []Item         `json:"timeline"`
+	ID          uint64
+	PeerID      uint64
+	ListenerID  uint64
+	Role        Role
+	Family      string
+	Local       netip.AddrPort
+	Remote      netip.AddrPort
+	NetNS       uint32
+	PID         uint32
+	Comm        string
+	Start       time.Time
+	End         time.Time
+	DurationUs  int64
+	HandshakeUs int64 // client: SYN_SENT to ESTABLISHED; -1 unknown
+	SynRecvUs   int64 // server: SYN-ACK to final ACK; -1 unknown
+	SynRecvHow  string
+	Retransmits Retransmits
+	ClosedBy    string // local, remote or "" (not closed, or no FIN/RST)
+	Outcome     Outcome
+	Errno       string
+	Flags       []Flag
+	Timeline    []Item
 
 	// Builder state, not exported.
 	flags        uint32

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -28,14 +29,19 @@ type Config struct {
 	// NetNS keeps only events from these network namespaces (inode numbers).
 	NetNS []uint32
 	// WakeupBytes > 0 batches reader wakeups: the kernel wakes the reader
-	// only once this much data waits, and the reader polls every
+	// only once this much data waits; the reader also polls every
 	// PollInterval for the rest.
-	WakeupBytes  uint64
+	WakeupBytes uint64
+	// PollInterval > 0 makes Read return ErrNoEvent when no event came
+	// within it, so a caller can do periodic work on the same goroutine.
 	PollInterval time.Duration
 }
 
 // ErrClosed is returned by Read once the tracer is closed.
 var ErrClosed = errors.New("tracer closed")
+
+// ErrNoEvent is returned by Read when PollInterval passed without an event.
+var ErrNoEvent = errors.New("no event within the poll interval")
 
 // Tracer owns the loaded BPF objects, their links and the ring-buffer reader.
 type Tracer struct {
@@ -52,7 +58,8 @@ type Tracer struct {
 	stopErr   error
 	closeOnce sync.Once
 	closeErr  error
-	final     *Counters
+	final     atomic.Pointer[Counters]
+	drained   bool
 }
 
 // Open loads the BPF programs, sets the filters and attaches every program
@@ -102,7 +109,7 @@ func Open(cfg Config) (t *Tracer, err error) {
 		return nil, err
 	}
 	if cfg.WakeupBytes > 0 && t.poll == 0 {
-		t.poll = 100 * time.Millisecond
+		t.poll = 200 * time.Millisecond
 	}
 	return t, nil
 }
@@ -184,6 +191,9 @@ func (t *Tracer) Clock() Clock { return t.clock }
 // buffer has been read, or after Close. Records that fail to decode are returned as errors
 // and may be skipped by the caller.
 func (t *Tracer) Read(ev *Event) error {
+	if t.drained {
+		return ErrClosed
+	}
 	for {
 		if t.poll > 0 {
 			t.reader.SetDeadline(time.Now().Add(t.poll))
@@ -193,8 +203,11 @@ func (t *Tracer) Read(ev *Event) error {
 		case err == nil:
 			return Decode(t.rec.RawSample, t.clock, ev)
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			continue
+			return ErrNoEvent
 		case errors.Is(err, ringbuf.ErrFlushed), errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
+			// Stop flushed the reader once; later calls must not wait for
+			// a wakeup that can no longer come.
+			t.drained = true
 			return ErrClosed
 		default:
 			return fmt.Errorf("reading ring buffer: %w", err)
@@ -212,8 +225,8 @@ type Counters struct {
 
 // Counters reads the per-CPU counters (their last values after Close).
 func (t *Tracer) Counters() (Counters, error) {
-	if t.final != nil {
-		return *t.final, nil
+	if f := t.final.Load(); f != nil {
+		return *f, nil
 	}
 	read := func(idx bpfCounter) (uint64, error) {
 		var perCPU []uint64
@@ -263,7 +276,7 @@ func (t *Tracer) Close() error {
 		errs := []error{t.Stop()}
 		if t.counters != nil {
 			if c, err := t.Counters(); err == nil {
-				t.final = &c
+				t.final.Store(&c)
 			}
 		}
 		if t.reader != nil {

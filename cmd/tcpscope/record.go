@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/tcpscope/tcpscope/output"
 	"github.com/tcpscope/tcpscope/tracer"
 )
 
@@ -94,8 +92,33 @@ func parseSize(s string) (int, error) {
 
 type recordFlags struct {
 	traceFlags
-	events bool
-	format string
+	output       string
+	events       bool
+	format       string
+	synRecvLimit time.Duration
+}
+
+func (f *recordFlags) registerRecord(cmd *cobra.Command) {
+	f.register(cmd)
+	fl := cmd.Flags()
+	fl.StringVarP(&f.output, "output", "o", "", "write connections to FILE.jsonl (a line each, as they end), FILE.json (one document at the end) or - (JSONL on stdout)")
+	fl.BoolVar(&f.events, "events", false, "print one line per kernel event as it happens, instead of flagged connections")
+	fl.StringVar(&f.format, "format", "text", "--events output: text (aligned columns) or jsonl")
+	fl.DurationVar(&f.synRecvLimit, "syn-recv-threshold", time.Second, "flag long_syn_recv when a server waited this long for the final ACK")
+}
+
+func (f *recordFlags) options() (sessionOptions, error) {
+	cfg, err := f.config()
+	if err != nil {
+		return sessionOptions{}, err
+	}
+	if f.format != "text" && f.format != "jsonl" {
+		return sessionOptions{}, usagef("--format %q: use text or jsonl", f.format)
+	}
+	if f.synRecvLimit <= 0 {
+		return sessionOptions{}, usagef("--syn-recv-threshold %s: must be positive", f.synRecvLimit)
+	}
+	return sessionOptions{cfg: cfg, output: f.output, events: f.events, format: f.format, synRecvLimit: f.synRecvLimit}, nil
 }
 
 func newRecordCmd() *cobra.Command {
@@ -103,26 +126,29 @@ func newRecordCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "record",
 		Short: "Trace TCP connections until Ctrl-C or --duration",
-		Example: `  sudo tcpscope record --events                 # every kernel event, as it happens
-  sudo tcpscope record --events --port 8080 --format jsonl`,
+		Long: `Trace every TCP connection on this host (all network namespaces) until Ctrl-C
+or --duration. While recording, one line is printed for each connection that
+ends flagged; at the end, a summary. -o keeps every connection's timeline.`,
+		Example: `  sudo tcpscope record -o run.jsonl               # flagged connections live, summary at the end
+  sudo tcpscope record --port 8080 --duration 60s -o run.json
+  sudo tcpscope record --events                   # every kernel event, as it happens
+  tcpscope report run.jsonl                       # the tables again, later, without root`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := f.config()
+			opts, err := f.options()
 			if err != nil {
 				return err
 			}
-			if f.format != "text" && f.format != "jsonl" {
-				return usagef("--format %q: use text or jsonl", f.format)
+			s, err := openSession(opts, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			if err != nil {
+				return err
 			}
-			if !f.events {
-				return usagef("say what to record: --events prints every kernel event")
-			}
-			return recordEvents(cmd.Context(), cfg, f, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			ctx, cancel := stopContext(cmd.Context(), f.duration)
+			defer cancel()
+			return s.run(ctx)
 		},
 	}
-	f.register(cmd)
-	cmd.Flags().BoolVar(&f.events, "events", false, "print one line per kernel event as it happens")
-	cmd.Flags().StringVar(&f.format, "format", "text", "event output: text (aligned columns) or jsonl (one JSON object per line)")
+	f.registerRecord(cmd)
 	return cmd
 }
 
@@ -137,74 +163,6 @@ func stopContext(parent context.Context, d time.Duration) (context.Context, cont
 		return tctx, func() { tcancel(); cancel() }
 	}
 	return ctx, cancel
-}
-
-func recordEvents(ctx context.Context, cfg tracer.Config, f recordFlags, stdout, stderr io.Writer) error {
-	tr, err := tracer.Open(cfg)
-	if err != nil {
-		return err
-	}
-	defer tr.Close()
-	announce(stderr, tr)
-	ctx, cancel := stopContext(ctx, f.duration)
-	defer cancel()
-	go func() {
-		<-ctx.Done()
-		tr.Stop()
-	}()
-
-	w := bufio.NewWriterSize(stdout, 64<<10)
-	if f.format == "text" {
-		fmt.Fprintln(w, output.EventHeader)
-		w.Flush()
-	}
-	tally := output.Tally{ByKind: map[tracer.Kind]uint64{}}
-	var ev tracer.Event
-	var buf []byte
-	var decodeErrs uint64
-	for {
-		err := tr.Read(&ev)
-		if errors.Is(err, tracer.ErrClosed) {
-			break
-		}
-		if err != nil {
-			if decodeErrs == 0 {
-				fmt.Fprintf(stderr, "tcpscope: warning: %v\n", err)
-			}
-			decodeErrs++
-			continue
-		}
-		tally.ByKind[ev.Kind]++
-		if f.format == "jsonl" {
-			buf = output.AppendEventJSON(buf[:0], &ev)
-		} else {
-			buf = output.AppendEventText(buf[:0], &ev)
-		}
-		if _, err := w.Write(buf); err != nil {
-			return fmt.Errorf("writing events: %w", err)
-		}
-		if tr.Pending() == 0 {
-			if err := w.Flush(); err != nil {
-				return fmt.Errorf("writing events: %w", err)
-			}
-		}
-	}
-	if err := w.Flush(); err != nil {
-		return fmt.Errorf("writing events: %w", err)
-	}
-	c, err := tr.Counters()
-	if err != nil {
-		return err
-	}
-	tally.Lost = c.Lost
-	fmt.Fprintln(stderr, output.TallyLine(tally))
-	if decodeErrs > 0 {
-		fmt.Fprintf(stderr, "tcpscope: %d records could not be decoded\n", decodeErrs)
-	}
-	if c.Lost > 0 {
-		fmt.Fprintf(stderr, "tcpscope: %d events were lost because the ring buffer was full: raise --ring-buffer-size or narrow --port/--netns\n", c.Lost)
-	}
-	return nil
 }
 
 // announce tells, on stderr, that every program is attached: from this line

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/tcpscope/tcpscope/output"
+	"github.com/tcpscope/tcpscope/tracer"
+)
+
+// sessionOptions is what record, run and demo share.
+type sessionOptions struct {
+	cfg          tracer.Config
+	output       string // export path, "" for none, "-" for stdout
+	events       bool   // print every event
+	format       string // event format: text or jsonl
+	synRecvLimit time.Duration
+	command      []string // recorded in the export's meta
+	// ready is called once every program is attached.
+	ready func()
+}
+
+// session is one recording: tracer, builder, export and what is printed.
+type session struct {
+	opts    sessionOptions
+	tr      *tracer.Tracer
+	rec     *tracer.Recorder
+	stats   *tracer.Stats
+	export  *output.Export
+	meta    output.Meta
+	report  io.Writer // flagged lines and the summary
+	stderr  io.Writer
+	events  *bufio.Writer
+	buf     []byte
+	werr    error
+	flagged uint64
+}
+
+// openSession checks the output path and opens the tracer; nothing is
+// traced before both succeed.
+func openSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error) {
+	if opts.output != "" {
+		if err := output.CheckExportPath(opts.output); err != nil {
+			return nil, usageError{err}
+		}
+	}
+	if opts.output == "-" && opts.events {
+		return nil, usagef("--events and -o - both write to standard output: pick one")
+	}
+	opts.cfg.PollInterval = 200 * time.Millisecond
+	tr, err := tracer.Open(opts.cfg)
+	if err != nil {
+		return nil, err
+	}
+	s := &session{opts: opts, tr: tr, stats: tracer.NewStats(), report: stdout, stderr: stderr}
+	if opts.output == "-" {
+		s.report = stderr
+	}
+	s.meta = output.Meta{Tcpscope: version, Kernel: tr.Features().Kernel, Start: time.Now(), Command: opts.command}
+	s.meta.Hostname, _ = os.Hostname()
+	if opts.output != "" {
+		if s.export, err = output.CreateExport(opts.output, stdout, s.meta); err != nil {
+			tr.Close()
+			return nil, err
+		}
+	}
+	b := tracer.NewBuilder(tracer.BuilderConfig{
+		SynRecvThreshold: opts.synRecvLimit,
+		Clock:            tr.Clock(),
+		Emit:             s.emit,
+	})
+	s.rec = &tracer.Recorder{Tracer: tr, Builder: b, OnTick: s.tick}
+	if opts.events {
+		s.events = bufio.NewWriterSize(stdout, 64<<10)
+		if opts.format == "text" {
+			fmt.Fprintln(s.events, output.EventHeader)
+		}
+		s.rec.OnEvent = s.printEvent
+	}
+	announce(stderr, tr)
+	return s, nil
+}
+
+func (s *session) emit(c *tracer.Connection) {
+	s.stats.Add(c)
+	if s.export != nil && s.werr == nil {
+		s.werr = s.export.WriteConnection(c)
+	}
+	if c.Flagged() && !s.opts.events {
+		s.flagged++
+		fmt.Fprintln(s.report, output.FlaggedLine(c))
+	}
+}
+
+func (s *session) printEvent(ev *tracer.Event) error {
+	if s.opts.format == "jsonl" {
+		s.buf = output.AppendEventJSON(s.buf[:0], ev)
+	} else {
+		s.buf = output.AppendEventText(s.buf[:0], ev)
+	}
+	if _, err := s.events.Write(s.buf); err != nil {
+		return fmt.Errorf("writing events: %w", err)
+	}
+	if s.tr.Pending() == 0 {
+		return s.events.Flush()
+	}
+	return nil
+}
+
+func (s *session) tick(time.Time) error {
+	if s.werr != nil {
+		return s.werr
+	}
+	if s.events != nil {
+		if err := s.events.Flush(); err != nil {
+			return fmt.Errorf("writing events: %w", err)
+		}
+	}
+	if s.export != nil {
+		return s.export.Flush()
+	}
+	return nil
+}
+
+// run records until ctx ends, then writes the summary and the export.
+// An export is completed even when recording failed midway.
+func (s *session) run(ctx context.Context) error {
+	defer s.tr.Close()
+	runErr := s.rec.Run(ctx)
+	if runErr != nil && s.export != nil {
+		// Whatever was recorded still gets a summary; the export is whole.
+		s.rec.Builder.Finish(time.Now())
+	}
+	counters, cerr := s.tr.Counters()
+	x := output.Extra{End: time.Now(), LostEvents: counters.Lost, Orphans: s.rec.Builder.Orphans()}
+	var exportErr error
+	if s.export != nil {
+		if s.werr != nil {
+			s.export.Abort()
+			exportErr = s.werr
+		} else {
+			exportErr = s.export.Close(s.stats, x)
+		}
+	}
+	if s.opts.events {
+		fmt.Fprintln(s.stderr, output.TallyLine(output.Tally{ByKind: s.kindCounts(), Lost: counters.Lost}))
+	} else if err := output.SummaryTables(s.report, s.stats, x); err != nil && exportErr == nil {
+		exportErr = err
+	}
+	if counters.Lost > 0 {
+		fmt.Fprintf(s.stderr, "tcpscope: %d events were lost because the ring buffer was full: raise --ring-buffer-size or narrow --port/--netns\n", counters.Lost)
+	}
+	if s.rec.DecodeErrors > 0 {
+		fmt.Fprintf(s.stderr, "tcpscope: %d records could not be decoded\n", s.rec.DecodeErrors)
+	}
+	if s.export != nil && exportErr == nil && s.export.Path() != "-" {
+		fmt.Fprintf(s.stderr, "tcpscope: wrote %d connections to %s\n", s.stats.Connections, s.export.Path())
+	}
+	switch {
+	case runErr != nil:
+		return runErr
+	case exportErr != nil:
+		return exportErr
+	}
+	return cerr
+}
+
+func (s *session) kindCounts() map[tracer.Kind]uint64 {
+	m := map[tracer.Kind]uint64{}
+	for _, k := range tracer.Kinds() {
+		m[k] = s.rec.Events[k]
+	}
+	return m
+}

@@ -1,0 +1,404 @@
+package output
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tcpscope/tcpscope/tracer"
+)
+
+// FormatVersion is the export format's version; readers reject newer ones.
+const FormatVersion = 1
+
+// Meta describes a recording.
+type Meta struct {
+	FormatVersion int       `json:"format_version"`
+	Tcpscope      string    `json:"tcpscope"`
+	Kernel        string    `json:"kernel"`
+	Hostname      string    `json:"hostname"`
+	Start         time.Time `json:"start"`
+	Command       []string  `json:"command,omitempty"`
+}
+
+// Extra is what a summary holds besides the connection statistics.
+type Extra struct {
+	End        time.Time
+	LostEvents uint64
+	Orphans    uint64
+}
+
+// AppendConnectionJSON appends one connection as a JSON object (no newline).
+func AppendConnectionJSON(b []byte, c *tracer.Connection) []byte {
+	o := newObj(b)
+	o.str("type", "connection")
+	o.uint("id", c.ID)
+	optUint(&o, "peer_id", c.PeerID)
+	optUint(&o, "listener_id", c.ListenerID)
+	o.str("role", string(c.Role))
+	o.str("family", c.Family)
+	if c.Local.Addr().IsValid() {
+		o.str("local_addr", c.Local.Addr().String())
+		o.str("remote_addr", c.Remote.Addr().String())
+	} else {
+		o.null("local_addr")
+		o.null("remote_addr")
+	}
+	o.uint("local_port", uint64(c.Local.Port()))
+	o.uint("remote_port", uint64(c.Remote.Port()))
+	o.uint("netns", uint64(c.NetNS))
+	o.uint("pid", uint64(c.PID))
+	o.str("comm", c.Comm)
+	o.time("start", c.Start)
+	o.time("end", c.End)
+	o.int("duration_us", c.DurationUs)
+	optDuration(&o, "handshake_us", c.HandshakeUs)
+	optDuration(&o, "syn_recv_us", c.SynRecvUs)
+	o.strOmit("syn_recv_method", c.SynRecvHow)
+	o.key("retransmits")
+	r := newObj(o.b)
+	r.uint("syn", uint64(c.Retransmits.Syn))
+	r.uint("synack", uint64(c.Retransmits.SynAck))
+	r.uint("data", uint64(c.Retransmits.Data))
+	o.b = r.end()
+	o.str("closed_by", c.ClosedBy)
+	o.str("outcome", string(c.Outcome))
+	o.strOmit("errno", c.Errno)
+	o.key("flags")
+	o.b = append(o.b, '[')
+	for i, f := range c.Flags {
+		if i > 0 {
+			o.b = append(o.b, ',')
+		}
+		o.b = appendString(o.b, string(f))
+	}
+	o.b = append(o.b, ']')
+	o.key("timeline")
+	o.b = append(o.b, '[')
+	for i := range c.Timeline {
+		if i > 0 {
+			o.b = append(o.b, ',')
+		}
+		o.b = appendItem(o.b, &c.Timeline[i])
+	}
+	o.b = append(o.b, ']')
+	return o.end()
+}
+
+func appendItem(b []byte, it *tracer.Item) []byte {
+	o := newObj(b)
+	o.time("at", it.At)
+	o.int("offset_us", it.OffsetUs)
+	o.str("kind", it.Kind)
+	o.strOmit("from", it.From)
+	o.strOmit("to", it.To)
+	o.strOmit("state", it.State)
+	o.strOmit("reason", it.Reason)
+	o.strOmit("errno", it.Errno)
+	o.strOmit("detail", it.Detail)
+	if it.PrevStateUs != 0 {
+		o.int("prev_state_us", it.PrevStateUs)
+	}
+	return o.end()
+}
+
+func optUint(o *obj, k string, v uint64) {
+	if v != 0 {
+		o.uint(k, v)
+	}
+}
+
+func optDuration(o *obj, k string, us int64) {
+	if us < 0 {
+		o.null(k)
+		return
+	}
+	o.int(k, us)
+}
+
+// AppendSummaryJSON appends the summary object (no newline).
+func AppendSummaryJSON(b []byte, s *tracer.Stats, meta Meta, x Extra, withType bool) []byte {
+	o := newObj(b)
+	if withType {
+		o.str("type", "summary")
+	}
+	o.time("start", meta.Start)
+	o.time("end", x.End)
+	o.uint("connections", s.Connections)
+	o.key("by_outcome")
+	o.b = appendCounts(o.b, outcomeNames(), func(k string) uint64 { return s.ByOutcome[tracer.Outcome(k)] })
+	o.key("by_role")
+	r := newObj(o.b)
+	for _, role := range []tracer.Role{tracer.RoleClient, tracer.RoleServer} {
+		r.key(string(role))
+		r.b = appendCounts(r.b, outcomeNames(), func(k string) uint64 { return s.ByRole[role][tracer.Outcome(k)] })
+	}
+	o.b = r.end()
+	o.key("flags")
+	o.b = appendCounts(o.b, flagNames(), func(k string) uint64 { return s.ByFlag[tracer.Flag(k)] })
+	o.key("handshake_us")
+	o.b = appendQuantiles(o.b, &s.Handshake)
+	o.key("syn_recv_us")
+	o.b = appendQuantiles(o.b, &s.SynRecv)
+	o.key("top_flagged_peers")
+	o.b = append(o.b, '[')
+	for i, p := range s.TopPeers(10) {
+		if i > 0 {
+			o.b = append(o.b, ',')
+		}
+		po := newObj(o.b)
+		po.str("addr", p.Addr)
+		po.uint("count", p.Count)
+		o.b = po.end()
+	}
+	o.b = append(o.b, ']')
+	o.uint("lost_events", x.LostEvents)
+	o.uint("unmatched_events", x.Orphans)
+	o.str("kernel", meta.Kernel)
+	o.str("tcpscope", meta.Tcpscope)
+	return o.end()
+}
+
+func appendCounts(b []byte, keys []string, get func(string) uint64) []byte {
+	o := newObj(b)
+	for _, k := range keys {
+		o.uint(k, get(k))
+	}
+	return o.end()
+}
+
+func appendQuantiles(b []byte, h *tracer.Histogram) []byte {
+	o := newObj(b)
+	o.uint("count", h.Count())
+	for _, q := range []struct {
+		k string
+		q float64
+	}{{"p50", 0.5}, {"p90", 0.9}, {"p99", 0.99}} {
+		optDuration(&o, q.k, h.Quantile(q.q))
+	}
+	if h.Count() == 0 {
+		o.null("max")
+	} else {
+		o.int("max", h.Max())
+	}
+	return o.end()
+}
+
+func outcomeNames() []string {
+	out := make([]string, len(tracer.AllOutcomes))
+	for i, o := range tracer.AllOutcomes {
+		out[i] = string(o)
+	}
+	return out
+}
+
+func flagNames() []string {
+	out := make([]string, len(tracer.AllFlags))
+	for i, f := range tracer.AllFlags {
+		out[i] = string(f)
+	}
+	return out
+}
+
+func appendMeta(b []byte, m Meta, withType bool) []byte {
+	o := newObj(b)
+	if withType {
+		o.str("type", "meta")
+	}
+	o.int("format_version", int64(m.FormatVersion))
+	o.str("tcpscope", m.Tcpscope)
+	o.str("kernel", m.Kernel)
+	o.str("hostname", m.Hostname)
+	o.time("start", m.Start)
+	if len(m.Command) > 0 {
+		o.key("command")
+		o.b = append(o.b, '[')
+		for i, a := range m.Command {
+			if i > 0 {
+				o.b = append(o.b, ',')
+			}
+			o.b = appendString(o.b, a)
+		}
+		o.b = append(o.b, ']')
+	}
+	return o.end()
+}
+
+// Export writes connections to a .jsonl or .json file (or JSONL to
+// stdout for "-") as they end, and the summary at Close.
+type Export struct {
+	path   string // final path; "" for stdout
+	tmp    string // .json: the temporary file renamed at Close
+	f      *os.File
+	w      io.Writer
+	jsonl  bool
+	buf    []byte
+	n      uint64
+	meta   Meta
+	closed bool
+}
+
+// flushAt is the buffered size at which whole lines are written out.
+const flushAt = 64 << 10
+
+// CheckExportPath validates an output path before any tracing starts, so a
+// bad path loses no work: it must end in .jsonl or .json (or be "-") and its
+// directory must be writable.
+func CheckExportPath(path string) error {
+	if path == "-" {
+		return nil
+	}
+	if !strings.HasSuffix(path, ".jsonl") && !strings.HasSuffix(path, ".json") {
+		return fmt.Errorf("output %s: name it .jsonl (a line per connection, written as they end) or .json (one document, written at the end)", path)
+	}
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return fmt.Errorf("output %s is a directory", path)
+	}
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".tcpscope-check-*")
+	if err != nil {
+		return fmt.Errorf("output %s: cannot write in %s: %w", path, dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	os.Remove(name)
+	return nil
+}
+
+// CreateExport opens the export. Files are created 0600: they name
+// addresses and processes.
+func CreateExport(path string, stdout io.Writer, meta Meta) (*Export, error) {
+	meta.FormatVersion = FormatVersion
+	e := &Export{meta: meta, jsonl: true}
+	switch {
+	case path == "-":
+		e.w = stdout
+	case strings.HasSuffix(path, ".json"):
+		e.jsonl = false
+		f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+		if err != nil {
+			return nil, fmt.Errorf("creating %s: %w", path, err)
+		}
+		e.f, e.w, e.path, e.tmp = f, f, path, f.Name()
+	default:
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("creating %s: %w", path, err)
+		}
+		e.f, e.w, e.path = f, f, path
+	}
+	if e.f != nil {
+		if err := e.f.Chmod(0o600); err != nil {
+			e.Abort()
+			return nil, fmt.Errorf("restricting %s to its owner: %w", path, err)
+		}
+	}
+	if e.jsonl {
+		e.buf = append(appendMeta(e.buf, e.meta, true), '\n')
+	} else {
+		e.buf = append(e.buf, `{"meta":`...)
+		e.buf = appendMeta(e.buf, e.meta, false)
+		e.buf = append(e.buf, ",\"connections\":[\n"...)
+	}
+	return e, e.Flush()
+}
+
+// WriteConnection adds one connection. JSONL lines reach the file whole at
+// the next Flush (or when 64 KiB are buffered).
+func (e *Export) WriteConnection(c *tracer.Connection) error {
+	if !e.jsonl && e.n > 0 {
+		e.buf = append(e.buf, ",\n"...)
+	}
+	e.buf = AppendConnectionJSON(e.buf, c)
+	if e.jsonl {
+		e.buf = append(e.buf, '\n')
+	}
+	e.n++
+	if len(e.buf) >= flushAt {
+		return e.Flush()
+	}
+	return nil
+}
+
+// Flush writes the buffered whole lines with one write.
+func (e *Export) Flush() error {
+	if len(e.buf) == 0 {
+		return nil
+	}
+	_, err := e.w.Write(e.buf)
+	e.buf = e.buf[:0]
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", e.name(), err)
+	}
+	return nil
+}
+
+func (e *Export) name() string {
+	if e.path == "" {
+		return "standard output"
+	}
+	return e.path
+}
+
+// Close writes the summary and completes the file: a .json is synced and
+// renamed into place, so it is either whole or absent.
+func (e *Export) Close(s *tracer.Stats, x Extra) error {
+	if e.closed {
+		return nil
+	}
+	e.closed = true
+	if e.jsonl {
+		e.buf = append(AppendSummaryJSON(e.buf, s, e.meta, x, true), '\n')
+	} else {
+		e.buf = append(e.buf, "\n],\"summary\":"...)
+		e.buf = append(AppendSummaryJSON(e.buf, s, e.meta, x, false), "}\n"...)
+	}
+	err := e.Flush()
+	if e.f == nil {
+		return err
+	}
+	if err == nil {
+		err = e.f.Sync()
+	}
+	if cerr := e.f.Close(); err == nil {
+		err = cerr
+	}
+	if e.tmp != "" {
+		if err == nil {
+			err = os.Rename(e.tmp, e.path)
+		}
+		if err != nil {
+			os.Remove(e.tmp)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("finishing %s: %w", e.name(), err)
+	}
+	return nil
+}
+
+// Abort drops an unfinished .json and closes the file.
+func (e *Export) Abort() {
+	if e.closed {
+		return
+	}
+	e.closed = true
+	if e.f != nil {
+		e.f.Close()
+	}
+	if e.tmp != "" {
+		os.Remove(e.tmp)
+	}
+}
+
+// Path is where the export goes ("-" for stdout).
+func (e *Export) Path() string {
+	if e.path == "" {
+		return "-"
+	}
+	return e.path
+}
+

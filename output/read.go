@@ -1,0 +1,282 @@
+package output
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/tcpscope/tcpscope/tracer"
+)
+
+// Recording is an export read back.
+type Recording struct {
+	Meta        Meta
+	Connections []tracer.Connection
+	// Summary is nil when the recording never finished (a JSONL file cut
+	// short by a crash or SIGKILL).
+	Summary *SummaryRecord
+}
+
+// SummaryRecord is the part of a saved summary that cannot be recomputed
+// from the connections.
+type SummaryRecord struct {
+	End             time.Time `json:"end"`
+	Connections     uint64    `json:"connections"`
+	LostEvents      uint64    `json:"lost_events"`
+	UnmatchedEvents uint64    `json:"unmatched_events"`
+	Kernel          string    `json:"kernel"`
+	Tcpscope        string    `json:"tcpscope"`
+}
+
+type connectionJSON struct {
+	Type        string        `json:"type"`
+	ID          uint64        `json:"id"`
+	PeerID      uint64        `json:"peer_id"`
+	ListenerID  uint64        `json:"listener_id"`
+	Role        tracer.Role   `json:"role"`
+	Family      string        `json:"family"`
+	LocalAddr   *string       `json:"local_addr"`
+	LocalPort   uint16        `json:"local_port"`
+	RemoteAddr  *string       `json:"remote_addr"`
+	RemotePort  uint16        `json:"remote_port"`
+	NetNS       uint32        `json:"netns"`
+	PID         uint32        `json:"pid"`
+	Comm        string        `json:"comm"`
+	Start       time.Time     `json:"start"`
+	End         time.Time     `json:"end"`
+	DurationUs  int64         `json:"duration_us"`
+	HandshakeUs *int64        `json:"handshake_us"`
+	SynRecvUs   *int64        `json:"syn_recv_us"`
+	SynRecvHow  string        `json:"syn_recv_method"`
+	Retransmits retransmits   `json:"retransmits"`
+	ClosedBy    string        `json:"closed_by"`
+	Outcome     string        `json:"outcome"`
+	Errno       string        `json:"errno"`
+	Flags       []tracer.Flag `json:"flags"`
+	Timeline    []tracer.Item `json:"timeline"`
+}
+
+type retransmits struct {
+	Syn    uint32 `json:"syn"`
+	SynAck uint32 `json:"synack"`
+	Data   uint32 `json:"data"`
+}
+
+func (j *connectionJSON) connection() (tracer.Connection, error) {
+	c := tracer.Connection{
+		ID: j.ID, PeerID: j.PeerID, ListenerID: j.ListenerID, Role: j.Role, Family: j.Family,
+		NetNS: j.NetNS, PID: j.PID, Comm: j.Comm, Start: j.Start, End: j.End, DurationUs: j.DurationUs,
+		HandshakeUs: -1, SynRecvUs: -1, SynRecvHow: j.SynRecvHow,
+		Retransmits: tracer.Retransmits{Syn: j.Retransmits.Syn, SynAck: j.Retransmits.SynAck, Data: j.Retransmits.Data},
+		ClosedBy:    j.ClosedBy, Outcome: tracer.Outcome(j.Outcome), Errno: j.Errno, Flags: j.Flags, Timeline: j.Timeline,
+	}
+	if j.HandshakeUs != nil {
+		c.HandshakeUs = *j.HandshakeUs
+	}
+	if j.SynRecvUs != nil {
+		c.SynRecvUs = *j.SynRecvUs
+	}
+	if j.Role != tracer.RoleClient && j.Role != tracer.RoleServer {
+		return c, fmt.Errorf("connection %d: unknown role %q", j.ID, j.Role)
+	}
+	if !validOutcome(c.Outcome) {
+		return c, fmt.Errorf("connection %d: unknown outcome %q", j.ID, j.Outcome)
+	}
+	for _, ap := range []struct {
+		s    *string
+		port uint16
+		dst  *netip.AddrPort
+	}{{j.LocalAddr, j.LocalPort, &c.Local}, {j.RemoteAddr, j.RemotePort, &c.Remote}} {
+		if ap.s == nil {
+			*ap.dst = netip.AddrPortFrom(netip.Addr{}, ap.port)
+			continue
+		}
+		a, err := netip.ParseAddr(*ap.s)
+		if err != nil {
+			return c, fmt.Errorf("connection %d: %w", j.ID, err)
+		}
+		*ap.dst = netip.AddrPortFrom(a, ap.port)
+	}
+	return c, nil
+}
+
+func validOutcome(o tracer.Outcome) bool {
+	for _, x := range tracer.AllOutcomes {
+		if x == o {
+			return true
+		}
+	}
+	return false
+}
+
+// ReadExport reads a .jsonl or .json export, naming the file and line of
+// the first thing wrong with it.
+func ReadExport(path string) (*Recording, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 1<<20)
+	first, err := firstByte(br)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if first != '{' {
+		return nil, fmt.Errorf("%s:1: not a tcpscope export (it does not start with a JSON object)", path)
+	}
+	head, _ := br.Peek(16)
+	if bytes.HasPrefix(bytes.TrimLeft(head, " \t\r\n"), []byte(`{"meta"`)) {
+		return readJSON(path, br)
+	}
+	return readJSONL(path, br)
+}
+
+func firstByte(br *bufio.Reader) (byte, error) {
+	for {
+		b, err := br.ReadByte()
+		if err == io.EOF {
+			return 0, errors.New("empty file: not a tcpscope export")
+		}
+		if err != nil {
+			return 0, err
+		}
+		if b != ' ' && b != '\n' && b != '\r' && b != '\t' {
+			return b, br.UnreadByte()
+		}
+	}
+}
+
+func checkMeta(path string, line int, m Meta) error {
+	if m.FormatVersion == 0 {
+		return fmt.Errorf("%s:%d: not a tcpscope export (no format_version)", path, line)
+	}
+	if m.FormatVersion > FormatVersion {
+		return fmt.Errorf("%s:%d: export format version %d is newer than this tcpscope reads (%d): upgrade tcpscope", path, line, m.FormatVersion, FormatVersion)
+	}
+	return nil
+}
+
+func readJSONL(path string, br *bufio.Reader) (*Recording, error) {
+	rec := &Recording{}
+	line := 0
+	sawMeta := false
+	for {
+		raw, err := br.ReadBytes('\n')
+		if len(raw) == 0 && err == io.EOF {
+			break
+		}
+		if err != nil && err != io.EOF {
+			return nil, fmt.Errorf("%s:%d: %w", path, line+1, err)
+		}
+		line++
+		if err == io.EOF {
+			return nil, fmt.Errorf("%s:%d: truncated record (no end of line): the file was cut short", path, line)
+		}
+		raw = bytes.TrimSpace(raw)
+		if len(raw) == 0 {
+			continue
+		}
+		var typ struct {
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal(raw, &typ); err != nil {
+			return nil, fmt.Errorf("%s:%d: invalid JSON: %v", path, line, err)
+		}
+		if !sawMeta && typ.Type != "meta" {
+			return nil, fmt.Errorf("%s:%d: not a tcpscope export (the first record is not its meta record)", path, line)
+		}
+		switch typ.Type {
+		case "meta":
+			if sawMeta {
+				return nil, fmt.Errorf("%s:%d: a second meta record", path, line)
+			}
+			sawMeta = true
+			if err := json.Unmarshal(raw, &rec.Meta); err != nil {
+				return nil, fmt.Errorf("%s:%d: invalid meta record: %v", path, line, err)
+			}
+			if err := checkMeta(path, line, rec.Meta); err != nil {
+				return nil, err
+			}
+		case "connection":
+			var j connectionJSON
+			if err := json.Unmarshal(raw, &j); err != nil {
+				return nil, fmt.Errorf("%s:%d: invalid connection record: %v", path, line, err)
+			}
+			c, err := j.connection()
+			if err != nil {
+				return nil, fmt.Errorf("%s:%d: %v", path, line, err)
+			}
+			rec.Connections = append(rec.Connections, c)
+		case "summary":
+			var s SummaryRecord
+			if err := json.Unmarshal(raw, &s); err != nil {
+				return nil, fmt.Errorf("%s:%d: invalid summary record: %v", path, line, err)
+			}
+			rec.Summary = &s
+		default:
+			return nil, fmt.Errorf("%s:%d: unknown record type %q", path, line, typ.Type)
+		}
+	}
+	if !sawMeta {
+		return nil, fmt.Errorf("%s: not a tcpscope export (no meta record)", path)
+	}
+	return rec, nil
+}
+
+func readJSON(path string, br *bufio.Reader) (*Recording, error) {
+	data, err := io.ReadAll(br)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	var doc struct {
+		Meta        *Meta            `json:"meta"`
+		Connections []connectionJSON `json:"connections"`
+		Summary     *SummaryRecord   `json:"summary"`
+	}
+	if err := json.Unmarshal(data, &doc); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) && se.Offset >= int64(len(bytes.TrimRight(data, " \t\r\n"))) {
+			return nil, fmt.Errorf("%s:%d: truncated document: the file was cut short", path, lineAt(data, se.Offset))
+		}
+		if errors.As(err, &se) {
+			return nil, fmt.Errorf("%s:%d: invalid JSON: %v", path, lineAt(data, se.Offset), err)
+		}
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			return nil, fmt.Errorf("%s:%d: invalid %s: %v", path, lineAt(data, te.Offset), te.Field, err)
+		}
+		return nil, fmt.Errorf("%s: invalid export: %v", path, err)
+	}
+	if doc.Meta == nil {
+		return nil, fmt.Errorf("%s:1: not a tcpscope export (no meta)", path)
+	}
+	if err := checkMeta(path, 1, *doc.Meta); err != nil {
+		return nil, err
+	}
+	if doc.Summary == nil {
+		return nil, fmt.Errorf("%s: no summary: the file is incomplete", path)
+	}
+	rec := &Recording{Meta: *doc.Meta, Summary: doc.Summary}
+	for i := range doc.Connections {
+		c, err := doc.Connections[i].connection()
+		if err != nil {
+			return nil, fmt.Errorf("%s: connection %d: %v", path, i+1, err)
+		}
+		rec.Connections = append(rec.Connections, c)
+	}
+	return rec, nil
+}
+
+func lineAt(data []byte, off int64) int {
+	if off > int64(len(data)) {
+		off = int64(len(data))
+	}
+	return bytes.Count(data[:off], []byte("\n")) + 1
+}

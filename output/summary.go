@@ -1,0 +1,206 @@
+package output
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tcpscope/tcpscope/tracer"
+)
+
+// Duration renders microseconds for people: 850us, 3.2ms, 3.03s.
+func Duration(us int64) string {
+	switch {
+	case us < 0:
+		return "-"
+	case us < 1000:
+		return fmt.Sprintf("%dus", us)
+	case us < 1_000_000:
+		return strconv.FormatFloat(float64(us)/1000, 'g', 3, 64) + "ms"
+	}
+	return fmt.Sprintf("%.2fs", float64(us)/1e6)
+}
+
+// FlaggedLine is the one line printed when a flagged connection ends: time,
+// role, local -> remote, owner, outcome, flags and the durations that matter.
+func FlaggedLine(c *tracer.Connection) string {
+	var b strings.Builder
+	b.WriteString(c.End.Local().Format("15:04:05.000"))
+	fmt.Fprintf(&b, " %-6s %s -> %s", c.Role, Endpoint(c.Local), Endpoint(c.Remote))
+	if c.Comm != "" || c.PID != 0 {
+		fmt.Fprintf(&b, " %s/%d", orDash(c.Comm), c.PID)
+	}
+	fmt.Fprintf(&b, " %s", c.Outcome)
+	if c.Errno != "" {
+		fmt.Fprintf(&b, " (%s)", c.Errno)
+	}
+	var flags []string
+	for _, f := range c.Flags {
+		flags = append(flags, string(f))
+	}
+	fmt.Fprintf(&b, " [%s]", strings.Join(flags, ","))
+	if d := Details(c); d != "" {
+		b.WriteString(" " + d)
+	}
+	return b.String()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// Details lists a connection's telling figures: "SYN-ACK x2, SYN_RECV 3.03s".
+func Details(c *tracer.Connection) string {
+	var parts []string
+	r := c.Retransmits
+	if r.Syn > 0 {
+		parts = append(parts, fmt.Sprintf("SYN x%d", r.Syn))
+	}
+	if r.SynAck > 0 {
+		parts = append(parts, fmt.Sprintf("SYN-ACK x%d", r.SynAck))
+	}
+	if r.Data > 0 {
+		parts = append(parts, fmt.Sprintf("data rtx x%d", r.Data))
+	}
+	if c.Role == tracer.RoleServer && c.SynRecvUs >= 0 && c.SynRecvHow != tracer.SynRecvFromChildAge {
+		parts = append(parts, "SYN_RECV "+Duration(c.SynRecvUs))
+	}
+	if c.Role == tracer.RoleClient && c.HandshakeUs >= 0 {
+		parts = append(parts, "handshake "+Duration(c.HandshakeUs))
+	}
+	for _, it := range c.Timeline {
+		if it.Kind == tracer.KindResetSent.String() && it.Reason != "" {
+			parts = append(parts, "RST sent: "+it.Reason)
+			break
+		}
+	}
+	parts = append(parts, "lived "+Duration(c.DurationUs))
+	return strings.Join(parts, ", ")
+}
+
+// SummaryTables renders the end-of-recording summary.
+func SummaryTables(w io.Writer, s *tracer.Stats, x Extra) error {
+	fmt.Fprintf(w, "\n%d connections", s.Connections)
+	if !s.Start.IsZero() {
+		fmt.Fprintf(w, " from %s to %s", s.Start.Local().Format("15:04:05"), s.End.Local().Format("15:04:05"))
+	}
+	fmt.Fprintf(w, "; lost events: %d\n", x.LostEvents)
+	if x.LostEvents > 0 {
+		fmt.Fprintf(w, "WARNING: %d kernel events were lost (ring buffer full): some timelines are incomplete\n", x.LostEvents)
+	}
+	var rows [][]string
+	for _, o := range tracer.AllOutcomes {
+		cl, sv := s.ByRole[tracer.RoleClient][o], s.ByRole[tracer.RoleServer][o]
+		if cl+sv == 0 {
+			continue
+		}
+		rows = append(rows, []string{string(o), strconv.FormatUint(cl, 10), strconv.FormatUint(sv, 10), strconv.FormatUint(cl+sv, 10)})
+	}
+	if err := renderTable(w, []string{"OUTCOME", "CLIENT", "SERVER", "TOTAL"}, rows); err != nil {
+		return err
+	}
+	rows = rows[:0]
+	for _, f := range tracer.AllFlags {
+		if n := s.ByFlag[f]; n > 0 {
+			rows = append(rows, []string{string(f), strconv.FormatUint(n, 10), flagMeaning[f]})
+		}
+	}
+	if len(rows) > 0 {
+		if err := renderTable(w, []string{"FLAG", "CONNECTIONS", "MEANING"}, rows); err != nil {
+			return err
+		}
+	}
+	rows = rows[:0]
+	for _, h := range []struct {
+		name string
+		h    *tracer.Histogram
+	}{{"client handshake (SYN_SENT to ESTABLISHED)", &s.Handshake}, {"server SYN_RECV stay (SYN-ACK to final ACK)", &s.SynRecv}} {
+		if h.h.Count() == 0 {
+			continue
+		}
+		rows = append(rows, []string{h.name, strconv.FormatUint(h.h.Count(), 10), Duration(h.h.Quantile(0.5)),
+			Duration(h.h.Quantile(0.9)), Duration(h.h.Quantile(0.99)), Duration(h.h.Max())})
+	}
+	if len(rows) > 0 {
+		if err := renderTable(w, []string{"LATENCY", "N", "P50", "P90", "P99", "MAX"}, rows); err != nil {
+			return err
+		}
+	}
+	if peers := s.TopPeers(5); len(peers) > 0 {
+		rows = rows[:0]
+		for _, p := range peers {
+			rows = append(rows, []string{p.Addr, strconv.FormatUint(p.Count, 10)})
+		}
+		if err := renderTable(w, []string{"PEER", "FLAGGED CONNECTIONS"}, rows); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var flagMeaning = map[tracer.Flag]string{
+	tracer.FlagSynRetransmitted:    "client resent its SYN: SYN or SYN-ACK lost, or the listener dropped it",
+	tracer.FlagSynAckRetransmitted: "server resent its SYN-ACK: the client's final ACK did not arrive in time",
+	tracer.FlagLongSynRecv:         "handshake waited long on the server (SYN-ACK to final ACK)",
+	tracer.FlagResetSent:           "this end sent a RST",
+	tracer.FlagResetReceived:       "this end received a RST",
+	tracer.FlagRefused:             "connect refused: nothing listened on the port",
+	tracer.FlagHandshakeTimeout:    "handshake never completed",
+	tracer.FlagDataRetransmitted:   "data segments were resent",
+	tracer.FlagTimeWait:            "this end closed first and holds TIME_WAIT for 60s",
+	tracer.FlagPreexisting:         "already open when tracing started",
+	tracer.FlagIncomplete:          "events of this connection may be missing",
+}
+
+// TimelineTable prints one connection's whole timeline.
+func TimelineTable(w io.Writer, c *tracer.Connection) error {
+	fmt.Fprintf(w, "connection %d: %s %s -> %s", c.ID, c.Role, Endpoint(c.Local), Endpoint(c.Remote))
+	if c.Comm != "" || c.PID != 0 {
+		fmt.Fprintf(w, " %s/%d", orDash(c.Comm), c.PID)
+	}
+	fmt.Fprintf(w, ", netns %d\n", c.NetNS)
+	fmt.Fprintf(w, "outcome %s, closed by %s, flags [%s]", c.Outcome, orDash(c.ClosedBy), joinFlags(c.Flags))
+	if c.PeerID != 0 {
+		fmt.Fprintf(w, ", peer %d", c.PeerID)
+	}
+	fmt.Fprintf(w, "\nstarted %s, lived %s; %s\n", c.Start.Local().Format(time.RFC3339Nano), Duration(c.DurationUs), Details(c))
+	var rows [][]string
+	for _, it := range c.Timeline {
+		step := it.Kind
+		if it.Kind == tracer.KindState.String() {
+			step = it.From + " -> " + it.To
+		}
+		var detail []string
+		if it.Detail != "" {
+			detail = append(detail, it.Detail)
+		}
+		if it.State != "" && it.Kind != tracer.KindState.String() {
+			detail = append(detail, "in "+it.State)
+		}
+		if it.Reason != "" {
+			detail = append(detail, "reason "+it.Reason)
+		}
+		if it.Errno != "" {
+			detail = append(detail, it.Errno)
+		}
+		prev := ""
+		if it.Kind == tracer.KindState.String() && it.PrevStateUs > 0 {
+			prev = Duration(it.PrevStateUs) + " in " + it.From
+		}
+		rows = append(rows, []string{"+" + Duration(it.OffsetUs), step, strings.Join(detail, ", "), prev})
+	}
+	return renderTable(w, []string{"OFFSET", "STATE OR EVENT", "DETAIL", "TIME IN PREVIOUS STATE"}, rows)
+}
+
+func joinFlags(fs []tracer.Flag) string {
+	s := make([]string, len(fs))
+	for i, f := range fs {
+		s[i] = string(f)
+	}
+	return strings.Join(s, ",")
+}

@@ -1,0 +1,82 @@
+package tracer
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Recorder runs the tracing loop: events from the tracer into the builder,
+// periodic expiry, and callbacks for whoever renders. Everything runs on
+// the goroutine that calls Run.
+type Recorder struct {
+	Tracer  *Tracer
+	Builder *Builder
+	// OnEvent, when set, sees every event before the builder does.
+	OnEvent func(*Event) error
+	// OnTick runs about every TickInterval and once more at the end.
+	OnTick       func(now time.Time) error
+	TickInterval time.Duration
+	// DecodeErrors counts records that could not be decoded.
+	DecodeErrors uint64
+	// Events counts events read, by kind.
+	Events [8]uint64
+}
+
+// Run traces until ctx ends, then detaches, drains the ring buffer, and
+// hands every connection still followed to the builder's Emit.
+func (r *Recorder) Run(ctx context.Context) error {
+	if r.TickInterval == 0 {
+		r.TickInterval = 200 * time.Millisecond
+	}
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-ctx.Done():
+			r.Tracer.Stop()
+		case <-stopped:
+		}
+	}()
+	var ev Event
+	next := time.Now().Add(r.TickInterval)
+	var n uint32
+	for {
+		err := r.Tracer.Read(&ev)
+		switch {
+		case err == nil:
+			if int(ev.Kind) < len(r.Events) {
+				r.Events[ev.Kind]++
+			}
+			if r.OnEvent != nil {
+				if err := r.OnEvent(&ev); err != nil {
+					return err
+				}
+			}
+			r.Builder.Add(&ev)
+		case errors.Is(err, ErrClosed):
+			now := time.Now()
+			r.Builder.Finish(now)
+			if r.OnTick != nil {
+				return r.OnTick(now)
+			}
+			return nil
+		case errors.Is(err, ErrNoEvent):
+		default:
+			r.DecodeErrors++
+		}
+		// Look at the clock every 256 events, or when idle.
+		if n++; n&255 != 0 && err == nil {
+			continue
+		}
+		if now := time.Now(); now.After(next) {
+			next = now.Add(r.TickInterval)
+			r.Builder.Expire(now)
+			if r.OnTick != nil {
+				if err := r.OnTick(now); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}

@@ -38,7 +38,7 @@ func newRootCmd() *cobra.Command {
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath())}
 	})
-	root.AddCommand(newRecordCmd(), newCheckCmd())
+	root.AddCommand(newRecordCmd(), newReportCmd(), newCheckCmd())
 	return root
 }
 

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/tcpscope/tcpscope/output"
+	"github.com/tcpscope/tcpscope/tracer"
+)
+
+type reportFlags struct {
+	flags    []string
+	outcomes []string
+	ports    []uint
+	peers    []string
+	id       uint64
+	format   string
+}
+
+func newReportCmd() *cobra.Command {
+	var f reportFlags
+	cmd := &cobra.Command{
+		Use:   "report FILE",
+		Short: "Render a saved recording (.jsonl or .json) again; no root needed",
+		Example: `  tcpscope report run.jsonl
+  tcpscope report run.jsonl --flag synack_retransmitted --port 8080
+  tcpscope report run.jsonl --outcome reset --format json
+  tcpscope report run.jsonl --id 4211             # one connection's whole timeline`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			filter, err := f.filter()
+			if err != nil {
+				return err
+			}
+			if f.format != "table" && f.format != "json" {
+				return usagef("--format %q: use table or json", f.format)
+			}
+			rec, err := output.ReadExport(args[0])
+			if err != nil {
+				return usageError{err}
+			}
+			out := cmd.OutOrStdout()
+			if rec.Summary == nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "tcpscope: %s has no summary record: the recording did not finish (lost events unknown)\n", args[0])
+			}
+			if f.id != 0 {
+				for i := range rec.Connections {
+					if rec.Connections[i].ID == f.id {
+						if f.format == "json" {
+							_, err := fmt.Fprintf(out, "%s\n", output.AppendConnectionJSON(nil, &rec.Connections[i]))
+							return err
+						}
+						return output.TimelineTable(out, &rec.Connections[i])
+					}
+				}
+				return fmt.Errorf("no connection with id %d in %s", f.id, args[0])
+			}
+			stats := tracer.NewStats()
+			w := bufio.NewWriter(out)
+			defer w.Flush()
+			var buf []byte
+			for i := range rec.Connections {
+				c := &rec.Connections[i]
+				if !filter(c) {
+					continue
+				}
+				stats.Add(c)
+				switch {
+				case f.format == "json":
+					buf = append(output.AppendConnectionJSON(buf[:0], c), '\n')
+					w.Write(buf)
+				case c.Flagged():
+					fmt.Fprintln(w, output.FlaggedLine(c))
+				}
+			}
+			if f.format == "json" {
+				return nil
+			}
+			x := output.Extra{End: stats.End}
+			if rec.Summary != nil {
+				x.LostEvents, x.End = rec.Summary.LostEvents, rec.Summary.End
+			}
+			return output.SummaryTables(w, stats, x)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringSliceVar(&f.flags, "flag", nil, "only connections with this flag (repeatable: any of them)")
+	fl.StringSliceVar(&f.outcomes, "outcome", nil, "only connections with this outcome (repeatable: any of them)")
+	fl.UintSliceVar(&f.ports, "port", nil, "only connections with this local or remote port (repeatable)")
+	fl.StringSliceVar(&f.peers, "peer", nil, "only connections with this remote address (repeatable)")
+	fl.Uint64Var(&f.id, "id", 0, "print one connection's whole timeline")
+	fl.StringVar(&f.format, "format", "table", "table, or json (the matching connection records, one per line)")
+	return cmd
+}
+
+func (f *reportFlags) filter() (func(*tracer.Connection) bool, error) {
+	var flags []tracer.Flag
+	for _, s := range f.flags {
+		if !slices.Contains(tracer.AllFlags, tracer.Flag(s)) {
+			return nil, usagef("--flag %q: not a flag; flags are %s", s, joinNames(tracer.AllFlags))
+		}
+		flags = append(flags, tracer.Flag(s))
+	}
+	var outcomes []tracer.Outcome
+	for _, s := range f.outcomes {
+		if !slices.Contains(tracer.AllOutcomes, tracer.Outcome(s)) {
+			return nil, usagef("--outcome %q: not an outcome; outcomes are %s", s, joinNames(tracer.AllOutcomes))
+		}
+		outcomes = append(outcomes, tracer.Outcome(s))
+	}
+	for _, p := range f.ports {
+		if p == 0 || p > 65535 {
+			return nil, usagef("--port %d: a port is 1-65535", p)
+		}
+	}
+	var peers []netip.Addr
+	for _, s := range f.peers {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, usagef("--peer %q: not an IP address", s)
+		}
+		peers = append(peers, a.Unmap())
+	}
+	return func(c *tracer.Connection) bool {
+		if len(flags) > 0 && !slices.ContainsFunc(flags, func(fl tracer.Flag) bool { return slices.Contains(c.Flags, fl) }) {
+			return false
+		}
+		if len(outcomes) > 0 && !slices.Contains(outcomes, c.Outcome) {
+			return false
+		}
+		if len(f.ports) > 0 && !slices.ContainsFunc(f.ports, func(p uint) bool {
+			return uint(c.Local.Port()) == p || uint(c.Remote.Port()) == p
+		}) {
+			return false
+		}
+		if len(peers) > 0 && !slices.Contains(peers, c.Remote.Addr()) {
+			return false
+		}
+		return true
+	}, nil
+}
+
+func joinNames[T ~string](xs []T) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = string(x)
+	}
+	return strings.Join(s, ", ")
+}

@@ -1,0 +1,75 @@
+package output
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+)
+
+var (
+	schemaOnce sync.Once
+	schemaVal  *jsonschema.Schema
+	schemaErr  error
+)
+
+func compiledSchema() (*jsonschema.Schema, error) {
+	schemaOnce.Do(func() {
+		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(Schema))
+		if err != nil {
+			schemaErr = err
+			return
+		}
+		c := jsonschema.NewCompiler()
+		c.AssertFormat()
+		const url = "https://tcpscope.invalid/schema/export.schema.json"
+		if err := c.AddResource(url, doc); err != nil {
+			schemaErr = err
+			return
+		}
+		schemaVal, schemaErr = c.Compile(url)
+	})
+	return schemaVal, schemaErr
+}
+
+// ValidateExport checks a .jsonl export line by line, or a .json export as
+// one document, against Schema.
+func ValidateExport(path string) error {
+	sch, err := compiledSchema()
+	if err != nil {
+		return fmt.Errorf("compiling schema: %w", err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	validate := func(where string, raw []byte) error {
+		v, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+		if err != nil {
+			return fmt.Errorf("%s: invalid JSON: %w", where, err)
+		}
+		if err := sch.Validate(v); err != nil {
+			return fmt.Errorf("%s: %v", where, err)
+		}
+		return nil
+	}
+	if strings.HasSuffix(path, ".json") {
+		if !json.Valid(data) {
+			return fmt.Errorf("%s: invalid JSON", path)
+		}
+		return validate(path, data)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(nil, 64<<20)
+	for n := 1; sc.Scan(); n++ {
+		if err := validate(fmt.Sprintf("%s:%d", path, n), sc.Bytes()); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
+}

@@ -401,4 +401,3 @@ func (e *Export) Path() string {
 	}
 	return e.path
 }
-

@@ -187,7 +187,7 @@ func TestResetMidStream(t *testing.T) {
 		s := &script{}
 		serverHandshake(s, 41, 100)
 		s.at(time.Millisecond).ev(st(41, StateEstablished, StateClose, srv, cli))
-		s.at(time.Millisecond+5*time.Microsecond).ev(Event{Kind: KindResetSent, Cookie: 41, State: StateClose, HasReason: true, Reason: 11, Local: srv, Remote: cli})
+		s.at(time.Millisecond + 5*time.Microsecond).ev(Event{Kind: KindResetSent, Cookie: 41, State: StateClose, HasReason: true, Reason: 11, Local: srv, Remote: cli})
 		c := run(s, time.Second)[41]
 		check(t, c, OutcomeReset, "local", FlagResetSent)
 		if it := c.Timeline[len(c.Timeline)-1]; it.Reason != "TCP_ABORT_ON_CLOSE" {

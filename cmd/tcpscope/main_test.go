@@ -21,6 +21,9 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	if os.Getenv("TCPSCOPE_TEST_HELPER") == "server" {
+		helperServer()
+	}
 	dir, err := os.MkdirTemp("", "tcpscope-test")
 	if err != nil {
 		panic(err)
@@ -52,7 +55,13 @@ func TestBadInputExitsTwo(t *testing.T) {
 		{"record", "--events", "--duration", "soon"},
 		{"record", "--events", "--ring-buffer-size", "3000"},
 		{"record", "--events", "--format", "xml"},
-		{"record"},
+		{"record", "-o", "/nonexistent/dir/run.jsonl"},
+		{"record", "-o", "run.txt"},
+		{"record", "--syn-recv-threshold", "-1s"},
+		{"record", "--events", "-o", "-"},
+		{"report"},
+		{"report", "/nonexistent.jsonl"},
+		{"report", "x.jsonl", "--flag", "bogus"},
 		{"nonsense"},
 		{"check", "extra"},
 	}
@@ -182,4 +191,16 @@ func TestRecordEventsJSONL(t *testing.T) {
 	if !strings.Contains(rest.String(), "events: 12 (state 12,") || !strings.Contains(rest.String(), "lost 0") {
 		t.Errorf("closing tally: %q", rest.String())
 	}
+}
+
+func runBinary(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var stderr bytes.Buffer
+	cmd := exec.Command(binary, args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("tcpscope %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out), nil
 }

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tcpscope/tcpscope/output"
+	"github.com/tcpscope/tcpscope/tracer/netns"
+	"golang.org/x/sys/unix"
+)
+
+// helperServer runs in a child process (the test binary re-executed with
+// TCPSCOPE_TEST_HELPER=server): it enters the namespace passed as fd 3,
+// listens, prints its port, and serves TCPSCOPE_CONNS connections the way
+// TCPSCOPE_MODE says. Being its own process, it shows that a server-side
+// connection's owner is the listener's process, not whoever the softirq
+// interrupted.
+func helperServer() {
+	runtime.LockOSThread()
+	if err := unix.Setns(3, unix.CLONE_NEWNET); err != nil {
+		fmt.Fprintln(os.Stderr, "setns:", err)
+		os.Exit(1)
+	}
+	ln, err := net.Listen(os.Getenv("TCPSCOPE_NETWORK"), os.Getenv("TCPSCOPE_ADDR"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "listen:", err)
+		os.Exit(1)
+	}
+	fmt.Println(ln.Addr().(*net.TCPAddr).Port)
+	n, _ := strconv.Atoi(os.Getenv("TCPSCOPE_CONNS"))
+	mode := os.Getenv("TCPSCOPE_MODE")
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		c, err := ln.Accept()
+		if err != nil {
+			os.Exit(1)
+		}
+		wg.Add(1)
+		go func(c *net.TCPConn) {
+			defer wg.Done()
+			serve(c, mode)
+		}(c.(*net.TCPConn))
+	}
+	wg.Wait()
+	ln.Close()
+	os.Exit(0)
+}
+
+func serve(c *net.TCPConn, mode string) {
+	buf := make([]byte, 64)
+	switch mode {
+	case "client-closes": // read until the client's FIN, then close
+		io.Copy(io.Discard, c)
+	case "server-closes":
+	case "linger0": // read the request, then abort: RST with reason TCP_STATE
+		c.Read(buf)
+		c.SetLinger(0)
+	case "unread": // close while the request is unread: RST, TCP_ABORT_ON_CLOSE
+		for {
+			// Wait until the request sits in the receive queue, unread.
+			n, err := unix.IoctlGetInt(fd(c), unix.SIOCINQ)
+			if err != nil || n > 0 {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	case "echo": // answer each read until EOF
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				break
+			}
+			c.Write(buf[:n])
+		}
+	}
+	c.Close()
+}
+
+func fd(c *net.TCPConn) int {
+	raw, _ := c.SyscallConn()
+	var fd int
+	raw.Control(func(f uintptr) { fd = int(f) })
+	return fd
+}
+
+// startServer starts the helper server in ns and returns its address and pid.
+func startServer(t *testing.T, ns *netns.NS, network, addr, mode string, conns int) (string, int) {
+	t.Helper()
+	dup, err := unix.Dup(ns.Fd())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsFile := os.NewFile(uintptr(dup), "netns")
+	defer nsFile.Close()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "TCPSCOPE_TEST_HELPER=server", "TCPSCOPE_NETWORK="+network,
+		"TCPSCOPE_ADDR="+addr, "TCPSCOPE_MODE="+mode, "TCPSCOPE_CONNS="+strconv.Itoa(conns))
+	cmd.ExtraFiles = []*os.File{nsFile}
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("helper server did not start: %v", err)
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	return net.JoinHostPort(host, strings.TrimSpace(line)), cmd.Process.Pid
+}
+
+// recording is a `tcpscope record` process writing an export.
+type recording struct {
+	cmd    *exec.Cmd
+	path   string
+	stdout *lockedBuffer
+	stderr *lockedBuffer
+	done   chan error
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startRecord runs tcpscope record on one namespace and returns once it
+// says every program is attached.
+func startRecord(t *testing.T, ns *netns.NS, name string, args ...string) *recording {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	r := &recording{path: path, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	args = append([]string{"record", "-o", path, "--netns", fmt.Sprint(ns.Inode), "--duration", "60s"}, args...)
+	r.cmd = exec.Command(binary, args...)
+	r.cmd.Stdout = r.stdout
+	pipe, err := r.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.cmd.Process.Kill(); <-r.done })
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pipe)
+		once := sync.Once{}
+		for sc.Scan() {
+			r.stderr.Write(append(sc.Bytes(), '\n'))
+			if strings.Contains(sc.Text(), "tracing (") {
+				once.Do(func() { close(ready) })
+			}
+		}
+		r.done <- r.cmd.Wait()
+		once.Do(func() { close(ready) })
+	}()
+	<-ready
+	if !strings.Contains(r.stderr.String(), "tracing (") {
+		t.Fatalf("tcpscope record did not start: %s", r.stderr.String())
+	}
+	return r
+}
+
+// waitConnections waits until the export holds n connection records: the
+// recorder writes each one a grace second after it closed.
+func (r *recording) waitConnections(t *testing.T, n int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for got := 0; ; <-tick.C {
+		data, _ := os.ReadFile(r.path)
+		got = bytes.Count(data, []byte(`{"type":"connection"`))
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d connection records after %v; stderr:\n%s", got, n, timeout, r.stderr.String())
+		}
+	}
+}
+
+// stop interrupts tcpscope like Ctrl-C and returns its validated export.
+func (r *recording) stop(t *testing.T) *output.Recording {
+	t.Helper()
+	r.cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-r.done:
+		r.done <- err
+		if err != nil {
+			t.Fatalf("tcpscope record: %v\n%s", err, r.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("tcpscope record did not stop on SIGINT")
+	}
+	if err := output.ValidateExport(r.path); err != nil {
+		t.Fatalf("export does not match the schema: %v", err)
+	}
+	rec, err := output.ReadExport(r.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Summary == nil {
+		t.Fatalf("export has no summary")
+	}
+	return rec
+}
+
+func dumpJSON(v any) string {
+	b, _ := json.MarshalIndent(v, "", " ")
+	return string(b)
+}

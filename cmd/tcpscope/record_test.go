@@ -1,0 +1,286 @@
+package main
+
+import (
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcpscope/tcpscope/output"
+	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/netns"
+	"github.com/tcpscope/tcpscope/tracer/nettest"
+)
+
+func dialNS(t *testing.T, ns *netns.NS, network, addr string, timeout time.Duration) (net.Conn, error) {
+	t.Helper()
+	var c net.Conn
+	err := ns.Do(func() (err error) {
+		c, err = net.DialTimeout(network, addr, timeout)
+		return err
+	})
+	return c, err
+}
+
+func byRole(t *testing.T, rec *output.Recording, role tracer.Role) []tracer.Connection {
+	t.Helper()
+	var out []tracer.Connection
+	for _, c := range rec.Connections {
+		if c.Role == role {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func one(t *testing.T, rec *output.Recording, role tracer.Role) tracer.Connection {
+	t.Helper()
+	cs := byRole(t, rec, role)
+	if len(cs) != 1 {
+		t.Fatalf("%d %s records, want 1: %s", len(cs), role, dumpJSON(rec.Connections))
+	}
+	return cs[0]
+}
+
+// TestRecordCleanConnections: both close orders, IPv4 and IPv6. The server
+// is another process, so owners are checked against two real pids.
+func TestRecordCleanConnections(t *testing.T) {
+	cases := []struct {
+		name, network, addr, mode string
+		client, server            tracer.Outcome
+		clientBy, serverBy        string
+	}{
+		{"ipv4/client-closes", "tcp4", "127.0.0.1:0", "client-closes", tracer.OutcomeTimeWait, tracer.OutcomeClosed, "local", "remote"},
+		{"ipv4/server-closes", "tcp4", "127.0.0.1:0", "server-closes", tracer.OutcomeClosed, tracer.OutcomeTimeWait, "remote", "local"},
+		{"ipv6/client-closes", "tcp6", "[::1]:0", "client-closes", tracer.OutcomeTimeWait, tracer.OutcomeClosed, "local", "remote"},
+		{"ipv6/server-closes", "tcp6", "[::1]:0", "server-closes", tracer.OutcomeClosed, tracer.OutcomeTimeWait, "remote", "local"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ns := nettest.New(t)
+			r := startRecord(t, ns, "run.jsonl")
+			addr, serverPid := startServer(t, ns, tc.network, tc.addr, tc.mode, 1)
+			c, err := dialNS(t, ns, tc.network, addr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.mode == "server-closes" {
+				io.Copy(io.Discard, c)
+			}
+			c.Close()
+			r.waitConnections(t, 2, 15*time.Second)
+			rec := r.stop(t)
+			cl, sv := one(t, rec, tracer.RoleClient), one(t, rec, tracer.RoleServer)
+			if cl.Outcome != tc.client || sv.Outcome != tc.server || cl.ClosedBy != tc.clientBy || sv.ClosedBy != tc.serverBy {
+				t.Errorf("client %s closed_by %s, server %s closed_by %s; want %s %s, %s %s",
+					cl.Outcome, cl.ClosedBy, sv.Outcome, sv.ClosedBy, tc.client, tc.clientBy, tc.server, tc.serverBy)
+			}
+			if cl.PID != uint32(os.Getpid()) || sv.PID != uint32(serverPid) || sv.Comm != cl.Comm {
+				t.Errorf("owners: client %s/%d server %s/%d; want pids %d and %d", cl.Comm, cl.PID, sv.Comm, sv.PID, os.Getpid(), serverPid)
+			}
+			if cl.PeerID != sv.ID || sv.PeerID != cl.ID || cl.Local != sv.Remote || cl.Remote != sv.Local {
+				t.Errorf("ends not linked: client %d %s->%s peer %d, server %d %s->%s peer %d",
+					cl.ID, cl.Local, cl.Remote, cl.PeerID, sv.ID, sv.Local, sv.Remote, sv.PeerID)
+			}
+			want := netip.MustParseAddrPort(addr)
+			if sv.Local != want || cl.Local.Port() == 0 || sv.ListenerID == 0 {
+				t.Errorf("server local %s want %s; client local %s; listener %d", sv.Local, want, cl.Local, sv.ListenerID)
+			}
+			if cl.HandshakeUs < 0 || sv.SynRecvUs < 0 || sv.SynRecvHow != tracer.SynRecvFromSRTT {
+				t.Errorf("handshake %d us, syn_recv %d us via %s", cl.HandshakeUs, sv.SynRecvUs, sv.SynRecvHow)
+			}
+			closer := cl
+			if tc.mode == "server-closes" {
+				closer = sv
+			}
+			if !slices.Equal(closer.Flags, []tracer.Flag{tracer.FlagTimeWait}) || closer.Timeline[len(closer.Timeline)-1].State != "TIME_WAIT" {
+				t.Errorf("active closer flags %v, last step %+v", closer.Flags, closer.Timeline[len(closer.Timeline)-1])
+			}
+		})
+	}
+}
+
+// TestRecordRefused: a connect to a closed port.
+func TestRecordRefused(t *testing.T) {
+	t.Parallel()
+	ns := nettest.New(t)
+	r := startRecord(t, ns, "run.json")
+	if _, err := dialNS(t, ns, "tcp4", "127.0.0.1:9", 5*time.Second); err == nil {
+		t.Fatal("connect to port 9 succeeded")
+	}
+	rec := r.stop(t)
+	cl, sv := one(t, rec, tracer.RoleClient), one(t, rec, tracer.RoleServer)
+	if cl.Outcome != tracer.OutcomeRefused || cl.Errno != "ECONNREFUSED" || !slices.Contains(cl.Flags, tracer.FlagRefused) || cl.PID != uint32(os.Getpid()) {
+		t.Errorf("client: %s", dumpJSON(cl))
+	}
+	if sv.Outcome != tracer.OutcomeRefused || sv.Local.Port() != 9 || sv.Remote != cl.Local || sv.PeerID != cl.ID ||
+		!slices.Contains(sv.Flags, tracer.FlagResetSent) || sv.Timeline[0].Reason != "NO_SOCKET" {
+		t.Errorf("server refused record: %s", dumpJSON(sv))
+	}
+}
+
+// TestRecordSynTimeout drops every SYN on the way in, with tcp_syn_retries
+// lowered in the namespace, until connect() gives up.
+func TestRecordSynTimeout(t *testing.T) {
+	t.Parallel()
+	ns := nettest.New(t)
+	if err := ns.Sysctl("net.ipv4.tcp_syn_retries", "2"); err != nil {
+		t.Fatal(err)
+	}
+	// Dropped on input, so each retransmit leaves the socket (err 0) and is
+	// counted both by the kernel's TCPSynRetrans and by tcpscope.
+	if _, err := ns.AddDrop(netns.Drop{DstPort: 7, FlagMask: netns.FlagSYN | netns.FlagACK, Flags: netns.FlagSYN, Input: true}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := ns.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startRecord(t, ns, "run.jsonl")
+	_, err = dialNS(t, ns, "tcp4", "127.0.0.1:7", 30*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "timed out") {
+		t.Fatalf("connect: %v, want a timeout", err)
+	}
+	after, _ := ns.Counters()
+	rec := r.stop(t)
+	cl := one(t, rec, tracer.RoleClient)
+	want := netns.Delta(before, after)["TcpExt.TCPSynRetrans"]
+	if cl.Outcome != tracer.OutcomeTimeout || cl.Errno != "ETIMEDOUT" ||
+		!slices.Equal(cl.Flags, []tracer.Flag{tracer.FlagSynRetransmitted, tracer.FlagHandshakeTimeout}) {
+		t.Errorf("client: %s", dumpJSON(cl))
+	}
+	if want == 0 || uint64(cl.Retransmits.Syn) != want {
+		t.Errorf("SYN retransmits %d, TcpExtTCPSynRetrans delta %d", cl.Retransmits.Syn, want)
+	}
+}
+
+// TestRecordResets: the server aborts, with SO_LINGER 0 and by closing with
+// the request unread. Both ends end reset; the server sent it, with the
+// kernel's reason.
+func TestRecordResets(t *testing.T) {
+	for _, tc := range []struct{ mode, reason string }{{"linger0", "TCP_STATE"}, {"unread", "TCP_ABORT_ON_CLOSE"}} {
+		t.Run(tc.mode, func(t *testing.T) {
+			t.Parallel()
+			ns := nettest.New(t)
+			r := startRecord(t, ns, "run.jsonl")
+			addr, _ := startServer(t, ns, "tcp4", "127.0.0.1:0", tc.mode, 1)
+			c, err := dialNS(t, ns, "tcp4", addr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+			_, err = io.Copy(io.Discard, c)
+			if err == nil || !strings.Contains(err.Error(), "reset") {
+				t.Errorf("client read: %v, want connection reset", err)
+			}
+			c.Close()
+			r.waitConnections(t, 2, 15*time.Second)
+			rec := r.stop(t)
+			cl, sv := one(t, rec, tracer.RoleClient), one(t, rec, tracer.RoleServer)
+			if cl.Outcome != tracer.OutcomeReset || cl.ClosedBy != "remote" || !slices.Contains(cl.Flags, tracer.FlagResetReceived) || cl.Errno != "ECONNRESET" {
+				t.Errorf("client: %s", dumpJSON(cl))
+			}
+			if sv.Outcome != tracer.OutcomeReset || sv.ClosedBy != "local" || !slices.Contains(sv.Flags, tracer.FlagResetSent) {
+				t.Errorf("server: %s", dumpJSON(sv))
+			}
+			var reason string
+			for _, it := range sv.Timeline {
+				if it.Kind == "reset_sent" {
+					reason = it.Reason
+				}
+			}
+			if reason != tc.reason {
+				t.Errorf("server reset reason %q, want %q", reason, tc.reason)
+			}
+		})
+	}
+}
+
+// TestRecordDataRetransmits drops the client's data segments for a while.
+func TestRecordDataRetransmits(t *testing.T) {
+	t.Parallel()
+	ns := nettest.New(t)
+	r := startRecord(t, ns, "run.jsonl")
+	addr, _ := startServer(t, ns, "tcp4", "127.0.0.1:0", "echo", 1)
+	c, err := dialNS(t, ns, "tcp4", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := netip.MustParseAddrPort(addr).Port()
+	before, _ := ns.Counters()
+	remove, err := ns.AddDrop(netns.Drop{DstPort: port, FlagMask: netns.FlagPSH, Flags: netns.FlagPSH, Input: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("ping"))
+	// Let a few RTOs (200 ms, 400 ms, 800 ms...) pass, then let the data in.
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		now, _ := ns.Counters()
+		if netns.Delta(before, now)["Tcp.RetransSegs"] >= 3 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	remove()
+	buf := make([]byte, 4)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatalf("echo after drops: %v", err)
+	}
+	c.Close()
+	r.waitConnections(t, 2, 15*time.Second)
+	after, _ := ns.Counters()
+	rec := r.stop(t)
+	cl := one(t, rec, tracer.RoleClient)
+	want := netns.Delta(before, after)["Tcp.RetransSegs"]
+	if !slices.Contains(cl.Flags, tracer.FlagDataRetransmitted) || uint64(cl.Retransmits.Data) != want || want < 3 {
+		t.Errorf("client data retransmits %d, Tcp RetransSegs delta %d; flags %v", cl.Retransmits.Data, want, cl.Flags)
+	}
+}
+
+// TestReportReproducesTables: report renders a saved file's tables exactly
+// as record printed them at the end.
+func TestReportReproducesTables(t *testing.T) {
+	t.Parallel()
+	ns := nettest.New(t)
+	r := startRecord(t, ns, "run.jsonl")
+	addr, _ := startServer(t, ns, "tcp4", "127.0.0.1:0", "client-closes", 3)
+	for i := 0; i < 3; i++ {
+		c, err := dialNS(t, ns, "tcp4", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	dialNS(t, ns, "tcp4", "127.0.0.1:9", 5*time.Second)
+	r.waitConnections(t, 8, 15*time.Second)
+	r.stop(t)
+	out, err := runBinary(t, "report", r.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recorded := r.stdout.String()
+	if got, want := tablesOf(out), tablesOf(recorded); got != want || want == "" {
+		t.Errorf("report tables differ from record's:\n--- report\n%s\n--- record\n%s", got, want)
+	}
+	if n := strings.Count(out, " refused ["); n+strings.Count(out, " refused (ECONNREFUSED) [") != 2 {
+		t.Errorf("report lacks the two refused lines:\n%s", out)
+	}
+}
+
+// tablesOf keeps the ASCII tables of an output.
+func tablesOf(s string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, "+") || strings.HasPrefix(l, "|") {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}

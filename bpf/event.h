@@ -14,6 +14,7 @@ enum event_kind {
 	EVENT_RESET_SENT = 4,         /* tcp:tcp_send_reset */
 	EVENT_RESET_RECEIVED = 5,     /* tcp:tcp_receive_reset */
 	EVENT_SOCK_ERROR = 6,         /* sock:inet_sk_error_report */
+	EVENT_LISTEN_OVERFLOW = 7,    /* skb:kfree_skb, reason TCP_LISTEN_OVERFLOW */
 };
 
 /* Bits of event.flags. */

@@ -30,6 +30,8 @@ const volatile __u32 filter_netns[MAX_FILTER] = {};
  * and the reader also polls on a timer.
  */
 const volatile __u64 wakeup_bytes = 0;
+/* The running kernel's enum skb_drop_reason value for TCP_LISTEN_OVERFLOW. */
+const volatile __u32 listen_overflow_reason = 0;
 
 /* Make bpf2go emit Go declarations for the record and its enums. */
 const struct event *unused_event __attribute__((unused));
@@ -558,6 +560,49 @@ int handle_sock_error(__u64 *ctx)
 	e->netns = netns;
 	e->state = sk->__sk_common.skc_state;
 	e->err = sk->sk_err;
+	put_tuple(e, &t);
+	submit(e);
+	return 0;
+}
+
+/*
+ * skb:kfree_skb (skb, location, reason, rx_sk), rx_sk since 6.11. Since 6.15
+ * (a11a791ca81e) tcp_v4/v6_syn_recv_sock() frees a final ACK that finds the
+ * accept queue full with reason TCP_LISTEN_OVERFLOW and rx_sk = the
+ * listener; the request socket stays and retransmits its SYN-ACK later.
+ * This is the only per-connection trace of an accept-queue overflow: a SYN
+ * arriving while the queue is full is freed with consume_skb() and only the
+ * ListenOverflows/ListenDrops counters move. kfree_skb fires for every
+ * dropped packet on the host, so the reason is compared first.
+ */
+SEC("tp_btf/kfree_skb")
+int handle_kfree_skb(__u64 *ctx)
+{
+	const struct sk_buff *skb = (const struct sk_buff *)ctx[0];
+	__u32 reason = (__u32)ctx[2];
+	struct sock *sk = (struct sock *)ctx[3];
+	struct tuple t = {};
+	struct event *e;
+	__u32 netns;
+
+	if (reason != listen_overflow_reason || !sk || !skb)
+		return 0;
+	netns = sk_netns(&sk->__sk_common);
+	if (!netns_wanted(netns))
+		return 0;
+	/* The dropped ACK came from the client: reversed, local is the listener. */
+	if (!skb_reply_tuple(skb, &t))
+		return 0;
+	if (!ports_wanted(t.sport, t.dport))
+		return 0;
+	e = reserve(EVENT_LISTEN_OVERFLOW);
+	if (!e)
+		return 0;
+	e->listener_cookie = bpf_get_socket_cookie(sk);
+	e->netns = netns;
+	e->state = sk->__sk_common.skc_state;
+	e->backlog = sk->sk_ack_backlog;
+	e->max_backlog = sk->sk_max_ack_backlog;
 	put_tuple(e, &t);
 	submit(e);
 	return 0;

@@ -76,6 +76,8 @@ func EventDetail(ev *tracer.Event) string {
 		fmt.Fprintf(&s, "in %s", ev.State)
 	case tracer.KindError:
 		fmt.Fprintf(&s, "%s in %s", tracer.ErrnoName(ev.Err), ev.State)
+	case tracer.KindListenOverflow:
+		fmt.Fprintf(&s, "final ACK dropped: accept queue full %d/%d, listener %d", ev.Backlog, ev.MaxBacklog, ev.ListenerCookie)
 	}
 	return s.String()
 }
@@ -130,6 +132,9 @@ func AppendEventJSON(b []byte, ev *tracer.Event) []byte {
 		}
 	case tracer.KindError:
 		o.str("errno", tracer.ErrnoName(ev.Err))
+	case tracer.KindListenOverflow:
+		o.uint("accept_queue", uint64(ev.Backlog))
+		o.uint("backlog", uint64(ev.MaxBacklog))
 	}
 	if ev.HasOwner {
 		o.uint("owner_pid", uint64(ev.OwnerTGID))

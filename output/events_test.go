@@ -94,7 +94,7 @@ func TestAppendStringEscapesAndRepairs(t *testing.T) {
 
 func TestTallyLine(t *testing.T) {
 	got := TallyLine(Tally{ByKind: map[tracer.Kind]uint64{tracer.KindState: 14, tracer.KindError: 1}, Lost: 3})
-	if !strings.HasPrefix(got, "events: 15 (state 14, retransmit 0") || !strings.HasSuffix(got, "error 1); lost 3") {
+	if !strings.HasPrefix(got, "events: 15 (state 14, retransmit 0") || !strings.HasSuffix(got, "error 1, listen_overflow 0); lost 3") {
 		t.Errorf("tally %q", got)
 	}
 }

@@ -29,6 +29,9 @@ type Extra struct {
 	End        time.Time
 	LostEvents uint64
 	Orphans    uint64
+	Counters   []CounterDelta
+	Listeners  []ListenerRow
+	TimeWait   []TimeWaitPressure
 }
 
 // AppendConnectionJSON appends one connection as a JSON object (no newline).
@@ -157,6 +160,10 @@ func AppendSummaryJSON(b []byte, s *tracer.Stats, meta Meta, x Extra, withType b
 	o.b = append(o.b, ']')
 	o.uint("lost_events", x.LostEvents)
 	o.uint("unmatched_events", x.Orphans)
+	o.key("kernel_counters")
+	o.b = appendCounterDeltas(o.b, x.Counters)
+	o.key("time_wait")
+	o.b = appendTimeWait(o.b, x.TimeWait)
 	o.str("kernel", meta.Kernel)
 	o.str("tcpscope", meta.Tcpscope)
 	return o.end()
@@ -171,19 +178,16 @@ func appendCounts(b []byte, keys []string, get func(string) uint64) []byte {
 }
 
 func appendQuantiles(b []byte, h *tracer.Histogram) []byte {
+	return appendQuantileValues(b, QuantilesOf(h))
+}
+
+func appendQuantileValues(b []byte, q Quantiles) []byte {
 	o := newObj(b)
-	o.uint("count", h.Count())
-	for _, q := range []struct {
-		k string
-		q float64
-	}{{"p50", 0.5}, {"p90", 0.9}, {"p99", 0.99}} {
-		optDuration(&o, q.k, h.Quantile(q.q))
-	}
-	if h.Count() == 0 {
-		o.null("max")
-	} else {
-		o.int("max", h.Max())
-	}
+	o.uint("count", q.Count)
+	optDuration(&o, "p50", q.P50)
+	optDuration(&o, "p90", q.P90)
+	optDuration(&o, "p99", q.P99)
+	optDuration(&o, "max", q.Max)
 	return o.end()
 }
 
@@ -239,6 +243,8 @@ type Export struct {
 	n      uint64
 	meta   Meta
 	closed bool
+	// listeners of a .json document, each preceded by a comma.
+	listeners []byte
 }
 
 // flushAt is the buffered size at which whole lines are written out.
@@ -306,6 +312,17 @@ func CreateExport(path string, stdout io.Writer, meta Meta) (*Export, error) {
 	return e, e.Flush()
 }
 
+// WriteListener adds one listener: a line in JSONL, an entry of the
+// "listeners" array of a .json document.
+func (e *Export) WriteListener(l *ListenerRow) error {
+	if !e.jsonl {
+		e.listeners = AppendListenerJSON(append(e.listeners, ','), l, false)
+		return nil
+	}
+	e.buf = append(AppendListenerJSON(e.buf, l, true), '\n')
+	return nil
+}
+
 // WriteConnection adds one connection. JSONL lines reach the file whole at
 // the next Flush (or when 64 KiB are buffered).
 func (e *Export) WriteConnection(c *tracer.Connection) error {
@@ -353,7 +370,11 @@ func (e *Export) Close(s *tracer.Stats, x Extra) error {
 	if e.jsonl {
 		e.buf = append(AppendSummaryJSON(e.buf, s, e.meta, x, true), '\n')
 	} else {
-		e.buf = append(e.buf, "\n],\"summary\":"...)
+		e.buf = append(e.buf, "\n],\"listeners\":["...)
+		if len(e.listeners) > 0 {
+			e.buf = append(e.buf, e.listeners[1:]...)
+		}
+		e.buf = append(e.buf, "],\"summary\":"...)
 		e.buf = append(AppendSummaryJSON(e.buf, s, e.meta, x, false), "}\n"...)
 	}
 	err := e.Flush()

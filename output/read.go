@@ -14,10 +14,13 @@ import (
 	"github.com/tcpscope/tcpscope/tracer"
 )
 
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+
 // Recording is an export read back.
 type Recording struct {
 	Meta        Meta
 	Connections []tracer.Connection
+	Listeners   []ListenerRow
 	// Summary is nil when the recording never finished (a JSONL file cut
 	// short by a crash or SIGKILL).
 	Summary *SummaryRecord
@@ -26,12 +29,44 @@ type Recording struct {
 // SummaryRecord is the part of a saved summary that cannot be recomputed
 // from the connections.
 type SummaryRecord struct {
-	End             time.Time `json:"end"`
-	Connections     uint64    `json:"connections"`
-	LostEvents      uint64    `json:"lost_events"`
-	UnmatchedEvents uint64    `json:"unmatched_events"`
-	Kernel          string    `json:"kernel"`
-	Tcpscope        string    `json:"tcpscope"`
+	End             time.Time      `json:"end"`
+	Connections     uint64         `json:"connections"`
+	LostEvents      uint64         `json:"lost_events"`
+	UnmatchedEvents uint64         `json:"unmatched_events"`
+	Kernel          string         `json:"kernel"`
+	Tcpscope        string         `json:"tcpscope"`
+	Counters        []CounterDelta `json:"kernel_counters"`
+	TimeWait        []timeWaitJSON `json:"time_wait"`
+}
+
+type timeWaitJSON struct {
+	NetNS       uint32 `json:"netns"`
+	LocalAddr   string `json:"local_addr"`
+	RemoteAddr  string `json:"remote_addr"`
+	RemotePort  uint16 `json:"remote_port"`
+	Peak        int    `json:"peak"`
+	LiveAtEnd   int    `json:"live_at_end"`
+	KernelCount *int   `json:"kernel_count_at_end"`
+	Ports       int    `json:"usable_ports"`
+	Entered     uint64 `json:"entered"`
+	Warned      bool   `json:"warned"`
+}
+
+// Extra rebuilds the summary's kernel-side parts for the tables.
+func (s *SummaryRecord) Extra() Extra {
+	x := Extra{End: s.End, LostEvents: s.LostEvents, Orphans: s.UnmatchedEvents, Counters: s.Counters}
+	for _, t := range s.TimeWait {
+		p := TimeWaitPressure{KernelCount: -1}
+		if t.KernelCount != nil {
+			p.KernelCount = *t.KernelCount
+		}
+		local, _ := netip.ParseAddr(t.LocalAddr)
+		remote, _ := netip.ParseAddr(t.RemoteAddr)
+		p.Key = tracer.TimeWaitKey{NetNS: t.NetNS, Local: local, Remote: netip.AddrPortFrom(remote, t.RemotePort)}
+		p.Peak, p.Now, p.Ports, p.Total, p.Warned = t.Peak, t.LiveAtEnd, t.Ports, t.Entered, t.Warned
+		x.TimeWait = append(x.TimeWait, p)
+	}
+	return x
 }
 
 type connectionJSON struct {
@@ -214,6 +249,16 @@ func readJSONL(path string, br *bufio.Reader) (*Recording, error) {
 				return nil, fmt.Errorf("%s:%d: %v", path, line, err)
 			}
 			rec.Connections = append(rec.Connections, c)
+		case "listener":
+			var j listenerJSON
+			if err := json.Unmarshal(raw, &j); err != nil {
+				return nil, fmt.Errorf("%s:%d: invalid listener record: %v", path, line, err)
+			}
+			l, err := j.row()
+			if err != nil {
+				return nil, fmt.Errorf("%s:%d: %v", path, line, err)
+			}
+			rec.Listeners = append(rec.Listeners, l)
 		case "summary":
 			var s SummaryRecord
 			if err := json.Unmarshal(raw, &s); err != nil {
@@ -238,6 +283,7 @@ func readJSON(path string, br *bufio.Reader) (*Recording, error) {
 	var doc struct {
 		Meta        *Meta            `json:"meta"`
 		Connections []connectionJSON `json:"connections"`
+		Listeners   []listenerJSON   `json:"listeners"`
 		Summary     *SummaryRecord   `json:"summary"`
 	}
 	if err := json.Unmarshal(data, &doc); err != nil {
@@ -264,6 +310,13 @@ func readJSON(path string, br *bufio.Reader) (*Recording, error) {
 		return nil, fmt.Errorf("%s: no summary: the file is incomplete", path)
 	}
 	rec := &Recording{Meta: *doc.Meta, Summary: doc.Summary}
+	for i := range doc.Listeners {
+		l, err := doc.Listeners[i].row()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", path, err)
+		}
+		rec.Listeners = append(rec.Listeners, l)
+	}
 	for i := range doc.Connections {
 		c, err := doc.Connections[i].connection()
 		if err != nil {

@@ -131,6 +131,15 @@ func SummaryTables(w io.Writer, s *tracer.Stats, x Extra) error {
 			return err
 		}
 	}
+	if err := ListenerTable(w, x.Listeners); err != nil {
+		return err
+	}
+	if err := TimeWaitTable(w, x.TimeWait); err != nil {
+		return err
+	}
+	if err := CounterTable(w, x.Counters); err != nil {
+		return err
+	}
 	if peers := s.TopPeers(5); len(peers) > 0 {
 		rows = rows[:0]
 		for _, p := range peers {

@@ -77,6 +77,7 @@ const (
 	bpfEventKindEVENT_RESET_SENT        bpfEventKind = 4
 	bpfEventKindEVENT_RESET_RECEIVED    bpfEventKind = 5
 	bpfEventKindEVENT_SOCK_ERROR        bpfEventKind = 6
+	bpfEventKindEVENT_LISTEN_OVERFLOW   bpfEventKind = 7
 )
 
 type bpfOwner struct {
@@ -94,6 +95,7 @@ const (
 	bpfMapCounters                = "counters"
 	bpfMapEvents                  = "events"
 	bpfMapOwners                  = "owners"
+	bpfProgHandleKfreeSkb         = "handle_kfree_skb"
 	bpfProgHandleReceiveReset     = "handle_receive_reset"
 	bpfProgHandleRetransmit       = "handle_retransmit"
 	bpfProgHandleRetransmitErr    = "handle_retransmit_err"
@@ -106,6 +108,7 @@ const (
 	bpfVarFilterNetnsCount        = "filter_netns_count"
 	bpfVarFilterPortCount         = "filter_port_count"
 	bpfVarFilterPorts             = "filter_ports"
+	bpfVarListenOverflowReason    = "listen_overflow_reason"
 	bpfVarUnusedCounter           = "unused_counter"
 	bpfVarUnusedEvent             = "unused_event"
 	bpfVarUnusedFlag              = "unused_flag"
@@ -155,6 +158,7 @@ type bpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfProgramSpecs struct {
+	HandleKfreeSkb         *ebpf.ProgramSpec `ebpf:"handle_kfree_skb"`
 	HandleReceiveReset     *ebpf.ProgramSpec `ebpf:"handle_receive_reset"`
 	HandleRetransmit       *ebpf.ProgramSpec `ebpf:"handle_retransmit"`
 	HandleRetransmitErr    *ebpf.ProgramSpec `ebpf:"handle_retransmit_err"`
@@ -178,15 +182,16 @@ type bpfMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
-	FilterNetns      *ebpf.VariableSpec `ebpf:"filter_netns"`
-	FilterNetnsCount *ebpf.VariableSpec `ebpf:"filter_netns_count"`
-	FilterPortCount  *ebpf.VariableSpec `ebpf:"filter_port_count"`
-	FilterPorts      *ebpf.VariableSpec `ebpf:"filter_ports"`
-	UnusedCounter    *ebpf.VariableSpec `ebpf:"unused_counter"`
-	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedFlag       *ebpf.VariableSpec `ebpf:"unused_flag"`
-	UnusedKind       *ebpf.VariableSpec `ebpf:"unused_kind"`
-	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	FilterNetns          *ebpf.VariableSpec `ebpf:"filter_netns"`
+	FilterNetnsCount     *ebpf.VariableSpec `ebpf:"filter_netns_count"`
+	FilterPortCount      *ebpf.VariableSpec `ebpf:"filter_port_count"`
+	FilterPorts          *ebpf.VariableSpec `ebpf:"filter_ports"`
+	ListenOverflowReason *ebpf.VariableSpec `ebpf:"listen_overflow_reason"`
+	UnusedCounter        *ebpf.VariableSpec `ebpf:"unused_counter"`
+	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedFlag           *ebpf.VariableSpec `ebpf:"unused_flag"`
+	UnusedKind           *ebpf.VariableSpec `ebpf:"unused_kind"`
+	WakeupBytes          *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // bpfObjects contains all objects after they have been loaded into the kernel.
@@ -226,21 +231,23 @@ func (m *bpfMaps) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
-	FilterNetns      *ebpf.Variable `ebpf:"filter_netns"`
-	FilterNetnsCount *ebpf.Variable `ebpf:"filter_netns_count"`
-	FilterPortCount  *ebpf.Variable `ebpf:"filter_port_count"`
-	FilterPorts      *ebpf.Variable `ebpf:"filter_ports"`
-	UnusedCounter    *ebpf.Variable `ebpf:"unused_counter"`
-	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
-	UnusedFlag       *ebpf.Variable `ebpf:"unused_flag"`
-	UnusedKind       *ebpf.Variable `ebpf:"unused_kind"`
-	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
+	FilterNetns          *ebpf.Variable `ebpf:"filter_netns"`
+	FilterNetnsCount     *ebpf.Variable `ebpf:"filter_netns_count"`
+	FilterPortCount      *ebpf.Variable `ebpf:"filter_port_count"`
+	FilterPorts          *ebpf.Variable `ebpf:"filter_ports"`
+	ListenOverflowReason *ebpf.Variable `ebpf:"listen_overflow_reason"`
+	UnusedCounter        *ebpf.Variable `ebpf:"unused_counter"`
+	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
+	UnusedFlag           *ebpf.Variable `ebpf:"unused_flag"`
+	UnusedKind           *ebpf.Variable `ebpf:"unused_kind"`
+	WakeupBytes          *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // bpfPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfPrograms struct {
+	HandleKfreeSkb         *ebpf.Program `ebpf:"handle_kfree_skb"`
 	HandleReceiveReset     *ebpf.Program `ebpf:"handle_receive_reset"`
 	HandleRetransmit       *ebpf.Program `ebpf:"handle_retransmit"`
 	HandleRetransmitErr    *ebpf.Program `ebpf:"handle_retransmit_err"`
@@ -253,6 +260,7 @@ type bpfPrograms struct {
 
 func (p *bpfPrograms) Close() error {
 	return _BpfClose(
+		p.HandleKfreeSkb,
 		p.HandleReceiveReset,
 		p.HandleRetransmit,
 		p.HandleRetransmitErr,

@@ -25,16 +25,16 @@ type BuilderConfig struct {
 	// Emit receives every finished connection. The Connection is reused
 	// after Emit returns: copy what must outlive the call.
 	Emit func(*Connection)
+	// EmitListener receives each listener when it closes or at Finish.
+	EmitListener func(*Listener)
+	// OnTimeWait, when set, learns of each socket entering TIME_WAIT at the
+	// moment it does (FIN_WAIT2 or CLOSING to CLOSE without a reset).
+	OnTimeWait func(netns uint32, local, remote netip.AddrPort, at time.Time)
 }
 
 type tupleKey struct {
 	netns         uint32
 	local, remote netip.AddrPort
-}
-
-type listenerInfo struct {
-	pid  uint32
-	comm string
 }
 
 type listenKey struct {
@@ -49,8 +49,11 @@ type Builder struct {
 	conns     map[uint64]*Connection
 	requests  map[uint64]*Connection // request sockets known from SYN-ACK retransmits only
 	tuples    map[tupleKey]*Connection
-	listeners map[listenKey]listenerInfo
 	closing   []*Connection // closed, in close order, waiting for Grace
+
+	listenerSet    map[uint64]*Listener
+	listenerByPort map[listenKey]uint64
+	overflowed     map[tupleKey]time.Time
 	free      []*Connection
 	nextID    uint64
 	orphans   uint64
@@ -71,13 +74,19 @@ func NewBuilder(cfg BuilderConfig) *Builder {
 	if cfg.Emit == nil {
 		cfg.Emit = func(*Connection) {}
 	}
+	if cfg.EmitListener == nil {
+		cfg.EmitListener = func(*Listener) {}
+	}
 	return &Builder{
 		cfg:       cfg,
 		conns:     make(map[uint64]*Connection, 1024),
 		requests:  map[uint64]*Connection{},
 		tuples:    make(map[tupleKey]*Connection, 1024),
-		listeners: map[listenKey]listenerInfo{},
 		nextID:    syntheticIDBase,
+
+		listenerSet:    map[uint64]*Listener{},
+		listenerByPort: map[listenKey]uint64{},
+		overflowed:     map[tupleKey]time.Time{},
 	}
 }
 
@@ -146,6 +155,8 @@ func (b *Builder) Add(ev *Event) {
 			c.Errno = ErrnoName(ev.Err)
 			c.item(ev.Time, Item{Kind: KindError.String(), State: ev.State.String(), Errno: c.Errno})
 		}
+	case KindListenOverflow:
+		b.onOverflow(ev)
 	}
 }
 
@@ -176,7 +187,7 @@ func (b *Builder) lookup(ev *Event) *Connection {
 
 func (b *Builder) preexisting(ev *Event) *Connection {
 	role := RoleClient
-	if _, ok := b.listeners[listenKey{ev.NetNS, ev.Local.Port()}]; ok {
+	if _, ok := b.listenerByPort[listenKey{ev.NetNS, ev.Local.Port()}]; ok {
 		role = RoleServer
 	}
 	c := b.newConn(ev, ev.Cookie, role)
@@ -194,10 +205,10 @@ func (b *Builder) preexisting(ev *Event) *Connection {
 func (b *Builder) onState(ev *Event) {
 	switch {
 	case ev.NewState == StateListen:
-		b.listeners[listenKey{ev.NetNS, ev.Local.Port()}] = listenerInfo{pid: ev.TGID, comm: ev.Comm.String()}
+		b.onListen(ev)
 		return
 	case ev.OldState == StateListen && ev.NewState == StateClose:
-		delete(b.listeners, listenKey{ev.NetNS, ev.Local.Port()})
+		b.onUnlisten(ev)
 		return
 	}
 	var c *Connection
@@ -235,6 +246,10 @@ func (b *Builder) onState(ev *Event) {
 	case StateClose:
 		c.closedAt = ev.Time
 		b.closing = append(b.closing, c)
+		if b.cfg.OnTimeWait != nil && (ev.OldState == StateFinWait2 || ev.OldState == StateClosing) &&
+			c.flags&(flagBit(FlagResetSent)|flagBit(FlagResetReceived)) == 0 && c.tupleKnown {
+			b.cfg.OnTimeWait(c.NetNS, c.Local, c.Remote, ev.Time)
+		}
 	}
 }
 
@@ -264,17 +279,35 @@ func (b *Builder) serverChild(ev *Event) *Connection {
 		}
 		c = b.newConn(ev, ev.Cookie, RoleServer)
 	}
-	c.ListenerID = ev.ListenerCookie
+	l := b.listener(ev, ev.ListenerCookie)
 	switch {
 	case ev.HasOwner:
 		c.PID, c.Comm = ev.OwnerTGID, ev.OwnerComm.String()
-	default:
-		if l, ok := b.listeners[listenKey{ev.NetNS, ev.Local.Port()}]; ok {
-			c.PID, c.Comm = l.pid, l.comm
-		}
+	case l != nil && c.PID == 0:
+		c.PID, c.Comm = l.PID, l.Comm
+	}
+	if l != nil {
+		c.ListenerID = l.ID
+		l.Children++
 	}
 	b.indexTuple(c)
+	k := tupleKey{c.NetNS, c.Local, c.Remote}
+	if at, ok := b.overflowed[k]; ok {
+		delete(b.overflowed, k)
+		c.setFlag(FlagListenOverflow)
+		c.item(at, Item{Kind: KindListenOverflow.String(), Detail: "final ACK dropped: accept queue full"})
+		sortTimeline(c.Timeline)
+	}
 	return c
+}
+
+// sortTimeline restores time order after an item was added late.
+func sortTimeline(items []Item) {
+	for i := 1; i < len(items); i++ {
+		for j := i; j > 0 && items[j].At.Before(items[j-1].At); j-- {
+			items[j], items[j-1] = items[j-1], items[j]
+		}
+	}
 }
 
 func (b *Builder) onEstablished(c *Connection, ev *Event) {
@@ -289,6 +322,9 @@ func (b *Builder) onEstablished(c *Connection, ev *Event) {
 		}
 	case RoleServer:
 		b.measureSynRecv(c, ev)
+		if l := b.listenerSet[c.ListenerID]; l != nil && c.SynRecvUs >= 0 {
+			l.SynRecv.Add(c.SynRecvUs)
+		}
 	}
 }
 
@@ -388,18 +424,32 @@ func (b *Builder) onRetransmit(ev *Event) {
 // tracepoint sees request sockets, so the first one seen starts a pending
 // server record that its child (same cookie) takes over.
 func (b *Builder) onSynAck(ev *Event) {
+	l := b.listener(ev, ev.ListenerCookie)
+	if l != nil {
+		l.SynAcks++
+		l.sawQueue(ev.Backlog, ev.MaxBacklog)
+	}
 	c, ok := b.conns[ev.Cookie]
 	if !ok {
 		c = b.newConn(ev, ev.Cookie, RoleServer)
 		c.pending = true
 		c.state = StateNewSynRecv
-		c.ListenerID = ev.ListenerCookie
 		if ev.HasOwner {
 			c.PID, c.Comm = ev.OwnerTGID, ev.OwnerComm.String()
-		} else if l, ok := b.listeners[listenKey{ev.NetNS, ev.Local.Port()}]; ok {
-			c.PID, c.Comm = l.pid, l.comm
+		} else if l != nil {
+			c.PID, c.Comm = l.PID, l.Comm
+		}
+		if l != nil {
+			c.ListenerID = l.ID
 		}
 		b.requests[ev.Cookie] = c
+		b.indexTuple(c)
+		k := tupleKey{c.NetNS, c.Local, c.Remote}
+		if at, ok := b.overflowed[k]; ok {
+			delete(b.overflowed, k)
+			c.setFlag(FlagListenOverflow)
+			c.item(at, Item{Kind: KindListenOverflow.String(), Detail: "final ACK dropped: accept queue full"})
+		}
 	}
 	if ev.SntSynAckUs != 0 && c.sntSynAckNs == 0 {
 		c.sntSynAckNs = int64(ev.SntSynAckUs)*1000 + b.cfg.Clock.MonoToBootNs
@@ -481,6 +531,12 @@ func (b *Builder) Expire(now time.Time) {
 			b.emit(c)
 		}
 	}
+	for k, at := range b.overflowed {
+		// A request lives at most about two minutes (TCP_RTO_MAX backoff).
+		if now.Sub(at) > 3*time.Minute {
+			delete(b.overflowed, k)
+		}
+	}
 }
 
 // requestDeadline is when the request's next SYN-ACK would have gone out:
@@ -508,6 +564,11 @@ func (b *Builder) Finish(now time.Time) {
 	for _, c := range b.conns {
 		b.emit(c)
 	}
+	for id, l := range b.listenerSet {
+		delete(b.listenerSet, id)
+		l.End, l.Open = now, true
+		b.cfg.EmitListener(l)
+	}
 }
 
 // finish emits a connection at once (its socket was reused).
@@ -531,6 +592,11 @@ func (b *Builder) emit(c *Connection) {
 		}
 	}
 	c.conclude(b.cfg)
+	if c.pending && c.Outcome == OutcomeTimeout {
+		if l := b.listenerSet[c.ListenerID]; l != nil {
+			l.Abandoned++
+		}
+	}
 	b.cfg.Emit(c)
 	b.free = append(b.free, c)
 }
@@ -587,6 +653,13 @@ func (c *Connection) outcome() Outcome {
 	reset := c.flags&(flagBit(FlagResetSent)|flagBit(FlagResetReceived)) != 0
 	if !c.established {
 		switch {
+		case c.Role == RoleClient && c.Local.Port() == 0 && !reset && c.Retransmits.Syn == 0 && c.Errno == "":
+			// CLOSE->SYN_SENT->CLOSE without a local port: tcp_v4_connect()
+			// set SYN_SENT, then inet_hash_connect() found no free port and
+			// connect() failed with EADDRNOTAVAIL. No packet was sent.
+			c.Errno = "EADDRNOTAVAIL"
+			c.setFlag(FlagPortExhausted)
+			return OutcomeFailed
 		case c.Errno == "ECONNREFUSED" || c.flags&flagBit(FlagResetReceived) != 0:
 			return OutcomeRefused
 		case c.Errno == "ETIMEDOUT" || c.Retransmits.Syn > 0:

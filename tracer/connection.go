@@ -45,12 +45,16 @@ const (
 	FlagTimeWait            Flag = "time_wait"
 	FlagPreexisting         Flag = "preexisting"
 	FlagIncomplete          Flag = "incomplete"
+	FlagListenOverflow      Flag = "listen_overflow"
+	FlagSyncookie           Flag = "syncookie"
+	FlagPortExhausted       Flag = "port_exhausted"
 )
 
 // AllFlags lists every flag in report order.
 var AllFlags = []Flag{
 	FlagSynRetransmitted, FlagSynAckRetransmitted, FlagLongSynRecv, FlagResetSent, FlagResetReceived,
 	FlagRefused, FlagHandshakeTimeout, FlagDataRetransmitted, FlagTimeWait, FlagPreexisting, FlagIncomplete,
+	FlagListenOverflow, FlagSyncookie, FlagPortExhausted,
 }
 
 // AllOutcomes lists every outcome in report order.

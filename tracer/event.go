@@ -19,6 +19,7 @@ const (
 	KindResetSent        = Kind(bpfEventKindEVENT_RESET_SENT)
 	KindResetReceived    = Kind(bpfEventKindEVENT_RESET_RECEIVED)
 	KindError            = Kind(bpfEventKindEVENT_SOCK_ERROR)
+	KindListenOverflow   = Kind(bpfEventKindEVENT_LISTEN_OVERFLOW)
 )
 
 var kindNames = [...]string{
@@ -28,6 +29,7 @@ var kindNames = [...]string{
 	KindResetSent:        "reset_sent",
 	KindResetReceived:    "reset_received",
 	KindError:            "error",
+	KindListenOverflow:   "listen_overflow",
 }
 
 // String is the snake_case name used in every export: "reset_sent".
@@ -40,7 +42,7 @@ func (k Kind) String() string {
 
 // Kinds lists every event kind in numeric order.
 func Kinds() []Kind {
-	return []Kind{KindState, KindRetransmit, KindSynAckRetransmit, KindResetSent, KindResetReceived, KindError}
+	return []Kind{KindState, KindRetransmit, KindSynAckRetransmit, KindResetSent, KindResetReceived, KindError, KindListenOverflow}
 }
 
 // Comm is a task name as the kernel stores it: up to 16 bytes, NUL-padded.

@@ -37,6 +37,9 @@ type Features struct {
 
 	retransmitHasErr bool
 	sendResetReason  bool
+	// listenOverflowReason is enum skb_drop_reason's TCP_LISTEN_OVERFLOW,
+	// 0 when kfree_skb cannot identify accept-queue overflows here.
+	listenOverflowReason uint32
 }
 
 // ErrPrivileges means the process may not load tracing programs.
@@ -81,12 +84,33 @@ func Probe() (Features, error) {
 				case "tcp_send_reset":
 					f.sendResetReason = params >= 4
 					hook.Variant = map[bool]string{true: "with reason (6.10+)", false: "without reason, full sockets only"}[f.sendResetReason]
+				case "kfree_skb":
+					hook.Present, hook.Variant = f.probeOverflowReason(spec, params)
 				}
 			}
 		}
 		f.Hooks = append(f.Hooks, hook)
 	}
 	return f, nil
+}
+
+// probeOverflowReason: kfree_skb names the listener of a dropped final ACK
+// only with rx_sk (6.11+) and the TCP_LISTEN_OVERFLOW reason (used on this
+// path since 6.15).
+func (f *Features) probeOverflowReason(spec *btf.Spec, params int) (bool, string) {
+	if params < 5 {
+		return false, "no rx_sk argument (needs 6.11+)"
+	}
+	var e *btf.Enum
+	if err := spec.TypeByName("skb_drop_reason", &e); err == nil {
+		for _, v := range e.Values {
+			if v.Name == "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW" {
+				f.listenOverflowReason = uint32(v.Value)
+				return true, fmt.Sprintf("accept-queue overflow drops (reason %d)", v.Value)
+			}
+		}
+	}
+	return false, "no TCP_LISTEN_OVERFLOW drop reason (needs 6.15+)"
 }
 
 // paramCount counts a tracepoint prototype's parameters, the leading
@@ -172,6 +196,8 @@ var hookTable = []hookDef{
 		func(Features) string { return "handle_receive_reset" }},
 	{"sock/inet_sk_error_report", false, "no socket errors (ECONNREFUSED, ETIMEDOUT...)",
 		func(Features) string { return "handle_sock_error" }},
+	{"skb/kfree_skb", false, "no per-connection accept-queue overflow (kernel counters still count it)",
+		func(Features) string { return "handle_kfree_skb" }},
 }
 
 type attachment struct {

@@ -79,7 +79,7 @@ func Open(cfg Config) (t *Tracer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading BPF object: %w", err)
 	}
-	if err := configure(spec, cfg); err != nil {
+	if err := configure(spec, cfg, feats); err != nil {
 		return nil, err
 	}
 	attach := feats.selectPrograms(spec)
@@ -135,7 +135,7 @@ func (c *Config) validate() error {
 	return nil
 }
 
-func configure(spec *ebpf.CollectionSpec, cfg Config) error {
+func configure(spec *ebpf.CollectionSpec, cfg Config, f Features) error {
 	spec.Maps["events"].MaxEntries = uint32(cfg.RingBufferBytes)
 	var ports [MaxFilter]uint16
 	copy(ports[:], cfg.Ports)
@@ -150,6 +150,7 @@ func configure(spec *ebpf.CollectionSpec, cfg Config) error {
 		{"filter_netns_count", uint32(len(cfg.NetNS))},
 		{"filter_netns", netns},
 		{"wakeup_bytes", cfg.WakeupBytes},
+		{"listen_overflow_reason", f.listenOverflowReason},
 	}
 	for _, s := range sets {
 		v, ok := spec.Variables[s.name]

@@ -82,7 +82,12 @@ func newReportCmd() *cobra.Command {
 			}
 			x := output.Extra{End: stats.End}
 			if rec.Summary != nil {
-				x.LostEvents, x.End = rec.Summary.LostEvents, rec.Summary.End
+				x = rec.Summary.Extra()
+			}
+			if filtered := len(f.flags)+len(f.outcomes)+len(f.ports)+len(f.peers) > 0; !filtered {
+				x.Listeners = rec.Listeners
+			} else {
+				x.Counters, x.TimeWait = nil, nil
 			}
 			return output.SummaryTables(w, stats, x)
 		},

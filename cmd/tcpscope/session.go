@@ -10,6 +10,7 @@ import (
 
 	"github.com/tcpscope/tcpscope/output"
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/netns"
 )
 
 // sessionOptions is what record, run and demo share.
@@ -38,6 +39,11 @@ type session struct {
 	buf     []byte
 	werr    error
 	flagged uint64
+
+	namespaces map[uint32]*netns.NS // handles of the namespaces whose counters are read
+	before     map[uint32]netns.Counters
+	timeWait   *tracer.TimeWaitTracker
+	listeners  []output.ListenerRow
 }
 
 // openSession checks the output path and opens the tracer; nothing is
@@ -52,11 +58,20 @@ func openSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error
 		return nil, usagef("--events and -o - both write to standard output: pick one")
 	}
 	opts.cfg.PollInterval = 200 * time.Millisecond
-	tr, err := tracer.Open(opts.cfg)
+	namespaces, err := openNamespaces(opts.cfg.NetNS)
 	if err != nil {
 		return nil, err
 	}
-	s := &session{opts: opts, tr: tr, stats: tracer.NewStats(), report: stdout, stderr: stderr}
+	tr, err := tracer.Open(opts.cfg)
+	if err != nil {
+		closeNamespaces(namespaces)
+		return nil, err
+	}
+	s := &session{opts: opts, tr: tr, stats: tracer.NewStats(), report: stdout, stderr: stderr, namespaces: namespaces}
+	s.before = s.readCounters()
+	s.timeWait = tracer.NewTimeWaitTracker()
+	s.timeWait.Ports = s.portRange
+	s.timeWait.OnAlert = func(a tracer.TimeWaitAlert) { fmt.Fprintln(s.report, output.TimeWaitAlertLine(a)) }
 	if opts.output == "-" {
 		s.report = stderr
 	}
@@ -65,6 +80,7 @@ func openSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error
 	if opts.output != "" {
 		if s.export, err = output.CreateExport(opts.output, stdout, s.meta); err != nil {
 			tr.Close()
+			closeNamespaces(namespaces)
 			return nil, err
 		}
 	}
@@ -72,6 +88,8 @@ func openSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error
 		SynRecvThreshold: opts.synRecvLimit,
 		Clock:            tr.Clock(),
 		Emit:             s.emit,
+		EmitListener:     s.emitListener,
+		OnTimeWait:       s.timeWait.Enter,
 	})
 	s.rec = &tracer.Recorder{Tracer: tr, Builder: b, OnTick: s.tick}
 	if opts.events {
@@ -96,6 +114,106 @@ func (s *session) emit(c *tracer.Connection) {
 	}
 }
 
+func (s *session) emitListener(l *tracer.Listener) {
+	row := output.RowOfListener(l)
+	s.listeners = append(s.listeners, row)
+	if s.export != nil && s.werr == nil {
+		s.werr = s.export.WriteListener(&row)
+	}
+}
+
+// openNamespaces opens the namespaces whose kernel counters a recording
+// reports: those given with --netns (each must exist), else tcpscope's own.
+func openNamespaces(inodes []uint32) (map[uint32]*netns.NS, error) {
+	out := map[uint32]*netns.NS{}
+	if len(inodes) == 0 {
+		self, err := netns.Self()
+		if err != nil {
+			return nil, fmt.Errorf("opening this network namespace: %w", err)
+		}
+		out[self.Inode] = self
+		return out, nil
+	}
+	for _, ino := range inodes {
+		ns, err := netns.Find(ino)
+		if err != nil {
+			closeNamespaces(out)
+			return nil, usageError{fmt.Errorf("--netns %d: %w (list them with: lsns -t net)", ino, err)}
+		}
+		out[ino] = ns
+	}
+	return out, nil
+}
+
+func closeNamespaces(m map[uint32]*netns.NS) {
+	for _, ns := range m {
+		ns.Close()
+	}
+}
+
+func (s *session) readCounters() map[uint32]netns.Counters {
+	out := map[uint32]netns.Counters{}
+	for ino, ns := range s.namespaces {
+		if c, err := ns.Counters(); err == nil {
+			out[ino] = c
+		}
+	}
+	return out
+}
+
+// portRange is the number of usable local ports in a namespace. Only the
+// namespaces already open are asked; others count as unknown.
+func (s *session) portRange(netnsIno uint32) (int, bool) {
+	ns, ok := s.namespaces[netnsIno]
+	if !ok {
+		found, err := netns.Find(netnsIno)
+		if err != nil {
+			return 0, false
+		}
+		s.namespaces[netnsIno] = found
+		ns = found
+	}
+	lo, hi, err := ns.PortRange()
+	if err != nil {
+		return 0, false
+	}
+	return hi - lo + 1, true
+}
+
+// kernelEnd reads what the kernel itself says at the end: counter deltas
+// and the TIME_WAIT sockets sock_diag lists, per destination.
+func (s *session) kernelEnd(now time.Time) ([]output.CounterDelta, []output.TimeWaitPressure) {
+	var deltas []output.CounterDelta
+	after := s.readCounters()
+	for ino, b := range s.before {
+		d := netns.Delta(b, after[ino])
+		for _, name := range output.ReportedCounters() {
+			if d[name] > 0 {
+				deltas = append(deltas, output.CounterDelta{NetNS: ino, Counter: name, Delta: d[name]})
+			}
+		}
+	}
+	var tw []output.TimeWaitPressure
+	kernel := map[tracer.TimeWaitKey]int{}
+	read := map[uint32]bool{}
+	for _, d := range s.timeWait.Top(10, now) {
+		if ns, ok := s.namespaces[d.Key.NetNS]; ok && !read[d.Key.NetNS] {
+			read[d.Key.NetNS] = true
+			if socks, err := ns.TCPSockets(1 << uint(tracer.StateTimeWait)); err == nil {
+				for _, sk := range socks {
+					kernel[tracer.TimeWaitKey{NetNS: d.Key.NetNS, Local: sk.Local.Addr(), Remote: sk.Remote}]++
+				}
+			}
+		}
+		p := output.TimeWaitPressure{TimeWaitDest: d, KernelCount: -1}
+		if read[d.Key.NetNS] {
+			p.KernelCount = kernel[d.Key]
+		}
+		tw = append(tw, p)
+	}
+	return deltas, tw
+}
+
 func (s *session) printEvent(ev *tracer.Event) error {
 	if s.opts.format == "jsonl" {
 		s.buf = output.AppendEventJSON(s.buf[:0], ev)
@@ -111,7 +229,8 @@ func (s *session) printEvent(ev *tracer.Event) error {
 	return nil
 }
 
-func (s *session) tick(time.Time) error {
+func (s *session) tick(now time.Time) error {
+	s.timeWait.Expire(now)
 	if s.werr != nil {
 		return s.werr
 	}
@@ -130,13 +249,16 @@ func (s *session) tick(time.Time) error {
 // An export is completed even when recording failed midway.
 func (s *session) run(ctx context.Context) error {
 	defer s.tr.Close()
+	defer closeNamespaces(s.namespaces)
 	runErr := s.rec.Run(ctx)
 	if runErr != nil && s.export != nil {
 		// Whatever was recorded still gets a summary; the export is whole.
 		s.rec.Builder.Finish(time.Now())
 	}
 	counters, cerr := s.tr.Counters()
-	x := output.Extra{End: time.Now(), LostEvents: counters.Lost, Orphans: s.rec.Builder.Orphans()}
+	end := time.Now()
+	x := output.Extra{End: end, LostEvents: counters.Lost, Orphans: s.rec.Builder.Orphans(), Listeners: s.listeners}
+	x.Counters, x.TimeWait = s.kernelEnd(end)
 	var exportErr error
 	if s.export != nil {
 		if s.werr != nil {

@@ -1,0 +1,171 @@
+package output
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/tcpscope/tcpscope/tracer"
+)
+
+// Quantiles summarise a duration distribution in microseconds; -1 unknown.
+type Quantiles struct {
+	Count uint64 `json:"count"`
+	P50   int64  `json:"p50"`
+	P90   int64  `json:"p90"`
+	P99   int64  `json:"p99"`
+	Max   int64  `json:"max"`
+}
+
+// UnmarshalJSON reads null quantiles as -1.
+func (q *Quantiles) UnmarshalJSON(b []byte) error {
+	var raw struct {
+		Count                uint64
+		P50, P90, P99, Max *int64
+	}
+	if err := jsonUnmarshal(b, &raw); err != nil {
+		return err
+	}
+	val := func(p *int64) int64 {
+		if p == nil {
+			return -1
+		}
+		return *p
+	}
+	*q = Quantiles{Count: raw.Count, P50: val(raw.P50), P90: val(raw.P90), P99: val(raw.P99), Max: val(raw.Max)}
+	return nil
+}
+
+// QuantilesOf reads a histogram.
+func QuantilesOf(h *tracer.Histogram) Quantiles {
+	q := Quantiles{Count: h.Count(), P50: h.Quantile(0.5), P90: h.Quantile(0.9), P99: h.Quantile(0.99), Max: -1}
+	if h.Count() > 0 {
+		q.Max = h.Max()
+	}
+	return q
+}
+
+// ListenerRow is a listener as exported: the same from a live recording
+// and from a saved file.
+type ListenerRow struct {
+	ID          uint64
+	NetNS       uint32
+	Local       netip.AddrPort
+	PID         uint32
+	Comm        string
+	Backlog     uint32
+	PeakQueue   uint32
+	Connections uint64
+	SynAcks     uint64
+	Abandoned   uint64
+	Overflows   uint64
+	Syncookies  uint64
+	SynRecv     Quantiles
+	Start, End  time.Time
+	Preexisting bool
+	Open        bool
+}
+
+// RowOfListener converts a live listener.
+func RowOfListener(l *tracer.Listener) ListenerRow {
+	return ListenerRow{ID: l.ID, NetNS: l.NetNS, Local: l.Local, PID: l.PID, Comm: l.Comm, Backlog: l.Backlog,
+		PeakQueue: l.PeakQueue, Connections: l.Children, SynAcks: l.SynAcks, Abandoned: l.Abandoned,
+		Overflows: l.Overflows, Syncookies: l.Syncookies, SynRecv: QuantilesOf(&l.SynRecv),
+		Start: l.Start, End: l.End, Preexisting: l.Preexisting, Open: l.Open}
+}
+
+// AppendListenerJSON appends one listener as a JSON object (no newline).
+func AppendListenerJSON(b []byte, l *ListenerRow, withType bool) []byte {
+	o := newObj(b)
+	if withType {
+		o.str("type", "listener")
+	}
+	o.uint("id", l.ID)
+	if l.Local.Addr().IsValid() {
+		o.str("local_addr", l.Local.Addr().String())
+	} else {
+		o.null("local_addr")
+	}
+	o.uint("local_port", uint64(l.Local.Port()))
+	o.uint("netns", uint64(l.NetNS))
+	o.uint("pid", uint64(l.PID))
+	o.str("comm", l.Comm)
+	o.uint("backlog", uint64(l.Backlog))
+	o.uint("peak_accept_queue", uint64(l.PeakQueue))
+	o.uint("connections", l.Connections)
+	o.uint("synack_retransmits", l.SynAcks)
+	o.uint("abandoned_requests", l.Abandoned)
+	o.uint("overflow_drops", l.Overflows)
+	o.uint("syncookie_connections", l.Syncookies)
+	o.key("syn_recv_us")
+	o.b = appendQuantileValues(o.b, l.SynRecv)
+	o.time("start", l.Start)
+	o.time("end", l.End)
+	o.boolean("preexisting", l.Preexisting)
+	o.boolean("open", l.Open)
+	return o.end()
+}
+
+type listenerJSON struct {
+	ID          uint64    `json:"id"`
+	LocalAddr   *string   `json:"local_addr"`
+	LocalPort   uint16    `json:"local_port"`
+	NetNS       uint32    `json:"netns"`
+	PID         uint32    `json:"pid"`
+	Comm        string    `json:"comm"`
+	Backlog     uint32    `json:"backlog"`
+	PeakQueue   uint32    `json:"peak_accept_queue"`
+	Connections uint64    `json:"connections"`
+	SynAcks     uint64    `json:"synack_retransmits"`
+	Abandoned   uint64    `json:"abandoned_requests"`
+	Overflows   uint64    `json:"overflow_drops"`
+	Syncookies  uint64    `json:"syncookie_connections"`
+	SynRecv     Quantiles `json:"syn_recv_us"`
+	Start       time.Time `json:"start"`
+	End         time.Time `json:"end"`
+	Preexisting bool      `json:"preexisting"`
+	Open        bool      `json:"open"`
+}
+
+func (j *listenerJSON) row() (ListenerRow, error) {
+	r := ListenerRow{ID: j.ID, NetNS: j.NetNS, PID: j.PID, Comm: j.Comm, Backlog: j.Backlog, PeakQueue: j.PeakQueue,
+		Connections: j.Connections, SynAcks: j.SynAcks, Abandoned: j.Abandoned, Overflows: j.Overflows,
+		Syncookies: j.Syncookies, SynRecv: j.SynRecv, Start: j.Start, End: j.End, Preexisting: j.Preexisting, Open: j.Open}
+	r.Local = netip.AddrPortFrom(netip.Addr{}, j.LocalPort)
+	if j.LocalAddr != nil {
+		a, err := netip.ParseAddr(*j.LocalAddr)
+		if err != nil {
+			return r, fmt.Errorf("listener %d: %w", j.ID, err)
+		}
+		r.Local = netip.AddrPortFrom(a, j.LocalPort)
+	}
+	return r, nil
+}
+
+// ListenerTable renders the listeners that saw handshakes.
+func ListenerTable(w io.Writer, ls []ListenerRow) error {
+	ls = append([]ListenerRow(nil), ls...)
+	sort.SliceStable(ls, func(i, j int) bool { return ls[i].Connections > ls[j].Connections })
+	var rows [][]string
+	for i := range ls {
+		l := &ls[i]
+		if l.Connections == 0 && l.SynAcks == 0 && l.Overflows == 0 {
+			continue
+		}
+		owner := "-"
+		if l.PID != 0 {
+			owner = fmt.Sprintf("%s/%d", l.Comm, l.PID)
+		}
+		rows = append(rows, []string{Endpoint(l.Local), owner, fmt.Sprintf("%d/%d", l.PeakQueue, l.Backlog),
+			strconv.FormatUint(l.Connections, 10), strconv.FormatUint(l.SynAcks, 10), strconv.FormatUint(l.Overflows, 10),
+			strconv.FormatUint(l.Abandoned, 10),
+			Duration(l.SynRecv.P50) + " / " + Duration(l.SynRecv.P99) + " / " + Duration(l.SynRecv.Max)})
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	return renderTable(w, []string{"LISTENER", "OWNER", "PEAK QUEUE/BACKLOG", "CONNS", "SYN-ACK RTX", "OVERFLOW DROPS", "ABANDONED", "SYN_RECV P50/P99/MAX"}, rows)
+}

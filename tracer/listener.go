@@ -1,0 +1,99 @@
+package tracer
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Listener is the story of one listening socket: what its accept queue and
+// handshakes went through while traced.
+type Listener struct {
+	ID          uint64 // the listening socket's cookie
+	NetNS       uint32
+	Local       netip.AddrPort
+	PID         uint32 // the process that called listen()
+	Comm        string
+	Backlog     uint32 // sk_max_ack_backlog
+	PeakQueue   uint32 // the largest accept queue seen (sk_ack_backlog)
+	Children    uint64 // connections created from it (final ACK accepted)
+	SynAcks     uint64 // SYN-ACK retransmits of its requests
+	Overflows   uint64 // final ACKs dropped because the accept queue was full (6.15+)
+	Syncookies  uint64 // connections completed through a SYN cookie
+	Abandoned   uint64 // requests that died without a connection
+	SynRecv     Histogram
+	Start, End  time.Time
+	Preexisting bool // listening before tracing started
+	Open        bool // still listening when tracing stopped
+}
+
+// listener returns the listener of a server-side event, creating a
+// preexisting one when its CLOSE->LISTEN was not seen.
+func (b *Builder) listener(ev *Event, id uint64) *Listener {
+	if id == 0 {
+		id = b.listenerByPort[listenKey{ev.NetNS, ev.Local.Port()}]
+	}
+	if l, ok := b.listenerSet[id]; ok && id != 0 {
+		return l
+	}
+	if id == 0 {
+		return nil
+	}
+	l := &Listener{ID: id, NetNS: ev.NetNS, Local: netip.AddrPortFrom(netip.Addr{}, ev.Local.Port()),
+		Start: ev.Time, Preexisting: true}
+	if ev.HasOwner {
+		l.PID, l.Comm = ev.OwnerTGID, ev.OwnerComm.String()
+	}
+	b.listenerSet[id] = l
+	b.listenerByPort[listenKey{ev.NetNS, ev.Local.Port()}] = id
+	return l
+}
+
+func (b *Builder) onListen(ev *Event) {
+	l := &Listener{ID: ev.Cookie, NetNS: ev.NetNS, Local: ev.Local, PID: ev.TGID, Comm: ev.Comm.String(),
+		Backlog: ev.MaxBacklog, Start: ev.Time}
+	b.listenerSet[ev.Cookie] = l
+	b.listenerByPort[listenKey{ev.NetNS, ev.Local.Port()}] = ev.Cookie
+}
+
+func (b *Builder) onUnlisten(ev *Event) {
+	k := listenKey{ev.NetNS, ev.Local.Port()}
+	if b.listenerByPort[k] == ev.Cookie {
+		delete(b.listenerByPort, k)
+	}
+	if l, ok := b.listenerSet[ev.Cookie]; ok {
+		delete(b.listenerSet, ev.Cookie)
+		l.End = ev.Time
+		b.cfg.EmitListener(l)
+	}
+}
+
+func (l *Listener) sawQueue(backlog, max uint32) {
+	if backlog > l.PeakQueue {
+		l.PeakQueue = backlog
+	}
+	if max > l.Backlog {
+		l.Backlog = max
+	}
+}
+
+// onOverflow: a final ACK was dropped because the listener's accept queue
+// was full. The request socket survives and the connection it belongs to
+// (same tuple) is flagged when it shows up, or now if already followed.
+func (b *Builder) onOverflow(ev *Event) {
+	if l := b.listener(ev, ev.ListenerCookie); l != nil {
+		l.Overflows++
+		l.sawQueue(ev.Backlog, ev.MaxBacklog)
+	}
+	k := tupleKey{ev.NetNS, ev.Local, ev.Remote}
+	if c, ok := b.tuples[k]; ok {
+		c.setFlag(FlagListenOverflow)
+		c.item(ev.Time, Item{Kind: KindListenOverflow.String(), Detail: "final ACK dropped: accept queue full"})
+		return
+	}
+	if len(b.overflowed) < maxOverflowed {
+		b.overflowed[k] = ev.Time
+	}
+}
+
+// maxOverflowed bounds the tuples remembered for connections not yet seen.
+const maxOverflowed = 65536

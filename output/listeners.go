@@ -23,7 +23,7 @@ type Quantiles struct {
 // UnmarshalJSON reads null quantiles as -1.
 func (q *Quantiles) UnmarshalJSON(b []byte) error {
 	var raw struct {
-		Count                uint64
+		Count              uint64
 		P50, P90, P99, Max *int64
 	}
 	if err := jsonUnmarshal(b, &raw); err != nil {

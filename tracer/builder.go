@@ -45,18 +45,18 @@ type listenKey struct {
 // Builder turns events into connection timelines, keyed by socket cookie.
 // It is not safe for concurrent use.
 type Builder struct {
-	cfg       BuilderConfig
-	conns     map[uint64]*Connection
-	requests  map[uint64]*Connection // request sockets known from SYN-ACK retransmits only
-	tuples    map[tupleKey]*Connection
-	closing   []*Connection // closed, in close order, waiting for Grace
+	cfg      BuilderConfig
+	conns    map[uint64]*Connection
+	requests map[uint64]*Connection // request sockets known from SYN-ACK retransmits only
+	tuples   map[tupleKey]*Connection
+	closing  []*Connection // closed, in close order, waiting for Grace
 
 	listenerSet    map[uint64]*Listener
 	listenerByPort map[listenKey]uint64
 	overflowed     map[tupleKey]time.Time
-	free      []*Connection
-	nextID    uint64
-	orphans   uint64
+	free           []*Connection
+	nextID         uint64
+	orphans        uint64
 }
 
 // syntheticIDBase numbers records that have no socket (a refused SYN). It
@@ -78,11 +78,11 @@ func NewBuilder(cfg BuilderConfig) *Builder {
 		cfg.EmitListener = func(*Listener) {}
 	}
 	return &Builder{
-		cfg:       cfg,
-		conns:     make(map[uint64]*Connection, 1024),
-		requests:  map[uint64]*Connection{},
-		tuples:    make(map[tupleKey]*Connection, 1024),
-		nextID:    syntheticIDBase,
+		cfg:      cfg,
+		conns:    make(map[uint64]*Connection, 1024),
+		requests: map[uint64]*Connection{},
+		tuples:   make(map[tupleKey]*Connection, 1024),
+		nextID:   syntheticIDBase,
 
 		listenerSet:    map[uint64]*Listener{},
 		listenerByPort: map[listenKey]uint64{},

@@ -102,4 +102,3 @@ func parseDiag(d []byte) Socket {
 	}
 	return Socket{State: state, Local: netip.AddrPortFrom(addr(d[8:24]), sport), Remote: netip.AddrPortFrom(addr(d[24:40]), dport)}
 }
-

@@ -333,6 +333,21 @@ func (b *Builder) onEstablished(c *Connection, ev *Event) {
 // microseconds between LISTEN->SYN_RECV and SYN_RECV->ESTABLISHED.
 func (b *Builder) measureSynRecv(c *Connection, ev *Event) {
 	switch {
+	case c.sntSynAckNs == 0 && ev.HasTCPInfo && ev.TotalRetrans == 0 && (ev.SRTTUs == 0 || ev.SRTTUs%1000 == 0):
+		// A SYN cookie child. The kernel keeps no cookie mark on it (the
+		// request socket behind it lived only to send the SYN-ACK), but its
+		// RTT tells: tcp_get_cookie_sock() never calls tcp_synack_rtt_meas()
+		// with a request, so the first RTT sample comes from the timestamp
+		// echo, in whole milliseconds (tcp_rtt_tsopt_us), or not at all
+		// (srtt 0 without timestamps). A normal child's first sample is
+		// now - snt_synack in microseconds, a whole millisecond only by
+		// chance (1 in 1000). The SYN-ACK time is unknown.
+		c.setFlag(FlagSyncookie)
+		if l := b.listenerSet[c.ListenerID]; l != nil {
+			l.Syncookies++
+		}
+		c.SynRecvUs = -1
+		return
 	case c.sntSynAckNs != 0:
 		// tcp_make_synack() stamped the first SYN-ACK (snt_synack, seen on the
 		// SYN-ACK retransmit events) with tcp_clock_us(): CLOCK_MONOTONIC.

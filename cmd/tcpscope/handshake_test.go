@@ -1,0 +1,397 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tcpscope/tcpscope/output"
+	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/netns"
+	"github.com/tcpscope/tcpscope/tracer/nettest"
+	"golang.org/x/sys/unix"
+)
+
+func listenNS(t *testing.T, ns *netns.NS, network, addr string) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	if err := ns.Do(func() (err error) { ln, err = net.Listen(network, addr); return }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// dropClientACKs drops every non-SYN segment toward port: the client's
+// final ACK of the handshake, and anything after it.
+func dropClientACKs(t *testing.T, ns *netns.NS, port uint16) func() error {
+	t.Helper()
+	remove, err := ns.AddDrop(netns.Drop{DstPort: port, FlagMask: netns.FlagSYN | netns.FlagACK, Flags: netns.FlagACK})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { remove() })
+	return remove
+}
+
+func serverRecords(rec *output.Recording) []tracer.Connection {
+	var out []tracer.Connection
+	for _, c := range rec.Connections {
+		if c.Role == tracer.RoleServer {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// TestSynRecvStay: the client's final ACKs are lost for 2.5 s. The server's
+// record shows the real SYN_RECV stay (the request socket's life), not the
+// child socket's microseconds, and as many SYN-ACK retransmits as the
+// kernel counted.
+func TestSynRecvStay(t *testing.T) {
+	for _, fam := range []struct{ network, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
+		t.Run(fam.network, func(t *testing.T) {
+			t.Parallel()
+			ns := nettest.New(t)
+			r := startRecord(t, ns, "run.jsonl")
+			ln := listenNS(t, ns, fam.network, fam.addr)
+			go func() {
+				if c, err := ln.Accept(); err == nil {
+					c.Read(make([]byte, 8))
+					c.Close()
+				}
+			}()
+			port := netip.MustParseAddrPort(ln.Addr().String()).Port()
+			before, _ := ns.Counters()
+			remove := dropClientACKs(t, ns, port)
+			c, err := dialNS(t, ns, fam.network, ln.Addr().String(), 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			connected := time.Now()
+			time.Sleep(2500 * time.Millisecond) // the fault itself: ACKs lost for 2.5 s
+			remove()
+			released := time.Now()
+			c.Write([]byte("x")) // carries the ACK that completes the handshake
+			c.Close()
+			r.waitConnections(t, 2, 15*time.Second)
+			after, _ := ns.Counters()
+			rec := r.stop(t)
+			sv := serverRecords(rec)
+			if len(sv) != 1 {
+				t.Fatalf("%d server records: %s", len(sv), dumpJSON(rec.Connections))
+			}
+			s := sv[0]
+			waited := released.Sub(connected).Microseconds()
+			if s.SynRecvHow != tracer.SynRecvFromSynAck || math.Abs(float64(s.SynRecvUs-waited)) > 0.05*float64(waited) {
+				t.Errorf("syn_recv_us %d via %s; the client waited %d us", s.SynRecvUs, s.SynRecvHow, waited)
+			}
+			want := netns.Delta(before, after)["TcpExt.TCPSynRetrans"]
+			if want == 0 || uint64(s.Retransmits.SynAck) != want || !slices.Contains(s.Flags, tracer.FlagSynAckRetransmitted) ||
+				!slices.Contains(s.Flags, tracer.FlagLongSynRecv) {
+				t.Errorf("server: synack retransmits %d (kernel counted %d), flags %v", s.Retransmits.SynAck, want, s.Flags)
+			}
+			if len(rec.Listeners) != 1 || rec.Listeners[0].SynAcks != want || rec.Listeners[0].Connections != 1 {
+				t.Errorf("listener records: %s", dumpJSON(rec.Listeners))
+			}
+		})
+	}
+}
+
+// TestAbandonedHandshake: the client's ACKs never arrive and the server
+// gives up after tcp_synack_retries=1; the request becomes its own record.
+func TestAbandonedHandshake(t *testing.T) {
+	t.Parallel()
+	ns := nettest.New(t)
+	if err := ns.Sysctl("net.ipv4.tcp_synack_retries", "1"); err != nil {
+		t.Fatal(err)
+	}
+	r := startRecord(t, ns, "run.jsonl")
+	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
+	port := netip.MustParseAddrPort(ln.Addr().String()).Port()
+	dropClientACKs(t, ns, port)
+	c, err := dialNS(t, ns, "tcp4", ln.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// SYN-ACK at 0 s, retransmit at 1 s, request dropped at 3 s.
+	r.waitConnections(t, 1, 15*time.Second)
+	rec := r.stop(t)
+	var sv tracer.Connection
+	for _, x := range rec.Connections {
+		if x.Role == tracer.RoleServer {
+			sv = x
+		}
+	}
+	if sv.Outcome != tracer.OutcomeTimeout || sv.Retransmits.SynAck != 1 ||
+		!slices.Equal(sv.Flags, []tracer.Flag{tracer.FlagSynAckRetransmitted, tracer.FlagHandshakeTimeout}) {
+		t.Errorf("abandoned request: %s", dumpJSON(sv))
+	}
+	if d := sv.End.Sub(sv.Start); d < 2900*time.Millisecond || d > 3500*time.Millisecond {
+		t.Errorf("request lived %v, want about 3 s (1 s + 2 s of SYN-ACK timers)", d)
+	}
+	if len(rec.Listeners) != 1 || rec.Listeners[0].Abandoned != 1 {
+		t.Errorf("listener: %s", dumpJSON(rec.Listeners))
+	}
+}
+
+// TestTimeWaitExhaustion: a client-closes-first storm against a narrowed
+// ip_local_port_range (tcp_tw_reuse off) until connect() fails.
+func TestTimeWaitExhaustion(t *testing.T) {
+	t.Parallel()
+	ns := nettest.New(t)
+	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
+	for k, v := range map[string]string{"net.ipv4.ip_local_port_range": "40000 40199", "net.ipv4.tcp_tw_reuse": "0"} {
+		if err := ns.Sysctl(k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { c.Read(make([]byte, 1)); c.Close() }()
+		}
+	}()
+	r := startRecord(t, ns, "run.jsonl")
+	server := netip.MustParseAddrPort(ln.Addr().String())
+	var warnedAt, failedAt int
+	failures := 0
+	for i := 1; i <= 400 && failures < 3; i++ {
+		if warnedAt == 0 && strings.Contains(r.stdout.String(), "WARNING TIME_WAIT pressure") {
+			warnedAt = i
+		}
+		// One connect() per attempt: Go's net.Dial retries EADDRNOTAVAIL.
+		err := ns.Do(func() error { return connectClose(server) })
+		if err != nil {
+			if !errors.Is(err, syscall.EADDRNOTAVAIL) {
+				t.Fatalf("connect %d: %v, want EADDRNOTAVAIL", i, err)
+			}
+			if failedAt == 0 {
+				failedAt = i
+			}
+			failures++
+			continue
+		}
+		time.Sleep(2 * time.Millisecond) // a paced load, 500 connects/s
+	}
+	if failedAt == 0 {
+		t.Fatalf("no EADDRNOTAVAIL after 400 connects with 200 ports")
+	}
+	if warnedAt == 0 || warnedAt >= failedAt {
+		t.Errorf("warning seen before connect %d, first EADDRNOTAVAIL at connect %d; stdout:\n%s", warnedAt, failedAt, r.stdout.String())
+	}
+	rec := r.stop(t)
+	exhausted := 0
+	for _, c := range rec.Connections {
+		if slices.Contains(c.Flags, tracer.FlagPortExhausted) {
+			exhausted++
+			if c.Outcome != tracer.OutcomeFailed || c.Errno != "EADDRNOTAVAIL" || c.Local.Port() != 0 {
+				t.Errorf("exhausted connect recorded as %s", dumpJSON(c))
+			}
+		}
+	}
+	if exhausted != failures {
+		t.Errorf("%d port_exhausted records, %d connects failed", exhausted, failures)
+	}
+	tw := rec.Summary.TimeWait
+	if len(tw) == 0 {
+		t.Fatalf("no TIME_WAIT row in the summary")
+	}
+	row := tw[0]
+	if row.KernelCount == nil || math.Abs(float64(row.LiveAtEnd-*row.KernelCount)) > 1 || row.Ports != 200 || !row.Warned {
+		t.Errorf("TIME_WAIT row %s: live %d, kernel %v, ports %d", fmt.Sprint(row), row.LiveAtEnd, row.KernelCount, row.Ports)
+	}
+}
+
+// connectClose connects with one connect(2) call and closes at once, so
+// the client end is the active closer and enters TIME_WAIT.
+func connectClose(to netip.AddrPort) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Connect(fd, &unix.SockaddrInet4{Port: int(to.Port()), Addr: to.Addr().As4()})
+}
+
+// listenBacklog listens with an explicit backlog (net.Listen uses somaxconn).
+func listenBacklog(t *testing.T, ns *netns.NS, backlog int) netip.AddrPort {
+	t.Helper()
+	var fd int
+	err := ns.Do(func() error {
+		var err error
+		if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+			return err
+		}
+		return unix.Listen(fd, backlog)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	sa, _ := unix.Getsockname(fd)
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port))
+}
+
+// burst starts n non-blocking connects at once and closes them after d.
+func burst(t *testing.T, ns *netns.NS, to netip.AddrPort, n int, d time.Duration) {
+	t.Helper()
+	var fds []int
+	err := ns.Do(func() error {
+		for i := 0; i < n; i++ {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			fds = append(fds, fd)
+			err = unix.Connect(fd, &unix.SockaddrInet4{Port: int(to.Port()), Addr: to.Addr().As4()})
+			if err != nil && !errors.Is(err, unix.EINPROGRESS) {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(d) // let SYN and SYN-ACK timers run: the fault under study
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
+
+// TestListenerOverflowAndSyncookies: a listener with backlog 1 that never
+// accepts, hit by a burst, with tcp_syncookies 0, 1 and 2.
+func TestListenerOverflowAndSyncookies(t *testing.T) {
+	for _, mode := range []string{"0", "1", "2"} {
+		t.Run("syncookies="+mode, func(t *testing.T) {
+			t.Parallel()
+			ns := nettest.New(t)
+			if err := ns.Sysctl("net.ipv4.tcp_syncookies", mode); err != nil {
+				t.Fatal(err)
+			}
+			r := startRecord(t, ns, "run.jsonl")
+			to := listenBacklog(t, ns, 1)
+			before, _ := ns.Counters()
+			burst(t, ns, to, 12, 2500*time.Millisecond)
+			after, _ := ns.Counters()
+			rec := r.stop(t)
+			d := netns.Delta(before, after)
+			if len(rec.Listeners) != 1 {
+				t.Fatalf("listeners: %s", dumpJSON(rec.Listeners))
+			}
+			l := rec.Listeners[0]
+			var overflowItems, cookies uint64
+			for _, c := range rec.Connections {
+				for _, it := range c.Timeline {
+					if it.Kind == "listen_overflow" {
+						overflowItems++
+					}
+				}
+				if slices.Contains(c.Flags, tracer.FlagSyncookie) {
+					cookies++
+				}
+			}
+			t.Logf("kernel: %v; listener: conns %d overflow %d cookies %d peak %d/%d", d, l.Connections, l.Overflows, l.Syncookies, l.PeakQueue, l.Backlog)
+			if l.Connections != d["Tcp.PassiveOpens"] || l.Backlog != 1 {
+				t.Errorf("listener: %d connections, backlog %d; kernel PassiveOpens %d", l.Connections, l.Backlog, d["Tcp.PassiveOpens"])
+			}
+			if d["TcpExt.ListenOverflows"] == 0 || l.Overflows > d["TcpExt.ListenOverflows"] || overflowItems != l.Overflows {
+				t.Errorf("overflow drops: listener %d, on connections %d, kernel ListenOverflows %d", l.Overflows, overflowItems, d["TcpExt.ListenOverflows"])
+			}
+			if l.Syncookies != d["TcpExt.SyncookiesRecv"] || cookies != l.Syncookies {
+				t.Errorf("syncookie connections: listener %d, flagged %d, kernel SyncookiesRecv %d", l.Syncookies, cookies, d["TcpExt.SyncookiesRecv"])
+			}
+			if mode == "2" && d["TcpExt.SyncookiesSent"] == 0 {
+				t.Errorf("tcp_syncookies=2 sent no cookies")
+			}
+			var reported uint64
+			for _, cd := range rec.Summary.Counters {
+				if cd.Counter == "TcpExt.ListenOverflows" && cd.NetNS == ns.Inode {
+					reported = cd.Delta
+				}
+			}
+			if reported == 0 {
+				t.Errorf("summary lacks the ListenOverflows delta: %s", dumpJSON(rec.Summary.Counters))
+			}
+		})
+	}
+}
+
+// TestFinalACKOverflow: requests made while the accept queue had room, whose
+// final ACKs arrive once it is full (the listener never accepts). Since
+// 6.15 the kernel drops each such ACK with reason TCP_LISTEN_OVERFLOW and
+// names the listener, which identifies the connection.
+func TestFinalACKOverflow(t *testing.T) {
+	t.Parallel()
+	ns := nettest.New(t)
+	r := startRecord(t, ns, "run.jsonl")
+	to := listenBacklog(t, ns, 4) // SYN queue 4, accept queue 5
+	before, _ := ns.Counters()
+	remove := dropClientACKs(t, ns, to.Port())
+	var pending []net.Conn
+	for i := 0; i < 3; i++ { // three requests wait for their final ACK
+		c, err := dialNS(t, ns, "tcp4", to.String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending = append(pending, c)
+	}
+	remove()
+	for i := 0; i < 5; i++ { // five connections fill the accept queue
+		c, err := dialNS(t, ns, "tcp4", to.String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	// The pending requests' SYN-ACK timers fire at 1 s; the clients answer
+	// with ACKs that now meet a full queue.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		now, _ := ns.Counters()
+		if netns.Delta(before, now)["TcpExt.ListenOverflows"] >= 3 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Stop tracing, then read the kernel's count; closing the pending
+	// clients afterwards (their FINs meet the full queue too) counts nowhere.
+	rec := r.stop(t)
+	after, _ := ns.Counters()
+	for _, c := range pending {
+		c.Close()
+	}
+	d := netns.Delta(before, after)
+	flagged := 0
+	for _, c := range rec.Connections {
+		if slices.Contains(c.Flags, tracer.FlagListenOverflow) {
+			flagged++
+			if c.Role != tracer.RoleServer || c.Local != to {
+				t.Errorf("overflow flagged on %s", dumpJSON(c))
+			}
+		}
+	}
+	if len(rec.Listeners) != 1 {
+		t.Fatalf("listeners: %s", dumpJSON(rec.Listeners))
+	}
+	l := rec.Listeners[0]
+	if d["TcpExt.ListenOverflows"] != l.Overflows || l.Overflows < 3 || flagged != 3 || l.PeakQueue != 5 {
+		t.Errorf("kernel ListenOverflows %d; listener overflow drops %d, peak queue %d/%d; %d connections flagged listen_overflow",
+			d["TcpExt.ListenOverflows"], l.Overflows, l.PeakQueue, l.Backlog, flagged)
+	}
+}

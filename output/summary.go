@@ -101,8 +101,10 @@ func SummaryTables(w io.Writer, s *tracer.Stats, x Extra) error {
 		}
 		rows = append(rows, []string{string(o), strconv.FormatUint(cl, 10), strconv.FormatUint(sv, 10), strconv.FormatUint(cl+sv, 10)})
 	}
-	if err := renderTable(w, []string{"OUTCOME", "CLIENT", "SERVER", "TOTAL"}, rows); err != nil {
-		return err
+	if len(rows) > 0 {
+		if err := renderTable(w, []string{"OUTCOME", "CLIENT", "SERVER", "TOTAL"}, rows); err != nil {
+			return err
+		}
 	}
 	rows = rows[:0]
 	for _, f := range tracer.AllFlags {

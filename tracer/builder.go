@@ -57,6 +57,7 @@ type Builder struct {
 	free           []*Connection
 	nextID         uint64
 	orphans        uint64
+	started        uint64
 }
 
 // syntheticIDBase numbers records that have no socket (a refused SYN). It
@@ -108,7 +109,11 @@ func (b *Builder) get() *Connection {
 	return &Connection{}
 }
 
+// Started counts connections the builder began following.
+func (b *Builder) Started() uint64 { return b.started }
+
 func (b *Builder) newConn(ev *Event, id uint64, role Role) *Connection {
+	b.started++
 	c := b.get()
 	c.ID = id
 	c.Role = role

@@ -38,7 +38,7 @@ func newRootCmd() *cobra.Command {
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath())}
 	})
-	root.AddCommand(newRecordCmd(), newReportCmd(), newCheckCmd())
+	root.AddCommand(newRecordCmd(), newRunCmd(), newReportCmd(), newCheckCmd())
 	return root
 }
 
@@ -56,6 +56,11 @@ func run(args []string) int {
 	var ee exitError
 	if errors.As(err, &ee) {
 		return ee.code
+	}
+	var ce exitCodeError
+	if errors.As(err, &ce) {
+		fmt.Fprintf(os.Stderr, "tcpscope: %v\n", err)
+		return ce.code
 	}
 	fmt.Fprintf(os.Stderr, "tcpscope: %v\n", err)
 	var ue usageError

@@ -96,6 +96,7 @@ type recordFlags struct {
 	events       bool
 	format       string
 	synRecvLimit time.Duration
+	statusEvery  time.Duration
 }
 
 func (f *recordFlags) registerRecord(cmd *cobra.Command) {
@@ -105,6 +106,7 @@ func (f *recordFlags) registerRecord(cmd *cobra.Command) {
 	fl.BoolVar(&f.events, "events", false, "print one line per kernel event as it happens, instead of flagged connections")
 	fl.StringVar(&f.format, "format", "text", "--events output: text (aligned columns) or jsonl")
 	fl.DurationVar(&f.synRecvLimit, "syn-recv-threshold", time.Second, "flag long_syn_recv when a server waited this long for the final ACK")
+	fl.DurationVar(&f.statusEvery, "status-interval", 10*time.Second, "when stderr is not a terminal, print a plain status line this often")
 }
 
 func (f *recordFlags) options() (sessionOptions, error) {
@@ -118,7 +120,11 @@ func (f *recordFlags) options() (sessionOptions, error) {
 	if f.synRecvLimit <= 0 {
 		return sessionOptions{}, usagef("--syn-recv-threshold %s: must be positive", f.synRecvLimit)
 	}
-	return sessionOptions{cfg: cfg, output: f.output, events: f.events, format: f.format, synRecvLimit: f.synRecvLimit}, nil
+	if f.statusEvery <= 0 {
+		return sessionOptions{}, usagef("--status-interval %s: must be positive", f.statusEvery)
+	}
+	return sessionOptions{cfg: cfg, output: f.output, events: f.events, format: f.format,
+		synRecvLimit: f.synRecvLimit, statusEvery: f.statusEvery}, nil
 }
 
 func newRecordCmd() *cobra.Command {

@@ -20,7 +20,8 @@ type sessionOptions struct {
 	events       bool   // print every event
 	format       string // event format: text or jsonl
 	synRecvLimit time.Duration
-	command      []string // recorded in the export's meta
+	statusEvery  time.Duration // plain status lines when not on a terminal
+	command      []string      // recorded in the export's meta
 	// ready is called once every program is attached.
 	ready func()
 }
@@ -44,6 +45,7 @@ type session struct {
 	before     map[uint32]netns.Counters
 	timeWait   *tracer.TimeWaitTracker
 	listeners  []output.ListenerRow
+	view       *liveView
 }
 
 // openSession checks the output path and opens the tracer; nothing is
@@ -71,7 +73,11 @@ func openSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error
 	s.before = s.readCounters()
 	s.timeWait = tracer.NewTimeWaitTracker()
 	s.timeWait.Ports = s.portRange
-	s.timeWait.OnAlert = func(a tracer.TimeWaitAlert) { fmt.Fprintln(s.report, output.TimeWaitAlertLine(a)) }
+	s.timeWait.OnAlert = func(a tracer.TimeWaitAlert) { s.view.line(output.TimeWaitAlertLine(a)) }
+	if opts.statusEvery == 0 {
+		opts.statusEvery = 10 * time.Second
+	}
+	s.view = newLiveView(s.report, stderr, opts.statusEvery)
 	if opts.output == "-" {
 		s.report = stderr
 	}
@@ -110,7 +116,7 @@ func (s *session) emit(c *tracer.Connection) {
 	}
 	if c.Flagged() && !s.opts.events {
 		s.flagged++
-		fmt.Fprintln(s.report, output.FlaggedLine(c))
+		s.view.line(output.FlaggedLine(c))
 	}
 }
 
@@ -231,6 +237,9 @@ func (s *session) printEvent(ev *tracer.Event) error {
 
 func (s *session) tick(now time.Time) error {
 	s.timeWait.Expire(now)
+	if !s.opts.events {
+		s.view.tick(now, s.snapshot)
+	}
 	if s.werr != nil {
 		return s.werr
 	}
@@ -255,6 +264,7 @@ func (s *session) run(ctx context.Context) error {
 		// Whatever was recorded still gets a summary; the export is whole.
 		s.rec.Builder.Finish(time.Now())
 	}
+	s.view.finish()
 	counters, cerr := s.tr.Counters()
 	end := time.Now()
 	x := output.Extra{End: end, LostEvents: counters.Lost, Orphans: s.rec.Builder.Orphans(), Listeners: s.listeners}
@@ -297,4 +307,22 @@ func (s *session) kindCounts() map[tracer.Kind]uint64 {
 		m[k] = s.rec.Events[k]
 	}
 	return m
+}
+
+// cmdStdout is where a traced command writes: the terminal, or stderr when
+// tcpscope's own stdout carries the JSONL export or the event stream.
+func (s *session) cmdStdout() io.Writer {
+	if s.opts.output == "-" || s.opts.events {
+		return s.stderr
+	}
+	return os.Stdout
+}
+
+// abort releases a session that never ran.
+func (s *session) abort() {
+	if s.export != nil {
+		s.export.Abort()
+	}
+	s.tr.Close()
+	closeNamespaces(s.namespaces)
 }

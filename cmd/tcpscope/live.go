@@ -1,0 +1,122 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/tcpscope/tcpscope/output"
+	"golang.org/x/term"
+)
+
+// liveView shows progress while recording: on a terminal, a panel redrawn
+// about once a second under the flagged lines; otherwise a plain status
+// line on stderr every interval.
+type liveView struct {
+	report     io.Writer // flagged lines
+	status     io.Writer // panel or status lines
+	tty        bool      // status is a terminal: draw the panel
+	reportTTY  bool      // report is a terminal too: clear the panel before writing
+	color      bool
+	interval   time.Duration
+	shown      int
+	panel      []string
+	last       time.Time
+	start      time.Time
+	prevOpened uint64
+	prevClosed uint64
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func newLiveView(report, status io.Writer, interval time.Duration) *liveView {
+	v := &liveView{report: report, status: status, interval: interval, start: time.Now(), last: time.Now()}
+	v.tty = isTerminal(status)
+	v.reportTTY = v.tty && isTerminal(report)
+	_, noColor := os.LookupEnv("NO_COLOR")
+	v.color = v.tty && !noColor
+	if v.tty {
+		v.interval = time.Second
+	}
+	return v
+}
+
+// line prints one flagged line (or warning) above the panel.
+func (v *liveView) line(s string) {
+	if v.reportTTY {
+		v.clear()
+	}
+	fmt.Fprintln(v.report, s)
+	if v.reportTTY {
+		v.redraw()
+	}
+}
+
+func (v *liveView) clear() {
+	if v.shown > 0 {
+		// Up to the panel's first line, then erase to the end of the screen.
+		fmt.Fprintf(v.status, "\x1b[%dF\x1b[J", v.shown)
+		v.shown = 0
+	}
+}
+
+func (v *liveView) redraw() {
+	for _, l := range v.panel {
+		fmt.Fprintln(v.status, l)
+	}
+	v.shown = len(v.panel)
+}
+
+// tick refreshes the panel, or prints a status line when one is due.
+func (v *liveView) tick(now time.Time, snap func(dt time.Duration) output.Live) {
+	dt := now.Sub(v.last)
+	if dt < v.interval {
+		return
+	}
+	v.last = now
+	l := snap(dt)
+	if !v.tty {
+		fmt.Fprintln(v.status, output.StatusLine(l))
+		return
+	}
+	v.clear()
+	v.panel = output.PanelLines(l, v.color)
+	v.redraw()
+}
+
+// finish removes the panel before the summary.
+func (v *liveView) finish() {
+	if v.tty {
+		v.clear()
+		v.panel = nil
+	}
+}
+
+// snapshot builds the live numbers of a session.
+func (s *session) snapshot(dt time.Duration) output.Live {
+	opened, closed := s.rec.Builder.Started(), s.stats.Connections
+	l := output.Live{
+		Elapsed:      time.Since(s.view.start),
+		OpenedPerS:   float64(opened-s.view.prevOpened) / dt.Seconds(),
+		ClosedPerS:   float64(closed-s.view.prevClosed) / dt.Seconds(),
+		OpenNow:      s.rec.Builder.Live(),
+		Connections:  closed,
+		Flags:        s.stats.ByFlag,
+		TimeWaitNow:  s.timeWait.Live(),
+		SynRecvP99Us: s.stats.SynRecv.Quantile(0.99),
+	}
+	s.view.prevOpened, s.view.prevClosed = opened, closed
+	if c, err := s.tr.Counters(); err == nil {
+		l.Lost = c.Lost
+	}
+	if top := s.timeWait.Top(1, time.Now()); len(top) > 0 && top[0].Ports > 0 {
+		d := top[0]
+		l.TimeWaitWorst = fmt.Sprintf("worst %s -> %s: %d of %d ports", d.Key.Local, d.Key.Remote, d.Now, d.Ports)
+	}
+	return l
+}
+

@@ -23,7 +23,7 @@ var counterMeaning = map[string]string{
 	"TcpExt.TCPReqQFullDrop":      "%d SYNs dropped: SYN queue full and syncookies off",
 	"TcpExt.TCPReqQFullDoCookies": "%d SYNs answered with a syncookie: SYN queue full",
 	"TcpExt.SyncookiesSent":       "%d syncookies sent",
-	"TcpExt.SyncookiesRecv":       "%d connections completed with a valid syncookie",
+	"TcpExt.SyncookiesRecv":       "%d ACKs carried a valid syncookie (a full accept queue can still turn them away)",
 	"TcpExt.SyncookiesFailed":     "%d ACKs carried an invalid or expired syncookie",
 	"TcpExt.TCPSynRetrans":        "%d SYNs and SYN-ACKs retransmitted",
 	"TcpExt.TCPTimeouts":          "%d retransmission timer expiries (handshakes included)",

@@ -166,6 +166,9 @@ var flagMeaning = map[tracer.Flag]string{
 	tracer.FlagTimeWait:            "this end closed first and holds TIME_WAIT for 60s",
 	tracer.FlagPreexisting:         "already open when tracing started",
 	tracer.FlagIncomplete:          "events of this connection may be missing",
+	tracer.FlagListenOverflow:      "its final ACK was dropped: the listener's accept queue was full",
+	tracer.FlagSyncookie:           "completed through a SYN cookie: the listener's SYN queue was full",
+	tracer.FlagPortExhausted:       "connect() found no free local port (EADDRNOTAVAIL); no packet sent",
 }
 
 // TimelineTable prints one connection's whole timeline.

@@ -22,8 +22,8 @@ type sessionOptions struct {
 	synRecvLimit time.Duration
 	statusEvery  time.Duration // plain status lines when not on a terminal
 	command      []string      // recorded in the export's meta
-	// ready is called once every program is attached.
-	ready func()
+	// onConn, when set, also sees every finished connection.
+	onConn func(*tracer.Connection)
 }
 
 // session is one recording: tracer, builder, export and what is printed.
@@ -111,6 +111,9 @@ func openSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error
 
 func (s *session) emit(c *tracer.Connection) {
 	s.stats.Add(c)
+	if s.opts.onConn != nil {
+		s.opts.onConn(c)
+	}
 	if s.export != nil && s.werr == nil {
 		s.werr = s.export.WriteConnection(c)
 	}

@@ -1,0 +1,396 @@
+// Package scenario is tcpscope's built-in demo load: inside one private
+// network namespace it runs small servers and a bounded load that hits the
+// failures load-testers chase, each injected on purpose.
+package scenario
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/tcpscope/tcpscope/tracer/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Ports of the demo's servers inside its namespace (private, so fixed).
+const (
+	PortWeb    = 8080 // healthy HTTP-like server; aborts some requests on purpose
+	PortSlow   = 8081 // its clients' final ACKs are dropped for a while
+	PortTiny   = 8082 // backlog 2, accepts slowly, hit by a burst
+	PortChurn  = 8083 // client-closes-first churn against few local ports
+	PortClosed = 8099 // nothing listens
+)
+
+// Local port range and TIME_WAIT reuse set in the namespace, so the churn
+// meets port exhaustion in seconds.
+const (
+	portLo = 40000
+	portHi = 42047
+)
+
+// Injected counts what the load did, to set against what tcpscope found.
+type Injected struct {
+	WebRequests    int64
+	Lingered       int64 // web requests aborted with SO_LINGER 0
+	Unread         int64 // web requests closed unread
+	SlowClients    int64
+	AckDropWindow  time.Duration
+	TinyBurst      int64
+	TinyBacklog    int
+	Refused        int64
+	Churn          int64
+	ChurnFailures  int64 // connects that failed with EADDRNOTAVAIL
+	ChurnPorts     int
+	Duration       time.Duration
+	ClientAddr     netip.Addr
+	ServerAddr     netip.Addr
+	SyncookiesMode string
+}
+
+// Setup prepares the namespace: sysctls that only exist inside it.
+func Setup(ns *netns.NS) error {
+	for k, v := range map[string]string{
+		"net.ipv4.ip_local_port_range": fmt.Sprintf("%d %d", portLo, portHi),
+		"net.ipv4.tcp_tw_reuse":        "0",
+		"net.ipv4.tcp_syncookies":      "1",
+	} {
+		if err := ns.Sysctl(k, v); err != nil {
+			return fmt.Errorf("setting %s in the demo namespace: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// Run drives the load for d (at least 8 s) and returns what it injected.
+// Every loop is bounded by d and stops by itself.
+func Run(ctx context.Context, ns *netns.NS, d time.Duration) (Injected, error) {
+	if d < 8*time.Second {
+		d = 8 * time.Second
+	}
+	in := Injected{AckDropWindow: d / 6, TinyBacklog: 2, ChurnPorts: portHi - portLo + 1, Duration: d,
+		ClientAddr: netip.MustParseAddr("127.0.0.1"), ServerAddr: netip.MustParseAddr("127.0.0.1"), SyncookiesMode: "1"}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	start := time.Now()
+	at := func(frac float64) time.Time { return start.Add(time.Duration(frac * float64(d))) }
+
+	srv, err := startServers(ns, in.TinyBacklog)
+	if err != nil {
+		return in, err
+	}
+	defer srv.close()
+
+	var wg sync.WaitGroup
+	goRun := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
+	goRun(func() { webLoad(ctx, ns, &in) })
+	goRun(func() { refusedLoad(ctx, ns, &in) })
+	goRun(func() { slowACKs(ctx, ns, at(0.15), &in) })
+	goRun(func() { tinyBurst(ctx, ns, at(0.45), &in) })
+	goRun(func() { churn(ctx, ns, at(0.3), at(0.95), &in) })
+	wg.Wait()
+	srv.close()
+	srv.wait()
+	in.Lingered, in.Unread = srv.lingered.Load(), srv.unread.Load()
+	return in, nil
+}
+
+type servers struct {
+	lns      []net.Listener
+	lingered atomic.Int64
+	unread   atomic.Int64
+	wg    sync.WaitGroup
+	once  sync.Once
+	conns sync.WaitGroup
+}
+
+func (s *servers) close() {
+	s.once.Do(func() {
+		for _, ln := range s.lns {
+			ln.Close()
+		}
+	})
+}
+
+func (s *servers) wait() { s.wg.Wait(); s.conns.Wait() }
+
+func startServers(ns *netns.NS, tinyBacklog int) (*servers, error) {
+	s := &servers{}
+	var web, slow, churnLn, tiny net.Listener
+	err := ns.Do(func() error {
+		var err error
+		if web, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", PortWeb)); err != nil {
+			return err
+		}
+		if slow, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", PortSlow)); err != nil {
+			return err
+		}
+		if churnLn, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", PortChurn)); err != nil {
+			return err
+		}
+		tiny, err = listenBacklog(PortTiny, tinyBacklog)
+		return err
+	})
+	if err != nil {
+		for _, ln := range []net.Listener{web, slow, churnLn, tiny} {
+			if ln != nil {
+				ln.Close()
+			}
+		}
+		return nil, fmt.Errorf("starting demo servers: %w", err)
+	}
+	s.lns = []net.Listener{web, slow, churnLn, tiny}
+	var n atomic.Int64
+	s.serve(web, func(c *net.TCPConn) {
+		switch k := n.Add(1); {
+		case k%20 == 0: // abort: SO_LINGER 0 sends a reset (reason TCP_STATE)
+			readRequest(c)
+			c.SetLinger(0)
+			s.lingered.Add(1)
+		case k%25 == 0: // close with the request unread: reset, TCP_ABORT_ON_CLOSE
+			waitUnread(c)
+			s.unread.Add(1)
+		default:
+			readRequest(c)
+			c.Write([]byte(response))
+			io.Copy(io.Discard, c) // the client closes first
+		}
+	}, 0)
+	s.serve(slow, answer, 0)
+	s.serve(churnLn, func(c *net.TCPConn) { io.Copy(io.Discard, c) }, 0)
+	s.serve(tiny, answer, 150*time.Millisecond) // an application that accepts slowly
+	return s, nil
+}
+
+func answer(c *net.TCPConn) {
+	readRequest(c)
+	c.Write([]byte(response))
+	io.Copy(io.Discard, c)
+}
+
+func (s *servers) serve(ln net.Listener, handle func(*net.TCPConn), acceptEvery time.Duration) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.conns.Add(1)
+			go func() {
+				defer s.conns.Done()
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				handle(c.(*net.TCPConn))
+			}()
+			if acceptEvery > 0 {
+				time.Sleep(acceptEvery)
+			}
+		}
+	}()
+}
+
+func readRequest(c *net.TCPConn) {
+	buf := make([]byte, 512)
+	c.Read(buf)
+}
+
+// waitUnread returns once the request sits unread in the receive queue.
+func waitUnread(c *net.TCPConn) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return
+	}
+	for i := 0; i < 1000; i++ {
+		var n int
+		raw.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+		if n > 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// listenBacklog listens with an explicit backlog (net.Listen uses somaxconn).
+func listenBacklog(port, backlog int) (net.Listener, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if err := unix.Listen(fd, backlog); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	f := osFile(fd)
+	defer f.Close()
+	return net.FileListener(f)
+}
+
+func dial(ns *netns.NS, port int, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	err := ns.Do(func() (err error) {
+		c, err = net.DialTimeout("tcp4", fmt.Sprintf("127.0.0.1:%d", port), timeout)
+		return err
+	})
+	return c, err
+}
+
+const response = "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+
+// request sends a request, reads the whole answer (or the server's reset
+// or close), and closes first.
+func request(c net.Conn) error {
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(8 * time.Second))
+	if _, err := c.Write([]byte("GET / HTTP/1.0\r\n\r\n")); err != nil {
+		return err
+	}
+	_, err := io.ReadFull(c, make([]byte, len(response)))
+	return err
+}
+
+func webLoad(ctx context.Context, ns *netns.NS, in *Injected) {
+	var wg sync.WaitGroup
+	for w := 0; w < 3; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(40 * time.Millisecond) // about 75 requests/s in all
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				c, err := dial(ns, PortWeb, 2*time.Second)
+				if err != nil {
+					continue
+				}
+				atomic.AddInt64(&in.WebRequests, 1)
+				request(c)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func refusedLoad(ctx context.Context, ns *netns.NS, in *Injected) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if c, err := dial(ns, PortClosed, time.Second); err == nil {
+			c.Close()
+		} else {
+			atomic.AddInt64(&in.Refused, 1)
+		}
+	}
+}
+
+// slowACKs drops every client segment but SYNs toward the slow server for
+// a window: its clients' final ACKs are lost, the server retransmits
+// SYN-ACKs and the handshakes stay long in SYN_RECV.
+func slowACKs(ctx context.Context, ns *netns.NS, from time.Time, in *Injected) {
+	if !sleepUntil(ctx, from) {
+		return
+	}
+	remove, err := ns.AddDrop(netns.Drop{DstPort: PortSlow, FlagMask: netns.FlagSYN | netns.FlagACK, Flags: netns.FlagACK})
+	if err != nil {
+		return
+	}
+	defer remove()
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		c, err := dial(ns, PortSlow, 2*time.Second)
+		if err != nil {
+			continue
+		}
+		atomic.AddInt64(&in.SlowClients, 1)
+		wg.Add(1)
+		go func() { defer wg.Done(); request(c) }()
+	}
+	sleepUntil(ctx, from.Add(in.AckDropWindow))
+	remove()
+	wg.Wait()
+}
+
+// tinyBurst fires connects at once at a listener with backlog 2 whose
+// application accepts one connection every 150 ms.
+func tinyBurst(ctx context.Context, ns *netns.NS, at time.Time, in *Injected) {
+	if !sleepUntil(ctx, at) {
+		return
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < 40; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := dial(ns, PortTiny, 4*time.Second)
+			if err != nil {
+				return
+			}
+			request(c)
+		}()
+		atomic.AddInt64(&in.TinyBurst, 1)
+	}
+	wg.Wait()
+}
+
+// churn opens and closes connections as fast as it can, client first, so
+// the client side piles up TIME_WAIT toward one destination until connect()
+// finds no local port.
+func churn(ctx context.Context, ns *netns.NS, from, until time.Time, in *Injected) {
+	if !sleepUntil(ctx, from) {
+		return
+	}
+	to := &unix.SockaddrInet4{Port: PortChurn, Addr: [4]byte{127, 0, 0, 1}}
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for time.Now().Before(until) && in.ChurnFailures < 20 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		err := ns.Do(func() error {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			return unix.Connect(fd, to)
+		})
+		switch {
+		case err == nil:
+			in.Churn++
+		case errors.Is(err, syscall.EADDRNOTAVAIL):
+			in.ChurnFailures++
+		}
+	}
+}
+
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(time.Until(t)):
+		return true
+	}
+}

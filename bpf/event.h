@@ -21,7 +21,7 @@ enum event_kind {
 enum event_flag {
 	EVENT_F_NO_SOCKET = 1 << 0,   /* the kernel passed no socket (addresses come from the packet) */
 	EVENT_F_OWNER = 1 << 1,       /* owner_tgid/owner_comm come from the listener's socket storage */
-	EVENT_F_TCP_INFO = 1 << 2,    /* total_retrans, srtt_us (and total_rto* where the kernel has them) are set */
+	EVENT_F_TCP_INFO = 1 << 2,    /* total_retrans, srtt_us, bytes_* (and total_rto* where the kernel has them) are set */
 	EVENT_F_HAS_ERR = 1 << 3,     /* err is the kernel's retransmit result (6.17+) */
 	EVENT_F_HAS_REASON = 1 << 4,  /* reason is an enum sk_rst_reason value (6.10+) */
 	EVENT_F_HAS_RTO = 1 << 5,     /* total_rto/total_rto_time_ms exist on this kernel (6.7+) */
@@ -39,6 +39,8 @@ struct event {
 	__u64 cookie;            /* bpf_get_socket_cookie(); 0 when there is no socket */
 	__u64 listener_cookie;   /* the listening socket a server-side socket belongs to */
 	__u64 snt_synack_us;     /* request socket: first SYN-ACK sent, CLOCK_MONOTONIC us */
+	__u64 bytes_received;    /* tcp_sock.bytes_received (EVENT_F_TCP_INFO) */
+	__u64 bytes_acked;       /* tcp_sock.bytes_acked: bytes sent and acknowledged */
 	__u32 netns;             /* network namespace inode */
 	__u32 pid;               /* current thread; often a softirq's, never the owner */
 	__u32 tgid;              /* current process */

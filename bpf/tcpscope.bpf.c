@@ -197,6 +197,8 @@ static __always_inline void put_tcp_info(struct event *e, const struct sock *sk)
 
 	e->total_retrans = BPF_CORE_READ(tp, total_retrans);
 	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
+	e->bytes_acked = BPF_CORE_READ(tp, bytes_acked);
 	e->flags |= EVENT_F_TCP_INFO;
 	if (bpf_core_field_exists(tp->total_rto)) {
 		e->total_rto = BPF_CORE_READ(tp, total_rto);

@@ -86,6 +86,8 @@ struct inet_sock {
 };
 
 struct tcp_sock {
+	u64 bytes_received;
+	u64 bytes_acked;
 	u32 srtt_us;
 	u32 total_retrans;
 	u16 total_rto;      /* 6.7+ */

@@ -67,6 +67,8 @@ func AppendConnectionJSON(b []byte, c *tracer.Connection) []byte {
 	r.uint("synack", uint64(c.Retransmits.SynAck))
 	r.uint("data", uint64(c.Retransmits.Data))
 	o.b = r.end()
+	o.uint("bytes_received", c.BytesReceived)
+	o.uint("bytes_acked", c.BytesAcked)
 	o.str("closed_by", c.ClosedBy)
 	o.str("outcome", string(c.Outcome))
 	o.strOmit("errno", c.Errno)

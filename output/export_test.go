@@ -20,6 +20,7 @@ func sampleConnections() []tracer.Connection {
 			Local: netip.MustParseAddrPort("10.0.0.2:40000"), Remote: netip.MustParseAddrPort("10.0.0.1:80"),
 			NetNS: 4026531833, PID: 100, Comm: "wrk", Start: t0, End: t0.Add(279 * time.Microsecond), DurationUs: 279,
 			HandshakeUs: 122, SynRecvUs: -1, ClosedBy: "local", Outcome: tracer.OutcomeTimeWait,
+			BytesReceived: 43, BytesAcked: 18,
 			Flags: []tracer.Flag{tracer.FlagTimeWait},
 			Timeline: []tracer.Item{
 				{At: t0, Kind: "state", From: "CLOSE", To: "SYN_SENT"},
@@ -116,6 +117,7 @@ func exported(c tracer.Connection) tracer.Connection {
 		ID: c.ID, PeerID: c.PeerID, ListenerID: c.ListenerID, Role: c.Role, Family: c.Family, Local: c.Local, Remote: c.Remote,
 		NetNS: c.NetNS, PID: c.PID, Comm: c.Comm, Start: c.Start, End: c.End, DurationUs: c.DurationUs,
 		HandshakeUs: c.HandshakeUs, SynRecvUs: c.SynRecvUs, SynRecvHow: c.SynRecvHow, Retransmits: c.Retransmits,
+		BytesReceived: c.BytesReceived, BytesAcked: c.BytesAcked,
 		ClosedBy: c.ClosedBy, Outcome: c.Outcome, Errno: c.Errno, Flags: c.Flags, Timeline: c.Timeline,
 	}
 }

@@ -90,6 +90,8 @@ type connectionJSON struct {
 	SynRecvUs   *int64        `json:"syn_recv_us"`
 	SynRecvHow  string        `json:"syn_recv_method"`
 	Retransmits retransmits   `json:"retransmits"`
+	BytesRecv   uint64        `json:"bytes_received"`
+	BytesAcked  uint64        `json:"bytes_acked"`
 	ClosedBy    string        `json:"closed_by"`
 	Outcome     string        `json:"outcome"`
 	Errno       string        `json:"errno"`
@@ -108,8 +110,9 @@ func (j *connectionJSON) connection() (tracer.Connection, error) {
 		ID: j.ID, PeerID: j.PeerID, ListenerID: j.ListenerID, Role: j.Role, Family: j.Family,
 		NetNS: j.NetNS, PID: j.PID, Comm: j.Comm, Start: j.Start, End: j.End, DurationUs: j.DurationUs,
 		HandshakeUs: -1, SynRecvUs: -1, SynRecvHow: j.SynRecvHow,
-		Retransmits: tracer.Retransmits{Syn: j.Retransmits.Syn, SynAck: j.Retransmits.SynAck, Data: j.Retransmits.Data},
-		ClosedBy:    j.ClosedBy, Outcome: tracer.Outcome(j.Outcome), Errno: j.Errno, Flags: j.Flags, Timeline: j.Timeline,
+		Retransmits:   tracer.Retransmits{Syn: j.Retransmits.Syn, SynAck: j.Retransmits.SynAck, Data: j.Retransmits.Data},
+		BytesReceived: j.BytesRecv, BytesAcked: j.BytesAcked,
+		ClosedBy: j.ClosedBy, Outcome: tracer.Outcome(j.Outcome), Errno: j.Errno, Flags: j.Flags, Timeline: j.Timeline,
 	}
 	if j.HandshakeUs != nil {
 		c.HandshakeUs = *j.HandshakeUs

@@ -27,6 +27,8 @@ type bpfEvent struct {
 	Cookie         uint64
 	ListenerCookie uint64
 	SntSynackUs    uint64
+	BytesReceived  uint64
+	BytesAcked     uint64
 	Netns          uint32
 	Pid            uint32
 	Tgid           uint32
@@ -88,34 +90,6 @@ type bpfOwner struct {
 	Comm           [16]int8
 }
 
-// Names of all BPF objects in the ELF.
-//
-// Used for safe lookups in a Collection or CollectionSpec.
-const (
-	bpfMapCounters                = "counters"
-	bpfMapEvents                  = "events"
-	bpfMapOwners                  = "owners"
-	bpfProgHandleKfreeSkb         = "handle_kfree_skb"
-	bpfProgHandleReceiveReset     = "handle_receive_reset"
-	bpfProgHandleRetransmit       = "handle_retransmit"
-	bpfProgHandleRetransmitErr    = "handle_retransmit_err"
-	bpfProgHandleSendReset        = "handle_send_reset"
-	bpfProgHandleSendResetReason  = "handle_send_reset_reason"
-	bpfProgHandleSetState         = "handle_set_state"
-	bpfProgHandleSockError        = "handle_sock_error"
-	bpfProgHandleSynackRetransmit = "handle_synack_retransmit"
-	bpfVarFilterNetns             = "filter_netns"
-	bpfVarFilterNetnsCount        = "filter_netns_count"
-	bpfVarFilterPortCount         = "filter_port_count"
-	bpfVarFilterPorts             = "filter_ports"
-	bpfVarListenOverflowReason    = "listen_overflow_reason"
-	bpfVarUnusedCounter           = "unused_counter"
-	bpfVarUnusedEvent             = "unused_event"
-	bpfVarUnusedFlag              = "unused_flag"
-	bpfVarUnusedKind              = "unused_kind"
-	bpfVarWakeupBytes             = "wakeup_bytes"
-)
-
 // loadBpf returns the embedded CollectionSpec for bpf.
 func loadBpf() (*ebpf.CollectionSpec, error) {
 	reader := bytes.NewReader(_BpfBytes)
@@ -136,7 +110,7 @@ func loadBpf() (*ebpf.CollectionSpec, error) {
 //	*bpfMaps
 //
 // See ebpf.CollectionSpec.LoadAndAssign documentation for details.
-func loadBpfObjects(obj any, opts *ebpf.CollectionOptions) error {
+func loadBpfObjects(obj interface{}, opts *ebpf.CollectionOptions) error {
 	spec, err := loadBpf()
 	if err != nil {
 		return err

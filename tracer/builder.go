@@ -239,6 +239,9 @@ func (b *Builder) onState(ev *Event) {
 		}
 	}
 	c.transition(ev)
+	if ev.HasTCPInfo {
+		c.BytesReceived, c.BytesAcked = ev.BytesReceived, ev.BytesAcked
+	}
 	switch ev.NewState {
 	case StateEstablished:
 		b.onEstablished(c, ev)

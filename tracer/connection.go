@@ -114,11 +114,15 @@ type Connection struct {
 	SynRecvUs   int64 // server: SYN-ACK to final ACK; -1 unknown
 	SynRecvHow  string
 	Retransmits Retransmits
-	ClosedBy    string // local, remote or "" (not closed, or no FIN/RST)
-	Outcome     Outcome
-	Errno       string
-	Flags       []Flag
-	Timeline    []Item
+	// Payload bytes, from tcp_sock at the last ESTABLISHED or CLOSE seen:
+	// received, and sent and acknowledged by the peer.
+	BytesReceived uint64
+	BytesAcked    uint64
+	ClosedBy      string // local, remote or "" (not closed, or no FIN/RST)
+	Outcome       Outcome
+	Errno         string
+	Flags         []Flag
+	Timeline      []Item
 
 	// Builder state, not exported.
 	flags        uint32

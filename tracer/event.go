@@ -109,6 +109,8 @@ type Event struct {
 	SRTTUs         uint32
 	TotalRTO       uint16
 	TotalRTOTimeMs uint32
+	BytesReceived  uint64
+	BytesAcked     uint64
 
 	// KindSynAckRetransmit: the request socket's first SYN-ACK time
 	// (CLOCK_MONOTONIC us) and its counts before this retransmit.
@@ -182,6 +184,8 @@ func fromRaw(r *bpfEvent, clock Clock, ev *Event) {
 		SRTTUs:         r.SrttUs,
 		TotalRTO:       r.TotalRto,
 		TotalRTOTimeMs: r.TotalRtoTimeMs,
+		BytesReceived:  r.BytesReceived,
+		BytesAcked:     r.BytesAcked,
 		SntSynAckUs:    r.SntSynackUs,
 		NumRetrans:     r.NumRetrans,
 		NumTimeout:     r.NumTimeout,

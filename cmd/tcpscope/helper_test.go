@@ -96,6 +96,38 @@ func fd(c *net.TCPConn) int {
 	return fd
 }
 
+// helperExecInNS (TCPSCOPE_TEST_HELPER=exec-in-ns) enters the namespace
+// named by TCPSCOPE_NETNS_PATH and execs its arguments there: execve from
+// the thread that called setns() keeps that namespace.
+func helperExecInNS() {
+	runtime.LockOSThread()
+	fd, err := unix.Open(os.Getenv("TCPSCOPE_NETNS_PATH"), unix.O_RDONLY, 0)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "open netns:", err)
+		os.Exit(1)
+	}
+	if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+		fmt.Fprintln(os.Stderr, "setns:", err)
+		os.Exit(1)
+	}
+	args := os.Args[1:]
+	path, err := exec.LookPath(args[0])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(127)
+	}
+	err = unix.Exec(path, args, os.Environ())
+	fmt.Fprintln(os.Stderr, "exec:", err)
+	os.Exit(126)
+}
+
+// inNS returns a command line that runs args inside ns, for tcpscope run.
+func inNS(t *testing.T, ns *netns.NS, args ...string) ([]string, []string) {
+	t.Helper()
+	env := []string{"TCPSCOPE_TEST_HELPER=exec-in-ns", fmt.Sprintf("TCPSCOPE_NETNS_PATH=/proc/%d/fd/%d", os.Getpid(), ns.Fd())}
+	return append([]string{os.Args[0]}, args...), env
+}
+
 // startServer starts the helper server in ns and returns its address and pid.
 func startServer(t *testing.T, ns *netns.NS, network, addr, mode string, conns int) (string, int) {
 	t.Helper()

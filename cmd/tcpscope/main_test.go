@@ -21,8 +21,11 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
-	if os.Getenv("TCPSCOPE_TEST_HELPER") == "server" {
+	switch os.Getenv("TCPSCOPE_TEST_HELPER") {
+	case "server":
 		helperServer()
+	case "exec-in-ns":
+		helperExecInNS()
 	}
 	dir, err := os.MkdirTemp("", "tcpscope-test")
 	if err != nil {

@@ -105,9 +105,9 @@ type servers struct {
 	lns      []net.Listener
 	lingered atomic.Int64
 	unread   atomic.Int64
-	wg    sync.WaitGroup
-	once  sync.Once
-	conns sync.WaitGroup
+	wg       sync.WaitGroup
+	once     sync.Once
+	conns    sync.WaitGroup
 }
 
 func (s *servers) close() {

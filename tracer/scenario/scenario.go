@@ -81,7 +81,7 @@ func Run(ctx context.Context, ns *netns.NS, d time.Duration) (Injected, error) {
 	start := time.Now()
 	at := func(frac float64) time.Time { return start.Add(time.Duration(frac * float64(d))) }
 
-	srv, err := startServers(ns, in.TinyBacklog)
+	srv, err := startServers(ns, in.TinyBacklog, start.Add(d+time.Second))
 	if err != nil {
 		return in, err
 	}
@@ -105,6 +105,7 @@ type servers struct {
 	lns      []net.Listener
 	lingered atomic.Int64
 	unread   atomic.Int64
+	until    time.Time // no connection is served past this
 	wg       sync.WaitGroup
 	once     sync.Once
 	conns    sync.WaitGroup
@@ -120,8 +121,8 @@ func (s *servers) close() {
 
 func (s *servers) wait() { s.wg.Wait(); s.conns.Wait() }
 
-func startServers(ns *netns.NS, tinyBacklog int) (*servers, error) {
-	s := &servers{}
+func startServers(ns *netns.NS, tinyBacklog int, until time.Time) (*servers, error) {
+	s := &servers{until: until}
 	var web, slow, churnLn, tiny net.Listener
 	err := ns.Do(func() error {
 		var err error
@@ -187,7 +188,7 @@ func (s *servers) serve(ln net.Listener, handle func(*net.TCPConn), acceptEvery 
 			go func() {
 				defer s.conns.Done()
 				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
+				c.SetDeadline(s.until)
 				handle(c.(*net.TCPConn))
 			}()
 			if acceptEvery > 0 {
@@ -251,9 +252,13 @@ const response = "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 
 // request sends a request, reads the whole answer (or the server's reset
 // or close), and closes first.
-func request(c net.Conn) error {
+func request(ctx context.Context, c net.Conn) error {
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(8 * time.Second))
+	deadline := time.Now().Add(8 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	c.SetDeadline(deadline)
 	if _, err := c.Write([]byte("GET / HTTP/1.0\r\n\r\n")); err != nil {
 		return err
 	}
@@ -280,7 +285,7 @@ func webLoad(ctx context.Context, ns *netns.NS, in *Injected) {
 					continue
 				}
 				atomic.AddInt64(&in.WebRequests, 1)
-				request(c)
+				request(ctx, c)
 			}
 		}()
 	}
@@ -324,7 +329,7 @@ func slowACKs(ctx context.Context, ns *netns.NS, from time.Time, in *Injected) {
 		}
 		atomic.AddInt64(&in.SlowClients, 1)
 		wg.Add(1)
-		go func() { defer wg.Done(); request(c) }()
+		go func() { defer wg.Done(); request(ctx, c) }()
 	}
 	sleepUntil(ctx, from.Add(in.AckDropWindow))
 	remove()
@@ -342,11 +347,11 @@ func tinyBurst(ctx context.Context, ns *netns.NS, at time.Time, in *Injected) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := dial(ns, PortTiny, 4*time.Second)
+			c, err := dial(ns, PortTiny, time.Until(ctxDeadline(ctx)))
 			if err != nil {
 				return
 			}
-			request(c)
+			request(ctx, c)
 		}()
 		atomic.AddInt64(&in.TinyBurst, 1)
 	}
@@ -393,4 +398,11 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 	case <-time.After(time.Until(t)):
 		return true
 	}
+}
+
+func ctxDeadline(ctx context.Context) time.Time {
+	if d, ok := ctx.Deadline(); ok {
+		return d
+	}
+	return time.Now().Add(time.Minute)
 }

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/tcpscope/tcpscope/output"
+	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/netns"
+	"github.com/tcpscope/tcpscope/tracer/nettest"
+	"github.com/tcpscope/tcpscope/tracer/scenario"
+)
+
+// hostState is what the demo must leave as it found: the host namespace's
+// nftables tables and the sysctls the demo sets in its own namespace.
+func hostState(t *testing.T) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	conn, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := conn.ListTables()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tb := range tables {
+		out["nft table "+tb.Name] = strconv.Itoa(int(tb.Family))
+	}
+	for _, name := range []string{"ip_local_port_range", "tcp_tw_reuse", "tcp_syncookies", "tcp_syn_retries", "tcp_synack_retries"} {
+		b, err := os.ReadFile("/proc/sys/net/ipv4/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[name] = string(b)
+	}
+	return out
+}
+
+func TestDemo(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	before := hostState(t)
+	path := filepath.Join(t.TempDir(), "demo.jsonl")
+	start := time.Now()
+	code, stdout, stderr := runTcpscope(t, nil, "demo", "--duration", "8s", "-o", path)
+	took := time.Since(start)
+	if code != 0 {
+		t.Fatalf("demo: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if took > 14*time.Second {
+		t.Errorf("an 8s demo took %v", took)
+	}
+	rec, err := output.ReadExport(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := output.ValidateExport(path); err != nil {
+		t.Fatal(err)
+	}
+	count := func(port uint16, role tracer.Role, f tracer.Flag) int {
+		n := 0
+		for _, c := range rec.Connections {
+			p := c.Remote.Port()
+			if c.Role == tracer.RoleServer {
+				p = c.Local.Port()
+			}
+			if c.Role == role && (p == port || port == 0) && slices.Contains(c.Flags, f) {
+				n++
+			}
+		}
+		return n
+	}
+	reasons := map[string]int{}
+	for _, c := range rec.Connections {
+		for _, it := range c.Timeline {
+			if it.Kind == "reset_sent" && c.Local.Port() == scenario.PortWeb {
+				reasons[it.Reason]++
+			}
+		}
+	}
+	checks := []struct {
+		what string
+		got  int
+	}{
+		{"servers of :8081 with SYN-ACK retransmits", count(scenario.PortSlow, tracer.RoleServer, tracer.FlagSynAckRetransmitted)},
+		{"servers of :8081 with long SYN_RECV", count(scenario.PortSlow, tracer.RoleServer, tracer.FlagLongSynRecv)},
+		{"clients of :8082 retransmitting SYNs", count(scenario.PortTiny, tracer.RoleClient, tracer.FlagSynRetransmitted)},
+		{"refused clients of :8099", count(scenario.PortClosed, tracer.RoleClient, tracer.FlagRefused)},
+		{"refused server records on :8099", count(scenario.PortClosed, tracer.RoleServer, tracer.FlagRefused)},
+		{"resets from :8080 with reason TCP_STATE (SO_LINGER 0)", reasons["TCP_STATE"]},
+		{"resets from :8080 with reason TCP_ABORT_ON_CLOSE (unread)", reasons["TCP_ABORT_ON_CLOSE"]},
+		{"clients of :8080 that received a reset", count(scenario.PortWeb, tracer.RoleClient, tracer.FlagResetReceived)},
+		{"clients of :8083 in TIME_WAIT", count(scenario.PortChurn, tracer.RoleClient, tracer.FlagTimeWait)},
+		{"connects that found no local port", count(0, tracer.RoleClient, tracer.FlagPortExhausted)},
+	}
+	for _, c := range checks {
+		if c.got == 0 {
+			t.Errorf("demo export has no %s", c.what)
+		}
+	}
+	var overflows uint64
+	for _, cd := range rec.Summary.Counters {
+		if cd.Counter == "TcpExt.ListenOverflows" {
+			overflows = cd.Delta
+		}
+	}
+	if overflows == 0 {
+		t.Errorf("no ListenOverflows delta in the summary")
+	}
+	if len(rec.Summary.TimeWait) == 0 || !rec.Summary.TimeWait[0].Warned {
+		t.Errorf("no TIME_WAIT pressure warning in the summary")
+	}
+	// Everything the demo made is gone, and the host is as it was.
+	m := regexp.MustCompile(`network namespace (\d+)`).FindStringSubmatch(stdout)
+	if m == nil {
+		t.Fatalf("demo did not name its namespace:\n%s", stdout)
+	}
+	ino, _ := strconv.ParseUint(m[1], 10, 32)
+	if ns, err := netns.Find(uint32(ino)); err == nil {
+		ns.Close()
+		t.Errorf("the demo's namespace %d is still held", ino)
+	}
+	after := hostState(t)
+	for k, v := range before {
+		if after[k] != v {
+			t.Errorf("host %s changed: %q -> %q", k, v, after[k])
+		}
+	}
+	for k := range after {
+		if _, ok := before[k]; !ok {
+			t.Errorf("host gained %s", k)
+		}
+	}
+}

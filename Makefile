@@ -26,3 +26,6 @@ lint: ## gofmt and go vet
 
 clean: ## remove the built binary
 	rm -f $(BIN)
+
+demo: build ## build tcpscope and run the built-in demo (needs root: sudo make demo)
+	./$(BIN) demo

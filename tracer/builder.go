@@ -295,7 +295,7 @@ func (b *Builder) serverChild(ev *Event) *Connection {
 		c.PID, c.Comm = l.PID, l.Comm
 	}
 	if l != nil {
-		c.ListenerID = l.ID
+		c.listener = l
 		l.Children++
 	}
 	b.indexTuple(c)
@@ -330,7 +330,7 @@ func (b *Builder) onEstablished(c *Connection, ev *Event) {
 		}
 	case RoleServer:
 		b.measureSynRecv(c, ev)
-		if l := b.listenerSet[c.ListenerID]; l != nil && c.SynRecvUs >= 0 {
+		if l := c.listener; l != nil && c.SynRecvUs >= 0 {
 			l.SynRecv.Add(c.SynRecvUs)
 		}
 	}
@@ -351,7 +351,7 @@ func (b *Builder) measureSynRecv(c *Connection, ev *Event) {
 		// now - snt_synack in microseconds, a whole millisecond only by
 		// chance (1 in 1000). The SYN-ACK time is unknown.
 		c.setFlag(FlagSyncookie)
-		if l := b.listenerSet[c.ListenerID]; l != nil {
+		if l := c.listener; l != nil {
 			l.Syncookies++
 		}
 		c.SynRecvUs = -1
@@ -462,9 +462,7 @@ func (b *Builder) onSynAck(ev *Event) {
 		} else if l != nil {
 			c.PID, c.Comm = l.PID, l.Comm
 		}
-		if l != nil {
-			c.ListenerID = l.ID
-		}
+		c.listener = l
 		b.requests[ev.Cookie] = c
 		b.indexTuple(c)
 		k := tupleKey{c.NetNS, c.Local, c.Remote}
@@ -615,8 +613,12 @@ func (b *Builder) emit(c *Connection) {
 		}
 	}
 	c.conclude(b.cfg)
-	if c.pending && c.Outcome == OutcomeTimeout {
-		if l := b.listenerSet[c.ListenerID]; l != nil {
+	if l := c.listener; l != nil {
+		// A listener first known by port gets its cookie later.
+		if l.ID < syntheticIDBase {
+			c.ListenerID = l.ID
+		}
+		if c.pending && c.Outcome == OutcomeTimeout {
 			l.Abandoned++
 		}
 	}

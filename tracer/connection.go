@@ -125,6 +125,7 @@ type Connection struct {
 	Timeline      []Item
 
 	// Builder state, not exported.
+	listener     *Listener
 	flags        uint32
 	state        State
 	stateAt      time.Time

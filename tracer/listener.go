@@ -27,16 +27,31 @@ type Listener struct {
 }
 
 // listener returns the listener of a server-side event, creating a
-// preexisting one when its CLOSE->LISTEN was not seen.
+// preexisting one when its CLOSE->LISTEN was not seen. Children of a
+// listener that predates the trace carry no listener cookie (its socket
+// storage was never set), so such a listener is first known by its port
+// under a synthetic id, and takes its real cookie from the first event
+// that names it (a SYN-ACK retransmit or an overflow drop).
 func (b *Builder) listener(ev *Event, id uint64) *Listener {
-	if id == 0 {
-		id = b.listenerByPort[listenKey{ev.NetNS, ev.Local.Port()}]
-	}
-	if l, ok := b.listenerSet[id]; ok && id != 0 {
+	key := listenKey{ev.NetNS, ev.Local.Port()}
+	known := b.listenerByPort[key]
+	if id != 0 {
+		if l, ok := b.listenerSet[id]; ok {
+			return l
+		}
+		if l, ok := b.listenerSet[known]; ok && known >= syntheticIDBase {
+			delete(b.listenerSet, known)
+			l.ID = id
+			b.listenerSet[id] = l
+			b.listenerByPort[key] = id
+			return l
+		}
+	} else if l, ok := b.listenerSet[known]; ok {
 		return l
 	}
 	if id == 0 {
-		return nil
+		b.nextID++
+		id = b.nextID
 	}
 	l := &Listener{ID: id, NetNS: ev.NetNS, Local: netip.AddrPortFrom(netip.Addr{}, ev.Local.Port()),
 		Start: ev.Time, Preexisting: true}
@@ -44,7 +59,7 @@ func (b *Builder) listener(ev *Event, id uint64) *Listener {
 		l.PID, l.Comm = ev.OwnerTGID, ev.OwnerComm.String()
 	}
 	b.listenerSet[id] = l
-	b.listenerByPort[listenKey{ev.NetNS, ev.Local.Port()}] = id
+	b.listenerByPort[key] = id
 	return l
 }
 

@@ -119,4 +119,3 @@ func (s *session) snapshot(dt time.Duration) output.Live {
 	}
 	return l
 }
-

@@ -161,4 +161,3 @@ func exitStatus(err error) int {
 	}
 	return 1
 }
-

@@ -263,7 +263,9 @@ func (b *Builder) onState(ev *Event) {
 
 func (c *Connection) transition(ev *Event) {
 	prev := int64(0)
-	if !c.stateAt.IsZero() && len(c.Timeline) > 0 {
+	// A child socket was never in LISTEN: its LISTEN->SYN_RECV only says it
+	// was cloned from the listener.
+	if !c.stateAt.IsZero() && len(c.Timeline) > 0 && ev.OldState != StateListen {
 		prev = ev.Time.Sub(c.stateAt).Microseconds()
 	}
 	c.item(ev.Time, Item{Kind: KindState.String(), From: ev.OldState.String(), To: ev.NewState.String(), PrevStateUs: prev})

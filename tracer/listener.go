@@ -112,3 +112,18 @@ func (b *Builder) onOverflow(ev *Event) {
 
 // maxOverflowed bounds the tuples remembered for connections not yet seen.
 const maxOverflowed = 65536
+
+// SeedListener tells the builder of a socket already listening when tracing
+// started, with its owner: its children then count toward it, by port, until
+// an event names its cookie.
+func (b *Builder) SeedListener(netns uint32, local netip.AddrPort, pid uint32, comm string, backlog, queue uint32, now time.Time) {
+	key := listenKey{netns, local.Port()}
+	if _, ok := b.listenerByPort[key]; ok {
+		return
+	}
+	b.nextID++
+	l := &Listener{ID: b.nextID, NetNS: netns, Local: local, PID: pid, Comm: comm, Backlog: backlog,
+		PeakQueue: queue, Start: now, Preexisting: true}
+	b.listenerSet[l.ID] = l
+	b.listenerByPort[key] = l.ID
+}

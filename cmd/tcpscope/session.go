@@ -98,6 +98,17 @@ func openSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error
 		OnTimeWait:       s.timeWait.Enter,
 	})
 	s.rec = &tracer.Recorder{Tracer: tr, Builder: b, OnTick: s.tick}
+	// Listeners that predate the trace: their owners and backlogs, from
+	// /proc/net/tcp and the processes holding their sockets.
+	for ino, ns := range namespaces {
+		ls, err := ns.Listeners()
+		if err != nil {
+			continue
+		}
+		for _, l := range ls {
+			b.SeedListener(ino, l.Local, l.PID, l.Comm, l.Backlog, l.Queue, s.meta.Start)
+		}
+	}
 	if opts.events {
 		s.events = bufio.NewWriterSize(stdout, 64<<10)
 		if opts.format == "text" {

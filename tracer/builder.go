@@ -58,6 +58,7 @@ type Builder struct {
 	nextID         uint64
 	orphans        uint64
 	started        uint64
+	discarded      uint64
 }
 
 // syntheticIDBase numbers records that have no socket (a refused SYN). It
@@ -108,6 +109,10 @@ func (b *Builder) get() *Connection {
 	}
 	return &Connection{}
 }
+
+// Discarded counts server children the kernel destroyed at birth (a
+// duplicate of a connection already established on the same tuple).
+func (b *Builder) Discarded() uint64 { return b.discarded }
 
 // Started counts connections the builder began following.
 func (b *Builder) Started() uint64 { return b.started }
@@ -252,6 +257,9 @@ func (b *Builder) onState(ev *Event) {
 			c.PID, c.Comm = ev.TGID, ev.Comm.String()
 		}
 	case StateClose:
+		if b.discardTwin(c, ev) {
+			return
+		}
 		c.closedAt = ev.Time
 		b.closing = append(b.closing, c)
 		if b.cfg.OnTimeWait != nil && (ev.OldState == StateFinWait2 || ev.OldState == StateClosing) &&
@@ -259,6 +267,32 @@ func (b *Builder) onState(ev *Event) {
 			b.cfg.OnTimeWait(c.NetNS, c.Local, c.Remote, ev.Time)
 		}
 	}
+}
+
+// discardTwin drops a server child that the kernel created and destroyed
+// at once because another child already holds its tuple: when two ACKs
+// validate the same SYN cookie, each builds a child, and the second one's
+// inet_ehash_nolisten() fails and sets it to CLOSE straight from SYN_RECV.
+// That child was never a connection.
+func (b *Builder) discardTwin(c *Connection, ev *Event) bool {
+	t := c.twin
+	if t == nil || c.Role != RoleServer || c.established || ev.OldState != StateSynRecv || t.emitted {
+		return false
+	}
+	t.twin = nil
+	delete(b.conns, c.ID)
+	k := tupleKey{c.NetNS, c.Local, c.Remote}
+	b.tuples[k] = t
+	if p, ok := b.tuples[tupleKey{c.NetNS, c.Remote, c.Local}]; ok {
+		p.PeerID, t.PeerID = t.ID, p.ID
+	}
+	if l := c.listener; l != nil && l.Children > 0 {
+		l.Children--
+	}
+	b.discarded++
+	c.emitted = true
+	b.free = append(b.free, c)
+	return true
 }
 
 func (c *Connection) transition(ev *Event) {
@@ -528,7 +562,12 @@ func (b *Builder) indexTuple(c *Connection) {
 		return
 	}
 	c.tupleKnown = true
-	b.tuples[tupleKey{c.NetNS, c.Local, c.Remote}] = c
+	k := tupleKey{c.NetNS, c.Local, c.Remote}
+	if p, ok := b.tuples[k]; ok && p != c && c.Role == RoleServer && p.Role == RoleServer && !p.pending && p.closedAt.IsZero() {
+		// Two children for one tuple: see discardTwin.
+		c.twin, p.twin = p, c
+	}
+	b.tuples[k] = c
 	if p, ok := b.tuples[tupleKey{c.NetNS, c.Remote, c.Local}]; ok && p != c {
 		c.PeerID, p.PeerID = p.ID, c.ID
 	}

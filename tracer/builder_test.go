@@ -332,3 +332,17 @@ func TestHistogramQuantiles(t *testing.T) {
 		t.Errorf("small histogram")
 	}
 }
+
+func TestDuplicateCookieChildIsNotAConnection(t *testing.T) {
+	s := &script{}
+	serverHandshake(s, 100, 0) // srtt 0, no retransmits: a SYN cookie child
+	// A second ACK validated the same cookie: a second child for the tuple,
+	// closed at once because the tuple is taken.
+	s.at(400 * time.Microsecond).ev(st(101, StateListen, StateSynRecv, srv, cli))
+	s.ev(st(101, StateSynRecv, StateClose, srv, cli))
+	got := run(s, time.Second)
+	if _, ok := got[101]; ok || len(got) != 1 {
+		t.Fatalf("records %v: the discarded twin must not be one", got)
+	}
+	check(t, got[100], OutcomeOpen, "", FlagSyncookie)
+}

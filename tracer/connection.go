@@ -126,6 +126,7 @@ type Connection struct {
 
 	// Builder state, not exported.
 	listener     *Listener
+	twin         *Connection // another server child with this tuple
 	flags        uint32
 	state        State
 	stateAt      time.Time

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,6 +56,13 @@ func TestDemo(t *testing.T) {
 	}
 	if took > 14*time.Second {
 		t.Errorf("an 8s demo took %v", took)
+	}
+	// Not a terminal here: plain lines only.
+	if strings.ContainsRune(stdout+stderr, '\x1b') {
+		t.Errorf("escape sequences in non-terminal output")
+	}
+	if !strings.Contains(stdout, "INJECTED FAULT") {
+		t.Errorf("no legend in the demo output")
 	}
 	rec, err := output.ReadExport(path)
 	if err != nil {

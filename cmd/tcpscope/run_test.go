@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tcpscope/tcpscope/output"
 	"github.com/tcpscope/tcpscope/tracer"
@@ -152,4 +153,41 @@ func notExecutable(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestRunSecondInterruptStopsTracing: CMD ignores Ctrl-C; a second one
+// stops tcpscope, which still writes a complete export.
+func TestRunSecondInterruptStopsTracing(t *testing.T) {
+	ns := nettest.New(t)
+	path := filepath.Join(t.TempDir(), "run.jsonl")
+	cmd := exec.Command(binary, "run", "--netns", fmt.Sprint(ns.Inode), "-o", path, "--",
+		"sh", "-c", `trap 'echo ignored' INT; echo ready; i=0; while [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done`)
+	// CMD outlives tcpscope here (it ignores both interrupts) and holds the
+	// pipe: stop waiting for its output once tcpscope has exited.
+	cmd.WaitDelay = time.Second
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	sc := bufio.NewScanner(out)
+	for sc.Scan() && sc.Text() != "ready" {
+	}
+	cmd.Process.Signal(os.Interrupt)
+	for sc.Scan() && sc.Text() != "ignored" {
+	}
+	cmd.Process.Signal(os.Interrupt)
+	err = cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 {
+		t.Errorf("tcpscope after two interrupts: %v, want exit status 130", err)
+	}
+	if err := output.ValidateExport(path); err != nil {
+		t.Fatalf("export: %v", err)
+	}
+	if rec, err := output.ReadExport(path); err != nil || rec.Summary == nil {
+		t.Errorf("export incomplete: %v", err)
+	}
 }

@@ -44,8 +44,8 @@ func AppendConnectionJSON(b []byte, c *tracer.Connection) []byte {
 	o.str("role", string(c.Role))
 	o.str("family", c.Family)
 	if c.Local.Addr().IsValid() {
-		o.str("local_addr", c.Local.Addr().String())
-		o.str("remote_addr", c.Remote.Addr().String())
+		o.addr("local_addr", c.Local.Addr())
+		o.addr("remote_addr", c.Remote.Addr())
 	} else {
 		o.null("local_addr")
 		o.null("remote_addr")

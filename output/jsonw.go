@@ -3,6 +3,7 @@
 package output
 
 import (
+	"net/netip"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -46,6 +47,15 @@ func (o *obj) time(k string, t time.Time) {
 	o.b = t.UTC().AppendFormat(o.b, time.RFC3339Nano)
 	o.b = append(o.b, '"')
 }
+
+// addr appends an IP address without allocating (netip's AppendTo).
+func (o *obj) addr(k string, a netip.Addr) {
+	o.key(k)
+	o.b = append(o.b, '"')
+	o.b = a.AppendTo(o.b)
+	o.b = append(o.b, '"')
+}
+
 func (o *obj) raw(k string, v []byte) { o.key(k); o.b = append(o.b, v...) }
 func (o *obj) null(k string)          { o.key(k); o.b = append(o.b, "null"...) }
 func (o *obj) end() []byte            { return append(o.b, '}') }

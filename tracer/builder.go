@@ -59,6 +59,7 @@ type Builder struct {
 	orphans        uint64
 	started        uint64
 	discarded      uint64
+	comms          map[Comm]string
 }
 
 // syntheticIDBase numbers records that have no socket (a refused SYN). It
@@ -86,6 +87,7 @@ func NewBuilder(cfg BuilderConfig) *Builder {
 		tuples:   make(map[tupleKey]*Connection, 1024),
 		nextID:   syntheticIDBase,
 
+		comms:          map[Comm]string{},
 		listenerSet:    map[uint64]*Listener{},
 		listenerByPort: map[listenKey]uint64{},
 		overflowed:     map[tupleKey]time.Time{},
@@ -142,6 +144,22 @@ func (c *Connection) setTuple(ev *Event) {
 	} else {
 		c.Family = "ipv6"
 	}
+}
+
+// timeWaitDetail explains the inferred TIME_WAIT step; it ends 60 s after.
+const timeWaitDetail = "holds its local port for 60s (TCP_TIMEWAIT_LEN)"
+
+// comm returns a task name as a string, interned: task names repeat, and
+// converting each one would allocate per connection.
+func (b *Builder) comm(c Comm) string {
+	if s, ok := b.comms[c]; ok {
+		return s
+	}
+	s := c.String()
+	if len(b.comms) < 4096 {
+		b.comms[c] = s
+	}
+	return s
 }
 
 // Add feeds one event.
@@ -229,7 +247,7 @@ func (b *Builder) onState(ev *Event) {
 			b.finish(old, ev.Time) // a socket reused by a second connect()
 		}
 		c = b.newConn(ev, ev.Cookie, RoleClient)
-		c.PID, c.Comm = ev.TGID, ev.Comm.String()
+		c.PID, c.Comm = ev.TGID, b.comm(ev.Comm)
 		c.synSentAt = ev.Time
 	case ev.OldState == StateListen && ev.NewState == StateSynRecv:
 		c = b.serverChild(ev)
@@ -254,7 +272,7 @@ func (b *Builder) onState(ev *Event) {
 		// close() in process context: for a connection that predates the
 		// trace this is the best owner we will see.
 		if c.PID == 0 && c.Has(FlagPreexisting) {
-			c.PID, c.Comm = ev.TGID, ev.Comm.String()
+			c.PID, c.Comm = ev.TGID, b.comm(ev.Comm)
 		}
 	case StateClose:
 		if b.discardTwin(c, ev) {
@@ -326,7 +344,7 @@ func (b *Builder) serverChild(ev *Event) *Connection {
 	l := b.listener(ev, ev.ListenerCookie)
 	switch {
 	case ev.HasOwner:
-		c.PID, c.Comm = ev.OwnerTGID, ev.OwnerComm.String()
+		c.PID, c.Comm = ev.OwnerTGID, b.comm(ev.OwnerComm)
 	case l != nil && c.PID == 0:
 		c.PID, c.Comm = l.PID, l.Comm
 	}
@@ -494,7 +512,7 @@ func (b *Builder) onSynAck(ev *Event) {
 		c.pending = true
 		c.state = StateNewSynRecv
 		if ev.HasOwner {
-			c.PID, c.Comm = ev.OwnerTGID, ev.OwnerComm.String()
+			c.PID, c.Comm = ev.OwnerTGID, b.comm(ev.OwnerComm)
 		} else if l != nil {
 			c.PID, c.Comm = l.PID, l.Comm
 		}
@@ -677,8 +695,7 @@ func (c *Connection) conclude(cfg BuilderConfig) {
 	}
 	if c.Outcome == OutcomeTimeWait {
 		c.setFlag(FlagTimeWait)
-		c.item(c.closedAt, Item{Kind: ItemTimeWait, State: StateTimeWait.String(),
-			Detail: "until " + c.closedAt.Add(TimeWaitLen).UTC().Format(time.RFC3339) + " (TCP_TIMEWAIT_LEN)"})
+		c.item(c.closedAt, Item{Kind: ItemTimeWait, State: StateTimeWait.String(), Detail: timeWaitDetail})
 	}
 	for i := range c.Timeline {
 		c.Timeline[i].OffsetUs = c.Timeline[i].At.Sub(c.Start).Microseconds()

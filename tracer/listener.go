@@ -56,7 +56,7 @@ func (b *Builder) listener(ev *Event, id uint64) *Listener {
 	l := &Listener{ID: id, NetNS: ev.NetNS, Local: netip.AddrPortFrom(netip.Addr{}, ev.Local.Port()),
 		Start: ev.Time, Preexisting: true}
 	if ev.HasOwner {
-		l.PID, l.Comm = ev.OwnerTGID, ev.OwnerComm.String()
+		l.PID, l.Comm = ev.OwnerTGID, b.comm(ev.OwnerComm)
 	}
 	b.listenerSet[id] = l
 	b.listenerByPort[key] = id
@@ -64,7 +64,7 @@ func (b *Builder) listener(ev *Event, id uint64) *Listener {
 }
 
 func (b *Builder) onListen(ev *Event) {
-	l := &Listener{ID: ev.Cookie, NetNS: ev.NetNS, Local: ev.Local, PID: ev.TGID, Comm: ev.Comm.String(),
+	l := &Listener{ID: ev.Cookie, NetNS: ev.NetNS, Local: ev.Local, PID: ev.TGID, Comm: b.comm(ev.Comm),
 		Backlog: ev.MaxBacklog, Start: ev.Time}
 	b.listenerSet[ev.Cookie] = l
 	b.listenerByPort[listenKey{ev.NetNS, ev.Local.Port()}] = ev.Cookie

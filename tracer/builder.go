@@ -27,8 +27,9 @@ type BuilderConfig struct {
 	Emit func(*Connection)
 	// EmitListener receives each listener when it closes or at Finish.
 	EmitListener func(*Listener)
-	// OnTimeWait, when set, learns of each socket entering TIME_WAIT at the
-	// moment it does (FIN_WAIT2 or CLOSING to CLOSE without a reset).
+	// OnTimeWait, when set, learns of each client socket entering
+	// TIME_WAIT at the moment it does (FIN_WAIT2 or CLOSING to CLOSE
+	// without a reset).
 	OnTimeWait func(netns uint32, local, remote netip.AddrPort, at time.Time)
 }
 
@@ -280,7 +281,9 @@ func (b *Builder) onState(ev *Event) {
 		}
 		c.closedAt = ev.Time
 		b.closing = append(b.closing, c)
-		if b.cfg.OnTimeWait != nil && (ev.OldState == StateFinWait2 || ev.OldState == StateClosing) &&
+		// Only a client's TIME_WAIT holds an ephemeral port connect() needs;
+		// a server's sits on its listening port and exhausts nothing.
+		if b.cfg.OnTimeWait != nil && c.Role == RoleClient && (ev.OldState == StateFinWait2 || ev.OldState == StateClosing) &&
 			c.flags&(flagBit(FlagResetSent)|flagBit(FlagResetReceived)) == 0 && c.tupleKnown {
 			b.cfg.OnTimeWait(c.NetNS, c.Local, c.Remote, ev.Time)
 		}

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"net/netip"
+	"sort"
 	"time"
 )
 
@@ -180,15 +181,10 @@ func (t *TimeWaitTracker) Top(n int, now time.Time) []TimeWaitDest {
 }
 
 func sortDests(ds []TimeWaitDest) {
-	less := func(a, b TimeWaitDest) bool {
-		if a.Warned != b.Warned {
-			return a.Warned
+	sort.Slice(ds, func(i, j int) bool {
+		if ds[i].Warned != ds[j].Warned {
+			return ds[i].Warned
 		}
-		return a.Peak > b.Peak
-	}
-	for i := 1; i < len(ds); i++ {
-		for j := i; j > 0 && less(ds[j], ds[j-1]); j-- {
-			ds[j], ds[j-1] = ds[j-1], ds[j]
-		}
-	}
+		return ds[i].Peak > ds[j].Peak
+	})
 }

@@ -59,7 +59,14 @@ func openSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error
 	if opts.output == "-" && opts.events {
 		return nil, usagef("--events and -o - both write to standard output: pick one")
 	}
-	opts.cfg.PollInterval = 200 * time.Millisecond
+	// Batch ring-buffer wakeups: one per quarter megabyte of events rather
+	// than one per event, which at load costs more than the events
+	// themselves; the reader also polls every 100 ms, which bounds how late
+	// a flagged line can be. --events keeps a wakeup per event.
+	opts.cfg.PollInterval = 100 * time.Millisecond
+	if !opts.events && opts.cfg.RingBufferBytes >= 4<<20 {
+		opts.cfg.WakeupBytes = 256 << 10
+	}
 	namespaces, err := openNamespaces(opts.cfg.NetNS)
 	if err != nil {
 		return nil, err
@@ -292,11 +299,12 @@ func (s *session) run(ctx context.Context) error {
 			exportErr = s.export.Close(s.stats, x)
 		}
 	}
-	if s.opts.events {
-		fmt.Fprintln(s.stderr, output.TallyLine(output.Tally{ByKind: s.kindCounts(), Lost: counters.Lost}))
-	} else if err := output.SummaryTables(s.report, s.stats, x); err != nil && exportErr == nil {
-		exportErr = err
+	if !s.opts.events {
+		if err := output.SummaryTables(s.report, s.stats, x); err != nil && exportErr == nil {
+			exportErr = err
+		}
 	}
+	fmt.Fprintln(s.stderr, "tcpscope: "+output.TallyLine(output.Tally{ByKind: s.kindCounts(), Lost: counters.Lost}))
 	if counters.Lost > 0 {
 		fmt.Fprintf(s.stderr, "tcpscope: %d events were lost because the ring buffer was full: raise --ring-buffer-size or narrow --port/--netns\n", counters.Lost)
 	}

@@ -24,8 +24,13 @@ lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
 
-clean: ## remove the built binary
-	rm -f $(BIN)
+clean: ## remove the built binaries
+	rm -f $(BIN) overhead
+
+bench: build ## micro-benchmarks, then the end-to-end overhead benchmark (root: sudo make bench)
+	$(GO) test -run '^$$' -bench . -benchmem ./tracer ./output
+	$(GO) build -o overhead ./cmd/overhead
+	./overhead -tcpscope ./$(BIN)
 
 demo: build ## build tcpscope and run the built-in demo (needs root: sudo make demo)
 	./$(BIN) demo

@@ -106,9 +106,14 @@ static __always_inline bool ports_wanted(__u16 sport, __u16 dport)
 	return false;
 }
 
+/*
+ * Reads go straight through the BTF-typed pointers a tp_btf program gets:
+ * the verifier turns each load into a fault-safe one (BPF_PROBE_MEM), far
+ * cheaper than a bpf_probe_read_kernel() call per field.
+ */
 static __always_inline __u32 sk_netns(const struct sock_common *skc)
 {
-	return BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	return skc->skc_net.net->ns.inum;
 }
 
 static __always_inline struct event *reserve(__u8 kind)
@@ -157,8 +162,8 @@ static __always_inline void sk_tuple(const struct sock_common *skc, bool full, s
 {
 	t->family = skc->skc_family;
 	if (t->family == AF_INET6) {
-		BPF_CORE_READ_INTO(&t->saddr, skc, skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&t->daddr, skc, skc_v6_daddr.in6_u.u6_addr8);
+		__builtin_memcpy(t->saddr, skc->skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+		__builtin_memcpy(t->daddr, skc->skc_v6_daddr.in6_u.u6_addr8, 16);
 	} else {
 		__be32 s = skc->skc_rcv_saddr, d = skc->skc_daddr;
 
@@ -170,9 +175,13 @@ static __always_inline void sk_tuple(const struct sock_common *skc, bool full, s
 	 * X->CLOSE transition, while inet_sport survives to the end. Request
 	 * and timewait socks have no inet_sport; their skc_num is ir_num/tw_num.
 	 */
-	if (full)
-		t->sport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock *)skc, inet_sport));
-	else
+	if (full) {
+		/* inet_sport lies past struct sock: reach it through the
+		 * tcp_sock type the helper vouches for. */
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)skc);
+
+		t->sport = tp ? bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport) : skc->skc_num;
+	} else
 		t->sport = skc->skc_num;
 	t->dport = bpf_ntohs(skc->skc_dport);
 }
@@ -193,16 +202,18 @@ static __always_inline bool is_full(__u8 state)
 
 static __always_inline void put_tcp_info(struct event *e, const struct sock *sk)
 {
-	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
 
-	e->total_retrans = BPF_CORE_READ(tp, total_retrans);
-	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-	e->bytes_received = BPF_CORE_READ(tp, bytes_received);
-	e->bytes_acked = BPF_CORE_READ(tp, bytes_acked);
+	if (!tp)
+		return;
+	e->total_retrans = tp->total_retrans;
+	e->srtt_us = tp->srtt_us >> 3;
+	e->bytes_received = tp->bytes_received;
+	e->bytes_acked = tp->bytes_acked;
 	e->flags |= EVENT_F_TCP_INFO;
 	if (bpf_core_field_exists(tp->total_rto)) {
-		e->total_rto = BPF_CORE_READ(tp, total_rto);
-		e->total_rto_time_ms = BPF_CORE_READ(tp, total_rto_time);
+		e->total_rto = tp->total_rto;
+		e->total_rto_time_ms = tp->total_rto_time;
 		e->flags |= EVENT_F_HAS_RTO;
 	}
 }

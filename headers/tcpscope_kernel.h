@@ -85,7 +85,12 @@ struct inet_sock {
 	__be16 inet_sport;
 };
 
+struct inet_connection_sock {
+	struct inet_sock icsk_inet;
+};
+
 struct tcp_sock {
+	struct inet_connection_sock inet_conn;
 	u64 bytes_received;
 	u64 bytes_acked;
 	u32 srtt_us;

@@ -29,6 +29,7 @@ type Extra struct {
 	End        time.Time
 	LostEvents uint64
 	Orphans    uint64
+	Evicted    uint64 // connections written early, over --max-connections
 	Counters   []CounterDelta
 	Listeners  []ListenerRow
 	TimeWait   []TimeWaitPressure
@@ -162,6 +163,7 @@ func AppendSummaryJSON(b []byte, s *tracer.Stats, meta Meta, x Extra, withType b
 	o.b = append(o.b, ']')
 	o.uint("lost_events", x.LostEvents)
 	o.uint("unmatched_events", x.Orphans)
+	o.uint("evicted_connections", x.Evicted)
 	o.key("kernel_counters")
 	o.b = appendCounterDeltas(o.b, x.Counters)
 	o.key("time_wait")

@@ -33,6 +33,7 @@ type SummaryRecord struct {
 	Connections     uint64         `json:"connections"`
 	LostEvents      uint64         `json:"lost_events"`
 	UnmatchedEvents uint64         `json:"unmatched_events"`
+	Evicted         uint64         `json:"evicted_connections"`
 	Kernel          string         `json:"kernel"`
 	Tcpscope        string         `json:"tcpscope"`
 	Counters        []CounterDelta `json:"kernel_counters"`
@@ -54,7 +55,7 @@ type timeWaitJSON struct {
 
 // Extra rebuilds the summary's kernel-side parts for the tables.
 func (s *SummaryRecord) Extra() Extra {
-	x := Extra{End: s.End, LostEvents: s.LostEvents, Orphans: s.UnmatchedEvents, Counters: s.Counters}
+	x := Extra{End: s.End, LostEvents: s.LostEvents, Orphans: s.UnmatchedEvents, Evicted: s.Evicted, Counters: s.Counters}
 	for _, t := range s.TimeWait {
 		p := TimeWaitPressure{KernelCount: -1}
 		if t.KernelCount != nil {

@@ -91,7 +91,10 @@ func SummaryTables(w io.Writer, s *tracer.Stats, x Extra) error {
 	}
 	fmt.Fprintf(w, "; lost events: %d\n", x.LostEvents)
 	if x.LostEvents > 0 {
-		fmt.Fprintf(w, "WARNING: %d kernel events were lost (ring buffer full): some timelines are incomplete\n", x.LostEvents)
+		fmt.Fprintf(w, "WARNING: %d kernel events were lost (ring buffer full): connections open then are flagged incomplete\n", x.LostEvents)
+	}
+	if x.Evicted > 0 {
+		fmt.Fprintf(w, "WARNING: %d connections were written early, flagged incomplete: more were open than --max-connections\n", x.Evicted)
 	}
 	var rows [][]string
 	for _, o := range tracer.AllOutcomes {

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"sort"
 	"fmt"
 	"net/netip"
 	"time"
@@ -27,6 +28,10 @@ type BuilderConfig struct {
 	Emit func(*Connection)
 	// EmitListener receives each listener when it closes or at Finish.
 	EmitListener func(*Listener)
+	// MaxConnections caps the connections followed at once; past it the
+	// least recently active tenth are emitted as open and incomplete.
+	// 0 means DefaultMaxConnections.
+	MaxConnections int
 	// OnTimeWait, when set, learns of each client socket entering
 	// TIME_WAIT at the moment it does (FIN_WAIT2 or CLOSING to CLOSE
 	// without a reset).
@@ -60,8 +65,13 @@ type Builder struct {
 	orphans        uint64
 	started        uint64
 	discarded      uint64
+	evicted        uint64
 	comms          map[Comm]string
 }
+
+// DefaultMaxConnections bounds the builder's memory (about 2 KiB per
+// connection with a short timeline) on a busy server.
+const DefaultMaxConnections = 200000
 
 // syntheticIDBase numbers records that have no socket (a refused SYN). It
 // is far above any socket cookie and still exact in a JSON number.
@@ -74,6 +84,9 @@ func NewBuilder(cfg BuilderConfig) *Builder {
 	}
 	if cfg.Grace == 0 {
 		cfg.Grace = time.Second
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = DefaultMaxConnections
 	}
 	if cfg.Emit == nil {
 		cfg.Emit = func(*Connection) {}
@@ -113,6 +126,14 @@ func (b *Builder) get() *Connection {
 	return &Connection{}
 }
 
+// MarkIncomplete flags every connection followed now, and every pending
+// request, as incomplete: events were lost while they were open.
+func (b *Builder) MarkIncomplete() {
+	for _, c := range b.conns {
+		c.setFlag(FlagIncomplete)
+	}
+}
+
 // Discarded counts server children the kernel destroyed at birth (a
 // duplicate of a connection already established on the same tuple).
 func (b *Builder) Discarded() uint64 { return b.discarded }
@@ -132,8 +153,49 @@ func (b *Builder) newConn(ev *Event, id uint64, role Role) *Connection {
 	c.SynRecvUs = -1
 	c.setTuple(ev)
 	b.conns[id] = c
+	if len(b.conns) > b.cfg.MaxConnections {
+		b.evict(c)
+	}
 	return c
 }
+
+// evict emits the least recently active tenth of the connections followed
+// (never keep), flagged incomplete: their later events will be unmatched.
+func (b *Builder) evict(keep *Connection) {
+	type aged struct {
+		at time.Time
+		c  *Connection
+	}
+	all := make([]aged, 0, len(b.conns))
+	for _, c := range b.conns {
+		if c != keep && !c.emitted {
+			at := c.stateAt
+			if n := len(c.Timeline); n > 0 && c.Timeline[n-1].At.After(at) {
+				at = c.Timeline[n-1].At
+			}
+			all = append(all, aged{at, c})
+		}
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].at.Before(all[j].at) })
+	n := max(len(all)/10, 1)
+	for _, a := range all[:min(n, len(all))] {
+		a.c.setFlag(FlagIncomplete)
+		delete(b.requests, a.c.ID)
+		b.emit(a.c)
+		b.evicted++
+	}
+	// Closed ones may still wait in the grace queue: drop emitted entries.
+	live := b.closing[:0]
+	for _, c := range b.closing {
+		if !c.emitted || c.closedAt.IsZero() {
+			live = append(live, c)
+		}
+	}
+	b.closing = live
+}
+
+// Evicted counts connections emitted early because of MaxConnections.
+func (b *Builder) Evicted() uint64 { return b.evicted }
 
 func (c *Connection) setTuple(ev *Event) {
 	if !ev.Local.Addr().IsValid() {
@@ -654,11 +716,17 @@ func (b *Builder) Finish(now time.Time) {
 	}
 }
 
-// finish emits a connection at once (its socket was reused).
+// finish ends a connection whose cookie a new one takes (the socket was
+// reused). A closed one stays in the grace queue, which emits it; an open
+// one is emitted now.
 func (b *Builder) finish(c *Connection, now time.Time) {
-	if c.closedAt.IsZero() {
-		c.closedAt = now
+	if !c.closedAt.IsZero() {
+		if b.conns[c.ID] == c {
+			delete(b.conns, c.ID)
+		}
+		return
 	}
+	c.closedAt = now
 	b.emit(c)
 }
 
@@ -667,7 +735,9 @@ func (b *Builder) emit(c *Connection) {
 		return
 	}
 	c.emitted = true
-	delete(b.conns, c.ID)
+	if b.conns[c.ID] == c {
+		delete(b.conns, c.ID)
+	}
 	if c.tupleKnown {
 		k := tupleKey{c.NetNS, c.Local, c.Remote}
 		if b.tuples[k] == c {

@@ -346,3 +346,42 @@ func TestDuplicateCookieChildIsNotAConnection(t *testing.T) {
 	}
 	check(t, got[100], OutcomeOpen, "", FlagSyncookie)
 }
+
+func TestMaxConnectionsEvictsOldestAsIncomplete(t *testing.T) {
+	var got []Connection
+	b := NewBuilder(BuilderConfig{MaxConnections: 100, Emit: func(c *Connection) { got = append(got, *c) }})
+	for i := 0; i < 150; i++ {
+		ev := st(uint64(1000+i), StateClose, StateSynSent, cliSS, srv)
+		ev.Time = t0.Add(time.Duration(i) * time.Millisecond)
+		b.Add(&ev)
+	}
+	if b.Live() > 100 {
+		t.Errorf("%d connections followed, cap 100", b.Live())
+	}
+	if len(got) == 0 || uint64(len(got)) != b.Evicted() {
+		t.Fatalf("%d emitted, %d evicted", len(got), b.Evicted())
+	}
+	for _, c := range got {
+		if c.ID >= 1000+50 || c.Outcome != OutcomeOpen || !slices.Contains(c.Flags, FlagIncomplete) {
+			t.Errorf("evicted %d: outcome %s flags %v; want the oldest, open and incomplete", c.ID, c.Outcome, c.Flags)
+		}
+	}
+}
+
+func TestReusedSocketWhileClosingIsNotLost(t *testing.T) {
+	s := &script{}
+	clientHandshake(s, 200)
+	s.at(time.Millisecond).ev(st(200, StateEstablished, StateClose, cli, srv))
+	// The same cookie connects again within the grace period.
+	s.at(2 * time.Millisecond).ev(st(200, StateClose, StateSynSent, cliSS, srv))
+	s.ev(st(200, StateSynSent, StateEstablished, ap("10.0.0.2:40001"), srv))
+	var got []Connection
+	b := NewBuilder(BuilderConfig{Clock: Clock{OffsetNs: t0.UnixNano()}, Emit: func(c *Connection) { got = append(got, *c) }})
+	for i := range s.events {
+		b.Add(&s.events[i])
+	}
+	b.Expire(t0.Add(2 * time.Second))
+	if len(got) != 1 || got[0].Outcome != OutcomeClosed || b.Live() != 1 {
+		t.Fatalf("after grace: %d emitted (%v), %d live; want the first closed and the second followed", len(got), got, b.Live())
+	}
+}

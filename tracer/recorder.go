@@ -21,6 +21,18 @@ type Recorder struct {
 	DecodeErrors uint64
 	// Events counts events read, by kind.
 	Events [8]uint64
+	lost   uint64
+}
+
+// checkLoss flags every connection followed now as incomplete when the
+// kernel dropped events since the last look: any of them may have lost one.
+func (r *Recorder) checkLoss() {
+	c, err := r.Tracer.Counters()
+	if err != nil || c.Lost == r.lost {
+		return
+	}
+	r.lost = c.Lost
+	r.Builder.MarkIncomplete()
 }
 
 // Run traces until ctx ends, then detaches, drains the ring buffer, and
@@ -56,6 +68,7 @@ func (r *Recorder) Run(ctx context.Context) error {
 			r.Builder.Add(&ev)
 		case errors.Is(err, ErrClosed):
 			now := time.Now()
+			r.checkLoss()
 			r.Builder.Finish(now)
 			if r.OnTick != nil {
 				return r.OnTick(now)
@@ -71,6 +84,7 @@ func (r *Recorder) Run(ctx context.Context) error {
 		}
 		if now := time.Now(); now.After(next) {
 			next = now.Add(r.TickInterval)
+			r.checkLoss()
 			r.Builder.Expire(now)
 			if r.OnTick != nil {
 				if err := r.OnTick(now); err != nil {

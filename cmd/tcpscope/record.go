@@ -97,6 +97,7 @@ type recordFlags struct {
 	format       string
 	synRecvLimit time.Duration
 	statusEvery  time.Duration
+	maxConns     int
 }
 
 func (f *recordFlags) registerRecord(cmd *cobra.Command) {
@@ -107,6 +108,7 @@ func (f *recordFlags) registerRecord(cmd *cobra.Command) {
 	fl.StringVar(&f.format, "format", "text", "--events output: text (aligned columns) or jsonl")
 	fl.DurationVar(&f.synRecvLimit, "syn-recv-threshold", time.Second, "flag long_syn_recv when a server waited this long for the final ACK")
 	fl.DurationVar(&f.statusEvery, "status-interval", 10*time.Second, "when stderr is not a terminal, print a plain status line this often")
+	fl.IntVar(&f.maxConns, "max-connections", tracer.DefaultMaxConnections, "connections followed at once; past it the least recently active are written early, flagged incomplete")
 }
 
 func (f *recordFlags) options() (sessionOptions, error) {
@@ -123,8 +125,11 @@ func (f *recordFlags) options() (sessionOptions, error) {
 	if f.statusEvery <= 0 {
 		return sessionOptions{}, usagef("--status-interval %s: must be positive", f.statusEvery)
 	}
+	if f.maxConns < 1000 {
+		return sessionOptions{}, usagef("--max-connections %d: at least 1000", f.maxConns)
+	}
 	return sessionOptions{cfg: cfg, output: f.output, events: f.events, format: f.format,
-		synRecvLimit: f.synRecvLimit, statusEvery: f.statusEvery}, nil
+		synRecvLimit: f.synRecvLimit, statusEvery: f.statusEvery, maxConns: f.maxConns}, nil
 }
 
 func newRecordCmd() *cobra.Command {

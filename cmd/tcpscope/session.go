@@ -21,6 +21,7 @@ type sessionOptions struct {
 	format       string // event format: text or jsonl
 	synRecvLimit time.Duration
 	statusEvery  time.Duration // plain status lines when not on a terminal
+	maxConns     int
 	command      []string      // recorded in the export's meta
 	// onConn, when set, also sees every finished connection.
 	onConn func(*tracer.Connection)
@@ -99,6 +100,7 @@ func openSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error
 	}
 	b := tracer.NewBuilder(tracer.BuilderConfig{
 		SynRecvThreshold: opts.synRecvLimit,
+		MaxConnections:   opts.maxConns,
 		Clock:            tr.Clock(),
 		Emit:             s.emit,
 		EmitListener:     s.emitListener,
@@ -288,7 +290,8 @@ func (s *session) run(ctx context.Context) error {
 	s.view.finish()
 	counters, cerr := s.tr.Counters()
 	end := time.Now()
-	x := output.Extra{End: end, LostEvents: counters.Lost, Orphans: s.rec.Builder.Orphans(), Listeners: s.listeners}
+	x := output.Extra{End: end, LostEvents: counters.Lost, Orphans: s.rec.Builder.Orphans(), Listeners: s.listeners,
+		Evicted: s.rec.Builder.Evicted()}
 	x.Counters, x.TimeWait = s.kernelEnd(end)
 	var exportErr error
 	if s.export != nil {

@@ -39,7 +39,11 @@ func compiledSchema() (*jsonschema.Schema, error) {
 
 // ValidateExport checks a .jsonl export line by line, or a .json export as
 // one document, against Schema.
-func ValidateExport(path string) error {
+func ValidateExport(path string) error { return ValidateExportSample(path, 0) }
+
+// ValidateExportSample checks at most the first n lines of a .jsonl export,
+// and its last line, against Schema (all of them when n is 0).
+func ValidateExportSample(path string, n int) error {
 	sch, err := compiledSchema()
 	if err != nil {
 		return fmt.Errorf("compiling schema: %w", err)
@@ -66,8 +70,19 @@ func ValidateExport(path string) error {
 	}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(nil, 64<<20)
-	for n := 1; sc.Scan(); n++ {
-		if err := validate(fmt.Sprintf("%s:%d", path, n), sc.Bytes()); err != nil {
+	var last []byte
+	line := 0
+	for line = 1; sc.Scan(); line++ {
+		if n > 0 && line > n {
+			last = append(last[:0], sc.Bytes()...)
+			continue
+		}
+		if err := validate(fmt.Sprintf("%s:%d", path, line), sc.Bytes()); err != nil {
+			return err
+		}
+	}
+	if last != nil {
+		if err := validate(fmt.Sprintf("%s:%d", path, line-1), last); err != nil {
 			return err
 		}
 	}

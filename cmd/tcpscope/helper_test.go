@@ -241,7 +241,11 @@ func (r *recording) waitConnections(t *testing.T, n int, timeout time.Duration) 
 }
 
 // stop interrupts tcpscope like Ctrl-C and returns its validated export.
-func (r *recording) stop(t *testing.T) *output.Recording {
+func (r *recording) stop(t *testing.T) *output.Recording { return r.stopSample(t, 0) }
+
+// stopSample is stop for big exports: the schema check covers the first n
+// lines and the last (every line is still parsed).
+func (r *recording) stopSample(t *testing.T, n int) *output.Recording {
 	t.Helper()
 	r.cmd.Process.Signal(os.Interrupt)
 	select {
@@ -253,7 +257,7 @@ func (r *recording) stop(t *testing.T) *output.Recording {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("tcpscope record did not stop on SIGINT")
 	}
-	if err := output.ValidateExport(r.path); err != nil {
+	if err := output.ValidateExportSample(r.path, n); err != nil {
 		t.Fatalf("export does not match the schema: %v", err)
 	}
 	rec, err := output.ReadExport(r.path)

@@ -1,9 +1,9 @@
 package tracer
 
 import (
-	"sort"
 	"fmt"
 	"net/netip"
+	"sort"
 	"time"
 )
 

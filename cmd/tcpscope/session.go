@@ -22,7 +22,7 @@ type sessionOptions struct {
 	synRecvLimit time.Duration
 	statusEvery  time.Duration // plain status lines when not on a terminal
 	maxConns     int
-	command      []string      // recorded in the export's meta
+	command      []string // recorded in the export's meta
 	// onConn, when set, also sees every finished connection.
 	onConn func(*tracer.Connection)
 }

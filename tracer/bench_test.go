@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 	"unsafe"
@@ -118,3 +119,26 @@ func TestBuilderSteadyStateAllocations(t *testing.T) {
 }
 
 var _ = netip.Addr{}
+
+// BenchmarkLiveConnectionMemory reports the heap held per connection the
+// builder follows (open, established, a few timeline steps).
+func BenchmarkLiveConnectionMemory(b *testing.B) {
+	const n = 100000
+	for i := 0; i < b.N; i++ {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		bld := NewBuilder(BuilderConfig{})
+		var ev Event
+		for c := 0; c < n; c++ {
+			for _, r := range connectionEvents(uint64(2*c+10), uint16(10000+c%50000))[:4] {
+				fromRaw(&r, Clock{}, &ev)
+				bld.Add(&ev)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(bld.Live()), "bytes/connection")
+		runtime.KeepAlive(bld)
+	}
+}

@@ -419,13 +419,7 @@ func (b *Builder) serverChild(ev *Event) *Connection {
 		l.Children++
 	}
 	b.indexTuple(c)
-	k := tupleKey{c.NetNS, c.Local, c.Remote}
-	if at, ok := b.overflowed[k]; ok {
-		delete(b.overflowed, k)
-		c.setFlag(FlagListenOverflow)
-		c.item(at, Item{Kind: KindListenOverflow.String(), Detail: "final ACK dropped: accept queue full"})
-		sortTimeline(c.Timeline)
-	}
+	b.joinOverflow(c)
 	return c
 }
 
@@ -585,12 +579,7 @@ func (b *Builder) onSynAck(ev *Event) {
 		c.listener = l
 		b.requests[ev.Cookie] = c
 		b.indexTuple(c)
-		k := tupleKey{c.NetNS, c.Local, c.Remote}
-		if at, ok := b.overflowed[k]; ok {
-			delete(b.overflowed, k)
-			c.setFlag(FlagListenOverflow)
-			c.item(at, Item{Kind: KindListenOverflow.String(), Detail: "final ACK dropped: accept queue full"})
-		}
+		b.joinOverflow(c)
 	}
 	if ev.SntSynAckUs != 0 && c.sntSynAckNs == 0 {
 		c.sntSynAckNs = int64(ev.SntSynAckUs)*1000 + b.cfg.Clock.MonoToBootNs

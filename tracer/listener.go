@@ -101,12 +101,26 @@ func (b *Builder) onOverflow(ev *Event) {
 	}
 	k := tupleKey{ev.NetNS, ev.Local, ev.Remote}
 	if c, ok := b.tuples[k]; ok {
-		c.setFlag(FlagListenOverflow)
-		c.item(ev.Time, Item{Kind: KindListenOverflow.String(), Detail: "final ACK dropped: accept queue full"})
+		c.overflowed(ev.Time)
 		return
 	}
 	if len(b.overflowed) < maxOverflowed {
 		b.overflowed[k] = ev.Time
+	}
+}
+
+func (c *Connection) overflowed(at time.Time) {
+	c.setFlag(FlagListenOverflow)
+	c.item(at, Item{Kind: KindListenOverflow.String(), Detail: "final ACK dropped: accept queue full"})
+	sortTimeline(c.Timeline)
+}
+
+// joinOverflow gives a connection seen after its overflow drop the flag.
+func (b *Builder) joinOverflow(c *Connection) {
+	k := tupleKey{c.NetNS, c.Local, c.Remote}
+	if at, ok := b.overflowed[k]; ok {
+		delete(b.overflowed, k)
+		c.overflowed(at)
 	}
 }
 

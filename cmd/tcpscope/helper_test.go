@@ -274,3 +274,15 @@ func dumpJSON(v any) string {
 	b, _ := json.MarshalIndent(v, "", " ")
 	return string(b)
 }
+
+// dialClose opens and closes n connections to addr from inside ns.
+func dialClose(t *testing.T, ns *netns.NS, addr string, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		c, err := dialNS(t, ns, "tcp4", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+}

@@ -251,13 +251,7 @@ func TestReportReproducesTables(t *testing.T) {
 	ns := nettest.New(t)
 	r := startRecord(t, ns, "run.jsonl")
 	addr, _ := startServer(t, ns, "tcp4", "127.0.0.1:0", "client-closes", 3)
-	for i := 0; i < 3; i++ {
-		c, err := dialNS(t, ns, "tcp4", addr, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Close()
-	}
+	dialClose(t, ns, addr, 3)
 	dialNS(t, ns, "tcp4", "127.0.0.1:9", 5*time.Second)
 	r.waitConnections(t, 8, 15*time.Second)
 	r.stop(t)

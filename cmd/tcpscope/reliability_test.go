@@ -82,13 +82,7 @@ func TestEveryExitWritesAValidExport(t *testing.T) {
 				t.Fatalf("tcpscope holds no BPF program")
 			}
 			addr, _ := startServer(t, ns, "tcp4", "127.0.0.1:0", "client-closes", 3)
-			for i := 0; i < 3; i++ {
-				c, err := dialNS(t, ns, "tcp4", addr, 5*time.Second)
-				if err != nil {
-					t.Fatal(err)
-				}
-				c.Close()
-			}
+			dialClose(t, ns, addr, 3)
 			if strings.HasSuffix(tc.name, ".jsonl") {
 				r.waitConnections(t, 6, 15*time.Second)
 			}

@@ -107,6 +107,25 @@ func TestEveryExitWritesAValidExport(t *testing.T) {
 	}
 }
 
+// TestDurationEndWritesAValidExport: --duration ends the recording by itself.
+func TestDurationEndWritesAValidExport(t *testing.T) {
+	t.Parallel()
+	ns := nettest.New(t)
+	path := filepath.Join(t.TempDir(), "run.json")
+	var stderr strings.Builder
+	cmd := exec.Command(binary, "record", "--netns", fmt.Sprint(ns.Inode), "--duration", "1s", "-o", path)
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("record --duration 1s: %v\n%s", err, stderr.String())
+	}
+	if err := output.ValidateExport(path); err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := output.ReadExport(path); err != nil || rec.Summary == nil {
+		t.Errorf("export: %v", err)
+	}
+}
+
 // TestLossesAreCountedAndFlagged: a one-page ring buffer and a burst of
 // connections lose events; the export says how many, and connections open
 // while it happened are flagged incomplete.

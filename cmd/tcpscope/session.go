@@ -308,6 +308,9 @@ func (s *session) run(ctx context.Context) error {
 		}
 	}
 	fmt.Fprintln(s.stderr, "tcpscope: "+output.TallyLine(output.Tally{ByKind: s.kindCounts(), Lost: counters.Lost}))
+	if counters.StorageFailures > 0 {
+		fmt.Fprintf(s.stderr, "tcpscope: %d listeners could not be given socket storage: their connections have no owner or listener id\n", counters.StorageFailures)
+	}
 	if counters.Lost > 0 {
 		fmt.Fprintf(s.stderr, "tcpscope: %d events were lost because the ring buffer was full: raise --ring-buffer-size or narrow --port/--netns\n", counters.Lost)
 	}

@@ -41,6 +41,7 @@ still written whole).`,
 				return err
 			}
 			opts.command = args
+			opts.sharedTerminal = true
 			path, err := exec.LookPath(args[0])
 			if err != nil {
 				return commandError(args[0], err)

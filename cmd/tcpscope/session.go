@@ -25,6 +25,9 @@ type sessionOptions struct {
 	command      []string // recorded in the export's meta
 	// onConn, when set, also sees every finished connection.
 	onConn func(*tracer.Connection)
+	// sharedTerminal: another program writes to the terminal too (run's
+	// CMD), so no panel is drawn: redrawing it would erase CMD's lines.
+	sharedTerminal bool
 }
 
 // session is one recording: tracer, builder, export and what is printed.
@@ -86,6 +89,10 @@ func openSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error
 		opts.statusEvery = 10 * time.Second
 	}
 	s.view = newLiveView(s.report, stderr, opts.statusEvery)
+	if opts.sharedTerminal {
+		s.view.tty, s.view.reportTTY, s.view.color = false, false, false
+		s.view.interval = opts.statusEvery
+	}
 	if opts.output == "-" {
 		s.report = stderr
 	}

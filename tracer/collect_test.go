@@ -125,14 +125,10 @@ func closed(evs []tracer.Event, cookie uint64) bool {
 	return ok
 }
 
-// listen opens a listener inside ns on an ephemeral port.
+// listen opens a listener inside ns and closes it at cleanup.
 func listen(t *testing.T, ns *netns.NS, network, address string) net.Listener {
 	t.Helper()
-	var ln net.Listener
-	err := ns.Do(func() (err error) {
-		ln, err = net.Listen(network, address)
-		return err
-	})
+	ln, err := ns.Listen(network, address)
 	if err != nil {
 		t.Fatalf("listening in namespace: %v", err)
 	}
@@ -140,14 +136,8 @@ func listen(t *testing.T, ns *netns.NS, network, address string) net.Listener {
 	return ln
 }
 
-// dial connects from inside ns.
 func dial(ns *netns.NS, network, address string, timeout time.Duration) (net.Conn, error) {
-	var c net.Conn
-	err := ns.Do(func() (err error) {
-		c, err = net.DialTimeout(network, address, timeout)
-		return err
-	})
-	return c, err
+	return ns.Dial(network, address, timeout)
 }
 
 func newNS(t *testing.T) *netns.NS { return nettest.New(t) }

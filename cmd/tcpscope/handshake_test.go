@@ -21,8 +21,8 @@ import (
 
 func listenNS(t *testing.T, ns *netns.NS, network, addr string) net.Listener {
 	t.Helper()
-	var ln net.Listener
-	if err := ns.Do(func() (err error) { ln, err = net.Listen(network, addr); return }); err != nil {
+	ln, err := ns.Listen(network, addr)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
@@ -225,26 +225,15 @@ func connectClose(to netip.AddrPort) error {
 	return unix.Connect(fd, &unix.SockaddrInet4{Port: int(to.Port()), Addr: to.Addr().As4()})
 }
 
-// listenBacklog listens with an explicit backlog (net.Listen uses somaxconn).
+// listenBacklog listens with an explicit backlog and never accepts.
 func listenBacklog(t *testing.T, ns *netns.NS, backlog int) netip.AddrPort {
 	t.Helper()
-	var fd int
-	err := ns.Do(func() error {
-		var err error
-		if fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0); err != nil {
-			return err
-		}
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-			return err
-		}
-		return unix.Listen(fd, backlog)
-	})
+	ln, err := ns.ListenBacklog(0, backlog)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { unix.Close(fd) })
-	sa, _ := unix.Getsockname(fd)
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*unix.SockaddrInet4).Port))
+	t.Cleanup(func() { ln.Close() })
+	return netns.AddrPort(ln)
 }
 
 // burst starts n non-blocking connects at once and closes them after d.

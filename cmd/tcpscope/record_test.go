@@ -18,12 +18,7 @@ import (
 
 func dialNS(t *testing.T, ns *netns.NS, network, addr string, timeout time.Duration) (net.Conn, error) {
 	t.Helper()
-	var c net.Conn
-	err := ns.Do(func() (err error) {
-		c, err = net.DialTimeout(network, addr, timeout)
-		return err
-	})
-	return c, err
+	return ns.Dial(network, addr, timeout)
 }
 
 func byRole(t *testing.T, rec *output.Recording, role tracer.Role) []tracer.Connection {

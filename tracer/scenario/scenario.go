@@ -124,20 +124,19 @@ func (s *servers) wait() { s.wg.Wait(); s.conns.Wait() }
 func startServers(ns *netns.NS, tinyBacklog int, until time.Time) (*servers, error) {
 	s := &servers{until: until}
 	var web, slow, churnLn, tiny net.Listener
-	err := ns.Do(func() error {
-		var err error
-		if web, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", PortWeb)); err != nil {
+	err := func() (err error) {
+		if web, err = ns.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", PortWeb)); err != nil {
 			return err
 		}
-		if slow, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", PortSlow)); err != nil {
+		if slow, err = ns.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", PortSlow)); err != nil {
 			return err
 		}
-		if churnLn, err = net.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", PortChurn)); err != nil {
+		if churnLn, err = ns.Listen("tcp4", fmt.Sprintf("127.0.0.1:%d", PortChurn)); err != nil {
 			return err
 		}
-		tiny, err = listenBacklog(PortTiny, tinyBacklog)
+		tiny, err = ns.ListenBacklog(PortTiny, tinyBacklog)
 		return err
-	})
+	}()
 	if err != nil {
 		for _, ln := range []net.Listener{web, slow, churnLn, tiny} {
 			if ln != nil {
@@ -219,33 +218,8 @@ func waitUnread(c *net.TCPConn) {
 	}
 }
 
-// listenBacklog listens with an explicit backlog (net.Listen uses somaxconn).
-func listenBacklog(port, backlog int) (net.Listener, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, err
-	}
-	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	if err := unix.Listen(fd, backlog); err != nil {
-		unix.Close(fd)
-		return nil, err
-	}
-	f := osFile(fd)
-	defer f.Close()
-	return net.FileListener(f)
-}
-
 func dial(ns *netns.NS, port int, timeout time.Duration) (net.Conn, error) {
-	var c net.Conn
-	err := ns.Do(func() (err error) {
-		c, err = net.DialTimeout("tcp4", fmt.Sprintf("127.0.0.1:%d", port), timeout)
-		return err
-	})
-	return c, err
+	return ns.Dial("tcp4", fmt.Sprintf("127.0.0.1:%d", port), timeout)
 }
 
 const response = "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello"

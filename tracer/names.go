@@ -33,9 +33,8 @@ const (
 // String spells the state as the kernel does, without the TCP_ prefix:
 // "SYN_SENT", "FIN_WAIT2".
 func (s State) String() string {
-	n := kernelNames()
-	if name, ok := n.states[uint32(s)]; ok {
-		return name
+	if t := kernelNames().stateTable; int(s) < len(t) && t[s] != "" {
+		return t[s]
 	}
 	return fmt.Sprintf("STATE_%d", uint8(s))
 }
@@ -92,6 +91,7 @@ func ErrnoName(errno int32) string {
 }
 
 type names struct {
+	stateTable  [256]string // states by number, for the hot path
 	states      map[uint32]string
 	rstReasons  map[uint32]string
 	dropReasons map[uint32]string
@@ -113,6 +113,11 @@ func kernelNames() *names {
 		}
 		if namesVal == nil {
 			namesVal = fallbackNames()
+		}
+		for v, name := range namesVal.states {
+			if v < uint32(len(namesVal.stateTable)) {
+				namesVal.stateTable[v] = name
+			}
 		}
 	})
 	return namesVal

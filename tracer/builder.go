@@ -60,6 +60,7 @@ type Builder struct {
 	listenerSet    map[uint64]*Listener
 	listenerByPort map[listenKey]uint64
 	overflowed     map[tupleKey]time.Time
+	abandoned      map[tupleKey]abandonedRequest // recently abandoned requests, by tuple
 	free           []*Connection
 	nextID         uint64
 	orphans        uint64
@@ -106,6 +107,7 @@ func NewBuilder(cfg BuilderConfig) *Builder {
 		listenerSet:    map[uint64]*Listener{},
 		listenerByPort: map[listenKey]uint64{},
 		overflowed:     map[tupleKey]time.Time{},
+		abandoned:      map[tupleKey]abandonedRequest{},
 	}
 }
 
@@ -672,6 +674,35 @@ func (b *Builder) Expire(now time.Time) {
 			delete(b.overflowed, k)
 		}
 	}
+	for k, a := range b.abandoned {
+		if now.Sub(a.at) > 3*time.Minute {
+			delete(b.abandoned, k)
+		}
+	}
+}
+
+type abandonedRequest struct {
+	id uint64
+	at time.Time
+}
+
+// maxAbandoned bounds the abandoned requests remembered for linking.
+const maxAbandoned = 65536
+
+// linkAbandoned: a handshake the server gave up on leaves a client that
+// believes it is connected; when that client ends (typically reset by the
+// listener once it sends data), its peer is the abandoned request record.
+func (b *Builder) linkAbandoned(c *Connection) {
+	switch {
+	case c.pending && c.Outcome == OutcomeTimeout && c.tupleKnown:
+		if len(b.abandoned) < maxAbandoned {
+			b.abandoned[tupleKey{c.NetNS, c.Local, c.Remote}] = abandonedRequest{c.ID, c.closedAt}
+		}
+	case c.Role == RoleClient && c.PeerID == 0 && c.tupleKnown:
+		if a, ok := b.abandoned[tupleKey{c.NetNS, c.Remote, c.Local}]; ok {
+			c.PeerID = a.id
+		}
+	}
 }
 
 // requestDeadline is when the request's next SYN-ACK would have gone out:
@@ -735,6 +766,7 @@ func (b *Builder) emit(c *Connection) {
 		}
 	}
 	c.conclude(b.cfg)
+	b.linkAbandoned(c)
 	if l := c.listener; l != nil {
 		// A listener first known by port gets its cookie later.
 		if l.ID < syntheticIDBase {

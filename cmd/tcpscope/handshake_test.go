@@ -116,7 +116,7 @@ func TestAbandonedHandshake(t *testing.T) {
 	r := startRecord(t, ns, "run.jsonl")
 	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
 	port := netip.MustParseAddrPort(ln.Addr().String()).Port()
-	dropClientACKs(t, ns, port)
+	remove := dropClientACKs(t, ns, port)
 	c, err := dialNS(t, ns, "tcp4", ln.Addr().String(), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -124,19 +124,27 @@ func TestAbandonedHandshake(t *testing.T) {
 	defer c.Close()
 	// SYN-ACK at 0 s, retransmit at 1 s, request dropped at 3 s.
 	r.waitConnections(t, 1, 15*time.Second)
-	rec := r.stop(t)
-	var sv tracer.Connection
-	for _, x := range rec.Connections {
-		if x.Role == tracer.RoleServer {
-			sv = x
-		}
+	// The client still believes it is connected: its first data meets the
+	// listener, which resets it.
+	remove()
+	c.Write([]byte("late"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || !strings.Contains(err.Error(), "reset") {
+		t.Errorf("client read after the request died: %v, want a reset", err)
 	}
+	c.Close()
+	r.waitConnections(t, 2, 15*time.Second)
+	rec := r.stop(t)
+	sv, cl := one(t, rec, tracer.RoleServer), one(t, rec, tracer.RoleClient)
 	if sv.Outcome != tracer.OutcomeTimeout || sv.Retransmits.SynAck != 1 ||
 		!slices.Equal(sv.Flags, []tracer.Flag{tracer.FlagSynAckRetransmitted, tracer.FlagHandshakeTimeout}) {
 		t.Errorf("abandoned request: %s", dumpJSON(sv))
 	}
 	if d := sv.End.Sub(sv.Start); d < 2900*time.Millisecond || d > 3500*time.Millisecond {
 		t.Errorf("request lived %v, want about 3 s (1 s + 2 s of SYN-ACK timers)", d)
+	}
+	if cl.Outcome != tracer.OutcomeReset || cl.PeerID != sv.ID {
+		t.Errorf("client: outcome %s peer %d; want reset and linked to the abandoned request %d", cl.Outcome, cl.PeerID, sv.ID)
 	}
 	if len(rec.Listeners) != 1 || rec.Listeners[0].Abandoned != 1 {
 		t.Errorf("listener: %s", dumpJSON(rec.Listeners))

@@ -54,6 +54,11 @@ func runDemo(parent context.Context, out string, d time.Duration, stdout, stderr
 	if err := scenario.Setup(ns); err != nil {
 		return err
 	}
+	if parent == nil {
+		parent = context.Background()
+	}
+	ctx, cancel := stopContext(parent, 0)
+	defer cancel()
 	findings := newDemoFindings()
 	s, err := openSession(sessionOptions{
 		cfg:          tracer.Config{NetNS: []uint32{ns.Inode}},
@@ -67,11 +72,6 @@ func runDemo(parent context.Context, out string, d time.Duration, stdout, stderr
 	}
 	fmt.Fprintf(stdout, "demo: network namespace %d, servers on 127.0.0.1:%d-%d, load for %s\n",
 		ns.Inode, scenario.PortWeb, scenario.PortChurn, d)
-	if parent == nil {
-		parent = context.Background()
-	}
-	ctx, cancel := stopContext(parent, 0)
-	defer cancel()
 	traceCtx, stopTrace := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- s.run(traceCtx) }()

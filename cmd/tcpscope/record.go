@@ -150,12 +150,14 @@ ends flagged; at the end, a summary. -o keeps every connection's timeline.`,
 			if err != nil {
 				return err
 			}
+			// Catch Ctrl-C before saying "tracing": from then on an
+			// interrupt must end the recording, not the process.
+			ctx, cancel := stopContext(cmd.Context(), f.duration)
+			defer cancel()
 			s, err := openSession(opts, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			ctx, cancel := stopContext(cmd.Context(), f.duration)
-			defer cancel()
 			return s.run(ctx)
 		},
 	}

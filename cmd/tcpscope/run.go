@@ -46,11 +46,15 @@ still written whole).`,
 			if err != nil {
 				return commandError(args[0], err)
 			}
+			// Catch Ctrl-C before saying "tracing" (see runCommand).
+			sigs := make(chan os.Signal, 2)
+			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+			defer signal.Stop(sigs)
 			s, err := openSession(opts, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			return runCommand(cmd.Context(), s, path, args, linger, f.duration)
+			return runCommand(cmd.Context(), s, path, args, linger, f.duration, sigs)
 		},
 	}
 	f.registerRecord(cmd)
@@ -81,7 +85,7 @@ type exitCodeError struct {
 func (e exitCodeError) Error() string { return e.err.Error() }
 func (e exitCodeError) Unwrap() error { return e.err }
 
-func runCommand(parent context.Context, s *session, path string, args []string, linger, limit time.Duration) error {
+func runCommand(parent context.Context, s *session, path string, args []string, linger, limit time.Duration, sigs chan os.Signal) error {
 	child := exec.Command(path, args[1:]...)
 	child.Stdin, child.Stdout, child.Stderr = os.Stdin, s.cmdStdout(), os.Stderr
 	if err := child.Start(); err != nil {
@@ -94,9 +98,6 @@ func runCommand(parent context.Context, s *session, path string, args []string, 
 	ctx, stop := context.WithCancel(parent)
 	defer stop()
 	exited := make(chan struct{})
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	go func() {
 		interrupts := 0
 		var timeout <-chan time.Time

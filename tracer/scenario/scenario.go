@@ -340,7 +340,7 @@ func churn(ctx context.Context, ns *netns.NS, from, until time.Time, in *Injecte
 		return
 	}
 	to := &unix.SockaddrInet4{Port: PortChurn, Addr: [4]byte{127, 0, 0, 1}}
-	tick := time.NewTicker(2 * time.Millisecond)
+	tick := time.NewTicker(time.Millisecond) // at most 1000 connects/s
 	defer tick.Stop()
 	for time.Now().Before(until) && in.ChurnFailures < 20 {
 		select {

@@ -97,7 +97,7 @@ type connectionJSON struct {
 	Outcome     string        `json:"outcome"`
 	Errno       string        `json:"errno"`
 	Flags       []tracer.Flag `json:"flags"`
-	Timeline    []tracer.Item `json:"timeline"`
+	Timeline    json.RawMessage `json:"timeline"`
 }
 
 type retransmits struct {
@@ -106,14 +106,27 @@ type retransmits struct {
 	Data   uint32 `json:"data"`
 }
 
-func (j *connectionJSON) connection() (tracer.Connection, error) {
+// ReadOptions tune ReadExport.
+type ReadOptions struct {
+	// FlaggedTimelinesOnly decodes the timeline only of connections with
+	// a flag that matters (tracer.Connection.Flagged): the tables need no
+	// more, and timelines are most of a big file.
+	FlaggedTimelinesOnly bool
+}
+
+func (j *connectionJSON) connection(opts ReadOptions) (tracer.Connection, error) {
 	c := tracer.Connection{
 		ID: j.ID, PeerID: j.PeerID, ListenerID: j.ListenerID, Role: j.Role, Family: j.Family,
 		NetNS: j.NetNS, PID: j.PID, Comm: j.Comm, Start: j.Start, End: j.End, DurationUs: j.DurationUs,
 		HandshakeUs: -1, SynRecvUs: -1, SynRecvHow: j.SynRecvHow,
 		Retransmits:   tracer.Retransmits{Syn: j.Retransmits.Syn, SynAck: j.Retransmits.SynAck, Data: j.Retransmits.Data},
 		BytesReceived: j.BytesRecv, BytesAcked: j.BytesAcked,
-		ClosedBy: j.ClosedBy, Outcome: tracer.Outcome(j.Outcome), Errno: j.Errno, Flags: j.Flags, Timeline: j.Timeline,
+		ClosedBy: j.ClosedBy, Outcome: tracer.Outcome(j.Outcome), Errno: j.Errno, Flags: j.Flags,
+	}
+	if len(j.Timeline) > 0 && (!opts.FlaggedTimelinesOnly || c.Flagged()) {
+		if err := json.Unmarshal(j.Timeline, &c.Timeline); err != nil {
+			return c, fmt.Errorf("connection %d: timeline: %w", j.ID, err)
+		}
 	}
 	if j.HandshakeUs != nil {
 		c.HandshakeUs = *j.HandshakeUs
@@ -156,7 +169,10 @@ func validOutcome(o tracer.Outcome) bool {
 
 // ReadExport reads a .jsonl or .json export, naming the file and line of
 // the first thing wrong with it.
-func ReadExport(path string) (*Recording, error) {
+func ReadExport(path string) (*Recording, error) { return ReadExportWith(path, ReadOptions{}) }
+
+// ReadExportWith is ReadExport with options.
+func ReadExportWith(path string, opts ReadOptions) (*Recording, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -172,9 +188,9 @@ func ReadExport(path string) (*Recording, error) {
 	}
 	head, _ := br.Peek(16)
 	if bytes.HasPrefix(bytes.TrimLeft(head, " \t\r\n"), []byte(`{"meta"`)) {
-		return readJSON(path, br)
+		return readJSON(path, br, opts)
 	}
-	return readJSONL(path, br)
+	return readJSONL(path, br, opts)
 }
 
 func firstByte(br *bufio.Reader) (byte, error) {
@@ -202,7 +218,7 @@ func checkMeta(path string, line int, m Meta) error {
 	return nil
 }
 
-func readJSONL(path string, br *bufio.Reader) (*Recording, error) {
+func readJSONL(path string, br *bufio.Reader, opts ReadOptions) (*Recording, error) {
 	rec := &Recording{}
 	line := 0
 	sawMeta := false
@@ -225,7 +241,10 @@ func readJSONL(path string, br *bufio.Reader) (*Recording, error) {
 		var typ struct {
 			Type string `json:"type"`
 		}
-		if err := json.Unmarshal(raw, &typ); err != nil {
+		// tcpscope writes "type" first: read it without parsing the line twice.
+		if t, ok := leadingType(raw); ok {
+			typ.Type = t
+		} else if err := json.Unmarshal(raw, &typ); err != nil {
 			return nil, fmt.Errorf("%s:%d: invalid JSON: %v", path, line, err)
 		}
 		if !sawMeta && typ.Type != "meta" {
@@ -248,7 +267,7 @@ func readJSONL(path string, br *bufio.Reader) (*Recording, error) {
 			if err := json.Unmarshal(raw, &j); err != nil {
 				return nil, fmt.Errorf("%s:%d: invalid connection record: %v", path, line, err)
 			}
-			c, err := j.connection()
+			c, err := j.connection(opts)
 			if err != nil {
 				return nil, fmt.Errorf("%s:%d: %v", path, line, err)
 			}
@@ -279,7 +298,7 @@ func readJSONL(path string, br *bufio.Reader) (*Recording, error) {
 	return rec, nil
 }
 
-func readJSON(path string, br *bufio.Reader) (*Recording, error) {
+func readJSON(path string, br *bufio.Reader, opts ReadOptions) (*Recording, error) {
 	data, err := io.ReadAll(br)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -322,7 +341,7 @@ func readJSON(path string, br *bufio.Reader) (*Recording, error) {
 		rec.Listeners = append(rec.Listeners, l)
 	}
 	for i := range doc.Connections {
-		c, err := doc.Connections[i].connection()
+		c, err := doc.Connections[i].connection(opts)
 		if err != nil {
 			return nil, fmt.Errorf("%s: connection %d: %v", path, i+1, err)
 		}
@@ -336,4 +355,18 @@ func lineAt(data []byte, off int64) int {
 		off = int64(len(data))
 	}
 	return bytes.Count(data[:off], []byte("\n")) + 1
+}
+
+// leadingType reads the record type of a line that starts {"type":"...".
+func leadingType(raw []byte) (string, bool) {
+	const prefix = `{"type":"`
+	if !bytes.HasPrefix(raw, []byte(prefix)) {
+		return "", false
+	}
+	rest := raw[len(prefix):]
+	end := bytes.IndexByte(rest, '"')
+	if end <= 0 || end > 16 {
+		return "", false
+	}
+	return string(rest[:end]), true
 }

@@ -39,7 +39,7 @@ func newReportCmd() *cobra.Command {
 			if f.format != "table" && f.format != "json" {
 				return usagef("--format %q: use table or json", f.format)
 			}
-			rec, err := output.ReadExport(args[0])
+			rec, err := output.ReadExportWith(args[0], output.ReadOptions{FlaggedTimelinesOnly: f.id == 0 && f.format == "table"})
 			if err != nil {
 				return usageError{err}
 			}

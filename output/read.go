@@ -71,32 +71,32 @@ func (s *SummaryRecord) Extra() Extra {
 }
 
 type connectionJSON struct {
-	Type        string        `json:"type"`
-	ID          uint64        `json:"id"`
-	PeerID      uint64        `json:"peer_id"`
-	ListenerID  uint64        `json:"listener_id"`
-	Role        tracer.Role   `json:"role"`
-	Family      string        `json:"family"`
-	LocalAddr   *string       `json:"local_addr"`
-	LocalPort   uint16        `json:"local_port"`
-	RemoteAddr  *string       `json:"remote_addr"`
-	RemotePort  uint16        `json:"remote_port"`
-	NetNS       uint32        `json:"netns"`
-	PID         uint32        `json:"pid"`
-	Comm        string        `json:"comm"`
-	Start       time.Time     `json:"start"`
-	End         time.Time     `json:"end"`
-	DurationUs  int64         `json:"duration_us"`
-	HandshakeUs *int64        `json:"handshake_us"`
-	SynRecvUs   *int64        `json:"syn_recv_us"`
-	SynRecvHow  string        `json:"syn_recv_method"`
-	Retransmits retransmits   `json:"retransmits"`
-	BytesRecv   uint64        `json:"bytes_received"`
-	BytesAcked  uint64        `json:"bytes_acked"`
-	ClosedBy    string        `json:"closed_by"`
-	Outcome     string        `json:"outcome"`
-	Errno       string        `json:"errno"`
-	Flags       []tracer.Flag `json:"flags"`
+	Type        string          `json:"type"`
+	ID          uint64          `json:"id"`
+	PeerID      uint64          `json:"peer_id"`
+	ListenerID  uint64          `json:"listener_id"`
+	Role        tracer.Role     `json:"role"`
+	Family      string          `json:"family"`
+	LocalAddr   *string         `json:"local_addr"`
+	LocalPort   uint16          `json:"local_port"`
+	RemoteAddr  *string         `json:"remote_addr"`
+	RemotePort  uint16          `json:"remote_port"`
+	NetNS       uint32          `json:"netns"`
+	PID         uint32          `json:"pid"`
+	Comm        string          `json:"comm"`
+	Start       time.Time       `json:"start"`
+	End         time.Time       `json:"end"`
+	DurationUs  int64           `json:"duration_us"`
+	HandshakeUs *int64          `json:"handshake_us"`
+	SynRecvUs   *int64          `json:"syn_recv_us"`
+	SynRecvHow  string          `json:"syn_recv_method"`
+	Retransmits retransmits     `json:"retransmits"`
+	BytesRecv   uint64          `json:"bytes_received"`
+	BytesAcked  uint64          `json:"bytes_acked"`
+	ClosedBy    string          `json:"closed_by"`
+	Outcome     string          `json:"outcome"`
+	Errno       string          `json:"errno"`
+	Flags       []tracer.Flag   `json:"flags"`
 	Timeline    json.RawMessage `json:"timeline"`
 }
 

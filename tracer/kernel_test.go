@@ -164,6 +164,17 @@ func TestRefusedConnect(t *testing.T) {
 		t.Errorf("reset received in %s on %s -> %s; want SYN_SENT on %s -> %s", recv.State, recv.Local, recv.Remote, sent.Remote, target)
 	}
 	errEv, _ := find(evs, func(e tracer.Event) bool { return e.Kind == tracer.KindError })
+	// connect() then calls tcp_disconnect(), whose sk_error_report() carries
+	// no error (sk_err already consumed): it must not appear as a second one.
+	errors := 0
+	for _, e := range col.snapshot() {
+		if e.Kind == tracer.KindError {
+			errors++
+		}
+	}
+	if errors != 1 {
+		t.Errorf("%d socket error events, want 1 (ECONNREFUSED)", errors)
+	}
 	if tracer.ErrnoName(errEv.Err) != "ECONNREFUSED" || errEv.Cookie != recv.Cookie {
 		t.Errorf("socket error %s on cookie %d, want ECONNREFUSED on %d", tracer.ErrnoName(errEv.Err), errEv.Cookie, recv.Cookie)
 	}

@@ -146,11 +146,17 @@ func TestRefusedConnect(t *testing.T) {
 	if _, err := dial(ns, "tcp4", target.String(), 5*time.Second); err == nil {
 		t.Fatalf("connect to closed port %s succeeded", target)
 	}
-	evs := col.waitFor(t, "reset sent, reset received and ECONNREFUSED", 5*time.Second, func(evs []tracer.Event) bool {
-		_, a := find(evs, func(e tracer.Event) bool { return e.Kind == tracer.KindResetSent })
-		_, b := find(evs, func(e tracer.Event) bool { return e.Kind == tracer.KindResetReceived })
-		_, c := find(evs, func(e tracer.Event) bool { return e.Kind == tracer.KindError })
-		return a && b && c
+	// A marker after everything connect() caused: a listener opened and
+	// closed. The ring buffer keeps reservation order, so once its
+	// LISTEN->CLOSE is read, every earlier event has been.
+	marker := listen(t, ns, "tcp4", "127.0.0.1:0")
+	markerPort := addrPort(t, marker.Addr()).Port()
+	marker.Close()
+	evs := col.waitFor(t, "the refused connect's events and the marker", 5*time.Second, func(evs []tracer.Event) bool {
+		_, ok := find(evs, func(e tracer.Event) bool {
+			return e.Kind == tracer.KindState && e.OldState == tracer.StateListen && e.NewState == tracer.StateClose && e.Local.Port() == markerPort
+		})
+		return ok
 	})
 	sent, _ := find(evs, func(e tracer.Event) bool { return e.Kind == tracer.KindResetSent })
 	if !sent.NoSocket || sent.Cookie != 0 || !sent.HasReason || sent.Reason.String() != "NO_SOCKET" {
@@ -167,7 +173,7 @@ func TestRefusedConnect(t *testing.T) {
 	// connect() then calls tcp_disconnect(), whose sk_error_report() carries
 	// no error (sk_err already consumed): it must not appear as a second one.
 	errors := 0
-	for _, e := range col.snapshot() {
+	for _, e := range evs {
 		if e.Kind == tracer.KindError {
 			errors++
 		}

@@ -1,6 +1,7 @@
 package tracer_test
 
 import (
+	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/tcpscope/tcpscope/tracer"
 	"github.com/tcpscope/tcpscope/tracer/netns"
+	"golang.org/x/sys/unix"
 )
 
 func addrPort(t *testing.T, a net.Addr) netip.AddrPort {
@@ -143,8 +145,19 @@ func TestRefusedConnect(t *testing.T) {
 	target := addrPort(t, ln.Addr())
 	ln.Close()
 
-	if _, err := dial(ns, "tcp4", target.String(), 5*time.Second); err == nil {
-		t.Fatalf("connect to closed port %s succeeded", target)
+	// A blocking connect(2), as most programs do: on failure the kernel
+	// also runs tcp_disconnect() (__inet_stream_connect), which reports a
+	// second, empty socket error that tcpscope must drop.
+	err := ns.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.Connect(fd, &unix.SockaddrInet4{Port: int(target.Port()), Addr: target.Addr().As4()})
+	})
+	if !errors.Is(err, unix.ECONNREFUSED) {
+		t.Fatalf("connect to closed port %s: %v, want ECONNREFUSED", target, err)
 	}
 	// A marker after everything connect() caused: a listener opened and
 	// closed. The ring buffer keeps reservation order, so once its
@@ -172,14 +185,14 @@ func TestRefusedConnect(t *testing.T) {
 	errEv, _ := find(evs, func(e tracer.Event) bool { return e.Kind == tracer.KindError })
 	// connect() then calls tcp_disconnect(), whose sk_error_report() carries
 	// no error (sk_err already consumed): it must not appear as a second one.
-	errors := 0
+	reports := 0
 	for _, e := range evs {
 		if e.Kind == tracer.KindError {
-			errors++
+			reports++
 		}
 	}
-	if errors != 1 {
-		t.Errorf("%d socket error events, want 1 (ECONNREFUSED)", errors)
+	if reports != 1 {
+		t.Errorf("%d socket error events, want 1 (ECONNREFUSED)", reports)
 	}
 	if tracer.ErrnoName(errEv.Err) != "ECONNREFUSED" || errEv.Cookie != recv.Cookie {
 		t.Errorf("socket error %s on cookie %d, want ECONNREFUSED on %d", tracer.ErrnoName(errEv.Err), errEv.Cookie, recv.Cookie)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -272,4 +273,85 @@ func tablesOf(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// TestRecordV4MappedServer: a dual-stack listener's child is an AF_INET6
+// socket carrying v4-mapped addresses (::ffff:127.0.0.1); its record reads
+// as IPv4, the same tuple as the AF_INET client's, and the two are linked.
+func TestRecordV4MappedServer(t *testing.T) {
+	t.Parallel()
+	ns := nettest.New(t)
+	r := startRecord(t, ns, "run.jsonl")
+	ln := listenNS(t, ns, "tcp", "[::]:0")
+	port := netipAddrPort(t, ln.Addr().String()).Port()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Read(make([]byte, 1)) // until the client's FIN
+			c.Close()
+		}
+	}()
+	c, err := dialNS(t, ns, "tcp4", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := netipAddrPort(t, c.LocalAddr().String())
+	c.Close()
+	r.waitConnections(t, 2, 15*time.Second)
+	rec := r.stop(t)
+	cl, sv := one(t, rec, tracer.RoleClient), one(t, rec, tracer.RoleServer)
+	want := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
+	if sv.Family != "ipv4" || sv.Local != want || sv.Remote != client || sv.PeerID != cl.ID || cl.PeerID != sv.ID {
+		t.Errorf("server of a dual-stack listener: %s %s -> %s peer %d; want ipv4 %s -> %s linked to %d",
+			sv.Family, sv.Local, sv.Remote, sv.PeerID, want, client, cl.ID)
+	}
+}
+
+// TestRecordPreexisting: a listener (another process) and a connection that
+// were open before tracing started. The old connection is recorded as
+// preexisting, its owners taken from the close() each end ran; the new one
+// is attributed to the listener's process, found through /proc.
+func TestRecordPreexisting(t *testing.T) {
+	t.Parallel()
+	ns := nettest.New(t)
+	addr, serverPid := startServer(t, ns, "tcp4", "127.0.0.1:0", "client-closes", 2)
+	old, err := dialNS(t, ns, "tcp4", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startRecord(t, ns, "run.jsonl")
+	dialClose(t, ns, addr, 1)
+	old.Close()
+	r.waitConnections(t, 4, 15*time.Second)
+	rec := r.stop(t)
+	port := netipAddrPort(t, addr).Port()
+	var pre, fresh []tracer.Connection
+	for _, c := range rec.Connections {
+		if slices.Contains(c.Flags, tracer.FlagPreexisting) {
+			pre = append(pre, c)
+		} else {
+			fresh = append(fresh, c)
+		}
+	}
+	if len(pre) != 2 || len(fresh) != 2 {
+		t.Fatalf("%d preexisting and %d new records, want 2 and 2: %s", len(pre), len(fresh), dumpJSON(rec.Connections))
+	}
+	for _, c := range pre {
+		wantRole, wantPid := tracer.RoleClient, uint32(os.Getpid())
+		if c.Local.Port() == port {
+			wantRole, wantPid = tracer.RoleServer, uint32(serverPid)
+		}
+		if c.Role != wantRole || c.PID != wantPid || c.Outcome == tracer.OutcomeOpen {
+			t.Errorf("preexisting %s %s -> %s: role %s pid %d outcome %s; want %s, pid %d, ended",
+				c.Role, c.Local, c.Remote, c.Role, c.PID, c.Outcome, wantRole, wantPid)
+		}
+	}
+	for _, c := range fresh {
+		if c.Role == tracer.RoleServer && c.PID != uint32(serverPid) {
+			t.Errorf("new server connection owned by %d, want the listener's process %d", c.PID, serverPid)
+		}
+	}
+	if len(rec.Listeners) != 1 || !rec.Listeners[0].Preexisting || rec.Listeners[0].PID != uint32(serverPid) ||
+		rec.Listeners[0].Connections != 1 || rec.Listeners[0].Backlog == 0 {
+		t.Errorf("listener: %s", dumpJSON(rec.Listeners))
+	}
 }

@@ -13,6 +13,12 @@ type Socket struct {
 	State  uint8
 	Local  netip.AddrPort
 	Remote netip.AddrPort
+	// For a listener (inet_diag_get_info / tcp_diag_get_info): RQueue is
+	// sk_ack_backlog, the accept queue, and WQueue sk_max_ack_backlog, the
+	// backlog (ss's Recv-Q and Send-Q).
+	RQueue uint32
+	WQueue uint32
+	Inode  uint64
 }
 
 // TCPSockets dumps the namespace's TCP sockets in the given states (a mask
@@ -89,7 +95,8 @@ func dumpTCP(family uint8, states uint32) ([]Socket, error) {
 }
 
 // parseDiag reads struct inet_diag_msg: family, state, timer, retrans, then
-// struct inet_diag_sockid (ports big-endian, 16-byte addresses).
+// struct inet_diag_sockid (ports big-endian, 16-byte addresses, interface,
+// cookie) at 4, then expires, rqueue, wqueue, uid and inode at 52.
 func parseDiag(d []byte) Socket {
 	fam, state := d[0], d[1]
 	sport := binary.BigEndian.Uint16(d[4:])
@@ -100,5 +107,7 @@ func parseDiag(d []byte) Socket {
 		}
 		return netip.AddrFrom16([16]byte(b[:16])).Unmap()
 	}
-	return Socket{State: state, Local: netip.AddrPortFrom(addr(d[8:24]), sport), Remote: netip.AddrPortFrom(addr(d[24:40]), dport)}
+	return Socket{State: state, Local: netip.AddrPortFrom(addr(d[8:24]), sport), Remote: netip.AddrPortFrom(addr(d[24:40]), dport),
+		RQueue: binary.NativeEndian.Uint32(d[56:]), WQueue: binary.NativeEndian.Uint32(d[60:]),
+		Inode: uint64(binary.NativeEndian.Uint32(d[68:]))}
 }

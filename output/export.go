@@ -44,13 +44,8 @@ func AppendConnectionJSON(b []byte, c *tracer.Connection) []byte {
 	optUint(&o, "listener_id", c.ListenerID)
 	o.str("role", string(c.Role))
 	o.str("family", c.Family)
-	if c.Local.Addr().IsValid() {
-		o.addr("local_addr", c.Local.Addr())
-		o.addr("remote_addr", c.Remote.Addr())
-	} else {
-		o.null("local_addr")
-		o.null("remote_addr")
-	}
+	o.addrOrNull("local_addr", c.Local.Addr())
+	o.addrOrNull("remote_addr", c.Remote.Addr())
 	o.uint("local_port", uint64(c.Local.Port()))
 	o.uint("remote_port", uint64(c.Remote.Port()))
 	o.uint("netns", uint64(c.NetNS))

@@ -56,6 +56,15 @@ func (o *obj) addr(k string, a netip.Addr) {
 	o.b = append(o.b, '"')
 }
 
+// addrOrNull writes an address the kernel did not know as null.
+func (o *obj) addrOrNull(k string, a netip.Addr) {
+	if a.IsValid() {
+		o.addr(k, a)
+	} else {
+		o.null(k)
+	}
+}
+
 func (o *obj) raw(k string, v []byte) { o.key(k); o.b = append(o.b, v...) }
 func (o *obj) null(k string)          { o.key(k); o.b = append(o.b, "null"...) }
 func (o *obj) end() []byte            { return append(o.b, '}') }

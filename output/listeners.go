@@ -84,11 +84,7 @@ func AppendListenerJSON(b []byte, l *ListenerRow, withType bool) []byte {
 		o.str("type", "listener")
 	}
 	o.uint("id", l.ID)
-	if l.Local.Addr().IsValid() {
-		o.str("local_addr", l.Local.Addr().String())
-	} else {
-		o.null("local_addr")
-	}
+	o.addrOrNull("local_addr", l.Local.Addr())
 	o.uint("local_port", uint64(l.Local.Port()))
 	o.uint("netns", uint64(l.NetNS))
 	o.uint("pid", uint64(l.PID))
@@ -134,13 +130,9 @@ func (j *listenerJSON) row() (ListenerRow, error) {
 	r := ListenerRow{ID: j.ID, NetNS: j.NetNS, PID: j.PID, Comm: j.Comm, Backlog: j.Backlog, PeakQueue: j.PeakQueue,
 		Connections: j.Connections, SynAcks: j.SynAcks, Abandoned: j.Abandoned, Overflows: j.Overflows,
 		Syncookies: j.Syncookies, SynRecv: j.SynRecv, Start: j.Start, End: j.End, Preexisting: j.Preexisting, Open: j.Open}
-	r.Local = netip.AddrPortFrom(netip.Addr{}, j.LocalPort)
-	if j.LocalAddr != nil {
-		a, err := netip.ParseAddr(*j.LocalAddr)
-		if err != nil {
-			return r, fmt.Errorf("listener %d: %w", j.ID, err)
-		}
-		r.Local = netip.AddrPortFrom(a, j.LocalPort)
+	var err error
+	if r.Local, err = maybeAddrPort(j.LocalAddr, j.LocalPort); err != nil {
+		return r, fmt.Errorf("listener %d: %w", j.ID, err)
 	}
 	return r, nil
 }

@@ -140,22 +140,26 @@ func (j *connectionJSON) connection(opts ReadOptions) (tracer.Connection, error)
 	if !validOutcome(c.Outcome) {
 		return c, fmt.Errorf("connection %d: unknown outcome %q", j.ID, j.Outcome)
 	}
-	for _, ap := range []struct {
-		s    *string
-		port uint16
-		dst  *netip.AddrPort
-	}{{j.LocalAddr, j.LocalPort, &c.Local}, {j.RemoteAddr, j.RemotePort, &c.Remote}} {
-		if ap.s == nil {
-			*ap.dst = netip.AddrPortFrom(netip.Addr{}, ap.port)
-			continue
-		}
-		a, err := netip.ParseAddr(*ap.s)
-		if err != nil {
-			return c, fmt.Errorf("connection %d: %w", j.ID, err)
-		}
-		*ap.dst = netip.AddrPortFrom(a, ap.port)
+	var err error
+	if c.Local, err = maybeAddrPort(j.LocalAddr, j.LocalPort); err != nil {
+		return c, fmt.Errorf("connection %d: %w", j.ID, err)
+	}
+	if c.Remote, err = maybeAddrPort(j.RemoteAddr, j.RemotePort); err != nil {
+		return c, fmt.Errorf("connection %d: %w", j.ID, err)
 	}
 	return c, nil
+}
+
+// maybeAddrPort reads an address that may be null (unknown to the kernel).
+func maybeAddrPort(s *string, port uint16) (netip.AddrPort, error) {
+	if s == nil {
+		return netip.AddrPortFrom(netip.Addr{}, port), nil
+	}
+	a, err := netip.ParseAddr(*s)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	return netip.AddrPortFrom(a, port), nil
 }
 
 func validOutcome(o tracer.Outcome) bool {

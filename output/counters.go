@@ -32,7 +32,7 @@ var counterMeaning = map[string]string{
 	"TcpExt.TCPAbortOnMemory":     "%d connections reset: out of socket memory",
 	"TcpExt.TCPAbortOnTimeout":    "%d connections dropped: too many retransmissions",
 	"TcpExt.TCPAbortOnLinger":     "%d connections reset: FIN_WAIT2 with TCP_LINGER2 < 0",
-	"TcpExt.EmbryonicRsts":        "%d resets received for half-open connections (SYN_RECV)",
+	"TcpExt.EmbryonicRsts":        "%d requests (SYN_RECV) ended by a reset, received or sent by the listener",
 	"TcpExt.TW":                   "%d sockets finished TIME_WAIT",
 	"TcpExt.TCPTimeWaitOverflow":  "%d TIME_WAIT sockets not created: tcp_max_tw_buckets reached",
 	"TcpExt.TCPRetransFail":       "%d retransmits failed to leave the host",

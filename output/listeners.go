@@ -61,6 +61,7 @@ type ListenerRow struct {
 	Connections uint64
 	SynAcks     uint64
 	Abandoned   uint64
+	Resets      uint64
 	Overflows   uint64
 	Syncookies  uint64
 	SynRecv     Quantiles
@@ -73,7 +74,7 @@ type ListenerRow struct {
 func RowOfListener(l *tracer.Listener) ListenerRow {
 	return ListenerRow{ID: l.ID, NetNS: l.NetNS, Local: l.Local, PID: l.PID, Comm: l.Comm, Backlog: l.Backlog,
 		PeakQueue: l.PeakQueue, Connections: l.Children, SynAcks: l.SynAcks, Abandoned: l.Abandoned,
-		Overflows: l.Overflows, Syncookies: l.Syncookies, SynRecv: QuantilesOf(&l.SynRecv),
+		Resets: l.Resets, Overflows: l.Overflows, Syncookies: l.Syncookies, SynRecv: QuantilesOf(&l.SynRecv),
 		Start: l.Start, End: l.End, Preexisting: l.Preexisting, Open: l.Open}
 }
 
@@ -94,6 +95,7 @@ func AppendListenerJSON(b []byte, l *ListenerRow, withType bool) []byte {
 	o.uint("connections", l.Connections)
 	o.uint("synack_retransmits", l.SynAcks)
 	o.uint("abandoned_requests", l.Abandoned)
+	o.uint("resets_sent", l.Resets)
 	o.uint("overflow_drops", l.Overflows)
 	o.uint("syncookie_connections", l.Syncookies)
 	o.key("syn_recv_us")
@@ -117,6 +119,7 @@ type listenerJSON struct {
 	Connections uint64    `json:"connections"`
 	SynAcks     uint64    `json:"synack_retransmits"`
 	Abandoned   uint64    `json:"abandoned_requests"`
+	Resets      uint64    `json:"resets_sent"`
 	Overflows   uint64    `json:"overflow_drops"`
 	Syncookies  uint64    `json:"syncookie_connections"`
 	SynRecv     Quantiles `json:"syn_recv_us"`
@@ -128,7 +131,7 @@ type listenerJSON struct {
 
 func (j *listenerJSON) row() (ListenerRow, error) {
 	r := ListenerRow{ID: j.ID, NetNS: j.NetNS, PID: j.PID, Comm: j.Comm, Backlog: j.Backlog, PeakQueue: j.PeakQueue,
-		Connections: j.Connections, SynAcks: j.SynAcks, Abandoned: j.Abandoned, Overflows: j.Overflows,
+		Connections: j.Connections, SynAcks: j.SynAcks, Abandoned: j.Abandoned, Resets: j.Resets, Overflows: j.Overflows,
 		Syncookies: j.Syncookies, SynRecv: j.SynRecv, Start: j.Start, End: j.End, Preexisting: j.Preexisting, Open: j.Open}
 	var err error
 	if r.Local, err = maybeAddrPort(j.LocalAddr, j.LocalPort); err != nil {
@@ -144,7 +147,7 @@ func ListenerTable(w io.Writer, ls []ListenerRow) error {
 	var rows [][]string
 	for i := range ls {
 		l := &ls[i]
-		if l.Connections == 0 && l.SynAcks == 0 && l.Overflows == 0 {
+		if l.Connections == 0 && l.SynAcks == 0 && l.Overflows == 0 && l.Resets == 0 {
 			continue
 		}
 		owner := "-"
@@ -153,11 +156,11 @@ func ListenerTable(w io.Writer, ls []ListenerRow) error {
 		}
 		rows = append(rows, []string{Endpoint(l.Local), owner, fmt.Sprintf("%d/%d", l.PeakQueue, l.Backlog),
 			strconv.FormatUint(l.Connections, 10), strconv.FormatUint(l.SynAcks, 10), strconv.FormatUint(l.Overflows, 10),
-			strconv.FormatUint(l.Abandoned, 10),
+			strconv.FormatUint(l.Abandoned, 10), strconv.FormatUint(l.Resets, 10),
 			Duration(l.SynRecv.P50) + " / " + Duration(l.SynRecv.P99) + " / " + Duration(l.SynRecv.Max)})
 	}
 	if len(rows) == 0 {
 		return nil
 	}
-	return renderTable(w, []string{"LISTENER", "OWNER", "PEAK QUEUE/BACKLOG", "CONNS", "SYN-ACK RTX", "OVERFLOW DROPS", "ABANDONED", "SYN_RECV P50/P99/MAX"}, rows)
+	return renderTable(w, []string{"LISTENER", "OWNER", "PEAK QUEUE/BACKLOG", "CONNS", "SYN-ACK RTX", "OVERFLOW DROPS", "ABANDONED", "RESETS", "SYN_RECV P50/P99/MAX"}, rows)
 }

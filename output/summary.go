@@ -75,7 +75,11 @@ func Details(c *tracer.Connection) string {
 	}
 	for _, it := range c.Timeline {
 		if it.Kind == tracer.KindResetSent.String() && it.Reason != "" {
-			parts = append(parts, "RST sent: "+it.Reason)
+			if it.State == tracer.StateListen.String() {
+				parts = append(parts, "RST sent by the listener: "+it.Reason)
+			} else {
+				parts = append(parts, "RST sent: "+it.Reason)
+			}
 			break
 		}
 	}

@@ -600,6 +600,10 @@ func (b *Builder) onResetSent(ev *Event) {
 		b.refusedRecord(ev)
 		return
 	}
+	if ev.State == StateListen {
+		b.onListenerReset(ev)
+		return
+	}
 	c := b.lookup(ev)
 	if c == nil {
 		return
@@ -644,7 +648,13 @@ func (b *Builder) indexTuple(c *Connection) {
 	}
 	b.tuples[k] = c
 	if p, ok := b.tuples[tupleKey{c.NetNS, c.Remote, c.Local}]; ok && p != c {
-		c.PeerID, p.PeerID = p.ID, c.ID
+		// The other end keeps the peer it has: a listener's reset that
+		// becomes a record of its own (onListenerReset) comes after the
+		// connection that end belonged to.
+		c.PeerID = p.ID
+		if p.PeerID == 0 {
+			p.PeerID = c.ID
+		}
 	}
 }
 
@@ -823,6 +833,8 @@ func (c *Connection) conclude(cfg BuilderConfig) {
 func (c *Connection) outcome() Outcome {
 	closed := !c.closedAt.IsZero()
 	switch {
+	case c.pending && closed && c.flags&flagBit(FlagResetSent) != 0:
+		return OutcomeReset // the listener reset the request (onListenerReset)
 	case c.pending && closed:
 		return OutcomeTimeout // the request died without a child
 	case !closed:

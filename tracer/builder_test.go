@@ -385,3 +385,71 @@ func TestReusedSocketWhileClosingIsNotLost(t *testing.T) {
 		t.Fatalf("after grace: %d emitted (%v), %d live; want the first closed and the second followed", len(got), got, b.Live())
 	}
 }
+
+// A reset the listener itself sends (state LISTEN, the listener's cookie)
+// ends the request it matches, becomes its own record when nothing matches,
+// and only annotates a connection that already closed.
+func TestListenerResets(t *testing.T) {
+	const listener = 1
+	rst := func(local, remote netip.AddrPort) Event {
+		return Event{Kind: KindResetSent, Cookie: listener, State: StateListen, HasReason: true, Reason: 2, Local: local, Remote: remote}
+	}
+	s := &script{}
+	l := st(listener, StateClose, StateListen, srv, ap("0.0.0.0:0"))
+	l.TGID, l.Comm = 200, commOf("nginx")
+	s.at(0).ev(l)
+	// A request known from its SYN-ACK retransmit, dropped with a reset.
+	req := ap("10.0.0.3:40001")
+	s.at(time.Second).ev(Event{Kind: KindSynAckRetransmit, Cookie: 90, ListenerCookie: listener, SntSynAckUs: 1, Local: srv, Remote: req})
+	s.at(1500 * time.Millisecond).ev(rst(srv, req))
+	// A segment nothing matches.
+	stray := ap("10.0.0.4:40002")
+	s.at(1600 * time.Millisecond).ev(rst(srv, stray))
+	// A connection that closed a moment before a late segment of its own.
+	serverHandshake(s, 11, 100)
+	s.at(2 * time.Second).ev(st(11, StateEstablished, StateCloseWait, srv, cli))
+	s.at(2*time.Second + time.Millisecond).ev(st(11, StateCloseWait, StateLastAck, srv, cli))
+	s.at(2*time.Second + 2*time.Millisecond).ev(st(11, StateLastAck, StateClose, srv, cli))
+	s.at(2*time.Second + 3*time.Millisecond).ev(rst(srv, cli))
+	var listeners []Listener
+	out := map[uint64]Connection{}
+	b := NewBuilder(BuilderConfig{Clock: Clock{OffsetNs: t0.UnixNano()},
+		Emit: func(c *Connection) {
+			cp := *c
+			cp.Timeline = slices.Clone(c.Timeline)
+			cp.Flags = slices.Clone(c.Flags)
+			out[c.ID] = cp
+		},
+		EmitListener: func(l *Listener) { listeners = append(listeners, *l) }})
+	for i := range s.events {
+		b.Expire(s.events[i].Time)
+		b.Add(&s.events[i])
+	}
+	b.Finish(t0.Add(10 * time.Second))
+	if len(out) != 3 || len(listeners) != 1 {
+		t.Fatalf("%d records, %d listeners; want request, stray reset and connection, one listener: %v", len(out), len(listeners), out)
+	}
+	if listeners[0].Resets != 3 || listeners[0].Abandoned != 0 {
+		t.Errorf("listener resets %d abandoned %d, want 3 and 0", listeners[0].Resets, listeners[0].Abandoned)
+	}
+	r := out[90]
+	check(t, r, OutcomeReset, "local", FlagSynAckRetransmitted, FlagResetSent)
+	if !r.End.Equal(t0.Add(1500*time.Millisecond)) || r.Remote != req {
+		t.Errorf("request ended %s toward %s, want at the reset toward %s", r.End, r.Remote, req)
+	}
+	var strayRec Connection
+	for id, c := range out {
+		if id >= syntheticIDBase {
+			strayRec = c
+		}
+	}
+	check(t, strayRec, OutcomeReset, "local", FlagResetSent)
+	if strayRec.Role != RoleServer || strayRec.Remote != stray || strayRec.Local != srv || strayRec.PID != 200 || strayRec.ListenerID != listener {
+		t.Errorf("stray reset record: %+v", strayRec)
+	}
+	c := out[11]
+	check(t, c, OutcomeClosed, "remote")
+	if last := c.Timeline[len(c.Timeline)-1]; last.Kind != KindResetSent.String() || last.State != "LISTEN" {
+		t.Errorf("closed connection's last item %+v, want the listener's reset", last)
+	}
+}

@@ -20,6 +20,7 @@ type Listener struct {
 	Overflows   uint64 // final ACKs dropped because the accept queue was full (6.15+)
 	Syncookies  uint64 // connections completed through a SYN cookie
 	Abandoned   uint64 // requests that died without a connection
+	Resets      uint64 // resets the listening socket itself sent
 	SynRecv     Histogram
 	Start, End  time.Time
 	Preexisting bool // listening before tracing started
@@ -140,4 +141,70 @@ func (b *Builder) SeedListener(netns uint32, local netip.AddrPort, pid uint32, c
 		PeakQueue: queue, Start: now, Preexisting: true}
 	b.listenerSet[l.ID] = l
 	b.listenerByPort[key] = l.ID
+}
+
+// onListenerReset: a reset sent by the listening socket itself, answering
+// the segment whose addresses the event carries. Two kernel paths do this:
+//   - tcp_check_req() matched the segment to a request and dropped it, with
+//     SK_RST_REASON_INVALID_SYN: the final ACK met a full accept queue while
+//     net.ipv4.tcp_abort_on_overflow=1 (the drop that follows is the
+//     TCP_LISTEN_OVERFLOW skb drop onOverflow sees), or the segment was not
+//     acceptable to the request;
+//   - tcp_v4_do_rcv()/tcp_v6_do_rcv() gave the listener a segment that no
+//     connection or request matched, and tcp_rcv_state_process() in
+//     TCP_LISTEN refuses any ACK (SKB_DROP_REASON_TCP_FLAGS, reason
+//     TCP_FLAGS): data from a client whose handshake the server abandoned
+//     or whose connection it already destroyed.
+//
+// Either way the peer sees ECONNRESET. The reset belongs to the connection
+// with that tuple when one is followed; a request dies with it. A connection
+// already closed only gains a timeline item: the segment came after its end
+// (on loopback a segment held in another CPU's backlog can arrive after the
+// connection closed) and, for a cleanly closed one, changes nothing but the
+// peer's TIME_WAIT, which the reset ends early (tcp_timewait_state_process(),
+// net.ipv4.tcp_rfc1337=0). A handshake abandoned moments ago already has its
+// record, which the client's links to. Otherwise the reset is a record of its
+// own, a server-side connection that the listener reset.
+func (b *Builder) onListenerReset(ev *Event) {
+	l := b.listener(ev, ev.Cookie)
+	l.Resets++
+	it := Item{Kind: KindResetSent.String(), State: StateListen.String()}
+	if ev.HasReason {
+		it.Reason = ev.Reason.String()
+	}
+	k := tupleKey{ev.NetNS, ev.Local, ev.Remote}
+	if c, ok := b.tuples[k]; ok {
+		switch {
+		case c.pending:
+			it.Detail = "sent by the listener, which dropped the request"
+			c.setFlag(FlagResetSent)
+			c.item(ev.Time, it)
+			delete(b.requests, c.ID)
+			c.closedAt = ev.Time
+			b.closing = append(b.closing, c)
+		case !c.closedAt.IsZero():
+			it.Detail = "answered a segment that came after the close"
+			c.item(ev.Time, it)
+		default:
+			it.Detail = "sent by the listener"
+			c.setFlag(FlagResetSent)
+			c.item(ev.Time, it)
+		}
+		return
+	}
+	if _, ok := b.abandoned[k]; ok {
+		return
+	}
+	b.nextID++
+	c := b.newConn(ev, b.nextID, RoleServer)
+	c.PID, c.Comm, c.listener = l.PID, l.Comm, l
+	c.state = StateListen
+	c.setFlag(FlagResetSent)
+	it.Detail = "sent by the listener"
+	c.item(ev.Time, it)
+	c.ClosedBy = "local"
+	c.closedAt = ev.Time
+	b.indexTuple(c)
+	b.joinOverflow(c)
+	b.closing = append(b.closing, c)
 }

@@ -146,7 +146,9 @@ func TestAbandonedHandshake(t *testing.T) {
 	if cl.Outcome != tracer.OutcomeReset || cl.PeerID != sv.ID {
 		t.Errorf("client: outcome %s peer %d; want reset and linked to the abandoned request %d", cl.Outcome, cl.PeerID, sv.ID)
 	}
-	if len(rec.Listeners) != 1 || rec.Listeners[0].Abandoned != 1 {
+	// The listener's reset of the late data is counted, and makes no second
+	// record for the abandoned handshake.
+	if len(rec.Listeners) != 1 || rec.Listeners[0].Abandoned != 1 || rec.Listeners[0].Resets != 1 {
 		t.Errorf("listener: %s", dumpJSON(rec.Listeners))
 	}
 }
@@ -393,5 +395,153 @@ func TestFinalACKOverflow(t *testing.T) {
 	if d["TcpExt.ListenOverflows"] != l.Overflows || l.Overflows < 3 || flagged != 3 || l.PeakQueue != 5 {
 		t.Errorf("kernel ListenOverflows %d; listener overflow drops %d, peak queue %d/%d; %d connections flagged listen_overflow",
 			d["TcpExt.ListenOverflows"], l.Overflows, l.PeakQueue, l.Backlog, flagged)
+	}
+}
+
+// listenerResets returns the connection records whose reset the listening
+// socket itself sent, with that reset's reason.
+func listenerResets(rec *output.Recording) (out []tracer.Connection, reasons []string) {
+	for _, c := range rec.Connections {
+		for _, it := range c.Timeline {
+			if it.Kind == "reset_sent" && it.State == "LISTEN" {
+				out = append(out, c)
+				reasons = append(reasons, it.Reason)
+			}
+		}
+	}
+	return out, reasons
+}
+
+// TestAbortOnOverflow: as TestFinalACKOverflow, with
+// net.ipv4.tcp_abort_on_overflow=1: the listener answers each final ACK that
+// meets the full accept queue with a reset, and the client's next read
+// fails with ECONNRESET. Each request ends as a reset record.
+func TestAbortOnOverflow(t *testing.T) {
+	t.Parallel()
+	ns := nettest.New(t)
+	if err := ns.Sysctl("net.ipv4.tcp_abort_on_overflow", "1"); err != nil {
+		t.Fatal(err)
+	}
+	r := startRecord(t, ns, "run.jsonl")
+	to := listenBacklog(t, ns, 4) // SYN queue 4, accept queue 5
+	before, _ := ns.Counters()
+	remove := dropClientACKs(t, ns, to.Port())
+	var pending []net.Conn
+	for i := 0; i < 3; i++ {
+		c, err := dialNS(t, ns, "tcp4", to.String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		pending = append(pending, c)
+	}
+	remove()
+	for i := 0; i < 5; i++ {
+		c, err := dialNS(t, ns, "tcp4", to.String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	// The SYN-ACK timers fire at 1 s, the clients' ACKs meet the full queue
+	// and the listener resets them: each pending client's read ends.
+	for i, c := range pending {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("pending client %d read: %v, want ECONNRESET", i, err)
+		}
+	}
+	r.waitConnections(t, 3+len(pending), 15*time.Second)
+	rec := r.stop(t)
+	after, _ := ns.Counters()
+	d := netns.Delta(before, after)
+	resets, reasons := listenerResets(rec)
+	if len(rec.Listeners) != 1 {
+		t.Fatalf("listeners: %s", dumpJSON(rec.Listeners))
+	}
+	l := rec.Listeners[0]
+	t.Logf("kernel: ListenOverflows %d EmbryonicRsts %d OutRsts %d; listener resets %d overflow drops %d",
+		d["TcpExt.ListenOverflows"], d["TcpExt.EmbryonicRsts"], d["Tcp.OutRsts"], l.Resets, l.Overflows)
+	if len(resets) != len(pending) || l.Resets != uint64(len(pending)) || l.Overflows != d["TcpExt.ListenOverflows"] ||
+		d["TcpExt.EmbryonicRsts"] != uint64(len(pending)) {
+		t.Fatalf("%d records reset by the listener, listener resets %d, overflow drops %d; kernel ListenOverflows %d EmbryonicRsts %d: %s",
+			len(resets), l.Resets, l.Overflows, d["TcpExt.ListenOverflows"], d["TcpExt.EmbryonicRsts"], dumpJSON(resets))
+	}
+	for i, c := range resets {
+		if c.Role != tracer.RoleServer || c.Local != to || c.Outcome != tracer.OutcomeReset || reasons[i] != "INVALID_SYN" ||
+			!slices.Contains(c.Flags, tracer.FlagListenOverflow) || !slices.Contains(c.Flags, tracer.FlagResetSent) || c.PeerID == 0 {
+			t.Errorf("request reset by the listener (reason %s): %s", reasons[i], dumpJSON(c))
+		}
+	}
+	for _, c := range byRole(t, rec, tracer.RoleClient) {
+		if c.Outcome == tracer.OutcomeReset && (c.Errno != "ECONNRESET" || !slices.Contains(c.Flags, tracer.FlagResetReceived)) {
+			t.Errorf("reset client: %s", dumpJSON(c))
+		}
+	}
+}
+
+// TestListenerResetsStraySegment: the server's child aborts (SO_LINGER 0)
+// while its reset is dropped, so the client still believes it is connected.
+// Its next segment matches no socket but the listener, which answers with a
+// reset of reason TCP_FLAGS: a record of its own, linked to the client.
+func TestListenerResetsStraySegment(t *testing.T) {
+	t.Parallel()
+	ns := nettest.New(t)
+	r := startRecord(t, ns, "run.jsonl")
+	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
+	to := netip.MustParseAddrPort(ln.Addr().String())
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	cl, err := dialNS(t, ns, "tcp4", to.String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	child, ok := <-accepted
+	if !ok {
+		t.Fatal("accept failed")
+	}
+	remove, err := ns.AddDrop(netns.Drop{SrcPort: to.Port(), FlagMask: netns.FlagRST, Flags: netns.FlagRST})
+	if err != nil {
+		t.Fatal(err)
+	}
+	child.(*net.TCPConn).SetLinger(0)
+	child.Close()
+	// The child's record is written once it closed (and the grace period
+	// passed): the kernel has no socket for this tuple any more.
+	r.waitConnections(t, 1, 15*time.Second)
+	if err := remove(); err != nil {
+		t.Fatal(err)
+	}
+	cl.Write([]byte("late"))
+	cl.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := cl.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("client read: %v, want ECONNRESET", err)
+	}
+	cl.Close()
+	r.waitConnections(t, 3, 15*time.Second)
+	rec := r.stop(t)
+	resets, reasons := listenerResets(rec)
+	client := one(t, rec, tracer.RoleClient)
+	if len(resets) != 1 || reasons[0] != "TCP_FLAGS" {
+		t.Fatalf("listener resets %v: %s", reasons, dumpJSON(rec.Connections))
+	}
+	s := resets[0]
+	if s.Role != tracer.RoleServer || s.Outcome != tracer.OutcomeReset || s.Local != to || s.Remote != client.Local ||
+		s.PeerID != client.ID || s.ListenerID == 0 || s.PID == 0 {
+		t.Errorf("stray segment's reset: %s", dumpJSON(s))
+	}
+	if client.Outcome != tracer.OutcomeReset || client.Errno != "ECONNRESET" || client.PeerID == s.ID || client.PeerID == 0 {
+		t.Errorf("client (peer is the aborted child, not the listener's reset): %s", dumpJSON(client))
+	}
+	if len(rec.Listeners) != 1 || rec.Listeners[0].Resets != 1 {
+		t.Errorf("listener: %s", dumpJSON(rec.Listeners))
 	}
 }

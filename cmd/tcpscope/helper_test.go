@@ -260,6 +260,9 @@ func (r *recording) stopSample(t *testing.T, n int) *output.Recording {
 	if err := output.ValidateExportSample(r.path, n); err != nil {
 		t.Fatalf("export does not match the schema: %v", err)
 	}
+	if os.Getenv("TCPSCOPE_TEST_SHOW") != "" {
+		t.Logf("tcpscope record output:\n%s", r.stdout.String())
+	}
 	rec, err := output.ReadExport(r.path)
 	if err != nil {
 		t.Fatal(err)

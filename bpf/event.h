@@ -68,7 +68,7 @@ struct event {
 	__u8 num_retrans;        /* request socket: SYN-ACKs retransmitted before this one */
 	__u8 num_timeout;        /* request socket: timer expiries before this one */
 	__u8 flags;              /* enum event_flag */
-	__u8 pad;
+	__u8 seg_flags;          /* reset sent: TCP flags of the segment answered, 0 if none */
 };
 
 #endif /* TCPSCOPE_EVENT_H */

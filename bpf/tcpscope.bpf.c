@@ -441,6 +441,17 @@ static __always_inline bool skb_reply_tuple(const struct sk_buff *skb, struct tu
 	return true;
 }
 
+/* The flags byte of the TCP header (offset 13: CWR ECE URG ACK PSH RST SYN
+ * FIN) of the segment a reset answers: a SYN means a refused connect, any
+ * other segment a connection the peer still believes in. */
+static __always_inline __u8 skb_tcp_flags(const struct sk_buff *skb)
+{
+	__u8 flags = 0;
+
+	bpf_probe_read_kernel(&flags, 1, skb->head + skb->transport_header + 13);
+	return flags;
+}
+
 static __always_inline int on_send_reset(struct sock *sk, const struct sk_buff *skb,
 					 __u32 reason, bool has_reason)
 {
@@ -479,6 +490,8 @@ static __always_inline int on_send_reset(struct sock *sk, const struct sk_buff *
 	e->netns = netns;
 	e->state = state;
 	e->reason = reason;
+	if (skb)
+		e->seg_flags = skb_tcp_flags(skb);
 	if (has_reason)
 		e->flags |= EVENT_F_HAS_REASON;
 	put_tuple(e, &t);

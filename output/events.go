@@ -69,6 +69,9 @@ func EventDetail(ev *tracer.Event) string {
 		} else {
 			fmt.Fprintf(&s, "in %s", ev.State)
 		}
+		if ev.SegFlags != 0 {
+			fmt.Fprintf(&s, ", answering %s", ev.SegFlags)
+		}
 		if ev.HasReason {
 			fmt.Fprintf(&s, ", reason %s", ev.Reason)
 		}
@@ -127,6 +130,9 @@ func AppendEventJSON(b []byte, ev *tracer.Event) []byte {
 		o.uint("backlog", uint64(ev.MaxBacklog))
 	case tracer.KindResetSent:
 		o.boolean("no_socket", ev.NoSocket)
+		if ev.SegFlags != 0 {
+			o.str("answered_flags", ev.SegFlags.String())
+		}
 		if ev.HasReason {
 			o.str("reason", ev.Reason.String())
 		}

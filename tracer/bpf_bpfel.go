@@ -56,7 +56,7 @@ type bpfEvent struct {
 	NumRetrans     uint8
 	NumTimeout     uint8
 	Flags          uint8
-	Pad            uint8
+	SegFlags       uint8
 }
 
 type bpfEventFlag uint32

@@ -597,7 +597,14 @@ func (b *Builder) onSynAck(ev *Event) {
 
 func (b *Builder) onResetSent(ev *Event) {
 	if ev.NoSocket {
-		b.refusedRecord(ev)
+		// tcp_v4_send_reset()/tcp_v6_send_reset() with no socket answer
+		// whatever segment found none: a SYN is a refused connect, anything
+		// else the segment of a connection this end no longer has.
+		if ev.SegFlags == 0 || ev.SegFlags.IsSYN() {
+			b.refusedRecord(ev)
+		} else {
+			b.strayReset(ev, "no socket for this "+ev.SegFlags.String()+" segment", nil)
+		}
 		return
 	}
 	if ev.State == StateListen {
@@ -633,6 +640,67 @@ func (b *Builder) refusedRecord(ev *Event) {
 	c.ClosedBy = "local"
 	c.closedAt = ev.Time
 	b.indexTuple(c)
+	b.closing = append(b.closing, c)
+}
+
+// strayReset places a reset sent by no connection socket (the listener's,
+// or none at all). It belongs to the connection with that tuple when one is
+// followed; a request (known from its SYN-ACK retransmits) dies with it. A
+// connection already closed only gains a timeline item: the segment came
+// after its end (on loopback a segment held in another CPU's backlog can
+// arrive after the connection closed) and, for a cleanly closed one,
+// changes nothing but the peer's TIME_WAIT, which the reset ends early
+// (tcp_timewait_state_process(), net.ipv4.tcp_rfc1337=0). A handshake
+// abandoned moments ago already has its record, which the client's links
+// to. Otherwise the reset is a record of its own: the end of a connection
+// that this end had already forgotten, outcome reset. Its role is client
+// when the other end is a traced server, server otherwise (the usual case:
+// a server restarted, or its listener closed, while clients still send).
+func (b *Builder) strayReset(ev *Event, detail string, l *Listener) {
+	it := Item{Kind: KindResetSent.String(), State: ev.State.String(), Detail: detail}
+	if ev.NoSocket {
+		it.State = ""
+	}
+	if ev.HasReason {
+		it.Reason = ev.Reason.String()
+	}
+	k := tupleKey{ev.NetNS, ev.Local, ev.Remote}
+	if c, ok := b.tuples[k]; ok {
+		switch {
+		case c.pending:
+			it.Detail += ", which dropped the request"
+			c.setFlag(FlagResetSent)
+			c.item(ev.Time, it)
+			delete(b.requests, c.ID)
+			c.closedAt = ev.Time
+			b.closing = append(b.closing, c)
+		case !c.closedAt.IsZero():
+			it.Detail += ": answered a segment that came after the close"
+			c.item(ev.Time, it)
+		default:
+			c.setFlag(FlagResetSent)
+			c.item(ev.Time, it)
+		}
+		return
+	}
+	if _, ok := b.abandoned[k]; ok {
+		return
+	}
+	role := RoleServer
+	if p, ok := b.tuples[tupleKey{ev.NetNS, ev.Remote, ev.Local}]; ok && p.Role == RoleServer {
+		role = RoleClient
+	}
+	b.nextID++
+	c := b.newConn(ev, b.nextID, role)
+	if l != nil {
+		c.PID, c.Comm, c.listener = l.PID, l.Comm, l
+	}
+	c.setFlag(FlagResetSent)
+	c.item(ev.Time, it)
+	c.ClosedBy = "local"
+	c.closedAt = ev.Time
+	b.indexTuple(c)
+	b.joinOverflow(c)
 	b.closing = append(b.closing, c)
 }
 

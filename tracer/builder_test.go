@@ -125,7 +125,7 @@ func TestRefused(t *testing.T) {
 	s := &script{}
 	e := st(20, StateClose, StateSynSent, cliSS, srv)
 	s.at(0).ev(e)
-	s.at(10 * time.Microsecond).ev(Event{Kind: KindResetSent, NoSocket: true, HasReason: true, Reason: 1, Local: srv, Remote: cli})
+	s.at(10 * time.Microsecond).ev(Event{Kind: KindResetSent, NoSocket: true, HasReason: true, Reason: 1, SegFlags: TCPSyn, Local: srv, Remote: cli})
 	s.at(20 * time.Microsecond).ev(Event{Kind: KindResetReceived, Cookie: 20, State: StateSynSent, Local: cli, Remote: srv})
 	s.at(21 * time.Microsecond).ev(st(20, StateSynSent, StateClose, cli, srv))
 	s.at(22 * time.Microsecond).ev(Event{Kind: KindError, Cookie: 20, Err: 111, State: StateClose, Local: cli, Remote: srv})
@@ -451,5 +451,41 @@ func TestListenerResets(t *testing.T) {
 	check(t, c, OutcomeClosed, "remote")
 	if last := c.Timeline[len(c.Timeline)-1]; last.Kind != KindResetSent.String() || last.State != "LISTEN" {
 		t.Errorf("closed connection's last item %+v, want the listener's reset", last)
+	}
+}
+
+// A socketless reset answering anything but a SYN is not a refused connect:
+// the segment belongs to a connection this end no longer has.
+func TestSocketlessResetOfAKnownConnection(t *testing.T) {
+	s := &script{}
+	clientHandshake(s, 10)
+	s.at(time.Second).ev(Event{Kind: KindResetSent, NoSocket: true, HasReason: true, Reason: 1, SegFlags: TCPAck | TCPPsh, Local: srv, Remote: cli})
+	s.at(time.Second + 10*time.Microsecond).ev(Event{Kind: KindResetReceived, Cookie: 10, State: StateEstablished, Local: cli, Remote: srv})
+	s.at(time.Second + 11*time.Microsecond).ev(st(10, StateEstablished, StateClose, cli, srv))
+	s.at(time.Second + 12*time.Microsecond).ev(Event{Kind: KindError, Cookie: 10, Err: 104, State: StateClose, Local: cli, Remote: srv})
+	got := run(s, 3*time.Second)
+	if len(got) != 2 {
+		t.Fatalf("%d records, want client and the server's reset: %v", len(got), got)
+	}
+	check(t, got[10], OutcomeReset, "remote", FlagResetReceived)
+	for id, c := range got {
+		if id == 10 {
+			continue
+		}
+		check(t, c, OutcomeReset, "local", FlagResetSent)
+		if c.Role != RoleServer || c.PeerID != 10 || c.Timeline[0].Detail != "no socket for this PSH|ACK segment" {
+			t.Errorf("server-side reset record: %+v", c)
+		}
+	}
+}
+
+func TestTCPFlagsString(t *testing.T) {
+	for f, want := range map[TCPFlags]string{0: "", TCPSyn: "SYN", TCPSyn | TCPAck: "SYN|ACK", TCPAck | TCPPsh | TCPFin: "FIN|PSH|ACK"} {
+		if got := f.String(); got != want {
+			t.Errorf("%#x: %q, want %q", uint8(f), got, want)
+		}
+	}
+	if !TCPSyn.IsSYN() || (TCPSyn | TCPAck).IsSYN() || TCPAck.IsSYN() {
+		t.Error("IsSYN: only a bare SYN opens a connection")
 	}
 }

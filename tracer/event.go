@@ -100,6 +100,10 @@ type Event struct {
 	Reason    RSTReason // KindResetSent, HasReason on 6.10+
 	HasReason bool
 	NoSocket  bool // KindResetSent with no socket: nothing listened on the port
+	// SegFlags: KindResetSent, the TCP flags of the segment the reset
+	// answers (a TCPFlags value); 0 for a reset that answers none
+	// (tcp_send_active_reset(): close, abort, timeout).
+	SegFlags TCPFlags
 
 	// tcp_sock counters, when HasTCPInfo (state changes to ESTABLISHED and
 	// CLOSE, retransmits). TotalRTO* need 6.7+ (HasRTO).
@@ -178,6 +182,7 @@ func fromRaw(r *bpfEvent, clock Clock, ev *Event) {
 		Reason:         RSTReason(r.Reason),
 		HasReason:      flags&bpfEventFlagEVENT_F_HAS_REASON != 0,
 		NoSocket:       flags&bpfEventFlagEVENT_F_NO_SOCKET != 0,
+		SegFlags:       TCPFlags(r.SegFlags),
 		HasTCPInfo:     flags&bpfEventFlagEVENT_F_TCP_INFO != 0,
 		HasRTO:         flags&bpfEventFlagEVENT_F_HAS_RTO != 0,
 		TotalRetrans:   r.TotalRetrans,
@@ -213,3 +218,38 @@ func addr(family uint16, b *[16]uint8) netip.Addr {
 	}
 	return netip.Addr{}
 }
+
+// TCPFlags is the flags byte of a TCP header.
+type TCPFlags uint8
+
+// TCP header flags.
+const (
+	TCPFin TCPFlags = 1 << iota
+	TCPSyn
+	TCPRst
+	TCPPsh
+	TCPAck
+	TCPUrg
+	TCPEce
+	TCPCwr
+)
+
+var tcpFlagNames = [...]string{"FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"}
+
+// String names the flags set in header order, as Wireshark lists them:
+// "SYN", "SYN|ACK", "PSH|ACK"; "" for none.
+func (f TCPFlags) String() string {
+	var b []byte
+	for bit := range tcpFlagNames {
+		if f&(1<<bit) != 0 {
+			if len(b) > 0 {
+				b = append(b, '|')
+			}
+			b = append(b, tcpFlagNames[bit]...)
+		}
+	}
+	return string(b)
+}
+
+// IsSYN: a bare SYN, the first segment of a connection.
+func (f TCPFlags) IsSYN() bool { return f&(TCPSyn|TCPAck|TCPRst) == TCPSyn }

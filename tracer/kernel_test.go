@@ -173,8 +173,9 @@ func TestRefusedConnect(t *testing.T) {
 		return ok
 	})
 	sent, _ := find(evs, func(e tracer.Event) bool { return e.Kind == tracer.KindResetSent })
-	if !sent.NoSocket || sent.Cookie != 0 || !sent.HasReason || sent.Reason.String() != "NO_SOCKET" {
-		t.Errorf("reset sent: no-socket %v cookie %d reason %s; want a socketless NO_SOCKET reset", sent.NoSocket, sent.Cookie, sent.Reason)
+	if !sent.NoSocket || sent.Cookie != 0 || !sent.HasReason || sent.Reason.String() != "NO_SOCKET" || sent.SegFlags != tracer.TCPSyn {
+		t.Errorf("reset sent: no-socket %v cookie %d reason %s answering %q; want a socketless NO_SOCKET reset answering a SYN",
+			sent.NoSocket, sent.Cookie, sent.Reason, sent.SegFlags)
 	}
 	if sent.Local != target || sent.NetNS != ns.Inode {
 		t.Errorf("reset sent from %s in netns %d, want %s in %d", sent.Local, sent.NetNS, target, ns.Inode)

@@ -156,55 +156,9 @@ func (b *Builder) SeedListener(netns uint32, local netip.AddrPort, pid uint32, c
 //     TCP_FLAGS): data from a client whose handshake the server abandoned
 //     or whose connection it already destroyed.
 //
-// Either way the peer sees ECONNRESET. The reset belongs to the connection
-// with that tuple when one is followed; a request dies with it. A connection
-// already closed only gains a timeline item: the segment came after its end
-// (on loopback a segment held in another CPU's backlog can arrive after the
-// connection closed) and, for a cleanly closed one, changes nothing but the
-// peer's TIME_WAIT, which the reset ends early (tcp_timewait_state_process(),
-// net.ipv4.tcp_rfc1337=0). A handshake abandoned moments ago already has its
-// record, which the client's links to. Otherwise the reset is a record of its
-// own, a server-side connection that the listener reset.
+// Either way the peer sees ECONNRESET; strayReset places it.
 func (b *Builder) onListenerReset(ev *Event) {
 	l := b.listener(ev, ev.Cookie)
 	l.Resets++
-	it := Item{Kind: KindResetSent.String(), State: StateListen.String()}
-	if ev.HasReason {
-		it.Reason = ev.Reason.String()
-	}
-	k := tupleKey{ev.NetNS, ev.Local, ev.Remote}
-	if c, ok := b.tuples[k]; ok {
-		switch {
-		case c.pending:
-			it.Detail = "sent by the listener, which dropped the request"
-			c.setFlag(FlagResetSent)
-			c.item(ev.Time, it)
-			delete(b.requests, c.ID)
-			c.closedAt = ev.Time
-			b.closing = append(b.closing, c)
-		case !c.closedAt.IsZero():
-			it.Detail = "answered a segment that came after the close"
-			c.item(ev.Time, it)
-		default:
-			it.Detail = "sent by the listener"
-			c.setFlag(FlagResetSent)
-			c.item(ev.Time, it)
-		}
-		return
-	}
-	if _, ok := b.abandoned[k]; ok {
-		return
-	}
-	b.nextID++
-	c := b.newConn(ev, b.nextID, RoleServer)
-	c.PID, c.Comm, c.listener = l.PID, l.Comm, l
-	c.state = StateListen
-	c.setFlag(FlagResetSent)
-	it.Detail = "sent by the listener"
-	c.item(ev.Time, it)
-	c.ClosedBy = "local"
-	c.closedAt = ev.Time
-	b.indexTuple(c)
-	b.joinOverflow(c)
-	b.closing = append(b.closing, c)
+	b.strayReset(ev, "sent by the listener", l)
 }

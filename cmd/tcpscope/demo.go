@@ -94,11 +94,11 @@ func runDemo(parent context.Context, out string, d time.Duration, stdout, stderr
 // demoFindings tallies, per demo server port, what tcpscope flagged.
 type demoFindings struct {
 	byPort  map[uint16]map[tracer.Flag]int
-	reasons map[string]int
+	reasons map[uint16]map[string]int // reset reasons sent, by port
 }
 
 func newDemoFindings() *demoFindings {
-	return &demoFindings{byPort: map[uint16]map[tracer.Flag]int{}, reasons: map[string]int{}}
+	return &demoFindings{byPort: map[uint16]map[tracer.Flag]int{}, reasons: map[uint16]map[string]int{}}
 }
 
 func (f *demoFindings) add(c *tracer.Connection) {
@@ -115,8 +115,11 @@ func (f *demoFindings) add(c *tracer.Connection) {
 		m[fl]++
 	}
 	for _, it := range c.Timeline {
-		if it.Kind == tracer.KindResetSent.String() && it.Reason != "" && port == scenario.PortWeb {
-			f.reasons[it.Reason]++
+		if it.Kind == tracer.KindResetSent.String() && it.Reason != "" && c.Has(tracer.FlagResetSent) {
+			if f.reasons[port] == nil {
+				f.reasons[port] = map[string]int{}
+			}
+			f.reasons[port][it.Reason]++
 		}
 	}
 }
@@ -132,6 +135,13 @@ func (f *demoFindings) legend(in scenario.Injected, listeners []output.ListenerR
 		}
 	}
 	p := func(port uint16, fl tracer.Flag) int { return f.byPort[port][fl] }
+	// Clients whose final ACK met the full queue believe they are connected
+	// and resend their request until the server stops; the kernel then
+	// answers with NO_SOCKET resets.
+	var tinyResets string
+	if n := f.reasons[scenario.PortTiny]["NO_SOCKET"]; n > 0 {
+		tinyResets = fmt.Sprintf("; %d still resending when the server stopped: reset_sent NO_SOCKET %d", n, n)
+	}
 	return []output.LegendRow{
 		{Fault: fmt.Sprintf("final ACKs of %d clients of :%d dropped for %s", in.SlowClients, scenario.PortSlow, in.AckDropWindow.Round(100*time.Millisecond)),
 			Finding: fmt.Sprintf("synack_retransmitted %d, long_syn_recv %d; SYN_RECV max %s", p(scenario.PortSlow, tracer.FlagSynAckRetransmitted),
@@ -139,12 +149,12 @@ func (f *demoFindings) legend(in scenario.Injected, listeners []output.ListenerR
 		{Fault: fmt.Sprintf("burst of %d connects at :%d (backlog %d, accepts every 150ms)", in.TinyBurst, scenario.PortTiny, in.TinyBacklog),
 			Finding: fmt.Sprintf("syn_retransmitted %d, listen_overflow %d, syncookie %d; peak accept queue %d/%d",
 				p(scenario.PortTiny, tracer.FlagSynRetransmitted), p(scenario.PortTiny, tracer.FlagListenOverflow),
-				p(scenario.PortTiny, tracer.FlagSyncookie), tiny.PeakQueue, tiny.Backlog)},
+				p(scenario.PortTiny, tracer.FlagSyncookie), tiny.PeakQueue, tiny.Backlog) + tinyResets},
 		{Fault: fmt.Sprintf("%d connects to closed port :%d", in.Refused, scenario.PortClosed),
 			Finding: fmt.Sprintf("refused %d (client and server side records)", p(scenario.PortClosed, tracer.FlagRefused))},
 		{Fault: fmt.Sprintf("server on :%d aborted %d requests with SO_LINGER 0 and closed %d unread", scenario.PortWeb, in.Lingered, in.Unread),
 			Finding: fmt.Sprintf("reset_sent %d (TCP_STATE %d, TCP_ABORT_ON_CLOSE %d), reset_received %d",
-				p(scenario.PortWeb, tracer.FlagResetSent), f.reasons["TCP_STATE"], f.reasons["TCP_ABORT_ON_CLOSE"], p(scenario.PortWeb, tracer.FlagResetReceived))},
+				p(scenario.PortWeb, tracer.FlagResetSent), f.reasons[scenario.PortWeb]["TCP_STATE"], f.reasons[scenario.PortWeb]["TCP_ABORT_ON_CLOSE"], p(scenario.PortWeb, tracer.FlagResetReceived))},
 		{Fault: fmt.Sprintf("%d client-first closes to :%d with %d local ports, tcp_tw_reuse=0", in.Churn, scenario.PortChurn, in.ChurnPorts),
 			Finding: fmt.Sprintf("time_wait %d, port_exhausted %d (connect() saw EADDRNOTAVAIL %d times)",
 				p(scenario.PortChurn, tracer.FlagTimeWait), p(0, tracer.FlagPortExhausted)+p(scenario.PortChurn, tracer.FlagPortExhausted), in.ChurnFailures)},

@@ -480,68 +480,96 @@ func TestAbortOnOverflow(t *testing.T) {
 	}
 }
 
-// TestListenerResetsStraySegment: the server's child aborts (SO_LINGER 0)
-// while its reset is dropped, so the client still believes it is connected.
-// Its next segment matches no socket but the listener, which answers with a
-// reset of reason TCP_FLAGS: a record of its own, linked to the client.
-func TestListenerResetsStraySegment(t *testing.T) {
-	t.Parallel()
-	ns := nettest.New(t)
-	r := startRecord(t, ns, "run.jsonl")
-	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
-	to := netip.MustParseAddrPort(ln.Addr().String())
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			close(accepted)
-			return
-		}
-		accepted <- c
-	}()
-	cl, err := dialNS(t, ns, "tcp4", to.String(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	child, ok := <-accepted
-	if !ok {
-		t.Fatal("accept failed")
-	}
-	remove, err := ns.AddDrop(netns.Drop{SrcPort: to.Port(), FlagMask: netns.FlagRST, Flags: netns.FlagRST})
-	if err != nil {
-		t.Fatal(err)
-	}
-	child.(*net.TCPConn).SetLinger(0)
-	child.Close()
-	// The child's record is written once it closed (and the grace period
-	// passed): the kernel has no socket for this tuple any more.
-	r.waitConnections(t, 1, 15*time.Second)
-	if err := remove(); err != nil {
-		t.Fatal(err)
-	}
-	cl.Write([]byte("late"))
-	cl.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := cl.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
-		t.Fatalf("client read: %v, want ECONNRESET", err)
-	}
-	cl.Close()
-	r.waitConnections(t, 3, 15*time.Second)
-	rec := r.stop(t)
-	resets, reasons := listenerResets(rec)
-	client := one(t, rec, tracer.RoleClient)
-	if len(resets) != 1 || reasons[0] != "TCP_FLAGS" {
-		t.Fatalf("listener resets %v: %s", reasons, dumpJSON(rec.Connections))
-	}
-	s := resets[0]
-	if s.Role != tracer.RoleServer || s.Outcome != tracer.OutcomeReset || s.Local != to || s.Remote != client.Local ||
-		s.PeerID != client.ID || s.ListenerID == 0 || s.PID == 0 {
-		t.Errorf("stray segment's reset: %s", dumpJSON(s))
-	}
-	if client.Outcome != tracer.OutcomeReset || client.Errno != "ECONNRESET" || client.PeerID == s.ID || client.PeerID == 0 {
-		t.Errorf("client (peer is the aborted child, not the listener's reset): %s", dumpJSON(client))
-	}
-	if len(rec.Listeners) != 1 || rec.Listeners[0].Resets != 1 {
-		t.Errorf("listener: %s", dumpJSON(rec.Listeners))
+// TestStraySegmentReset: the server's child aborts (SO_LINGER 0) while its
+// reset is dropped, so the client still believes it is connected. Its next
+// segment matches no connection: the listener answers with a reset of
+// reason TCP_FLAGS, or, once the listener is closed too, the kernel answers
+// with a socketless NO_SOCKET reset, which answers a PSH|ACK and is no
+// refused connect. Either is a server-side record of its own, outcome reset.
+func TestStraySegmentReset(t *testing.T) {
+	for _, tc := range []struct {
+		name, reason  string
+		closeListener bool
+	}{{"listener", "TCP_FLAGS", false}, {"no-socket", "NO_SOCKET", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ns := nettest.New(t)
+			r := startRecord(t, ns, "run.jsonl")
+			ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
+			to := netip.MustParseAddrPort(ln.Addr().String())
+			accepted := make(chan net.Conn, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					close(accepted)
+					return
+				}
+				accepted <- c
+			}()
+			cl, err := dialNS(t, ns, "tcp4", to.String(), 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			child, ok := <-accepted
+			if !ok {
+				t.Fatal("accept failed")
+			}
+			remove, err := ns.AddDrop(netns.Drop{SrcPort: to.Port(), FlagMask: netns.FlagRST, Flags: netns.FlagRST})
+			if err != nil {
+				t.Fatal(err)
+			}
+			child.(*net.TCPConn).SetLinger(0)
+			child.Close()
+			if tc.closeListener {
+				ln.Close()
+			}
+			// The child's record is written once it closed (and the grace
+			// period passed): the kernel has no socket for this tuple any more.
+			r.waitConnections(t, 1, 15*time.Second)
+			if err := remove(); err != nil {
+				t.Fatal(err)
+			}
+			cl.Write([]byte("late"))
+			cl.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := cl.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+				t.Fatalf("client read: %v, want ECONNRESET", err)
+			}
+			cl.Close()
+			r.waitConnections(t, 3, 15*time.Second)
+			rec := r.stop(t)
+			client := one(t, rec, tracer.RoleClient)
+			var stray []tracer.Connection
+			var reasons []string
+			for _, c := range rec.Connections {
+				for _, it := range c.Timeline {
+					if it.Kind == "reset_sent" && it.Reason == tc.reason {
+						stray = append(stray, c)
+						reasons = append(reasons, it.Reason)
+					}
+				}
+			}
+			if len(stray) != 1 {
+				t.Fatalf("%d records with a %s reset: %s", len(stray), tc.reason, dumpJSON(rec.Connections))
+			}
+			s := stray[0]
+			if s.Role != tracer.RoleServer || s.Outcome != tracer.OutcomeReset || slices.Contains(s.Flags, tracer.FlagRefused) ||
+				s.Local != to || s.Remote != client.Local || s.PeerID != client.ID {
+				t.Errorf("stray segment's reset: %s", dumpJSON(s))
+			}
+			if !tc.closeListener && (s.ListenerID == 0 || s.PID == 0) {
+				t.Errorf("the listener's reset names no listener or owner: %s", dumpJSON(s))
+			}
+			if client.Outcome != tracer.OutcomeReset || client.Errno != "ECONNRESET" || client.PeerID == s.ID || client.PeerID == 0 {
+				t.Errorf("client (peer is the aborted child, not the stray reset): %s", dumpJSON(client))
+			}
+			var resets uint64
+			for _, l := range rec.Listeners {
+				resets += l.Resets
+			}
+			if want := map[bool]uint64{false: 1, true: 0}[tc.closeListener]; resets != want {
+				t.Errorf("listener resets %d, want %d: %s", resets, want, dumpJSON(rec.Listeners))
+			}
+		})
 	}
 }

@@ -14,7 +14,7 @@ enum event_kind {
 	EVENT_RESET_SENT = 4,         /* tcp:tcp_send_reset */
 	EVENT_RESET_RECEIVED = 5,     /* tcp:tcp_receive_reset */
 	EVENT_SOCK_ERROR = 6,         /* sock:inet_sk_error_report */
-	EVENT_LISTEN_OVERFLOW = 7,    /* skb:kfree_skb, reason TCP_LISTEN_OVERFLOW */
+	EVENT_LISTEN_OVERFLOW = 7,    /* skb:kfree_skb: a final ACK dropped, accept queue full */
 };
 
 /* Bits of event.flags. */
@@ -25,6 +25,7 @@ enum event_flag {
 	EVENT_F_HAS_ERR = 1 << 3,     /* err is the kernel's retransmit result (6.17+) */
 	EVENT_F_HAS_REASON = 1 << 4,  /* reason is an enum sk_rst_reason value (6.10+) */
 	EVENT_F_HAS_RTO = 1 << 5,     /* total_rto/total_rto_time_ms exist on this kernel (6.7+) */
+	EVENT_F_SYNCOOKIE = 1 << 6,   /* listen overflow: the dropped final ACK carried a SYN cookie */
 };
 
 /* Indexes of the per-CPU counters map. */

@@ -30,8 +30,10 @@ const volatile __u32 filter_netns[MAX_FILTER] = {};
  * and the reader also polls on a timer.
  */
 const volatile __u64 wakeup_bytes = 0;
-/* The running kernel's enum skb_drop_reason value for TCP_LISTEN_OVERFLOW. */
+/* The running kernel's enum skb_drop_reason values for TCP_LISTEN_OVERFLOW
+ * and NO_SOCKET (their numbers differ between kernels). */
 const volatile __u32 listen_overflow_reason = 0;
+const volatile __u32 no_socket_reason = 0;
 
 /* Make bpf2go emit Go declarations for the record and its enums. */
 const struct event *unused_event __attribute__((unused));
@@ -596,9 +598,16 @@ int handle_sock_error(__u64 *ctx)
  * (a11a791ca81e) tcp_v4/v6_syn_recv_sock() frees a final ACK that finds the
  * accept queue full with reason TCP_LISTEN_OVERFLOW and rx_sk = the
  * listener; the request socket stays and retransmits its SYN-ACK later.
- * This is the only per-connection trace of an accept-queue overflow: a SYN
- * arriving while the queue is full is freed with consume_skb() and only the
- * ListenOverflows/ListenDrops counters move. kfree_skb fires for every
+ * A final ACK that carries a valid SYN cookie has no request socket: when
+ * the same check fails for it, cookie_v4_check()/cookie_v6_check() free it
+ * with reason NO_SOCKET and rx_sk = the listener, and the client, which
+ * believes it is connected, resends until a later copy finds room. NO_SOCKET
+ * with a listening rx_sk has other causes (no memory for the child), so it
+ * counts as an overflow only while the queue is full (sk_acceptq_is_full():
+ * sk_ack_backlog > sk_max_ack_backlog).
+ * These are the only per-connection traces of an accept-queue overflow: a
+ * SYN arriving while the queue is full is freed with consume_skb() and only
+ * the ListenOverflows/ListenDrops counters move. kfree_skb fires for every
  * dropped packet on the host, so the reason is compared first.
  */
 SEC("tp_btf/kfree_skb")
@@ -609,10 +618,18 @@ int handle_kfree_skb(__u64 *ctx)
 	struct sock *sk = (struct sock *)ctx[3];
 	struct tuple t = {};
 	struct event *e;
+	bool cookie = false;
 	__u32 netns;
 
-	if (reason != listen_overflow_reason || !sk || !skb)
+	if (!sk || !skb)
 		return 0;
+	if (reason != listen_overflow_reason) {
+		if (reason != no_socket_reason || !no_socket_reason)
+			return 0;
+		if (sk->__sk_common.skc_state != TCP_LISTEN || sk->sk_ack_backlog <= sk->sk_max_ack_backlog)
+			return 0;
+		cookie = true;
+	}
 	netns = sk_netns(&sk->__sk_common);
 	if (!netns_wanted(netns))
 		return 0;
@@ -625,6 +642,8 @@ int handle_kfree_skb(__u64 *ctx)
 	if (!e)
 		return 0;
 	e->listener_cookie = bpf_get_socket_cookie(sk);
+	if (cookie)
+		e->flags |= EVENT_F_SYNCOOKIE;
 	e->netns = netns;
 	e->state = sk->__sk_common.skc_state;
 	e->backlog = sk->sk_ack_backlog;

@@ -80,7 +80,11 @@ func EventDetail(ev *tracer.Event) string {
 	case tracer.KindError:
 		fmt.Fprintf(&s, "%s in %s", tracer.ErrnoName(ev.Err), ev.State)
 	case tracer.KindListenOverflow:
-		fmt.Fprintf(&s, "final ACK dropped: accept queue full %d/%d, listener %d", ev.Backlog, ev.MaxBacklog, ev.ListenerCookie)
+		what := "final ACK"
+		if ev.Syncookie {
+			what = "final ACK (SYN cookie)"
+		}
+		fmt.Fprintf(&s, "%s dropped: accept queue full %d/%d, listener %d", what, ev.Backlog, ev.MaxBacklog, ev.ListenerCookie)
 	}
 	return s.String()
 }
@@ -141,6 +145,7 @@ func AppendEventJSON(b []byte, ev *tracer.Event) []byte {
 	case tracer.KindListenOverflow:
 		o.uint("accept_queue", uint64(ev.Backlog))
 		o.uint("backlog", uint64(ev.MaxBacklog))
+		o.boolean("syncookie", ev.Syncookie)
 	}
 	if ev.HasOwner {
 		o.uint("owner_pid", uint64(ev.OwnerTGID))

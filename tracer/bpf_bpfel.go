@@ -68,6 +68,7 @@ const (
 	bpfEventFlagEVENT_F_HAS_ERR    bpfEventFlag = 8
 	bpfEventFlagEVENT_F_HAS_REASON bpfEventFlag = 16
 	bpfEventFlagEVENT_F_HAS_RTO    bpfEventFlag = 32
+	bpfEventFlagEVENT_F_SYNCOOKIE  bpfEventFlag = 64
 )
 
 type bpfEventKind uint32
@@ -161,6 +162,7 @@ type bpfVariableSpecs struct {
 	FilterPortCount      *ebpf.VariableSpec `ebpf:"filter_port_count"`
 	FilterPorts          *ebpf.VariableSpec `ebpf:"filter_ports"`
 	ListenOverflowReason *ebpf.VariableSpec `ebpf:"listen_overflow_reason"`
+	NoSocketReason       *ebpf.VariableSpec `ebpf:"no_socket_reason"`
 	UnusedCounter        *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlag           *ebpf.VariableSpec `ebpf:"unused_flag"`
@@ -210,6 +212,7 @@ type bpfVariables struct {
 	FilterPortCount      *ebpf.Variable `ebpf:"filter_port_count"`
 	FilterPorts          *ebpf.Variable `ebpf:"filter_ports"`
 	ListenOverflowReason *ebpf.Variable `ebpf:"listen_overflow_reason"`
+	NoSocketReason       *ebpf.Variable `ebpf:"no_socket_reason"`
 	UnusedCounter        *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlag           *ebpf.Variable `ebpf:"unused_flag"`

@@ -59,7 +59,7 @@ type Builder struct {
 
 	listenerSet    map[uint64]*Listener
 	listenerByPort map[listenKey]uint64
-	overflowed     map[tupleKey]time.Time
+	overflowed     map[tupleKey]overflowDrop
 	abandoned      map[tupleKey]abandonedRequest // recently abandoned requests, by tuple
 	free           []*Connection
 	nextID         uint64
@@ -106,7 +106,7 @@ func NewBuilder(cfg BuilderConfig) *Builder {
 		comms:          map[Comm]string{},
 		listenerSet:    map[uint64]*Listener{},
 		listenerByPort: map[listenKey]uint64{},
-		overflowed:     map[tupleKey]time.Time{},
+		overflowed:     map[tupleKey]overflowDrop{},
 		abandoned:      map[tupleKey]abandonedRequest{},
 	}
 }
@@ -342,6 +342,11 @@ func (b *Builder) onState(ev *Event) {
 		}
 	case StateClose:
 		if b.discardTwin(c, ev) {
+			return
+		}
+		if !c.closedAt.IsZero() {
+			// Already in the grace queue: a second entry would outlive the
+			// record, which is recycled once emitted.
 			return
 		}
 		c.closedAt = ev.Time
@@ -667,7 +672,7 @@ func (b *Builder) strayReset(ev *Event, detail string, l *Listener) {
 	k := tupleKey{ev.NetNS, ev.Local, ev.Remote}
 	if c, ok := b.tuples[k]; ok {
 		switch {
-		case c.pending:
+		case c.pending && c.closedAt.IsZero():
 			it.Detail += ", which dropped the request"
 			c.setFlag(FlagResetSent)
 			c.item(ev.Time, it)
@@ -746,9 +751,9 @@ func (b *Builder) Expire(now time.Time) {
 			b.emit(c)
 		}
 	}
-	for k, at := range b.overflowed {
+	for k, d := range b.overflowed {
 		// A request lives at most about two minutes (TCP_RTO_MAX backoff).
-		if now.Sub(at) > 3*time.Minute {
+		if now.Sub(d.at) > 3*time.Minute {
 			delete(b.overflowed, k)
 		}
 	}

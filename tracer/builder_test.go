@@ -402,6 +402,9 @@ func TestListenerResets(t *testing.T) {
 	req := ap("10.0.0.3:40001")
 	s.at(time.Second).ev(Event{Kind: KindSynAckRetransmit, Cookie: 90, ListenerCookie: listener, SntSynAckUs: 1, Local: srv, Remote: req})
 	s.at(1500 * time.Millisecond).ev(rst(srv, req))
+	// A second reset toward the same client (its next segment) must not
+	// close the record twice.
+	s.at(1510 * time.Millisecond).ev(rst(srv, req))
 	// A segment nothing matches.
 	stray := ap("10.0.0.4:40002")
 	s.at(1600 * time.Millisecond).ev(rst(srv, stray))
@@ -413,8 +416,10 @@ func TestListenerResets(t *testing.T) {
 	s.at(2*time.Second + 3*time.Millisecond).ev(rst(srv, cli))
 	var listeners []Listener
 	out := map[uint64]Connection{}
+	emits := 0
 	b := NewBuilder(BuilderConfig{Clock: Clock{OffsetNs: t0.UnixNano()},
 		Emit: func(c *Connection) {
+			emits++
 			cp := *c
 			cp.Timeline = slices.Clone(c.Timeline)
 			cp.Flags = slices.Clone(c.Flags)
@@ -429,8 +434,11 @@ func TestListenerResets(t *testing.T) {
 	if len(out) != 3 || len(listeners) != 1 {
 		t.Fatalf("%d records, %d listeners; want request, stray reset and connection, one listener: %v", len(out), len(listeners), out)
 	}
-	if listeners[0].Resets != 3 || listeners[0].Abandoned != 0 {
-		t.Errorf("listener resets %d abandoned %d, want 3 and 0", listeners[0].Resets, listeners[0].Abandoned)
+	if emits != 3 {
+		t.Errorf("%d records emitted, want 3", emits)
+	}
+	if listeners[0].Resets != 4 || listeners[0].Abandoned != 0 {
+		t.Errorf("listener resets %d abandoned %d, want 4 and 0", listeners[0].Resets, listeners[0].Abandoned)
 	}
 	r := out[90]
 	check(t, r, OutcomeReset, "local", FlagSynAckRetransmitted, FlagResetSent)
@@ -487,5 +495,30 @@ func TestTCPFlagsString(t *testing.T) {
 	}
 	if !TCPSyn.IsSYN() || (TCPSyn | TCPAck).IsSYN() || TCPAck.IsSYN() {
 		t.Error("IsSYN: only a bare SYN opens a connection")
+	}
+}
+
+// An overflow drop seen before its connection joins it by tuple when the
+// child appears; one already followed is flagged at once.
+func TestOverflowJoinsTheConnection(t *testing.T) {
+	s := &script{}
+	drop := func(cookie bool) Event {
+		return Event{Kind: KindListenOverflow, ListenerCookie: 1, Syncookie: cookie, Backlog: 6, MaxBacklog: 5, Local: srv, Remote: cli}
+	}
+	s.at(100 * time.Microsecond).ev(drop(true))
+	serverHandshake(s, 11, 100)
+	s.at(time.Millisecond).ev(drop(false))
+	got := run(s, time.Second)
+	c := got[11]
+	check(t, c, OutcomeOpen, "", FlagListenOverflow)
+	var details []string
+	for _, it := range c.Timeline {
+		if it.Kind == KindListenOverflow.String() {
+			details = append(details, it.Detail)
+		}
+	}
+	want := []string{"final ACK (SYN cookie) dropped: accept queue full", "final ACK dropped: accept queue full"}
+	if !slices.Equal(details, want) {
+		t.Errorf("overflow items %q, want %q", details, want)
 	}
 }

@@ -122,6 +122,10 @@ type Event struct {
 	NumRetrans  uint8
 	NumTimeout  uint8
 
+	// Syncookie: KindListenOverflow, the dropped final ACK carried a SYN
+	// cookie (there was no request socket).
+	Syncookie bool
+
 	// Listener queue: accept-queue length and backlog.
 	Backlog    uint32
 	MaxBacklog uint32
@@ -183,6 +187,7 @@ func fromRaw(r *bpfEvent, clock Clock, ev *Event) {
 		HasReason:      flags&bpfEventFlagEVENT_F_HAS_REASON != 0,
 		NoSocket:       flags&bpfEventFlagEVENT_F_NO_SOCKET != 0,
 		SegFlags:       TCPFlags(r.SegFlags),
+		Syncookie:      flags&bpfEventFlagEVENT_F_SYNCOOKIE != 0,
 		HasTCPInfo:     flags&bpfEventFlagEVENT_F_TCP_INFO != 0,
 		HasRTO:         flags&bpfEventFlagEVENT_F_HAS_RTO != 0,
 		TotalRetrans:   r.TotalRetrans,

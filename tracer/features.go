@@ -40,6 +40,10 @@ type Features struct {
 	// listenOverflowReason is enum skb_drop_reason's TCP_LISTEN_OVERFLOW,
 	// 0 when kfree_skb cannot identify accept-queue overflows here.
 	listenOverflowReason uint32
+	// noSocketReason is enum skb_drop_reason's NO_SOCKET: with a full
+	// listener as rx_sk, a final ACK carrying a SYN cookie that found the
+	// accept queue full (see handle_kfree_skb).
+	noSocketReason uint32
 }
 
 // ErrPrivileges means the process may not load tracing programs.
@@ -103,6 +107,11 @@ func (f *Features) probeOverflowReason(spec *btf.Spec, params int) (bool, string
 	}
 	var e *btf.Enum
 	if err := spec.TypeByName("skb_drop_reason", &e); err == nil {
+		for _, v := range e.Values {
+			if v.Name == "SKB_DROP_REASON_NO_SOCKET" {
+				f.noSocketReason = uint32(v.Value)
+			}
+		}
 		for _, v := range e.Values {
 			if v.Name == "SKB_DROP_REASON_TCP_LISTEN_OVERFLOW" {
 				f.listenOverflowReason = uint32(v.Value)

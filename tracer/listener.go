@@ -93,35 +93,47 @@ func (l *Listener) sawQueue(backlog, max uint32) {
 }
 
 // onOverflow: a final ACK was dropped because the listener's accept queue
-// was full. The request socket survives and the connection it belongs to
-// (same tuple) is flagged when it shows up, or now if already followed.
+// was full. The request socket survives (or, for a SYN cookie, the client
+// resends) and the connection it belongs to (same tuple) is flagged when it
+// shows up, or now if already followed.
 func (b *Builder) onOverflow(ev *Event) {
 	if l := b.listener(ev, ev.ListenerCookie); l != nil {
 		l.Overflows++
 		l.sawQueue(ev.Backlog, ev.MaxBacklog)
 	}
+	d := overflowDrop{at: ev.Time, cookie: ev.Syncookie}
 	k := tupleKey{ev.NetNS, ev.Local, ev.Remote}
 	if c, ok := b.tuples[k]; ok {
-		c.overflowed(ev.Time)
+		c.overflowed(d)
 		return
 	}
 	if len(b.overflowed) < maxOverflowed {
-		b.overflowed[k] = ev.Time
+		b.overflowed[k] = d
 	}
 }
 
-func (c *Connection) overflowed(at time.Time) {
+// overflowDrop is one final ACK dropped for a full accept queue.
+type overflowDrop struct {
+	at     time.Time
+	cookie bool // it carried a SYN cookie: no request socket waited
+}
+
+func (c *Connection) overflowed(d overflowDrop) {
 	c.setFlag(FlagListenOverflow)
-	c.item(at, Item{Kind: KindListenOverflow.String(), Detail: "final ACK dropped: accept queue full"})
+	detail := "final ACK dropped: accept queue full"
+	if d.cookie {
+		detail = "final ACK (SYN cookie) dropped: accept queue full"
+	}
+	c.item(d.at, Item{Kind: KindListenOverflow.String(), Detail: detail})
 	sortTimeline(c.Timeline)
 }
 
 // joinOverflow gives a connection seen after its overflow drop the flag.
 func (b *Builder) joinOverflow(c *Connection) {
 	k := tupleKey{c.NetNS, c.Local, c.Remote}
-	if at, ok := b.overflowed[k]; ok {
+	if d, ok := b.overflowed[k]; ok {
 		delete(b.overflowed, k)
-		c.overflowed(at)
+		c.overflowed(d)
 	}
 }
 

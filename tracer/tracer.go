@@ -151,6 +151,7 @@ func configure(spec *ebpf.CollectionSpec, cfg Config, f Features) error {
 		{"filter_netns", netns},
 		{"wakeup_bytes", cfg.WakeupBytes},
 		{"listen_overflow_reason", f.listenOverflowReason},
+		{"no_socket_reason", f.noSocketReason},
 	}
 	for _, s := range sets {
 		v, ok := spec.Variables[s.name]

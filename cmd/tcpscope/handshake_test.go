@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/netip"
@@ -571,5 +572,122 @@ func TestStraySegmentReset(t *testing.T) {
 				t.Errorf("listener resets %d, want %d: %s", resets, want, dumpJSON(rec.Listeners))
 			}
 		})
+	}
+}
+
+// TestSyncookieFinalACKOverflow: with tcp_syncookies=2 every handshake is a
+// SYN cookie, so no request socket waits for the final ACK. Two clients'
+// final ACKs are lost while the accept queue has room; once a third
+// connection fills it, their first data (which carries the cookie ACK) is
+// dropped, with no request socket to keep. The clients resend until the
+// server accepts. Each drop is an overflow of the listener (the kernel's
+// ListenOverflows counts exactly these here), and both connections are
+// flagged listen_overflow and syncookie.
+func TestSyncookieFinalACKOverflow(t *testing.T) {
+	t.Parallel()
+	ns := nettest.New(t)
+	if err := ns.Sysctl("net.ipv4.tcp_syncookies", "2"); err != nil {
+		t.Fatal(err)
+	}
+	r := startRecord(t, ns, "run.jsonl")
+	ln, err := ns.ListenBacklog(0, 0) // accept queue of one
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	to := netns.AddrPort(ln)
+	before, _ := ns.Counters()
+	remove := dropClientACKs(t, ns, to.Port())
+	var late []net.Conn
+	for i := 0; i < 2; i++ {
+		c, err := dialNS(t, ns, "tcp4", to.String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		late = append(late, c)
+	}
+	remove()
+	filler, err := dialNS(t, ns, "tcp4", to.String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer filler.Close()
+	for _, c := range append(late, filler) {
+		c.Write([]byte("ping"))
+	}
+	// Wait until each late client's data met the full queue at least once.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		now, _ := ns.Counters()
+		if netns.Delta(before, now)["TcpExt.ListenOverflows"] >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no accept-queue overflow in 5s: %v", netns.Delta(before, now))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	served := make(chan error, 1)
+	go func() {
+		for i := 0; i < 3; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				served <- err
+				return
+			}
+			// Read the request first: closing with unread data would reset.
+			_, err = io.ReadFull(c, make([]byte, 4))
+			c.Close()
+			if err != nil {
+				served <- err
+				return
+			}
+		}
+		served <- nil
+	}()
+	for i, c := range late {
+		c.SetReadDeadline(time.Now().Add(15 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Fatalf("late client %d: %v, want the server's close (EOF)", i, err)
+		}
+		c.Close()
+	}
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	filler.Close()
+	r.waitConnections(t, 6, 15*time.Second)
+	rec := r.stop(t)
+	after, _ := ns.Counters()
+	d := netns.Delta(before, after)
+	if len(rec.Listeners) != 1 {
+		t.Fatalf("listeners: %s", dumpJSON(rec.Listeners))
+	}
+	l := rec.Listeners[0]
+	var flagged []tracer.Connection
+	for _, c := range serverRecords(rec) {
+		if slices.Contains(c.Flags, tracer.FlagListenOverflow) {
+			flagged = append(flagged, c)
+		}
+	}
+	t.Logf("kernel: %v; listener overflow drops %d", d, l.Overflows)
+	if l.Overflows != d["TcpExt.ListenOverflows"] || l.Overflows < 2 || len(flagged) != 2 {
+		t.Fatalf("listener overflow drops %d, kernel ListenOverflows %d; %d server records flagged listen_overflow: %s",
+			l.Overflows, d["TcpExt.ListenOverflows"], len(flagged), dumpJSON(serverRecords(rec)))
+	}
+	for _, c := range flagged {
+		if !slices.Contains(c.Flags, tracer.FlagSyncookie) {
+			t.Errorf("overflowed cookie connection not flagged syncookie: %s", dumpJSON(c))
+		}
+		var detail string
+		for _, it := range c.Timeline {
+			if it.Kind == "listen_overflow" {
+				detail = it.Detail
+			}
+		}
+		if !strings.Contains(detail, "SYN cookie") {
+			t.Errorf("overflow item %q does not name the SYN cookie", detail)
+		}
 	}
 }

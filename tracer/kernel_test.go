@@ -134,6 +134,17 @@ func TestLifecycleSequences(t *testing.T) {
 	}
 }
 
+// blockingConnect runs one blocking IPv4 connect(2), as most programs do,
+// in the calling thread's namespace.
+func blockingConnect(to netip.AddrPort) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Connect(fd, &unix.SockaddrInet4{Port: int(to.Port()), Addr: to.Addr().As4()})
+}
+
 // TestRefusedConnect: a SYN to a port nobody listens on. The server side
 // sends a reset with no socket (reason NO_SOCKET); the client receives it
 // in SYN_SENT and its connect() fails with ECONNREFUSED.
@@ -149,14 +160,7 @@ func TestRefusedConnect(t *testing.T) {
 	// A blocking connect(2), as most programs do: on failure the kernel
 	// also runs tcp_disconnect() (__inet_stream_connect), which reports a
 	// second, empty socket error that tcpscope must drop.
-	err := ns.Do(func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		return unix.Connect(fd, &unix.SockaddrInet4{Port: int(target.Port()), Addr: target.Addr().As4()})
-	})
+	err := ns.Do(func() error { return blockingConnect(target) })
 	if !errors.Is(err, unix.ECONNREFUSED) {
 		t.Fatalf("connect to closed port %s: %v, want ECONNREFUSED", target, err)
 	}
@@ -372,13 +376,7 @@ func TestLostEvents(t *testing.T) {
 	const attempts = 100
 	err = ns.Do(func() error {
 		for i := 0; i < attempts; i++ {
-			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				return err
-			}
-			err = unix.Connect(fd, &unix.SockaddrInet4{Port: int(target.Port()), Addr: target.Addr().As4()})
-			unix.Close(fd)
-			if !errors.Is(err, unix.ECONNREFUSED) {
+			if err := blockingConnect(target); !errors.Is(err, unix.ECONNREFUSED) {
 				return fmt.Errorf("connect %d to closed port %s: %v, want ECONNREFUSED", i, target, err)
 			}
 		}

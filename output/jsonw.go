@@ -75,7 +75,14 @@ const hexDigits = "0123456789abcdef"
 // replacing invalid UTF-8 (task names are arbitrary bytes).
 func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
-	for i := 0; i < len(s); {
+	// Most strings (states, kinds, names) need no escaping: copy the plain
+	// ASCII prefix at once.
+	i := 0
+	for i < len(s) && s[i] >= 0x20 && s[i] < utf8.RuneSelf && s[i] != '"' && s[i] != '\\' {
+		i++
+	}
+	b = append(b, s[:i]...)
+	for i < len(s) {
 		c := s[i]
 		if c < utf8.RuneSelf {
 			switch {

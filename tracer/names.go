@@ -33,7 +33,9 @@ const (
 // String spells the state as the kernel does, without the TCP_ prefix:
 // "SYN_SENT", "FIN_WAIT2".
 func (s State) String() string {
-	if t := kernelNames().stateTable; int(s) < len(t) && t[s] != "" {
+	// Through the pointer: the table is an array, and a copy of it per call
+	// was the builder's largest cost.
+	if t := &kernelNames().stateTable; t[s] != "" {
 		return t[s]
 	}
 	return fmt.Sprintf("STATE_%d", uint8(s))

@@ -399,19 +399,22 @@ func TestFinalACKOverflow(t *testing.T) {
 	}
 }
 
-// listenerResets returns the connection records whose reset the listening
-// socket itself sent, with that reset's reason.
-func listenerResets(rec *output.Recording) (out []tracer.Connection, reasons []string) {
+// resetsSent returns the connection records with a sent reset that match
+// accepts, with that reset's timeline item.
+func resetsSent(rec *output.Recording, match func(tracer.Item) bool) (out []tracer.Connection, items []tracer.Item) {
 	for _, c := range rec.Connections {
 		for _, it := range c.Timeline {
-			if it.Kind == "reset_sent" && it.State == "LISTEN" {
+			if it.Kind == "reset_sent" && match(it) {
 				out = append(out, c)
-				reasons = append(reasons, it.Reason)
+				items = append(items, it)
 			}
 		}
 	}
-	return out, reasons
+	return out, items
 }
+
+// byListener: resets the listening socket itself sent.
+func byListener(it tracer.Item) bool { return it.State == "LISTEN" }
 
 // TestAbortOnOverflow: as TestFinalACKOverflow, with
 // net.ipv4.tcp_abort_on_overflow=1: the listener answers each final ACK that
@@ -456,7 +459,7 @@ func TestAbortOnOverflow(t *testing.T) {
 	rec := r.stop(t)
 	after, _ := ns.Counters()
 	d := netns.Delta(before, after)
-	resets, reasons := listenerResets(rec)
+	resets, items := resetsSent(rec, byListener)
 	if len(rec.Listeners) != 1 {
 		t.Fatalf("listeners: %s", dumpJSON(rec.Listeners))
 	}
@@ -469,9 +472,9 @@ func TestAbortOnOverflow(t *testing.T) {
 			len(resets), l.Resets, l.Overflows, d["TcpExt.ListenOverflows"], d["TcpExt.EmbryonicRsts"], dumpJSON(resets))
 	}
 	for i, c := range resets {
-		if c.Role != tracer.RoleServer || c.Local != to || c.Outcome != tracer.OutcomeReset || reasons[i] != "INVALID_SYN" ||
+		if c.Role != tracer.RoleServer || c.Local != to || c.Outcome != tracer.OutcomeReset || items[i].Reason != "INVALID_SYN" ||
 			!slices.Contains(c.Flags, tracer.FlagListenOverflow) || !slices.Contains(c.Flags, tracer.FlagResetSent) || c.PeerID == 0 {
-			t.Errorf("request reset by the listener (reason %s): %s", reasons[i], dumpJSON(c))
+			t.Errorf("request reset by the listener (reason %s): %s", items[i].Reason, dumpJSON(c))
 		}
 	}
 	for _, c := range byRole(t, rec, tracer.RoleClient) {
@@ -486,12 +489,19 @@ func TestAbortOnOverflow(t *testing.T) {
 // segment matches no connection: the listener answers with a reset of
 // reason TCP_FLAGS, or, once the listener is closed too, the kernel answers
 // with a socketless NO_SOCKET reset, which answers a PSH|ACK and is no
-// refused connect. Either is a server-side record of its own, outcome reset.
+// refused connect. Once the child's record is written, either is a
+// server-side record of its own, outcome reset; while the child's record
+// still waits (its grace period), the reset joins it as a late item.
 func TestStraySegmentReset(t *testing.T) {
 	for _, tc := range []struct {
 		name, reason  string
 		closeListener bool
-	}{{"listener", "TCP_FLAGS", false}, {"no-socket", "NO_SOCKET", true}} {
+		late          bool // the client's segment comes while the child's record waits
+	}{
+		{"listener", "TCP_FLAGS", false, false},
+		{"no-socket", "NO_SOCKET", true, false},
+		{"listener-after-close", "TCP_FLAGS", false, true},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			ns := nettest.New(t)
@@ -525,9 +535,11 @@ func TestStraySegmentReset(t *testing.T) {
 			if tc.closeListener {
 				ln.Close()
 			}
-			// The child's record is written once it closed (and the grace
-			// period passed): the kernel has no socket for this tuple any more.
-			r.waitConnections(t, 1, 15*time.Second)
+			if !tc.late {
+				// The child's record is written once it closed and the grace
+				// period passed: the kernel has no socket for this tuple.
+				r.waitConnections(t, 1, 15*time.Second)
+			}
 			if err := remove(); err != nil {
 				t.Fatal(err)
 			}
@@ -537,32 +549,38 @@ func TestStraySegmentReset(t *testing.T) {
 				t.Fatalf("client read: %v, want ECONNRESET", err)
 			}
 			cl.Close()
-			r.waitConnections(t, 3, 15*time.Second)
-			rec := r.stop(t)
-			client := one(t, rec, tracer.RoleClient)
-			var stray []tracer.Connection
-			var reasons []string
-			for _, c := range rec.Connections {
-				for _, it := range c.Timeline {
-					if it.Kind == "reset_sent" && it.Reason == tc.reason {
-						stray = append(stray, c)
-						reasons = append(reasons, it.Reason)
-					}
-				}
+			want := 3
+			if tc.late {
+				want = 2
 			}
+			r.waitConnections(t, want, 15*time.Second)
+			rec := r.stop(t)
+			if len(rec.Connections) != want {
+				t.Fatalf("%d records, want %d: %s", len(rec.Connections), want, dumpJSON(rec.Connections))
+			}
+			client := one(t, rec, tracer.RoleClient)
+			stray, items := resetsSent(rec, func(it tracer.Item) bool { return it.Reason == tc.reason })
 			if len(stray) != 1 {
 				t.Fatalf("%d records with a %s reset: %s", len(stray), tc.reason, dumpJSON(rec.Connections))
 			}
 			s := stray[0]
 			if s.Role != tracer.RoleServer || s.Outcome != tracer.OutcomeReset || slices.Contains(s.Flags, tracer.FlagRefused) ||
-				s.Local != to || s.Remote != client.Local || s.PeerID != client.ID {
+				s.Local != to || s.Remote != client.Local {
 				t.Errorf("stray segment's reset: %s", dumpJSON(s))
+			}
+			if tc.late {
+				// The aborted child itself, its own reset first.
+				if s.ID != client.PeerID || !strings.Contains(items[0].Detail, "after the close") || s.Timeline[len(s.Timeline)-1] != items[0] {
+					t.Errorf("the late reset is not the child's last item: %s", dumpJSON(s))
+				}
+			} else if s.PeerID != client.ID || client.PeerID == s.ID || client.PeerID == 0 {
+				t.Errorf("peers: the stray reset's record must point at the client, the client at the aborted child: %s", dumpJSON(rec.Connections))
 			}
 			if !tc.closeListener && (s.ListenerID == 0 || s.PID == 0) {
 				t.Errorf("the listener's reset names no listener or owner: %s", dumpJSON(s))
 			}
-			if client.Outcome != tracer.OutcomeReset || client.Errno != "ECONNRESET" || client.PeerID == s.ID || client.PeerID == 0 {
-				t.Errorf("client (peer is the aborted child, not the stray reset): %s", dumpJSON(client))
+			if client.Outcome != tracer.OutcomeReset || client.Errno != "ECONNRESET" {
+				t.Errorf("client: %s", dumpJSON(client))
 			}
 			var resets uint64
 			for _, l := range rec.Listeners {
@@ -584,110 +602,115 @@ func TestStraySegmentReset(t *testing.T) {
 // ListenOverflows counts exactly these here), and both connections are
 // flagged listen_overflow and syncookie.
 func TestSyncookieFinalACKOverflow(t *testing.T) {
-	t.Parallel()
-	ns := nettest.New(t)
-	if err := ns.Sysctl("net.ipv4.tcp_syncookies", "2"); err != nil {
-		t.Fatal(err)
-	}
-	r := startRecord(t, ns, "run.jsonl")
-	ln, err := ns.ListenBacklog(0, 0) // accept queue of one
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	to := netns.AddrPort(ln)
-	before, _ := ns.Counters()
-	remove := dropClientACKs(t, ns, to.Port())
-	var late []net.Conn
-	for i := 0; i < 2; i++ {
-		c, err := dialNS(t, ns, "tcp4", to.String(), 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		late = append(late, c)
-	}
-	remove()
-	filler, err := dialNS(t, ns, "tcp4", to.String(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer filler.Close()
-	for _, c := range append(late, filler) {
-		c.Write([]byte("ping"))
-	}
-	// Wait until each late client's data met the full queue at least once.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		now, _ := ns.Counters()
-		if netns.Delta(before, now)["TcpExt.ListenOverflows"] >= 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no accept-queue overflow in 5s: %v", netns.Delta(before, now))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	served := make(chan error, 1)
-	go func() {
-		for i := 0; i < 3; i++ {
-			c, err := ln.Accept()
+	// cookie_v4_check() and cookie_v6_check() drop the ACK alike.
+	for _, fam := range []struct{ network, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
+		t.Run(fam.network, func(t *testing.T) {
+			t.Parallel()
+			ns := nettest.New(t)
+			if err := ns.Sysctl("net.ipv4.tcp_syncookies", "2"); err != nil {
+				t.Fatal(err)
+			}
+			r := startRecord(t, ns, "run.jsonl")
+			ln, err := ns.ListenBacklogAt(netip.MustParseAddrPort(fam.addr), 0) // accept queue of one
 			if err != nil {
-				served <- err
-				return
+				t.Fatal(err)
 			}
-			// Read the request first: closing with unread data would reset.
-			_, err = io.ReadFull(c, make([]byte, 4))
-			c.Close()
+			defer ln.Close()
+			to := netns.AddrPort(ln)
+			before, _ := ns.Counters()
+			remove := dropClientACKs(t, ns, to.Port())
+			var late []net.Conn
+			for i := 0; i < 2; i++ {
+				c, err := dialNS(t, ns, fam.network, to.String(), 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				late = append(late, c)
+			}
+			remove()
+			filler, err := dialNS(t, ns, fam.network, to.String(), 5*time.Second)
 			if err != nil {
-				served <- err
-				return
+				t.Fatal(err)
 			}
-		}
-		served <- nil
-	}()
-	for i, c := range late {
-		c.SetReadDeadline(time.Now().Add(15 * time.Second))
-		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
-			t.Fatalf("late client %d: %v, want the server's close (EOF)", i, err)
-		}
-		c.Close()
-	}
-	if err := <-served; err != nil {
-		t.Fatal(err)
-	}
-	filler.Close()
-	r.waitConnections(t, 6, 15*time.Second)
-	rec := r.stop(t)
-	after, _ := ns.Counters()
-	d := netns.Delta(before, after)
-	if len(rec.Listeners) != 1 {
-		t.Fatalf("listeners: %s", dumpJSON(rec.Listeners))
-	}
-	l := rec.Listeners[0]
-	var flagged []tracer.Connection
-	for _, c := range serverRecords(rec) {
-		if slices.Contains(c.Flags, tracer.FlagListenOverflow) {
-			flagged = append(flagged, c)
-		}
-	}
-	t.Logf("kernel: %v; listener overflow drops %d", d, l.Overflows)
-	if l.Overflows != d["TcpExt.ListenOverflows"] || l.Overflows < 2 || len(flagged) != 2 {
-		t.Fatalf("listener overflow drops %d, kernel ListenOverflows %d; %d server records flagged listen_overflow: %s",
-			l.Overflows, d["TcpExt.ListenOverflows"], len(flagged), dumpJSON(serverRecords(rec)))
-	}
-	for _, c := range flagged {
-		if !slices.Contains(c.Flags, tracer.FlagSyncookie) {
-			t.Errorf("overflowed cookie connection not flagged syncookie: %s", dumpJSON(c))
-		}
-		var detail string
-		for _, it := range c.Timeline {
-			if it.Kind == "listen_overflow" {
-				detail = it.Detail
+			defer filler.Close()
+			for _, c := range append(late, filler) {
+				c.Write([]byte("ping"))
 			}
-		}
-		if !strings.Contains(detail, "SYN cookie") {
-			t.Errorf("overflow item %q does not name the SYN cookie", detail)
-		}
+			// Wait until each late client's data met the full queue at least once.
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				now, _ := ns.Counters()
+				if netns.Delta(before, now)["TcpExt.ListenOverflows"] >= 2 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no accept-queue overflow in 5s: %v", netns.Delta(before, now))
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			served := make(chan error, 1)
+			go func() {
+				for i := 0; i < 3; i++ {
+					c, err := ln.Accept()
+					if err != nil {
+						served <- err
+						return
+					}
+					// Read the request first: closing with unread data would reset.
+					_, err = io.ReadFull(c, make([]byte, 4))
+					c.Close()
+					if err != nil {
+						served <- err
+						return
+					}
+				}
+				served <- nil
+			}()
+			for i, c := range late {
+				c.SetReadDeadline(time.Now().Add(15 * time.Second))
+				if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+					t.Fatalf("late client %d: %v, want the server's close (EOF)", i, err)
+				}
+				c.Close()
+			}
+			if err := <-served; err != nil {
+				t.Fatal(err)
+			}
+			filler.Close()
+			r.waitConnections(t, 6, 15*time.Second)
+			rec := r.stop(t)
+			after, _ := ns.Counters()
+			d := netns.Delta(before, after)
+			if len(rec.Listeners) != 1 {
+				t.Fatalf("listeners: %s", dumpJSON(rec.Listeners))
+			}
+			l := rec.Listeners[0]
+			var flagged []tracer.Connection
+			for _, c := range serverRecords(rec) {
+				if slices.Contains(c.Flags, tracer.FlagListenOverflow) {
+					flagged = append(flagged, c)
+				}
+			}
+			t.Logf("kernel: %v; listener overflow drops %d", d, l.Overflows)
+			if l.Overflows != d["TcpExt.ListenOverflows"] || l.Overflows < 2 || len(flagged) != 2 {
+				t.Fatalf("listener overflow drops %d, kernel ListenOverflows %d; %d server records flagged listen_overflow: %s",
+					l.Overflows, d["TcpExt.ListenOverflows"], len(flagged), dumpJSON(serverRecords(rec)))
+			}
+			for _, c := range flagged {
+				if !slices.Contains(c.Flags, tracer.FlagSyncookie) {
+					t.Errorf("overflowed cookie connection not flagged syncookie: %s", dumpJSON(c))
+				}
+				var detail string
+				for _, it := range c.Timeline {
+					if it.Kind == "listen_overflow" {
+						detail = it.Detail
+					}
+				}
+				if !strings.Contains(detail, "SYN cookie") {
+					t.Errorf("overflow item %q does not name the SYN cookie", detail)
+				}
+			}
+		})
 	}
 }

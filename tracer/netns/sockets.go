@@ -22,14 +22,25 @@ func (n *NS) Listen(network, address string) (net.Listener, error) {
 // ListenBacklog listens on 127.0.0.1:port (0 for any) with an explicit
 // backlog: net.Listen always asks for somaxconn.
 func (n *NS) ListenBacklog(port, backlog int) (net.Listener, error) {
+	return n.ListenBacklogAt(netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port)), backlog)
+}
+
+// ListenBacklogAt is ListenBacklog on any IPv4 or IPv6 address.
+func (n *NS) ListenBacklogAt(at netip.AddrPort, backlog int) (net.Listener, error) {
+	family := unix.AF_INET6
+	var sa unix.Sockaddr = &unix.SockaddrInet6{Port: int(at.Port()), Addr: at.Addr().As16()}
+	if at.Addr().Is4() {
+		family = unix.AF_INET
+		sa = &unix.SockaddrInet4{Port: int(at.Port()), Addr: at.Addr().As4()}
+	}
 	var ln net.Listener
 	err := n.Do(func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			return err
 		}
 		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		if err := unix.Bind(fd, sa); err != nil {
 			unix.Close(fd)
 			return err
 		}

@@ -5,7 +5,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
@@ -233,15 +232,18 @@ func appendMeta(b []byte, m Meta, withType bool) []byte {
 // Export writes connections to a .jsonl or .json file (or JSONL to
 // stdout for "-") as they end, and the summary at Close.
 type Export struct {
-	path   string // final path; "" for stdout
-	tmp    string // .json: the temporary file renamed at Close
-	f      *os.File
-	w      io.Writer
-	jsonl  bool
-	buf    []byte
-	n      uint64
-	meta   Meta
-	closed bool
+	path    string // final path; "" for stdout
+	tmp     string // .json: the temporary file renamed at Close
+	f       *os.File
+	w       io.Writer
+	jsonl   bool
+	owner   Owner
+	created bool // the file did not exist before OpenExport
+	started bool // Start truncated the file and wrote the header
+	buf     []byte
+	n       uint64
+	meta    Meta
+	closed  bool
 	// listeners of a .json document, each preceded by a comma.
 	listeners []byte
 }
@@ -249,15 +251,12 @@ type Export struct {
 // flushAt is the buffered size at which whole lines are written out.
 const flushAt = 64 << 10
 
-// CheckExportPath validates an output path before any tracing starts, so a
-// bad path loses no work: it must end in .jsonl or .json (or be "-") and its
-// directory must be writable.
+// CheckExportPath validates an output path without opening it: it must end
+// in .jsonl or .json (or be "-") and its directory must be writable.
+// OpenExport checks all this and more.
 func CheckExportPath(path string) error {
-	if path == "-" {
-		return nil
-	}
-	if !strings.HasSuffix(path, ".jsonl") && !strings.HasSuffix(path, ".json") {
-		return fmt.Errorf("output %s: name it .jsonl (a line per connection, written as they end) or .json (one document, written at the end)", path)
+	if err := checkExportName(path); err != nil || path == "-" {
+		return err
 	}
 	if st, err := os.Stat(path); err == nil && st.IsDir() {
 		return fmt.Errorf("output %s is a directory", path)
@@ -273,32 +272,27 @@ func CheckExportPath(path string) error {
 	return nil
 }
 
-// CreateExport opens the export. Files are created 0600: they name
-// addresses and processes.
+// CreateExport opens the export (see OpenExport) and starts it. Files are
+// 0600: they name addresses and processes.
 func CreateExport(path string, stdout io.Writer, meta Meta) (*Export, error) {
-	meta.FormatVersion = FormatVersion
-	e := &Export{meta: meta, jsonl: true}
-	switch {
-	case path == "-":
-		e.w = stdout
-	case strings.HasSuffix(path, ".json"):
-		e.jsonl = false
-		f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-		if err != nil {
-			return nil, fmt.Errorf("creating %s: %w", path, err)
-		}
-		e.f, e.w, e.path, e.tmp = f, f, path, f.Name()
-	default:
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-		if err != nil {
-			return nil, fmt.Errorf("creating %s: %w", path, err)
-		}
-		e.f, e.w, e.path = f, f, path
+	e, err := OpenExport(path, stdout, Owner{})
+	if err != nil {
+		return nil, err
 	}
+	if err := e.Start(meta); err != nil {
+		e.Abort()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Start empties the file and writes the header.
+func (e *Export) Start(meta Meta) error {
+	meta.FormatVersion = FormatVersion
+	e.meta, e.started = meta, true
 	if e.f != nil {
-		if err := e.f.Chmod(0o600); err != nil {
-			e.Abort()
-			return nil, fmt.Errorf("restricting %s to its owner: %w", path, err)
+		if err := e.f.Truncate(0); err != nil {
+			return fmt.Errorf("emptying %s: %w", e.f.Name(), err)
 		}
 	}
 	if e.jsonl {
@@ -308,7 +302,7 @@ func CreateExport(path string, stdout io.Writer, meta Meta) (*Export, error) {
 		e.buf = appendMeta(e.buf, e.meta, false)
 		e.buf = append(e.buf, ",\"connections\":[\n"...)
 	}
-	return e, e.Flush()
+	return e.Flush()
 }
 
 // WriteListener adds one listener: a line in JSONL, an entry of the
@@ -383,9 +377,8 @@ func (e *Export) Close(s *tracer.Stats, x Extra) error {
 	if err == nil {
 		err = e.f.Sync()
 	}
-	if cerr := e.f.Close(); err == nil {
-		err = cerr
-	}
+	// The temporary is renamed while still open, so the lock covers the
+	// whole recording up to the rename.
 	if e.tmp != "" {
 		if err == nil {
 			err = os.Rename(e.tmp, e.path)
@@ -394,23 +387,28 @@ func (e *Export) Close(s *tracer.Stats, x Extra) error {
 			os.Remove(e.tmp)
 		}
 	}
+	if cerr := e.f.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return fmt.Errorf("finishing %s: %w", e.name(), err)
 	}
 	return nil
 }
 
-// Abort drops an unfinished .json and closes the file.
+// Abort drops an unfinished .json, and a .jsonl that OpenExport created
+// and nothing was written to, then closes the file (releasing its lock).
+// A nil Export is fine.
 func (e *Export) Abort() {
-	if e.closed {
+	if e == nil || e.closed {
 		return
 	}
 	e.closed = true
+	if e.tmp != "" || e.created && !e.started {
+		os.Remove(e.f.Name())
+	}
 	if e.f != nil {
 		e.f.Close()
-	}
-	if e.tmp != "" {
-		os.Remove(e.tmp)
 	}
 }
 

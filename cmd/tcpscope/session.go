@@ -52,16 +52,21 @@ type session struct {
 	view       *liveView
 }
 
-// openSession checks the output path and opens the tracer; nothing is
-// traced before both succeed.
+// openSession opens the output and then the tracer; nothing is traced
+// before both succeed.
 func openSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error) {
-	if opts.output != "" {
-		if err := output.CheckExportPath(opts.output); err != nil {
-			return nil, usageError{err}
-		}
-	}
 	if opts.output == "-" && opts.events {
 		return nil, usagef("--events and -o - both write to standard output: pick one")
+	}
+	// The export is opened and locked before anything is loaded: a path
+	// that cannot be written, a link or another recorder's file is bad
+	// input. Through sudo, the file goes to the user who ran sudo.
+	var export *output.Export
+	if opts.output != "" {
+		var err error
+		if export, err = output.OpenExport(opts.output, stdout, output.SudoOwner(os.Getenv)); err != nil {
+			return nil, usageError{err}
+		}
 	}
 	// Batch ring-buffer wakeups: one per quarter megabyte of events rather
 	// than one per event, which at load costs more than the events
@@ -73,10 +78,12 @@ func openSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error
 	}
 	namespaces, err := openNamespaces(opts.cfg.NetNS)
 	if err != nil {
+		export.Abort()
 		return nil, err
 	}
 	tr, err := tracer.Open(opts.cfg)
 	if err != nil {
+		export.Abort()
 		closeNamespaces(namespaces)
 		return nil, err
 	}
@@ -98,8 +105,10 @@ func openSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error
 	}
 	s.meta = output.Meta{Tcpscope: version, Kernel: tr.Features().Kernel, Start: time.Now(), Command: opts.command}
 	s.meta.Hostname, _ = os.Hostname()
-	if opts.output != "" {
-		if s.export, err = output.CreateExport(opts.output, stdout, s.meta); err != nil {
+	if export != nil {
+		s.export = export
+		if err = export.Start(s.meta); err != nil {
+			export.Abort()
 			tr.Close()
 			closeNamespaces(namespaces)
 			return nil, err

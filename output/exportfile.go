@@ -157,9 +157,15 @@ func openLocked(name, target string, owner Owner) (*os.File, bool, error) {
 		created := true
 		fd, err := unix.Open(target, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 		if errors.Is(err, unix.EEXIST) {
-			// O_NONBLOCK: a FIFO planted at the path must not block the
-			// open; it is refused below as not a regular file.
+			// Only a regular file is opened: opening a FIFO or a device
+			// can block or act. O_NONBLOCK covers one swapped in between,
+			// which the fstat below then refuses.
 			created = false
+			if st, err := os.Lstat(target); err == nil {
+				if err := checkKind(target, st.Mode()); err != nil {
+					return nil, false, err
+				}
+			}
 			fd, err = unix.Open(target, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 			if errors.Is(err, unix.ENOENT) {
 				continue // removed in between: try again

@@ -110,7 +110,7 @@ func checkReplaceable(path string, owner Owner) error {
 	}
 	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return openError(path, err)
+		return openError(path, path, err)
 	}
 	unix.Close(fd)
 	return nil
@@ -137,16 +137,17 @@ func checkOwner(path string, uid uint32, owner Owner) error {
 	return fmt.Errorf("output %s belongs to uid %d: tcpscope does not overwrite another user's file; remove it or choose another name", path, uid)
 }
 
-func openError(path string, err error) error {
+// openError words a failed open of target, the file for the output name.
+func openError(name, target string, err error) error {
 	switch {
 	case errors.Is(err, unix.ELOOP):
-		return fmt.Errorf("output %s is a symbolic link: tcpscope does not follow links; name the file itself", path)
+		return fmt.Errorf("output %s is a symbolic link: tcpscope does not follow links; name the file itself", target)
 	case errors.Is(err, unix.EPERM):
-		return fmt.Errorf("opening output %s: %w (immutable or append-only? see lsattr)", path, err)
+		return fmt.Errorf("opening output %s: %w (immutable or append-only? see lsattr)", name, err)
 	case errors.Is(err, unix.ENOENT):
-		return fmt.Errorf("opening output %s: %w (its directory must exist)", path, err)
+		return fmt.Errorf("opening output %s: %w (its directory must exist)", name, err)
 	}
-	return fmt.Errorf("opening output %s: %w", path, err)
+	return fmt.Errorf("opening output %s: %w", name, err)
 }
 
 // openLocked opens (or creates, 0600) target for writing without following
@@ -172,7 +173,7 @@ func openLocked(name, target string, owner Owner) (*os.File, bool, error) {
 			}
 		}
 		if err != nil {
-			return nil, false, openError(target, err)
+			return nil, false, openError(name, target, err)
 		}
 		f := os.NewFile(uintptr(fd), target)
 		fail := func(err error) (*os.File, bool, error) {

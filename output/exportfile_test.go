@@ -243,3 +243,39 @@ func TestSudoOwner(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenExportStdoutIsNotLocked: "-" opens no file and takes no lock.
+func TestOpenExportStdoutIsNotLocked(t *testing.T) {
+	var out strings.Builder
+	for i := 0; i < 2; i++ {
+		e, err := OpenExport("-", &out, Owner{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.Start(testMeta()); err != nil {
+			t.Fatal(err)
+		}
+		defer finish(t, e)
+	}
+}
+
+// TestOpenExportNamesWhatFailed: errors are one line naming the output.
+func TestOpenExportNamesWhatFailed(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"run.jsonl", "run.json"} {
+		path := filepath.Join(dir, "missing", name)
+		_, err := OpenExport(path, nil, Owner{})
+		if err == nil || err.Error() != "opening output "+path+": no such file or directory (its directory must exist)" {
+			t.Errorf("%s in a missing directory: %v", name, err)
+		}
+	}
+	if _, err := OpenExport(filepath.Join(dir, "run.txt"), nil, Owner{}); err == nil || !strings.Contains(err.Error(), "name it .jsonl") {
+		t.Errorf("run.txt: %v", err)
+	}
+	for _, name := range []string{"d.jsonl", "d.json"} {
+		os.Mkdir(filepath.Join(dir, name), 0o755)
+		if _, err := OpenExport(filepath.Join(dir, name), nil, Owner{}); err == nil || !strings.Contains(err.Error(), "is a directory") {
+			t.Errorf("directory %s: %v", name, err)
+		}
+	}
+}

@@ -286,13 +286,22 @@ func CreateExport(path string, stdout io.Writer, meta Meta) (*Export, error) {
 	return e, nil
 }
 
-// Start empties the file and writes the header.
+// Start empties the file, restricts it to its owner (0600, handed to the
+// Owner given to OpenExport) and writes the header.
 func (e *Export) Start(meta Meta) error {
 	meta.FormatVersion = FormatVersion
 	e.meta, e.started = meta, true
 	if e.f != nil {
 		if err := e.f.Truncate(0); err != nil {
 			return fmt.Errorf("emptying %s: %w", e.f.Name(), err)
+		}
+		if err := e.f.Chmod(0o600); err != nil {
+			return fmt.Errorf("restricting %s to its owner: %w", e.f.Name(), err)
+		}
+		if e.owner.Set {
+			if err := e.f.Chown(e.owner.UID, e.owner.GID); err != nil {
+				return fmt.Errorf("handing %s to uid %d: %w", e.f.Name(), e.owner.UID, err)
+			}
 		}
 	}
 	if e.jsonl {

@@ -153,14 +153,16 @@ func openError(name, target string, err error) error {
 // openLocked opens (or creates, 0600) target for writing without following
 // a symbolic link and takes an exclusive flock on it. name is what the user
 // gave, for messages.
+// Mode and owner are set by Start.
 func openLocked(name, target string, owner Owner) (*os.File, bool, error) {
 	for attempt := 0; attempt < 5; attempt++ {
 		created := true
 		fd, err := unix.Open(target, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 		if errors.Is(err, unix.EEXIST) {
-			// Only a regular file is opened: opening a FIFO or a device
-			// can block or act. O_NONBLOCK covers one swapped in between,
-			// which the fstat below then refuses.
+			// Only a regular file is opened: opening a FIFO for writing
+			// blocks until a reader comes (fifo_open() in fs/pipe.c) and
+			// opening a device can act on it. O_NONBLOCK covers one
+			// swapped in between, which the fstat below then refuses.
 			created = false
 			if st, err := os.Lstat(target); err == nil {
 				if err := checkKind(target, st.Mode()); err != nil {
@@ -174,6 +176,10 @@ func openLocked(name, target string, owner Owner) (*os.File, bool, error) {
 		}
 		if err != nil {
 			return nil, false, openError(name, target, err)
+		}
+		if err := unix.SetNonblock(fd, false); err != nil {
+			unix.Close(fd)
+			return nil, false, fmt.Errorf("opening output %s: %w", target, err)
 		}
 		f := os.NewFile(uintptr(fd), target)
 		fail := func(err error) (*os.File, bool, error) {
@@ -214,17 +220,6 @@ func openLocked(name, target string, owner Owner) (*os.File, bool, error) {
 			f.Close()
 			continue
 		}
-		if err := unix.SetNonblock(fd, false); err != nil {
-			return fail(fmt.Errorf("opening output %s: %w", target, err))
-		}
-		if err := f.Chmod(0o600); err != nil {
-			return fail(fmt.Errorf("restricting %s to its owner: %w", target, err))
-		}
-		if owner.Set {
-			if err := f.Chown(owner.UID, owner.GID); err != nil {
-				return fail(fmt.Errorf("handing %s to uid %d: %w", target, owner.UID, err))
-			}
-		}
 		return f, created, nil
 	}
 	return nil, false, fmt.Errorf("opening output %s: it keeps being replaced", name)
@@ -250,8 +245,10 @@ func fileType(m uint32) os.FileMode {
 }
 
 // lockHolder finds the PID holding a flock on the file dev:ino in
-// /proc/locks ("1: FLOCK  ADVISORY  WRITE 3969 fe:00:9978033 0 EOF"; lines
-// with "->" are waiters); 0 when unknown.
+// /proc/locks, whose lines lock_get_status() in fs/locks.c prints as
+// "1: FLOCK  ADVISORY  WRITE 3969 fe:00:9978033 0 EOF" (device as hex
+// major:minor, "->" lines are waiters; the PID is as seen from this PID
+// namespace, -1 or 0 when not visible); 0 when unknown.
 func lockHolder(dev, ino uint64) int {
 	f, err := os.Open("/proc/locks")
 	if err != nil {

@@ -139,14 +139,15 @@ func TestOpenExportTouchesNothingBeforeStart(t *testing.T) {
 	dir := t.TempDir()
 	for _, name := range []string{"old.jsonl", "old.json"} {
 		p := filepath.Join(dir, name)
-		os.WriteFile(p, []byte("old recording\n"), 0o600)
+		os.WriteFile(p, []byte("old recording\n"), 0o644)
 		e, err := OpenExport(p, nil, Owner{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		e.Abort()
-		if data, _ := os.ReadFile(p); string(data) != "old recording\n" {
-			t.Errorf("%s after an aborted start: %q", name, data)
+		st, _ := os.Stat(p)
+		if data, _ := os.ReadFile(p); string(data) != "old recording\n" || st.Mode().Perm() != 0o644 {
+			t.Errorf("%s after an aborted start: %q, mode %v", name, data, st.Mode().Perm())
 		}
 		os.Remove(p)
 	}

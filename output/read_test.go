@@ -263,3 +263,28 @@ func TestReadExportNoSummary(t *testing.T) {
 }
 
 func abs(n int) int { return max(n, -n) }
+
+// TestFuzzSeedsRead: the committed seeds of FuzzReadExport are what they
+// are named for: the exports among them read, whole or up to a torn last
+// record, the rest are refused.
+func TestFuzzSeedsRead(t *testing.T) {
+	for seed, conns := range map[string]int{
+		"json-document": 1, "meta-and-connection": 1, "jq-indented-document": 1,
+		"jq-indented-jsonl": 1, "no-final-newline": 1, "truncated-line": 0, // refused: -1
+		"future-version": -1, "garbage": -1,
+	} {
+		file, err := os.ReadFile(filepath.Join("testdata", "fuzz", "FuzzReadExport", seed))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lit := strings.TrimSpace(strings.TrimPrefix(string(file), "go test fuzz v1\n"))
+		data, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(lit, "[]byte("), ")"))
+		if err != nil {
+			t.Fatalf("%s: %v", seed, err)
+		}
+		rec, err := readBytes(t, []byte(data), ReadOptions{})
+		if (err == nil) != (conns >= 0) || err == nil && len(rec.Connections) != conns {
+			t.Errorf("seed %s: %v, want %d connections read (-1: refused)", seed, err, conns)
+		}
+	}
+}

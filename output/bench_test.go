@@ -2,7 +2,9 @@ package output
 
 import (
 	"io"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/tcpscope/tcpscope/tracer"
@@ -47,12 +49,22 @@ func benchExport(b *testing.B, name string, n int) string {
 }
 
 // BenchmarkReadExport: report's read of a 2,000-connection export, as
-// the tables need it (timelines of flagged connections only).
+// the tables need it (timelines of flagged connections only): as tcpscope
+// writes it, and reformatted.
 func BenchmarkReadExport(b *testing.B) {
-	for _, name := range []string{"run.jsonl", "run.json"} {
+	for _, name := range []string{"run.jsonl", "run.json", "indented.jsonl", "indented.json"} {
 		b.Run(name, func(b *testing.B) {
 			const n = 2000
-			path := benchExport(b, name, n)
+			path := benchExport(b, strings.TrimPrefix(name, "indented"), n)
+			if strings.HasPrefix(name, "indented") { // as jq . lays it out
+				data, err := os.ReadFile(path)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := os.WriteFile(path, reformat(b, data, "indent"), 0o600); err != nil {
+					b.Fatal(err)
+				}
+			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {

@@ -132,7 +132,7 @@ func TestReadExportRejectsBadFiles(t *testing.T) {
 	}{
 		{"empty.jsonl", "", "empty file"},
 		{"garbage.jsonl", "hello world\n", ":1: not a tcpscope export"},
-		{"truncated.jsonl", lines[0] + lines[1] + lines[2][:40], ":3: truncated record"},
+		{"torn-middle.jsonl", lines[0] + lines[1][:40] + "\n" + lines[2], ":2: invalid connection record"},
 		{"bad-line.jsonl", lines[0] + "{\"type\":\"connection\",\"id\":\n" + lines[1], ":2: invalid connection record"},
 		{"no-meta.jsonl", lines[1], ":1: not a tcpscope export"},
 		{"future.jsonl", strings.Replace(lines[0], `"format_version":1`, `"format_version":2`, 1), ":1: export format version 2 is newer"},

@@ -24,6 +24,22 @@ type Recording struct {
 	// Summary is nil when the recording never finished (a JSONL file cut
 	// short by a crash or SIGKILL).
 	Summary *SummaryRecord
+	// TornLine is the line on which a last record cut short begins (a
+	// full disk, or a kill in the middle of a write): it was skipped, and
+	// every record before it read. 0 when the input ends with a whole one.
+	TornLine int
+}
+
+// Warnings says, a line each, what a recording read without error lacks.
+func (r *Recording) Warnings(name string) []string {
+	var w []string
+	if r.TornLine > 0 {
+		w = append(w, fmt.Sprintf("%s:%d: the last record is cut short (a full disk or a kill while writing): skipped; every record before it is read", name, r.TornLine))
+	}
+	if r.Summary == nil {
+		w = append(w, fmt.Sprintf("%s has no summary record: the recording did not finish (lost events unknown)", name))
+	}
+	return w
 }
 
 // SummaryRecord is the part of a saved summary that cannot be recomputed
@@ -112,6 +128,9 @@ type ReadOptions struct {
 	// a flag that matters (tracer.Connection.Flagged): the tables need no
 	// more, and timelines are most of a big file.
 	FlaggedTimelinesOnly bool
+	// Strict refuses what is otherwise read with a warning: a last record
+	// cut short, and a recording without its summary.
+	Strict bool
 }
 
 func (j *connectionJSON) connection(opts ReadOptions) (tracer.Connection, error) {
@@ -182,176 +201,320 @@ func ReadExportWith(path string, opts ReadOptions) (*Recording, error) {
 		return nil, err
 	}
 	defer f.Close()
-	br := bufio.NewReaderSize(f, 1<<20)
-	first, err := firstByte(br)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if first != '{' {
-		return nil, fmt.Errorf("%s:1: not a tcpscope export (it does not start with a JSON object)", path)
-	}
-	head, _ := br.Peek(16)
-	if bytes.HasPrefix(bytes.TrimLeft(head, " \t\r\n"), []byte(`{"meta"`)) {
-		return readJSON(path, br, opts)
-	}
-	return readJSONL(path, br, opts)
+	return ReadExportFrom(f, path, opts)
 }
 
-func firstByte(br *bufio.Reader) (byte, error) {
+// ReadExportFrom reads an export from r (a file or a pipe: it is read once,
+// front to back), calling it name in errors. The form is told by content,
+// not by name: tcpscope's own .jsonl streams line by line; anything else
+// (a .json document, or either form reformatted, by jq for one) is read
+// whole and taken as one document or as a sequence of records.
+func ReadExportFrom(r io.Reader, name string, opts ReadOptions) (*Recording, error) {
+	br := bufio.NewReaderSize(r, 1<<20)
+	first, skipped, err := firstByte(br)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if first != '{' {
+		return nil, fmt.Errorf("%s:%d: not a tcpscope export (it does not start with a JSON object)", name, skipped+1)
+	}
+	if head, _ := br.Peek(len(recordPrefix)); string(head) == recordPrefix {
+		return readJSONL(name, br, skipped, opts)
+	}
+	data, err := io.ReadAll(br)
+	if err != nil {
+		return nil, fmt.Errorf("%s: reading: %w", name, err)
+	}
+	return readDocument(name, data, skipped, opts)
+}
+
+// recordPrefix starts every line tcpscope writes to a .jsonl.
+const recordPrefix = `{"type":"`
+
+// firstByte returns the first byte that is not white space, unread, and
+// how many lines it skipped to get there.
+func firstByte(br *bufio.Reader) (byte, int, error) {
+	lines := 0
 	for {
 		b, err := br.ReadByte()
 		if err == io.EOF {
-			return 0, errors.New("empty file: not a tcpscope export")
+			return 0, 0, errors.New("empty file: not a tcpscope export")
 		}
 		if err != nil {
-			return 0, err
+			return 0, 0, fmt.Errorf("reading: %w", err)
 		}
-		if b != ' ' && b != '\n' && b != '\r' && b != '\t' {
-			return b, br.UnreadByte()
+		if b == '\n' {
+			lines++
+		}
+		if !isSpace(b) {
+			return b, lines, br.UnreadByte()
 		}
 	}
 }
 
-func checkMeta(path string, line int, m Meta) error {
+func isSpace(b byte) bool { return b == ' ' || b == '\n' || b == '\r' || b == '\t' }
+
+func checkMeta(name string, line int, m Meta) error {
 	if m.FormatVersion == 0 {
-		return fmt.Errorf("%s:%d: not a tcpscope export (no format_version)", path, line)
+		return fmt.Errorf("%s:%d: not a tcpscope export (no format_version)", name, line)
 	}
 	if m.FormatVersion > FormatVersion {
-		return fmt.Errorf("%s:%d: export format version %d is newer than this tcpscope reads (%d): upgrade tcpscope", path, line, m.FormatVersion, FormatVersion)
+		return fmt.Errorf("%s:%d: export format version %d is newer than this tcpscope reads (%d): upgrade tcpscope", name, line, m.FormatVersion, FormatVersion)
 	}
 	return nil
 }
 
-func readJSONL(path string, br *bufio.Reader, opts ReadOptions) (*Recording, error) {
-	rec := &Recording{}
-	line := 0
-	sawMeta := false
+// recordReader collects the records of a .jsonl, whatever their layout.
+type recordReader struct {
+	name    string
+	opts    ReadOptions
+	rec     Recording
+	sawMeta bool
+}
+
+// add reads one whole record that starts on line.
+func (r *recordReader) add(raw []byte, line int) error {
+	var typ struct {
+		Type string `json:"type"`
+	}
+	// tcpscope writes "type" first: read it without parsing the line twice.
+	if t, ok := leadingType(raw); ok {
+		typ.Type = t
+	} else if err := json.Unmarshal(raw, &typ); err != nil {
+		if !r.sawMeta {
+			return fmt.Errorf("%s:%d: not a tcpscope export (its first record is not a JSON object with a type: %v)", r.name, line, err)
+		}
+		return fmt.Errorf("%s:%d: invalid JSON: %v", r.name, line, err)
+	}
+	if !r.sawMeta && typ.Type != "meta" {
+		return fmt.Errorf("%s:%d: not a tcpscope export (the first record is not its meta record)", r.name, line)
+	}
+	switch typ.Type {
+	case "meta":
+		if r.sawMeta {
+			return fmt.Errorf("%s:%d: a second meta record", r.name, line)
+		}
+		r.sawMeta = true
+		if err := json.Unmarshal(raw, &r.rec.Meta); err != nil {
+			return fmt.Errorf("%s:%d: invalid meta record: %v", r.name, line, err)
+		}
+		return checkMeta(r.name, line, r.rec.Meta)
+	case "connection":
+		var j connectionJSON
+		if err := json.Unmarshal(raw, &j); err != nil {
+			return fmt.Errorf("%s:%d: invalid connection record: %v", r.name, line, err)
+		}
+		c, err := j.connection(r.opts)
+		if err != nil {
+			return fmt.Errorf("%s:%d: %v", r.name, line, err)
+		}
+		r.rec.Connections = append(r.rec.Connections, c)
+	case "listener":
+		var j listenerJSON
+		if err := json.Unmarshal(raw, &j); err != nil {
+			return fmt.Errorf("%s:%d: invalid listener record: %v", r.name, line, err)
+		}
+		l, err := j.row()
+		if err != nil {
+			return fmt.Errorf("%s:%d: %v", r.name, line, err)
+		}
+		r.rec.Listeners = append(r.rec.Listeners, l)
+	case "summary":
+		var s SummaryRecord
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return fmt.Errorf("%s:%d: invalid summary record: %v", r.name, line, err)
+		}
+		r.rec.Summary = &s
+	default:
+		return fmt.Errorf("%s:%d: unknown record type %q", r.name, line, typ.Type)
+	}
+	return nil
+}
+
+// torn ends the reading at a last record cut short on line: the records
+// before it are the recording, unless the options are strict.
+func (r *recordReader) torn(line int, raw []byte) (*Recording, error) {
+	switch {
+	case !r.sawMeta && !looksLikeExport(raw):
+		return nil, fmt.Errorf("%s:%d: not a tcpscope export (not whole JSON)", r.name, line)
+	case !r.sawMeta:
+		return nil, fmt.Errorf("%s:%d: truncated meta record: the file was cut short before its first record", r.name, line)
+	case r.opts.Strict:
+		return nil, fmt.Errorf("%s:%d: truncated record (no end of line): the file was cut short", r.name, line)
+	}
+	r.rec.TornLine = line
+	return r.finish()
+}
+
+func (r *recordReader) finish() (*Recording, error) {
+	if !r.sawMeta {
+		return nil, fmt.Errorf("%s: not a tcpscope export (no meta record)", r.name)
+	}
+	if r.rec.Summary == nil && r.opts.Strict {
+		return nil, fmt.Errorf("%s: no summary record: the recording did not finish", r.name)
+	}
+	return &r.rec, nil
+}
+
+// looksLikeExport tells a tcpscope export cut short from another program's
+// broken JSON, for the error message only.
+func looksLikeExport(b []byte) bool {
+	return bytes.Contains(b, []byte(`"meta"`)) || bytes.Contains(b, []byte(`"format_version"`))
+}
+
+// readJSONL reads tcpscope's own .jsonl a line at a time. Each write of
+// the recorder is whole lines, so only the last line can lack its end of
+// line: that is a record cut short (a full disk, a kill in the middle of a
+// write) unless it is whole JSON, which lacks only the newline. A broken
+// line anywhere else is damage, and an error.
+func readJSONL(name string, br *bufio.Reader, line int, opts ReadOptions) (*Recording, error) {
+	r := &recordReader{name: name, opts: opts}
 	for {
 		raw, err := br.ReadBytes('\n')
 		if len(raw) == 0 && err == io.EOF {
 			break
 		}
 		if err != nil && err != io.EOF {
-			return nil, fmt.Errorf("%s:%d: %w", path, line+1, err)
+			return nil, fmt.Errorf("%s:%d: reading: %w", name, line+1, err)
 		}
 		line++
-		if err == io.EOF {
-			return nil, fmt.Errorf("%s:%d: truncated record (no end of line): the file was cut short", path, line)
-		}
+		last := err == io.EOF
 		raw = bytes.TrimSpace(raw)
 		if len(raw) == 0 {
 			continue
 		}
-		var typ struct {
-			Type string `json:"type"`
+		if last && !json.Valid(raw) {
+			return r.torn(line, raw)
 		}
-		// tcpscope writes "type" first: read it without parsing the line twice.
-		if t, ok := leadingType(raw); ok {
-			typ.Type = t
-		} else if err := json.Unmarshal(raw, &typ); err != nil {
-			return nil, fmt.Errorf("%s:%d: invalid JSON: %v", path, line, err)
-		}
-		if !sawMeta && typ.Type != "meta" {
-			return nil, fmt.Errorf("%s:%d: not a tcpscope export (the first record is not its meta record)", path, line)
-		}
-		switch typ.Type {
-		case "meta":
-			if sawMeta {
-				return nil, fmt.Errorf("%s:%d: a second meta record", path, line)
-			}
-			sawMeta = true
-			if err := json.Unmarshal(raw, &rec.Meta); err != nil {
-				return nil, fmt.Errorf("%s:%d: invalid meta record: %v", path, line, err)
-			}
-			if err := checkMeta(path, line, rec.Meta); err != nil {
-				return nil, err
-			}
-		case "connection":
-			var j connectionJSON
-			if err := json.Unmarshal(raw, &j); err != nil {
-				return nil, fmt.Errorf("%s:%d: invalid connection record: %v", path, line, err)
-			}
-			c, err := j.connection(opts)
-			if err != nil {
-				return nil, fmt.Errorf("%s:%d: %v", path, line, err)
-			}
-			rec.Connections = append(rec.Connections, c)
-		case "listener":
-			var j listenerJSON
-			if err := json.Unmarshal(raw, &j); err != nil {
-				return nil, fmt.Errorf("%s:%d: invalid listener record: %v", path, line, err)
-			}
-			l, err := j.row()
-			if err != nil {
-				return nil, fmt.Errorf("%s:%d: %v", path, line, err)
-			}
-			rec.Listeners = append(rec.Listeners, l)
-		case "summary":
-			var s SummaryRecord
-			if err := json.Unmarshal(raw, &s); err != nil {
-				return nil, fmt.Errorf("%s:%d: invalid summary record: %v", path, line, err)
-			}
-			rec.Summary = &s
-		default:
-			return nil, fmt.Errorf("%s:%d: unknown record type %q", path, line, typ.Type)
+		if err := r.add(raw, line); err != nil {
+			return nil, err
 		}
 	}
-	if !sawMeta {
-		return nil, fmt.Errorf("%s: not a tcpscope export (no meta record)", path)
-	}
-	return rec, nil
+	return r.finish()
 }
 
-func readJSON(path string, br *bufio.Reader, opts ReadOptions) (*Recording, error) {
-	data, err := io.ReadAll(br)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	var doc struct {
-		Meta        *Meta            `json:"meta"`
-		Connections []connectionJSON `json:"connections"`
-		Listeners   []listenerJSON   `json:"listeners"`
-		Summary     *SummaryRecord   `json:"summary"`
-	}
-	if err := json.Unmarshal(data, &doc); err != nil {
-		var se *json.SyntaxError
-		if errors.As(err, &se) && se.Offset >= int64(len(bytes.TrimRight(data, " \t\r\n"))) {
-			return nil, fmt.Errorf("%s:%d: truncated document: the file was cut short", path, lineAt(data, se.Offset))
-		}
-		if errors.As(err, &se) {
-			return nil, fmt.Errorf("%s:%d: invalid JSON: %v", path, lineAt(data, se.Offset), err)
-		}
+// documentJSON is a .json export; Type is set instead when the first value
+// is a record of a reformatted .jsonl.
+type documentJSON struct {
+	Type        *string          `json:"type"`
+	Meta        *Meta            `json:"meta"`
+	Connections []connectionJSON `json:"connections"`
+	Listeners   []listenerJSON   `json:"listeners"`
+	Summary     *SummaryRecord   `json:"summary"`
+}
+
+// readDocument reads a whole input that is not tcpscope's own .jsonl
+// layout: a .json document in any formatting, or records reformatted (each
+// spread over lines, or with their keys reordered).
+func readDocument(name string, data []byte, skipped int, opts ReadOptions) (*Recording, error) {
+	var doc documentJSON
+	err := json.Unmarshal(data, &doc)
+	var se *json.SyntaxError
+	switch {
+	case doc.Type != nil || errors.As(err, &se):
+		// Records, or broken JSON: the value-by-value reader says where.
+		return readValues(name, data, skipped, opts)
+	case err != nil:
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return nil, fmt.Errorf("%s:%d: invalid %s: %v", path, lineAt(data, te.Offset), te.Field, err)
+			return nil, fmt.Errorf("%s:%d: invalid %s: %v", name, skipped+lineAt(data, te.Offset), te.Field, err)
 		}
-		return nil, fmt.Errorf("%s: invalid export: %v", path, err)
+		return nil, fmt.Errorf("%s: invalid export: %v", name, err)
+	case doc.Meta == nil:
+		return nil, fmt.Errorf("%s:%d: not a tcpscope export (no meta)", name, skipped+1)
 	}
-	if doc.Meta == nil {
-		return nil, fmt.Errorf("%s:1: not a tcpscope export (no meta)", path)
-	}
-	if err := checkMeta(path, 1, *doc.Meta); err != nil {
+	if err := checkMeta(name, skipped+1, *doc.Meta); err != nil {
 		return nil, err
 	}
-	if doc.Summary == nil {
-		return nil, fmt.Errorf("%s: no summary: the file is incomplete", path)
+	if doc.Summary == nil && opts.Strict {
+		return nil, fmt.Errorf("%s: no summary: the recording did not finish", name)
 	}
 	rec := &Recording{Meta: *doc.Meta, Summary: doc.Summary}
 	for i := range doc.Listeners {
 		l, err := doc.Listeners[i].row()
 		if err != nil {
-			return nil, fmt.Errorf("%s: %v", path, err)
+			return nil, fmt.Errorf("%s: listener %d: %v", name, i+1, err)
 		}
 		rec.Listeners = append(rec.Listeners, l)
 	}
 	for i := range doc.Connections {
 		c, err := doc.Connections[i].connection(opts)
 		if err != nil {
-			return nil, fmt.Errorf("%s: connection %d: %v", path, i+1, err)
+			return nil, fmt.Errorf("%s: connection %d: %v", name, i+1, err)
 		}
 		rec.Connections = append(rec.Connections, c)
 	}
 	return rec, nil
+}
+
+// readValues reads data as a sequence of JSON values, each a record, or
+// finds what is wrong with it: the value starting on which line is broken,
+// cut short, or not a record.
+func readValues(name string, data []byte, skipped int, opts ReadOptions) (*Recording, error) {
+	r := &recordReader{name: name, opts: opts}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	line, pos := skipped+1, 0
+	for n := 0; ; n++ {
+		start := int(dec.InputOffset())
+		for start < len(data) && isSpace(data[start]) {
+			start++
+		}
+		if start == len(data) {
+			break
+		}
+		line += bytes.Count(data[pos:start], []byte("\n"))
+		pos = start
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return r.broken(data[start:], line, err)
+		}
+		if n == 0 {
+			var probe struct {
+				Type *string         `json:"type"`
+				Meta json.RawMessage `json:"meta"`
+			}
+			json.Unmarshal(raw, &probe)
+			if probe.Type == nil && probe.Meta != nil {
+				next := int(dec.InputOffset())
+				for next < len(data) && isSpace(data[next]) {
+					next++
+				}
+				return nil, fmt.Errorf("%s:%d: more data after the end of the document", name, line+bytes.Count(data[start:next], []byte("\n")))
+			}
+		}
+		if err := r.add(raw, line); err != nil {
+			return nil, err
+		}
+	}
+	return r.finish()
+}
+
+// broken explains a value, starting on line, that did not decode: rest is
+// the input from its first byte on.
+func (r *recordReader) broken(rest []byte, line int, err error) (*Recording, error) {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		// The input ends inside this value: the last record, cut short.
+		if r.sawMeta {
+			return r.torn(line, rest)
+		}
+		if !looksLikeExport(rest) {
+			return nil, fmt.Errorf("%s:%d: not a tcpscope export (not whole JSON)", r.name, line)
+		}
+		end := line + bytes.Count(bytes.TrimRight(rest, " \t\r\n"), []byte("\n"))
+		return nil, fmt.Errorf("%s:%d: truncated document: the file was cut short", r.name, end)
+	}
+	// Where exactly: the decoder's offsets count from its own buffer.
+	var v struct{}
+	at := line
+	var se *json.SyntaxError
+	if verr := json.Unmarshal(rest, &v); errors.As(verr, &se) {
+		at = line + bytes.Count(rest[:min(se.Offset, int64(len(rest)))], []byte("\n"))
+		err = verr
+	}
+	if !r.sawMeta && !looksLikeExport(rest) {
+		return nil, fmt.Errorf("%s:%d: not a tcpscope export (invalid JSON: %v)", r.name, at, err)
+	}
+	return nil, fmt.Errorf("%s:%d: invalid JSON: %v", r.name, at, err)
 }
 
 func lineAt(data []byte, off int64) int {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -266,6 +267,25 @@ func TestReportReproducesTables(t *testing.T) {
 	}
 	if n := strings.Count(out, " refused ["); n+strings.Count(out, " refused (ECONNREFUSED) [") != 2 {
 		t.Errorf("report lacks the two refused lines:\n%s", out)
+	}
+	// The same file on standard input, as it is and laid out by jq ., and
+	// cut short inside its summary: the same connections.
+	data, err := os.ReadFile(r.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range [][]byte{data, indentJSON(t, data)} {
+		if got, stderr, code := report(t, in, "-"); code != 0 || stderr != "" || got != out {
+			t.Errorf("report - : exit %d, stderr %q, stdout:\n%s\nwant:\n%s", code, stderr, got, out)
+		}
+	}
+	last := bytes.LastIndexByte(data[:len(data)-1], '\n') + 1
+	torn := data[:last+20]
+	got, stderr, code := report(t, torn, "-")
+	lastLine := fmt.Sprintf("standard input:%d: the last record is cut short", bytes.Count(torn, []byte("\n"))+1)
+	if code != 0 || !strings.Contains(stderr, lastLine) || !strings.Contains(stderr, "no summary") ||
+		strings.Count(got, " refused [")+strings.Count(got, " refused (ECONNREFUSED) [") != 2 {
+		t.Errorf("report - cut short: exit %d, stderr %q, stdout:\n%s", code, stderr, got)
 	}
 }
 

@@ -95,8 +95,8 @@ func TestEveryExitWritesAValidExport(t *testing.T) {
 				t.Fatalf("export after %s: %v", tc.sig, err)
 			}
 			if tc.sig == syscall.SIGKILL {
-				if len(rec.Connections) != 6 {
-					t.Errorf("%d connections survived SIGKILL, want the 6 written", len(rec.Connections))
+				if len(rec.Connections) != 6 || rec.TornLine != 0 {
+					t.Errorf("%d connections survived SIGKILL, want the 6 written; torn line %d, want none", len(rec.Connections), rec.TornLine)
 				}
 				return
 			}
@@ -189,7 +189,7 @@ func TestReportRejectsBadFiles(t *testing.T) {
 	for name, content := range map[string]string{
 		"empty.jsonl":     "",
 		"garbage.jsonl":   "hello\n",
-		"truncated.jsonl": meta + "\n{\"type\":\"connection\",\"id\":1",
+		"torn-line.jsonl": meta + "\n{\"type\":\"connection\",\"id\":1\n{\"type\":\"summary\"}\n",
 		"future.jsonl":    strings.Replace(meta, `"format_version":1`, `"format_version":7`, 1) + "\n",
 	} {
 		p := filepath.Join(dir, name)

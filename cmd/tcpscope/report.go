@@ -19,14 +19,16 @@ type reportFlags struct {
 	peers    []string
 	id       uint64
 	format   string
+	strict   bool
 }
 
 func newReportCmd() *cobra.Command {
 	var f reportFlags
 	cmd := &cobra.Command{
 		Use:   "report FILE",
-		Short: "Render a saved recording (.jsonl or .json) again; no root needed",
+		Short: "Render a saved recording (.jsonl or .json, or - for standard input) again; no root needed",
 		Example: `  tcpscope report run.jsonl
+  jq . run.json | tcpscope report -
   tcpscope report run.jsonl --flag synack_retransmitted --port 8080
   tcpscope report run.jsonl --outcome reset --format json
   tcpscope report run.jsonl --id 4211             # one connection's whole timeline`,
@@ -39,13 +41,21 @@ func newReportCmd() *cobra.Command {
 			if f.format != "table" && f.format != "json" {
 				return usagef("--format %q: use table or json", f.format)
 			}
-			rec, err := output.ReadExportWith(args[0], output.ReadOptions{FlaggedTimelinesOnly: f.id == 0 && f.format == "table"})
+			opts := output.ReadOptions{FlaggedTimelinesOnly: f.id == 0 && f.format == "table", Strict: f.strict}
+			name := args[0]
+			var rec *output.Recording
+			if name == "-" {
+				name = "standard input"
+				rec, err = output.ReadExportFrom(cmd.InOrStdin(), name, opts)
+			} else {
+				rec, err = output.ReadExportWith(name, opts)
+			}
 			if err != nil {
 				return usageError{err}
 			}
 			out := cmd.OutOrStdout()
-			if rec.Summary == nil {
-				fmt.Fprintf(cmd.ErrOrStderr(), "tcpscope: %s has no summary record: the recording did not finish (lost events unknown)\n", args[0])
+			for _, w := range rec.Warnings(name) {
+				fmt.Fprintf(cmd.ErrOrStderr(), "tcpscope: warning: %s\n", w)
 			}
 			if f.id != 0 {
 				for i := range rec.Connections {
@@ -57,7 +67,7 @@ func newReportCmd() *cobra.Command {
 						return output.TimelineTable(out, &rec.Connections[i])
 					}
 				}
-				return fmt.Errorf("no connection with id %d in %s", f.id, args[0])
+				return fmt.Errorf("no connection with id %d in %s", f.id, name)
 			}
 			stats := tracer.NewStats()
 			w := bufio.NewWriter(out)
@@ -99,6 +109,7 @@ func newReportCmd() *cobra.Command {
 	fl.StringSliceVar(&f.peers, "peer", nil, "only connections with this remote address (repeatable)")
 	fl.Uint64Var(&f.id, "id", 0, "print one connection's whole timeline")
 	fl.StringVar(&f.format, "format", "table", "table, or json (the matching connection records, one per line)")
+	fl.BoolVar(&f.strict, "strict", false, "refuse (exit status 2) a file whose last record is cut short or that has no summary, instead of warning")
 	return cmd
 }
 

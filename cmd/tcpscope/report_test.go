@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcpscope/tcpscope/output"
+	"github.com/tcpscope/tcpscope/tracer"
+)
+
+// report runs tcpscope report with stdin (nil: none) and returns its
+// output and exit status.
+func report(t *testing.T, stdin []byte, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd := exec.Command(binary, append([]string{"report"}, args...)...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// writeTestExport writes n connections, every third one refused, with the
+// export writer record uses.
+func writeTestExport(t *testing.T, path string, n int) {
+	t.Helper()
+	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	e, err := output.CreateExport(path, nil, output.Meta{Tcpscope: "test", Kernel: "6.18", Start: t0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := tracer.NewStats()
+	for i := 0; i < n; i++ {
+		c := tracer.Connection{
+			ID: uint64(i + 1), Role: tracer.RoleClient, Family: "ipv4",
+			Local:  netip.AddrPortFrom(netip.MustParseAddr("10.0.0.2"), uint16(40000+i)),
+			Remote: netip.MustParseAddrPort("10.0.0.1:8080"), Comm: "client", PID: 42,
+			Start: t0.Add(time.Duration(i) * time.Millisecond), HandshakeUs: 100 + int64(i), SynRecvUs: -1,
+			ClosedBy: "local", Outcome: tracer.OutcomeTimeWait, Flags: []tracer.Flag{tracer.FlagTimeWait},
+			Timeline: []tracer.Item{{At: t0, Kind: "state", From: "CLOSE", To: "SYN_SENT"}},
+		}
+		if i%3 == 0 {
+			c.HandshakeUs, c.ClosedBy, c.Outcome, c.Errno = -1, "remote", tracer.OutcomeRefused, "ECONNREFUSED"
+			c.Flags = []tracer.Flag{tracer.FlagResetReceived, tracer.FlagRefused}
+		}
+		c.End = c.Start.Add(time.Millisecond)
+		s.Add(&c)
+		if err := e.WriteConnection(&c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Close(s, output.Extra{End: t0.Add(time.Minute), LostEvents: 2}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// refusedLine is in the line printed for each refused connection.
+const refusedLine = " refused (ECONNREFUSED) ["
+
+// indentJSON reformats every JSON value of data the way jq . does.
+func indentJSON(t *testing.T, data []byte) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for dec.More() {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Indent(&out, raw, "", "  "); err != nil {
+			t.Fatal(err)
+		}
+		out.WriteByte('\n')
+	}
+	return out.Bytes()
+}
+
+// TestReportReadsWhatAUserHas: a .json reformatted by jq, standard input,
+// a .jsonl without its last newline read as the file record wrote; a
+// .jsonl whose last record was cut short is read up to it with one warning
+// naming the line (an error with --strict).
+func TestReportReadsWhatAUserHas(t *testing.T) {
+	dir := t.TempDir()
+	jsonl, doc := filepath.Join(dir, "run.jsonl"), filepath.Join(dir, "run.json")
+	writeTestExport(t, jsonl, 7)
+	writeTestExport(t, doc, 7)
+	want, stderr, code := report(t, nil, jsonl)
+	if code != 0 || stderr != "" || strings.Count(want, refusedLine) != 3 || !strings.Contains(want, "+") {
+		t.Fatalf("report run.jsonl: exit %d, stderr %q, stdout:\n%s", code, stderr, want)
+	}
+	jsonlData, _ := os.ReadFile(jsonl)
+	docData, _ := os.ReadFile(doc)
+	write := func(name string, data []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+
+	// The same recording, laid out otherwise: the same report, no warning.
+	for name, data := range map[string][]byte{
+		"run.json":         docData,
+		"p.json":           indentJSON(t, docData), // jq . run.json > p.json
+		"p.jsonl":          indentJSON(t, jsonlData),
+		"no-newline.jsonl": bytes.TrimSuffix(jsonlData, []byte("\n")),
+	} {
+		p := write(name, data)
+		for _, args := range [][]string{{p}, {"-"}} {
+			got, stderr, code := report(t, data, args...)
+			if code != 0 || stderr != "" || got != want {
+				t.Errorf("report %s (%s): exit %d, stderr %q, stdout:\n%s\nwant:\n%s", args[0], name, code, stderr, got, want)
+			}
+		}
+	}
+
+	// Cut short inside the summary (line 9) and inside the last connection
+	// (line 8): every whole record is reported, with one warning naming
+	// the torn line and one for the missing summary.
+	lines := bytes.SplitAfter(jsonlData, []byte("\n"))
+	for _, tc := range []struct {
+		torn, conns, refused int
+	}{{9, 7, 3}, {8, 6, 2}} {
+		cut := append(bytes.Join(lines[:tc.torn-1], nil), lines[tc.torn-1][:25]...)
+		p := write(fmt.Sprintf("torn%d.jsonl", tc.torn), cut)
+		got, stderr, code := report(t, nil, p)
+		warn := fmt.Sprintf("tcpscope: warning: %s:%d: the last record is cut short", p, tc.torn)
+		if code != 0 || strings.Count(stderr, "\n") != 2 || !strings.HasPrefix(stderr, warn) || !strings.Contains(stderr, "no summary") ||
+			strings.Count(got, refusedLine) != tc.refused || !strings.Contains(got, fmt.Sprintf("\n%d connections from", tc.conns)) {
+			t.Errorf("report %s: exit %d, stderr %q, stdout:\n%s", p, code, stderr, got)
+		}
+		_, stderr, code = report(t, nil, "--strict", p)
+		if code != 2 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, fmt.Sprintf("%s:%d: truncated record", p, tc.torn)) {
+			t.Errorf("report --strict %s: exit %d, stderr %q; want exit 2 naming line %d", p, code, stderr, tc.torn)
+		}
+	}
+
+	// Cut at a line boundary, as SIGKILL leaves it: reported with a warning
+	// that it has no summary; --strict refuses it.
+	killed := write("killed.jsonl", bytes.Join(lines[:8], nil))
+	if got, stderr, code := report(t, nil, killed); code != 0 || strings.Count(got, refusedLine) != 3 ||
+		stderr != fmt.Sprintf("tcpscope: warning: %s has no summary record: the recording did not finish (lost events unknown)\n", killed) {
+		t.Errorf("report %s: exit %d, stderr %q", killed, code, stderr)
+	}
+	if _, stderr, code := report(t, nil, "--strict", killed); code != 2 || !strings.Contains(stderr, killed+": no summary") {
+		t.Errorf("report --strict %s: exit %d, stderr %q", killed, code, stderr)
+	}
+}
+
+// TestReportRefusesWhatIsNotAnExport: exit 2, one line naming the file (and
+// line): another program's JSON is not a tcpscope export, whole or cut
+// short; a broken record before the last is damage, not a torn end.
+func TestReportRefusesWhatIsNotAnExport(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "run.jsonl")
+	writeTestExport(t, good, 3)
+	data, _ := os.ReadFile(good)
+	lines := strings.SplitAfter(string(data), "\n")
+	for _, tc := range []struct{ name, content, want string }{
+		{"other.json", `{"foo":1}`, ":1: not a tcpscope export"},
+		{"other-pretty.json", "{\n  \"name\": \"x\",\n  \"items\": [1, 2]\n}\n", ":1: not a tcpscope export"},
+		{"other-cut.jsonl", "{\"level\":\"info\"}\n{\"level\":\"in", ":1: not a tcpscope export"},
+		{"broken-middle.jsonl", lines[0] + lines[1][:30] + "\n" + lines[2], ":2: invalid connection record"},
+		{"broken-last-line.jsonl", lines[0] + lines[1] + "}garbage\n", ":3: invalid JSON"},
+	} {
+		p := filepath.Join(dir, tc.name)
+		os.WriteFile(p, []byte(tc.content), 0o600)
+		for _, args := range [][]string{{p}, {"-"}} {
+			_, stderr, code := report(t, []byte(tc.content), args...)
+			where := p
+			if args[0] == "-" {
+				where = "standard input"
+			}
+			if code != 2 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, where+tc.want) || strings.Contains(stderr, "truncated") {
+				t.Errorf("report %s (%s): exit %d, stderr %q; want exit 2 and %q", args[0], tc.name, code, stderr, where+tc.want)
+			}
+		}
+	}
+	if _, stderr, code := report(t, nil, "-"); code != 2 || !strings.Contains(stderr, "standard input: empty file") {
+		t.Errorf("report - with nothing on standard input: exit %d, stderr %q", code, stderr)
+	}
+}

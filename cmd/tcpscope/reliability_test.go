@@ -65,14 +65,14 @@ func waitGone(t *testing.T, ids []ebpf.ProgramID) {
 	}
 }
 
-// TestEveryExitWritesAValidExport: SIGINT and SIGTERM (both forms) leave a
-// complete export; SIGKILL leaves a JSONL whose every line parses. In every
+// TestEveryExitWritesAValidExport: SIGINT, SIGTERM (both forms) and SIGHUP
+// leave a complete export and exit status 0; SIGKILL leaves a JSONL whose every line parses. In every
 // case no program of tcpscope stays in the kernel.
 func TestEveryExitWritesAValidExport(t *testing.T) {
 	for _, tc := range []struct {
 		sig  syscall.Signal
 		name string
-	}{{syscall.SIGINT, "run.jsonl"}, {syscall.SIGTERM, "run.json"}, {syscall.SIGTERM, "run.jsonl"}, {syscall.SIGKILL, "run.jsonl"}} {
+	}{{syscall.SIGINT, "run.jsonl"}, {syscall.SIGTERM, "run.json"}, {syscall.SIGTERM, "run.jsonl"}, {syscall.SIGHUP, "run.jsonl"}, {syscall.SIGKILL, "run.jsonl"}} {
 		t.Run(tc.sig.String()+"/"+tc.name, func(t *testing.T) {
 			t.Parallel()
 			ns := nettest.New(t)
@@ -87,7 +87,7 @@ func TestEveryExitWritesAValidExport(t *testing.T) {
 				r.waitConnections(t, 6, 15*time.Second)
 			}
 			r.cmd.Process.Signal(tc.sig)
-			<-r.done
+			exitErr := <-r.done
 			r.done <- nil
 			waitGone(t, ids)
 			rec, err := output.ReadExport(r.path)
@@ -99,6 +99,9 @@ func TestEveryExitWritesAValidExport(t *testing.T) {
 					t.Errorf("%d connections survived SIGKILL, want the 6 written", len(rec.Connections))
 				}
 				return
+			}
+			if exitErr != nil {
+				t.Errorf("tcpscope record after %s: %v, want exit status 0\n%s", tc.sig, exitErr, r.stderr.String())
 			}
 			if err := output.ValidateExport(r.path); err != nil || rec.Summary == nil || len(rec.Connections) != 6 {
 				t.Errorf("export after %s: %v, summary %v, %d connections", tc.sig, err, rec.Summary != nil, len(rec.Connections))

@@ -206,6 +206,9 @@ func startRunSignals(t *testing.T, ns *netns.NS, mode string, setup func(*exec.C
 		t.Fatal(err)
 	}
 	r.cmd.Stdout, r.cmd.Stderr = pw, r.stderr
+	// CMD inherits tcpscope's stderr: should it outlive tcpscope, Wait
+	// still returns.
+	r.cmd.WaitDelay = time.Second
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -417,6 +420,22 @@ func TestRunSecondInterruptStopsTracing(t *testing.T) {
 	}
 	if d := time.Since(start); d < stopGrace/2 {
 		t.Errorf("CMD killed %v after the second interrupt, want a grace period of %v", d, stopGrace)
+	}
+}
+
+// TestRunPassesHangup: SIGHUP (a closed terminal, a dropped ssh session)
+// is passed to CMD and does not kill tcpscope: CMD's exit ends the run with
+// a whole export.
+func TestRunPassesHangup(t *testing.T) {
+	ns := nettest.New(t)
+	r := startRunSignals(t, ns, "count", nil)
+	r.cmd.Process.Signal(syscall.SIGHUP)
+	r.expect(t, "hangup")
+	r.waitStderr(t, "another one stops")
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	code, rest := r.finish(t)
+	if code != 0 || !slices.Contains(rest, "terminate") {
+		t.Errorf("kill -HUP then -TERM: exit %d, CMD then printed %q; want CMD to get both and exit 0\n%s", code, rest, r.stderr.String())
 	}
 }
 

@@ -213,6 +213,10 @@ func (sv supervisor) run(sigs <-chan os.Signal, exited, traced <-chan struct{}, 
 		case <-traced:
 			// Recording failed: stop CMD as --duration would.
 			traced = nil
+			if exited == nil {
+				stop()
+				return
+			}
 			if !stopping {
 				p.Signal(os.Interrupt)
 				stopCommand("tracing ended")

@@ -449,10 +449,10 @@ func TestRunDurationStopsCommand(t *testing.T) {
 	}{{"int-exits", 3}, {"ignore", 128 + int(syscall.SIGKILL)}} {
 		t.Run(c.mode, func(t *testing.T) {
 			ns := nettest.New(t)
-			r := startRunSignals(t, ns, c.mode, nil, "--duration", "1s")
+			r := startRunSignals(t, ns, c.mode, nil, "--duration", "2s")
 			code, _ := r.finish(t)
 			if code != c.want {
-				t.Errorf("run --duration 1s -- CMD (%s): exit %d, want %d\n%s", c.mode, code, c.want, r.stderr.String())
+				t.Errorf("run --duration 2s -- CMD (%s): exit %d, want %d\n%s", c.mode, code, c.want, r.stderr.String())
 			}
 		})
 	}

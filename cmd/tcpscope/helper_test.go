@@ -9,11 +9,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -119,6 +121,47 @@ func helperExecInNS() {
 	err = unix.Exec(path, args, os.Environ())
 	fmt.Fprintln(os.Stderr, "exec:", err)
 	os.Exit(126)
+}
+
+// helperSignals (TCPSCOPE_TEST_HELPER=signals) is a CMD for `tcpscope run`
+// that shows which signals reach it. It prints "pid N" and "ready", then a
+// line per signal: "interrupt N" for the Nth SIGINT, "hangup", and
+// "terminate" for SIGTERM, on which it exits with the number of SIGINTs
+// seen as its status. TCPSCOPE_SIGNALS=ignore: it ignores SIGINT, SIGTERM
+// and SIGHUP; int-exits: it exits 3 on the first SIGINT. It gives up after
+// a minute.
+func helperSignals() {
+	mode := os.Getenv("TCPSCOPE_SIGNALS")
+	sigs := make(chan os.Signal, 8)
+	if mode == "ignore" {
+		signal.Ignore(syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	} else {
+		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	}
+	fmt.Printf("pid %d\nready\n", os.Getpid())
+	interrupts := 0
+	giveUp := time.After(time.Minute)
+	for {
+		select {
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGINT:
+				interrupts++
+				fmt.Printf("interrupt %d\n", interrupts)
+				if mode == "int-exits" {
+					os.Exit(3)
+				}
+			case syscall.SIGHUP:
+				fmt.Println("hangup")
+			case syscall.SIGTERM:
+				fmt.Println("terminate")
+				os.Exit(interrupts)
+			}
+		case <-giveUp:
+			fmt.Println("gave up")
+			os.Exit(99)
+		}
+	}
 }
 
 // inNS returns a command line that runs args inside ns, for tcpscope run.

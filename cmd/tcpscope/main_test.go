@@ -26,6 +26,8 @@ func TestMain(m *testing.M) {
 		helperServer()
 	case "exec-in-ns":
 		helperExecInNS()
+	case "signals":
+		helperSignals()
 	}
 	dir, err := os.MkdirTemp("", "tcpscope-test")
 	if err != nil {

@@ -165,12 +165,15 @@ ends flagged; at the end, a summary. -o keeps every connection's timeline.`,
 	return cmd
 }
 
-// stopContext ends on SIGINT, SIGTERM or after d (when d > 0).
+// stopContext ends on SIGINT, SIGTERM, SIGHUP or after d (when d > 0).
+// SIGHUP is what a closed terminal or a lost ssh session sends: it ends the
+// recording like SIGTERM, with the summary and a whole export, instead of
+// killing tcpscope midway.
 func stopContext(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {
 	if parent == nil {
 		parent = context.Background()
 	}
-	ctx, cancel := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	if d > 0 {
 		tctx, tcancel := context.WithTimeout(ctx, d)
 		return tctx, func() { tcancel(); cancel() }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -65,14 +66,14 @@ func waitGone(t *testing.T, ids []ebpf.ProgramID) {
 	}
 }
 
-// TestEveryExitWritesAValidExport: SIGINT and SIGTERM (both forms) leave a
-// complete export; SIGKILL leaves a JSONL whose every line parses. In every
+// TestEveryExitWritesAValidExport: SIGINT, SIGTERM (both forms) and SIGHUP
+// leave a complete export and exit status 0; SIGKILL leaves a JSONL whose every line parses. In every
 // case no program of tcpscope stays in the kernel.
 func TestEveryExitWritesAValidExport(t *testing.T) {
 	for _, tc := range []struct {
 		sig  syscall.Signal
 		name string
-	}{{syscall.SIGINT, "run.jsonl"}, {syscall.SIGTERM, "run.json"}, {syscall.SIGTERM, "run.jsonl"}, {syscall.SIGKILL, "run.jsonl"}} {
+	}{{syscall.SIGINT, "run.jsonl"}, {syscall.SIGTERM, "run.json"}, {syscall.SIGTERM, "run.jsonl"}, {syscall.SIGHUP, "run.jsonl"}, {syscall.SIGKILL, "run.jsonl"}} {
 		t.Run(tc.sig.String()+"/"+tc.name, func(t *testing.T) {
 			t.Parallel()
 			ns := nettest.New(t)
@@ -87,7 +88,7 @@ func TestEveryExitWritesAValidExport(t *testing.T) {
 				r.waitConnections(t, 6, 15*time.Second)
 			}
 			r.cmd.Process.Signal(tc.sig)
-			<-r.done
+			exitErr := <-r.done
 			r.done <- nil
 			waitGone(t, ids)
 			rec, err := output.ReadExport(r.path)
@@ -99,6 +100,9 @@ func TestEveryExitWritesAValidExport(t *testing.T) {
 					t.Errorf("%d connections survived SIGKILL, want the 6 written; torn line %d, want none", len(rec.Connections), rec.TornLine)
 				}
 				return
+			}
+			if exitErr != nil {
+				t.Errorf("tcpscope record after %s: %v, want exit status 0\n%s", tc.sig, exitErr, r.stderr.String())
 			}
 			if err := output.ValidateExport(r.path); err != nil || rec.Summary == nil || len(rec.Connections) != 6 {
 				t.Errorf("export after %s: %v, summary %v, %d connections", tc.sig, err, rec.Summary != nil, len(rec.Connections))
@@ -224,4 +228,47 @@ func netipAddrPort(t *testing.T, s string) netip.AddrPort {
 		t.Fatal(err)
 	}
 	return ap
+}
+
+// TestRecordSurvivesTerminalHangup: closing the terminal tcpscope runs in
+// (the kernel's hangup sends SIGHUP to the session leader) ends the
+// recording with a whole export, though nothing can be printed any more.
+func TestRecordSurvivesTerminalHangup(t *testing.T) {
+	ns := nettest.New(t)
+	master, slave := openPTY(t)
+	path := filepath.Join(t.TempDir(), "run.jsonl")
+	cmd := exec.Command(binary, "record", "--netns", fmt.Sprint(ns.Inode), "--duration", "60s", "-o", path)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill() })
+	slave.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	var screen lockedBuffer
+	go io.Copy(&screen, master)
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(screen.String(), "tracing (") {
+		if time.Now().After(deadline) {
+			t.Fatalf("tcpscope record did not start: %q", screen.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	master.Close()
+	select {
+	case err := <-done:
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			t.Fatalf("tcpscope record killed by the hangup: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("tcpscope record did not stop when its terminal was closed")
+	}
+	if err := output.ValidateExport(path); err != nil {
+		t.Fatalf("export after the hangup: %v", err)
+	}
+	if rec, err := output.ReadExport(path); err != nil || rec.Summary == nil {
+		t.Errorf("export after the hangup has no summary: %v", err)
+	}
 }

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 )
 
 func newRunCmd() *cobra.Command {
@@ -24,8 +27,12 @@ terminal's stdin, stdout and stderr, and stop tracing --linger after CMD exits
 so the last closes and TIME_WAIT entries land. Then print the summary, write
 the export (-o) and exit with CMD's exit status.
 
-Ctrl-C is passed to CMD; a second Ctrl-C stops tracing too (the export is
-still written whole).`,
+Ctrl-C reaches CMD once (from the terminal; a SIGINT, SIGTERM or SIGHUP sent
+to tcpscope with kill is passed on). A second one stops CMD: tcpscope waits
+2s for it to exit, then kills it (SIGKILL); a third kills it at once.
+--duration D interrupts CMD after D the same way (SIGINT, SIGKILL 2s later).
+In every case tracing ends once CMD is gone, the export is written whole and
+tcpscope exits with CMD's status (128+9 = 137 when it had to be killed).`,
 		Example: `  sudo tcpscope run -o ab.jsonl -- ab -n 2000 -c 50 http://10.0.0.5:8080/
   sudo tcpscope run --port 8080 -- wrk -t2 -c100 -d30s http://10.0.0.5:8080/`,
 		Args: cobra.MinimumNArgs(1),
@@ -48,7 +55,7 @@ still written whole).`,
 			}
 			// Catch Ctrl-C before saying "tracing" (see runCommand).
 			sigs := make(chan os.Signal, 2)
-			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 			defer signal.Stop(sigs)
 			s, err := openSession(opts, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			if err != nil {
@@ -58,22 +65,29 @@ still written whole).`,
 		},
 	}
 	f.registerRecord(cmd)
+	cmd.Flags().Lookup("duration").Usage = "interrupt CMD after this long (SIGINT, SIGKILL 2s later); tracing ends once it is gone"
 	cmd.Flags().DurationVar(&linger, "linger", 2*time.Second, "keep tracing this long after CMD exits")
 	return cmd
 }
 
-// commandError maps a command that cannot start to the shell's codes:
-// 127 not found, 126 found but not executable.
+// commandError maps a command that cannot start to the shell's codes: 127
+// when it is not found, 126 when it is found but cannot be executed (no
+// execute permission, a directory, a file of an unknown format, a missing
+// script interpreter).
 func commandError(name string, err error) error {
 	code := 127
-	if errors.Is(err, os.ErrPermission) || errors.Is(err, exec.ErrDot) {
-		code = 126
-	}
-	var ee *exec.Error
-	if errors.As(err, &ee) && errors.Is(ee.Err, os.ErrPermission) {
+	if errors.Is(err, os.ErrPermission) || errors.Is(err, exec.ErrDot) || errors.Is(err, syscall.EISDIR) {
 		code = 126
 	}
 	return exitCodeError{code: code, err: fmt.Errorf("cannot run %s: %w", name, err)}
+}
+
+// startError is commandError for a command exec.LookPath found but that
+// failed to start: execve refused it (ENOEXEC for a file that is neither
+// ELF nor a script, EACCES, ENOENT for a missing #! interpreter), which a
+// shell reports as 126.
+func startError(name string, err error) error {
+	return exitCodeError{code: 126, err: fmt.Errorf("cannot run %s: %w", name, err)}
 }
 
 // exitCodeError prints its message and exits with code.
@@ -85,68 +99,190 @@ type exitCodeError struct {
 func (e exitCodeError) Error() string { return e.err.Error() }
 func (e exitCodeError) Unwrap() error { return e.err }
 
+// stopGrace is how long run waits, once it has decided to stop CMD, for the
+// signal that stops it (SIGINT, or the second interrupt) to work before it
+// sends SIGKILL.
+const stopGrace = 2 * time.Second
+
+// runCommand runs CMD and traces until it has exited (plus linger). When
+// tcpscope stops first (--duration, a second interrupt, a failed recording)
+// it stops CMD: the signal, then SIGKILL after stopGrace. It always waits
+// for CMD and exits with CMD's status.
 func runCommand(parent context.Context, s *session, path string, args []string, linger, limit time.Duration, sigs chan os.Signal) error {
+	if parent == nil {
+		parent = context.Background()
+	}
+	// An interrupt before CMD starts (while the programs were being
+	// attached) ends the run: CMD is not started, the export is written.
+	select {
+	case sig := <-sigs:
+		ctx, cancel := context.WithCancel(parent)
+		cancel()
+		if err := s.run(ctx); err != nil {
+			return err
+		}
+		return exitError{code: 128 + int(sig.(syscall.Signal))}
+	default:
+	}
 	child := exec.Command(path, args[1:]...)
 	child.Stdin, child.Stdout, child.Stderr = os.Stdin, s.cmdStdout(), os.Stderr
 	if err := child.Start(); err != nil {
 		s.abort()
-		return commandError(args[0], err)
-	}
-	if parent == nil {
-		parent = context.Background()
+		return startError(args[0], err)
 	}
 	ctx, stop := context.WithCancel(parent)
 	defer stop()
+	waitErr := make(chan error, 1)
 	exited := make(chan struct{})
-	go func() {
-		interrupts := 0
-		var timeout <-chan time.Time
-		if limit > 0 {
-			timeout = time.After(limit)
+	go func() { waitErr <- child.Wait(); close(exited) }()
+	traced := make(chan struct{})
+	sv := supervisor{p: child.Process, name: filepath.Base(args[0]), stderr: s.stderr, stop: stop}
+	go sv.run(sigs, exited, traced, linger, limit)
+	runErr := s.run(ctx)
+	close(traced)
+	code := exitStatus(<-waitErr)
+	if runErr != nil {
+		return runErr
+	}
+	if code != 0 {
+		return exitError{code: code}
+	}
+	return nil
+}
+
+// supervisor passes signals to CMD and decides when tracing stops (stop):
+// --linger after CMD exited by itself, or as soon as CMD is gone once
+// tcpscope has stopped it. It says on stderr what it does with each
+// interrupt.
+type supervisor struct {
+	p      *os.Process
+	name   string
+	stderr io.Writer
+	stop   func()
+}
+
+func (sv supervisor) run(sigs <-chan os.Signal, exited, traced <-chan struct{}, linger, limit time.Duration) {
+	p, stop := sv.p, sv.stop
+	var timeout, kill, lingered <-chan time.Time
+	if limit > 0 {
+		timeout = time.After(limit)
+	}
+	stopping := false
+	stopCommand := func(why string) {
+		if !stopping {
+			stopping = true
+			kill = time.After(stopGrace)
+			fmt.Fprintf(sv.stderr, "tcpscope: %s: stopping %s (killed in %s if still running)\n", why, sv.name, stopGrace)
 		}
-		for {
-			select {
-			case sig := <-sigs:
-				// The first Ctrl-C is CMD's to handle; a second one stops
-				// tracing as well.
-				child.Process.Signal(sig)
-				if interrupts++; interrupts >= 2 {
-					stop()
-					return
-				}
-			case <-timeout:
-				stop()
-				return
-			case <-exited:
-				select {
-				case <-time.After(linger):
-				case <-ctx.Done():
-				}
+	}
+	interrupts := 0
+	for {
+		select {
+		case sig := <-sigs:
+			if exited == nil {
+				// Lingering after CMD's exit: an interrupt ends tracing.
 				stop()
 				return
 			}
+			if !terminalDelivered(sig, p.Pid) {
+				p.Signal(sig)
+			}
+			// The first interrupt is CMD's to handle; a second one stops
+			// CMD (it has just received that one), a third kills it.
+			switch interrupts++; {
+			case interrupts == 1:
+				fmt.Fprintf(sv.stderr, "tcpscope: %s: %s has it; another one stops %s and tracing\n", signalName(sig), sv.name, sv.name)
+			case interrupts == 2:
+				stopCommand("second " + signalName(sig))
+			default:
+				fmt.Fprintf(sv.stderr, "tcpscope: %s: killing %s\n", signalName(sig), sv.name)
+				p.Kill()
+			}
+		case <-timeout:
+			// --duration: interrupt CMD as Ctrl-C would; load tools print
+			// their report and exit.
+			timeout = nil
+			if exited == nil {
+				stop()
+				return
+			}
+			if !stopping {
+				p.Signal(os.Interrupt)
+				stopCommand(fmt.Sprintf("--duration %s reached", limit))
+			}
+		case <-traced:
+			// Recording failed: stop CMD as --duration would.
+			traced = nil
+			if exited == nil {
+				stop()
+				return
+			}
+			if !stopping {
+				p.Signal(os.Interrupt)
+				stopCommand("tracing ended")
+			}
+		case <-kill:
+			kill = nil
+			fmt.Fprintf(sv.stderr, "tcpscope: %s still running %s after the stop: killing it\n", sv.name, stopGrace)
+			p.Kill()
+		case <-exited:
+			exited = nil
+			if stopping || traced == nil {
+				stop()
+				return
+			}
+			lingered = time.After(linger)
+		case <-lingered:
+			stop()
+			return
 		}
-	}()
-	waitErr := make(chan error, 1)
-	go func() { waitErr <- child.Wait(); close(exited) }()
-	runErr := s.run(ctx)
-	select {
-	case err := <-waitErr:
-		code := exitStatus(err)
-		if runErr != nil {
-			return runErr
-		}
-		if code != 0 {
-			return exitError{code: code}
-		}
-		return nil
-	default:
-		// Tracing stopped (second Ctrl-C or --duration) before CMD ended.
-		if runErr != nil {
-			return runErr
-		}
-		return exitError{code: 130}
 	}
+}
+
+// signalName names an interrupt as users know it.
+func signalName(sig os.Signal) string {
+	switch sig {
+	case os.Interrupt:
+		return "interrupt"
+	case syscall.SIGHUP:
+		return "hangup"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return sig.String()
+}
+
+// terminalDelivered tells whether sig already reached CMD from the terminal,
+// so that passing it on would deliver it twice (load tools take a second
+// Ctrl-C as "abort now"). Ctrl-C makes the line discipline signal the
+// terminal's whole foreground process group (n_tty's isig() calls
+// kill_pgrp()), and CMD runs in tcpscope's group. Go's os/signal does not
+// say who sent a signal (no si_code or si_pid), so this is a heuristic: a
+// SIGINT is taken as the terminal's when tcpscope has a controlling terminal
+// (/dev/tty, whatever stdin is) whose foreground group is tcpscope's own and
+// CMD's. Otherwise (no terminal, tcpscope in the background, a script's
+// `kill -INT` under a service manager) it is passed on. Limit: `kill -INT`
+// aimed at tcpscope alone while it runs in the foreground of a terminal is
+// taken for Ctrl-C and not passed on. SIGTERM and SIGHUP are always passed
+// on: a terminal does not send SIGTERM, and on a hangup
+// (tty_signal_session_leader()) the kernel signals only the session leader,
+// whose shell then signals its jobs and CMD may get SIGHUP twice.
+func terminalDelivered(sig os.Signal, child int) bool {
+	if sig != os.Interrupt {
+		return false
+	}
+	fd, err := unix.Open("/dev/tty", unix.O_RDONLY|unix.O_NOCTTY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	fg, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
+	if err != nil {
+		return false
+	}
+	own := unix.Getpgrp()
+	cpg, err := unix.Getpgid(child)
+	return err == nil && fg == own && cpg == own
 }
 
 // exitStatus is a finished command's status as a shell reports it.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"syscall"
@@ -58,6 +59,10 @@ func TestBadInputExitsTwo(t *testing.T) {
 		{"record", "--events", "--duration", "soon"},
 		{"record", "--events", "--ring-buffer-size", "3000"},
 		{"record", "--events", "--format", "xml"},
+		{"record", "--format", "jsonl"},
+		{"run", "--format", "text", "--", "true"},
+		{"record", "--events", "--ring-buffer-size", "2GiB"},
+		{"record", "--events", "--ring-buffer-size", "512MiB"},
 		{"record", "-o", "/nonexistent/dir/run.jsonl"},
 		{"record", "-o", "run.txt"},
 		{"record", "--syn-recv-threshold", "-1s"},
@@ -80,6 +85,42 @@ func TestBadInputExitsTwo(t *testing.T) {
 		if lines := strings.Count(strings.TrimSpace(stderr.String()), "\n") + 1; stderr.Len() == 0 || lines > 2 {
 			t.Errorf("tcpscope %s: stderr %q, want one actionable line", strings.Join(args, " "), stderr.String())
 		}
+	}
+}
+
+// TestHelpNamesFlagValues: --help shows a value name, not a word lifted
+// from the description, for every flag that takes one.
+func TestHelpNamesFlagValues(t *testing.T) {
+	for _, sub := range []string{"record", "run"} {
+		out, err := runBinary(t, sub, "--help")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"--netns INODE", "--port PORT", "--ring-buffer-size SIZE", "-o, --output FILE", "--format FORMAT",
+			"as printed by: ls -L -i /proc/PID/ns/net", "up to 256MiB", "only with --events"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s --help lacks %q:\n%s", sub, want, out)
+			}
+		}
+		if strings.Contains(out, "--netns ls") {
+			t.Errorf("%s --help names the --netns value after a command:\n%s", sub, out)
+		}
+	}
+}
+
+// TestRingBufferCapMessage: an oversized ring buffer is refused before
+// anything is loaded, with the limit and the reason on one line.
+func TestRingBufferCapMessage(t *testing.T) {
+	var stderr bytes.Buffer
+	cmd := exec.Command(binary, "record", "--ring-buffer-size", "2GiB")
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+		t.Fatalf("--ring-buffer-size 2GiB: %v, want exit status 2", err)
+	}
+	msg := strings.TrimSpace(stderr.String())
+	if strings.Contains(msg, "\n") || !strings.Contains(msg, "at most 256MiB") || !strings.Contains(msg, "memory") {
+		t.Errorf("stderr %q, want one line naming the 256MiB limit and why", msg)
 	}
 }
 
@@ -106,6 +147,16 @@ func TestUnprivilegedIsOneClearLine(t *testing.T) {
 		msg := strings.TrimSpace(stderr.String())
 		if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "CAP_BPF") || !strings.Contains(msg, "root") {
 			t.Errorf("%v as nobody: stderr %q, want one line naming root and CAP_BPF", args, msg)
+		}
+		// check cannot attach anything without privileges: it must not
+		// claim the tracepoints attach, only that they exist.
+		if args[0] == "check" {
+			if regexp.MustCompile(`\| attach(es|ed)\b`).MatchString(stdout.String()) {
+				t.Errorf("check as nobody claims tracepoints attach:\n%s", stdout.String())
+			}
+			if n := strings.Count(stdout.String(), "attaching not tried: needs root"); n < 5 {
+				t.Errorf("check as nobody: %d tracepoint rows say attaching was not tried:\n%s", n, stdout.String())
+			}
 		}
 	}
 }

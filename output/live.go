@@ -100,9 +100,11 @@ type collapseKey struct {
 }
 
 type collapseBucket struct {
-	start time.Time // window start
-	n     int       // repeats counted in this window
-	last  string    // the last repeat, rendered as its collapsed line prefix
+	start   time.Time // window start (the caller's clock)
+	n       int       // repeats counted in this window
+	last    string    // the last repeat, rendered as its collapsed line prefix
+	since   time.Time // end of the record last printed or counted before this window
+	lastEnd time.Time // end of the last repeat
 }
 
 // Collapsible: connections that never got established (failed, refused,
@@ -126,6 +128,8 @@ func keyOf(c *tracer.Connection) collapseKey {
 }
 
 // Add takes a flagged connection at now and returns the lines to print:
+// a count line carries the time of the last repeat it counts and, after
+// "since", the time of the record printed or counted before them.
 // the counts of windows that have ended, then the connection's own line
 // unless it is a repeat inside its key's window.
 func (k *Collapser) Add(c *tracer.Connection, now time.Time) []string {
@@ -139,10 +143,10 @@ func (k *Collapser) Add(c *tracer.Connection, now time.Time) []string {
 	key := keyOf(c)
 	if b, ok := k.buckets[key]; ok {
 		b.n++
-		b.last = collapsedPrefix(c)
+		b.last, b.lastEnd = collapsedPrefix(c), c.End
 		return out
 	}
-	k.buckets[key] = &collapseBucket{start: now}
+	k.buckets[key] = &collapseBucket{start: now, since: c.End}
 	k.order = append(k.order, key)
 	return append(out, FlaggedLine(c))
 }
@@ -170,10 +174,10 @@ func (k *Collapser) flush(now time.Time, all bool) []string {
 			continue
 		}
 		if b.n > 0 {
-			out = append(out, fmt.Sprintf("%s x%d more in %s", b.last, b.n, Duration(now.Sub(b.start).Microseconds())))
+			out = append(out, fmt.Sprintf("%s x%d more since %s", b.last, b.n, b.since.Local().Format("15:04:05.000")))
 		}
 		if b.n > 0 && !all {
-			*b = collapseBucket{start: now}
+			*b = collapseBucket{start: now, since: b.lastEnd}
 			keep = append(keep, key)
 			continue
 		}

@@ -75,19 +75,24 @@ func TestCollapserCountsRepeats(t *testing.T) {
 		t.Errorf("first line %q", lines[0])
 	}
 	total := 1
-	re := regexp.MustCompile(`\[port_exhausted\] x(\d+) more in (\S+)$`)
+	re := regexp.MustCompile(`^(\S+) .*\[port_exhausted\] x(\d+) more since (\S+)$`)
+	since := "03:04:05.000" // the full line's time, then the last counted one's
 	for _, l := range lines[1:] {
 		m := re.FindStringSubmatch(l)
 		if m == nil {
 			t.Fatalf("count line %q", l)
 		}
-		c, _ := strconv.Atoi(m[1])
+		c, _ := strconv.Atoi(m[2])
 		total += c
+		if m[3] != since {
+			t.Errorf("count line %q: want since %s", l, since)
+		}
+		since = m[1]
 	}
 	if total != n {
 		t.Errorf("lines account for %d records, want %d:\n%s", total, n, strings.Join(lines, "\n"))
 	}
-	if !strings.HasSuffix(lines[1], "more in 1.00s") {
+	if !strings.HasPrefix(lines[1], "03:04:05.999 ") || !strings.Contains(lines[1], " x4800 more since 03:04:05.000") {
 		t.Errorf("a count per second expected: %q", lines[1])
 	}
 }
@@ -115,7 +120,7 @@ func TestCollapserKeepsDistinctAndQuietKeys(t *testing.T) {
 		t.Errorf("counts without repeats: %q", got)
 	}
 	later := t0.Add(3 * time.Second)
-	if got := k.Add(exhausted(later), later); len(got) != 1 || strings.Contains(got[0], " more in ") {
+	if got := k.Add(exhausted(later), later); len(got) != 1 || strings.Contains(got[0], " more since ") {
 		t.Errorf("a failure after a quiet window: %q, want its full line", got)
 	}
 	if got := k.End(later); len(got) != 0 {

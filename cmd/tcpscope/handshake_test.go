@@ -225,7 +225,7 @@ func TestTimeWaitExhaustion(t *testing.T) {
 	}
 	// Live view: a few lines account for every record.
 	var shown, counted int
-	countRe := regexp.MustCompile(`\[port_exhausted\] x(\d+) more in \S+$`)
+	countRe := regexp.MustCompile(`\[port_exhausted\] x(\d+) more since \d\d:\d\d:\d\d\.\d{3}$`)
 	timed := regexp.MustCompile(`^\d\d:\d\d:\d\d\.\d{3} `)
 	for _, l := range strings.Split(r.stdout.String(), "\n") {
 		if strings.Contains(l, "WARNING TIME_WAIT pressure") && !timed.MatchString(l) {

@@ -79,7 +79,7 @@ func StatusLine(l Live) string {
 }
 
 // Collapser keeps a failure that repeats toward one destination (a connect
-// storm meeting EADDRNOTAVAIL, a closed port, a full backlog) from flooding
+// storm meeting EADDRNOTAVAIL, connects to a closed port) from flooding
 // the live view: the first record of a kind is printed in full, repeats
 // within Window are counted, and one line per key and window gives the
 // count. Only the live view collapses; every record still goes to the export.
@@ -88,6 +88,7 @@ type Collapser struct {
 	Window  time.Duration
 	buckets map[collapseKey]*collapseBucket
 	order   []collapseKey // keys in first-seen order, for stable output
+	due     time.Time     // when the earliest window ends: nothing to flush before
 }
 
 type collapseKey struct {
@@ -107,10 +108,10 @@ type collapseBucket struct {
 	lastEnd time.Time // end of the last repeat
 }
 
-// Collapsible: connections that never got established (failed, refused,
-// timed out in the handshake) carry nothing of their own but the
-// destination and the error, so a thousand of them read as one.
-func Collapsible(c *tracer.Connection) bool {
+// collapsible: a client's connect that failed or was refused carries
+// nothing of its own but the destination and the error, so a thousand of
+// them read as one.
+func collapsible(c *tracer.Connection) bool {
 	switch c.Outcome {
 	case tracer.OutcomeFailed, tracer.OutcomeRefused:
 		return c.Role == tracer.RoleClient
@@ -128,13 +129,13 @@ func keyOf(c *tracer.Connection) collapseKey {
 }
 
 // Add takes a flagged connection at now and returns the lines to print:
-// a count line carries the time of the last repeat it counts and, after
-// "since", the time of the record printed or counted before them.
 // the counts of windows that have ended, then the connection's own line
-// unless it is a repeat inside its key's window.
+// unless it is a repeat inside its key's window. A count line carries the
+// time of the last repeat it counts and, after "since", the time of the
+// record printed or counted before them.
 func (k *Collapser) Add(c *tracer.Connection, now time.Time) []string {
 	out := k.Flush(now)
-	if !Collapsible(c) {
+	if !collapsible(c) {
 		return append(out, FlaggedLine(c))
 	}
 	if k.buckets == nil {
@@ -147,6 +148,9 @@ func (k *Collapser) Add(c *tracer.Connection, now time.Time) []string {
 		return out
 	}
 	k.buckets[key] = &collapseBucket{start: now, since: c.End}
+	if len(k.order) == 0 || now.Add(k.Window).Before(k.due) {
+		k.due = now.Add(k.Window)
+	}
 	k.order = append(k.order, key)
 	return append(out, FlaggedLine(c))
 }
@@ -165,12 +169,19 @@ func (k *Collapser) End(now time.Time) []string {
 }
 
 func (k *Collapser) flush(now time.Time, all bool) []string {
+	if !all && now.Before(k.due) {
+		return nil
+	}
 	var out []string
 	keep := k.order[:0]
+	due := time.Time{}
 	for _, key := range k.order {
 		b := k.buckets[key]
 		if !all && now.Sub(b.start) < k.Window {
 			keep = append(keep, key)
+			if end := b.start.Add(k.Window); due.IsZero() || end.Before(due) {
+				due = end
+			}
 			continue
 		}
 		if b.n > 0 {
@@ -179,11 +190,14 @@ func (k *Collapser) flush(now time.Time, all bool) []string {
 		if b.n > 0 && !all {
 			*b = collapseBucket{start: now, since: b.lastEnd}
 			keep = append(keep, key)
+			if end := now.Add(k.Window); due.IsZero() || end.Before(due) {
+				due = end
+			}
 			continue
 		}
 		delete(k.buckets, key)
 	}
-	k.order = keep
+	k.order, k.due = keep, due
 	return out
 }
 

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpscope/tcpscope/tracer"
 	"github.com/tcpscope/tcpscope/tracer/nettest"
 )
 
@@ -158,6 +159,32 @@ func TestUnprivilegedIsOneClearLine(t *testing.T) {
 				t.Errorf("check as nobody: %d tracepoint rows say attaching was not tried:\n%s", n, stdout.String())
 			}
 		}
+	}
+}
+
+// TestCheckAttaches: with privileges, check loads and attaches the programs
+// for real, and only then says "attached".
+func TestCheckAttaches(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	out, err := runBinary(t, "check")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := tracer.Probe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	present := 0
+	for _, h := range f.Hooks {
+		if h.Present {
+			present++
+		}
+	}
+	if n := regexp.MustCompile(`(?m)\| ok +\| attached\b`).FindAllStringIndex(out, -1); len(n) != present || present == 0 {
+		t.Errorf("%d tracepoint rows say attached, %d tracepoints are present:\n%s", len(n), present, out)
+	}
+	if strings.Contains(out, "not tried") {
+		t.Errorf("check as root did not try:\n%s", out)
 	}
 }
 

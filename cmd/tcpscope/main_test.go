@@ -112,16 +112,18 @@ func TestHelpNamesFlagValues(t *testing.T) {
 // TestRingBufferCapMessage: an oversized ring buffer is refused before
 // anything is loaded, with the limit and the reason on one line.
 func TestRingBufferCapMessage(t *testing.T) {
-	var stderr bytes.Buffer
-	cmd := exec.Command(binary, "record", "--ring-buffer-size", "2GiB")
-	cmd.Stderr = &stderr
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
-		t.Fatalf("--ring-buffer-size 2GiB: %v, want exit status 2", err)
-	}
-	msg := strings.TrimSpace(stderr.String())
-	if strings.Contains(msg, "\n") || !strings.Contains(msg, "at most 256MiB") || !strings.Contains(msg, "memory") {
-		t.Errorf("stderr %q, want one line naming the 256MiB limit and why", msg)
+	for _, size := range []string{"512MiB", "2GiB", "64GiB"} {
+		var stderr bytes.Buffer
+		cmd := exec.Command(binary, "record", "--ring-buffer-size", size)
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+			t.Fatalf("--ring-buffer-size %s: %v, want exit status 2", size, err)
+		}
+		msg := strings.TrimSpace(stderr.String())
+		if strings.Contains(msg, "\n") || !strings.Contains(msg, "at most 256MiB") || !strings.Contains(msg, "memory") {
+			t.Errorf("--ring-buffer-size %s: stderr %q, want one line naming the 256MiB limit and why", size, msg)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"strconv"
@@ -101,7 +102,7 @@ func parseSize(s string) (int, error) {
 	if err != nil || n <= 0 {
 		return 0, errors.New("not a size (e.g. 16MiB)")
 	}
-	if n > (1<<31)/mult {
+	if n > math.MaxInt/mult {
 		return 0, errors.New("too large")
 	}
 	return n * mult, nil

@@ -7,8 +7,18 @@ import (
 	"github.com/tcpscope/tcpscope/tracer"
 )
 
-// CheckTable renders what `tcpscope check` found.
-func CheckTable(w io.Writer, f tracer.Features) error {
+// AttachTrial is whether `tcpscope check` loaded and attached the programs
+// (and detached them at once), and how that went.
+type AttachTrial struct {
+	Tried bool
+	Err   error  // the loading or attaching error, when Tried
+	Why   string // why it was not tried, when not Tried
+}
+
+// CheckTable renders what `tcpscope check` found. A tracepoint is said to
+// attach only when the trial attached it; otherwise its row says it was
+// found in the kernel's BTF and why attaching was not tried.
+func CheckTable(w io.Writer, f tracer.Features, trial AttachTrial) error {
 	yes := func(ok bool, good, bad string) []string {
 		if ok {
 			return []string{"ok", good}
@@ -35,12 +45,23 @@ func CheckTable(w io.Writer, f tracer.Features) error {
 	} else {
 		rows = append(rows, []string{"BPF features", "unknown", "probing needs the privileges above"})
 	}
+	if trial.Tried && trial.Err != nil {
+		rows = append(rows, []string{"attaching", "FAILED", trial.Err.Error()})
+	}
 	for _, h := range f.Hooks {
-		detail := "attaches"
+		status, detail := "ok", "attached"
+		if !trial.Tried || trial.Err != nil {
+			status, detail = "found", "in kernel BTF"
+		}
 		if h.Variant != "" {
 			detail += ", " + h.Variant
 		}
-		status := "ok"
+		switch {
+		case !trial.Tried:
+			detail += "; attaching not tried: " + trial.Why
+		case trial.Err != nil:
+			detail += "; attaching failed (above)"
+		}
 		if !h.Present {
 			status, detail = "MISSING", "lost: "+h.Degrades
 			if h.Required {

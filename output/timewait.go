@@ -41,11 +41,11 @@ func appendTimeWait(b []byte, ts []TimeWaitPressure) []byte {
 }
 
 // TimeWaitAlertLine is the live warning when a destination's TIME_WAIT
-// sockets approach its usable local ports.
+// sockets approach its usable local ports, timed like a flagged line.
 func TimeWaitAlertLine(a tracer.TimeWaitAlert) string {
 	d := a.Dest
-	s := fmt.Sprintf("WARNING TIME_WAIT pressure: %s -> %s holds %d TIME_WAIT sockets, %d%% of %d local ports (ip_local_port_range), +%.0f/s",
-		d.Key.Local, d.Key.Remote, d.Now, 100*d.Now/max(d.Ports, 1), d.Ports, d.RatePerS)
+	s := fmt.Sprintf("%s WARNING TIME_WAIT pressure: %s -> %s holds %d TIME_WAIT sockets, %d%% of %d local ports (ip_local_port_range), +%.0f/s",
+		a.At.Local().Format("15:04:05.000"), d.Key.Local, d.Key.Remote, d.Now, 100*d.Now/max(d.Ports, 1), d.Ports, d.RatePerS)
 	if a.TimeLeft > 0 {
 		s += fmt.Sprintf("; connects fail with EADDRNOTAVAIL in about %s", a.TimeLeft.Round(100*time.Millisecond))
 	}

@@ -114,6 +114,18 @@ func NewBuilder(cfg BuilderConfig) *Builder {
 // Live is how many connections (and pending requests) are being followed.
 func (b *Builder) Live() int { return len(b.conns) }
 
+// Open is how many followed connections have not closed: Live without
+// those waiting out the grace period in the closing queue.
+func (b *Builder) Open() int {
+	n := len(b.conns)
+	for _, c := range b.closing {
+		if !c.emitted && b.conns[c.ID] == c {
+			n--
+		}
+	}
+	return n
+}
+
 // Orphans counts events for sockets the builder could not place (for
 // example a reset sent by a timewait socket of a connection already emitted).
 func (b *Builder) Orphans() uint64 { return b.orphans }

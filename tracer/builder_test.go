@@ -224,6 +224,26 @@ func TestGraceKeepsClosedConnectionsForLateEvents(t *testing.T) {
 	}
 }
 
+// TestOpenExcludesClosing: a closed connection waiting out the grace
+// period is still followed (Live) but no longer open.
+func TestOpenExcludesClosing(t *testing.T) {
+	b := NewBuilder(BuilderConfig{Grace: time.Second})
+	s := &script{}
+	clientHandshake(s, 50)
+	clientHandshake(s, 51)
+	s.at(time.Millisecond).ev(st(50, StateEstablished, StateClose, cli, srv))
+	for i := range s.events {
+		b.Add(&s.events[i])
+	}
+	if b.Live() != 2 || b.Open() != 1 {
+		t.Errorf("one of two closed: live %d open %d, want 2 and 1", b.Live(), b.Open())
+	}
+	b.Expire(t0.Add(1100 * time.Millisecond))
+	if b.Live() != 1 || b.Open() != 1 {
+		t.Errorf("after grace: live %d open %d, want 1 and 1", b.Live(), b.Open())
+	}
+}
+
 func TestPointerReuseAndUnknownSockets(t *testing.T) {
 	s := &script{}
 	clientHandshake(s, 60)

@@ -33,6 +33,7 @@ type TimeWaitDest struct {
 // TimeWaitAlert is raised when a destination's TIME_WAIT sockets pass the
 // warning share of its usable ports.
 type TimeWaitAlert struct {
+	At       time.Time // when the share was crossed
 	Dest     TimeWaitDest
 	TimeLeft time.Duration // until connects fail at the current rate; 0 if unknown
 }
@@ -126,7 +127,7 @@ func (t *TimeWaitTracker) check(d *TimeWaitDest, now time.Time) {
 			left = time.Duration(float64(d.Ports-d.Now) / d.RatePerS * float64(time.Second))
 		}
 		if t.OnAlert != nil {
-			t.OnAlert(TimeWaitAlert{Dest: d.snapshot(), TimeLeft: left})
+			t.OnAlert(TimeWaitAlert{At: now, Dest: d.snapshot(), TimeLeft: left})
 		}
 	case share < t.Threshold*0.875 && d.alerting:
 		d.alerting = false

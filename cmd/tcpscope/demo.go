@@ -40,6 +40,9 @@ namespace and everything in it are removed at the end.`,
 	return cmd
 }
 
+// demoSamplePerFlag is how many flagged lines of each flag the demo prints.
+const demoSamplePerFlag = 3
+
 func runDemo(parent context.Context, out string, d time.Duration, stdout, stderr io.Writer) error {
 	if f, err := tracer.Probe(); err == nil {
 		if err := f.Usable(); err != nil {
@@ -65,7 +68,10 @@ func runDemo(parent context.Context, out string, d time.Duration, stdout, stderr
 		output:       out,
 		synRecvLimit: time.Second,
 		command:      []string{"tcpscope", "demo"},
-		onConn:       findings.add,
+		// The demo flags hundreds of connections; its reader wants the
+		// summary and the legend, and a few lines of each kind.
+		samplePerFlag: demoSamplePerFlag,
+		onConn:        findings.add,
 	}, stdout, stderr)
 	if err != nil {
 		return err

@@ -71,6 +71,7 @@ func TestDemo(t *testing.T) {
 	if err := output.ValidateExport(path); err != nil {
 		t.Fatal(err)
 	}
+	checkDemoSample(t, stdout, rec)
 	count := func(port uint16, role tracer.Role, f tracer.Flag) int {
 		n := 0
 		for _, c := range rec.Connections {
@@ -144,5 +145,37 @@ func TestDemo(t *testing.T) {
 		if _, ok := before[k]; !ok {
 			t.Errorf("host gained %s", k)
 		}
+	}
+}
+
+// checkDemoSample: the demo prints the first few flagged lines of each flag,
+// says how many it left out (shown + left out = every flagged record), and
+// then the summary and the legend.
+func checkDemoSample(t *testing.T, stdout string, rec *output.Recording) {
+	t.Helper()
+	flagged := 0
+	for i := range rec.Connections {
+		if rec.Connections[i].Flagged() {
+			flagged++
+		}
+	}
+	lineRe := regexp.MustCompile(`^\d\d:\d\d:\d\d\.\d{3} (client|server) `)
+	shown := 0
+	for _, l := range strings.Split(stdout, "\n") {
+		if lineRe.MatchString(l) {
+			shown++
+		}
+	}
+	m := regexp.MustCompile(`(?m)^\.\.\. (\d+) more flagged connections not shown \(the first 3 of each flag are above; all are counted below and kept in the export\)$`).FindStringSubmatchIndex(stdout)
+	if m == nil {
+		t.Fatalf("no \"more not shown\" line; %d flagged lines shown of %d:\n%s", shown, flagged, stdout)
+	}
+	omitted, _ := strconv.Atoi(stdout[m[2]:m[3]])
+	if shown+omitted != flagged || shown > 3*len(tracer.AllFlags) || omitted == 0 {
+		t.Errorf("%d flagged lines shown and %d said left out, export has %d flagged records", shown, omitted, flagged)
+	}
+	rest := stdout[m[1]:]
+	if !strings.Contains(rest, " connections from ") || !strings.Contains(rest, "| FLAG ") || !strings.Contains(rest, "INJECTED FAULT") {
+		t.Errorf("summary and legend do not follow the sample:\n%s", rest)
 	}
 }

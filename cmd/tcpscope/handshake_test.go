@@ -7,7 +7,9 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -155,7 +157,9 @@ func TestAbandonedHandshake(t *testing.T) {
 }
 
 // TestTimeWaitExhaustion: a client-closes-first storm against a narrowed
-// ip_local_port_range (tcp_tw_reuse off) until connect() fails.
+// ip_local_port_range (tcp_tw_reuse off) until connect() fails, then 300
+// failing connects in a row: the live view prints the first in full and
+// counts the repeats, every one of them is in the export.
 func TestTimeWaitExhaustion(t *testing.T) {
 	t.Parallel()
 	ns := nettest.New(t)
@@ -178,7 +182,8 @@ func TestTimeWaitExhaustion(t *testing.T) {
 	server := netip.MustParseAddrPort(ln.Addr().String())
 	var warnedAt, failedAt int
 	failures := 0
-	for i := 1; i <= 400 && failures < 3; i++ {
+	const wantFailures = 300
+	for i := 1; i <= 400+wantFailures && failures < wantFailures; i++ {
 		if warnedAt == 0 && strings.Contains(r.stdout.String(), "WARNING TIME_WAIT pressure") {
 			warnedAt = i
 		}
@@ -217,6 +222,32 @@ func TestTimeWaitExhaustion(t *testing.T) {
 	}
 	if exhausted != failures {
 		t.Errorf("%d port_exhausted records, %d connects failed", exhausted, failures)
+	}
+	// Live view: a few lines account for every record.
+	var shown, counted int
+	countRe := regexp.MustCompile(`\[port_exhausted\] x(\d+) more since \d\d:\d\d:\d\d\.\d{3}$`)
+	timed := regexp.MustCompile(`^\d\d:\d\d:\d\d\.\d{3} `)
+	for _, l := range strings.Split(r.stdout.String(), "\n") {
+		if strings.Contains(l, "WARNING TIME_WAIT pressure") && !timed.MatchString(l) {
+			t.Errorf("warning line without a timestamp: %q", l)
+		}
+		if !strings.Contains(l, "[port_exhausted]") {
+			continue
+		}
+		shown++
+		if !timed.MatchString(l) {
+			t.Errorf("port_exhausted line without a timestamp: %q", l)
+		}
+		if m := countRe.FindStringSubmatch(l); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			counted += n
+		} else {
+			counted++
+		}
+	}
+	if shown > 10 || counted != exhausted {
+		t.Errorf("%d port_exhausted lines account for %d records, want at most 10 lines for %d records:\n%s",
+			shown, counted, exhausted, r.stdout.String())
 	}
 	tw := rec.Summary.TimeWait
 	if len(tw) == 0 {

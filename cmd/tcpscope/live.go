@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tcpscope/tcpscope/output"
+	"github.com/tcpscope/tcpscope/tracer"
 	"golang.org/x/term"
 )
 
@@ -26,6 +27,7 @@ type liveView struct {
 	start      time.Time
 	prevOpened uint64
 	prevClosed uint64
+	collapse   output.Collapser // repeats of one failure, counted per second
 }
 
 func isTerminal(w io.Writer) bool {
@@ -34,7 +36,8 @@ func isTerminal(w io.Writer) bool {
 }
 
 func newLiveView(report, status io.Writer, interval time.Duration) *liveView {
-	v := &liveView{report: report, status: status, interval: interval, start: time.Now(), last: time.Now()}
+	v := &liveView{report: report, status: status, interval: interval, start: time.Now(), last: time.Now(),
+		collapse: output.Collapser{Window: time.Second}}
 	v.tty = isTerminal(status)
 	v.reportTTY = v.tty && isTerminal(report)
 	_, noColor := os.LookupEnv("NO_COLOR")
@@ -71,8 +74,19 @@ func (v *liveView) redraw() {
 	v.shown = len(v.panel)
 }
 
+// flagged prints a flagged connection's line, or counts it when it repeats
+// a failure already shown this second.
+func (v *liveView) flagged(c *tracer.Connection, now time.Time) {
+	for _, l := range v.collapse.Add(c, now) {
+		v.line(l)
+	}
+}
+
 // tick refreshes the panel, or prints a status line when one is due.
 func (v *liveView) tick(now time.Time, snap func(dt time.Duration) output.Live) {
+	for _, l := range v.collapse.Flush(now) {
+		v.line(l)
+	}
 	dt := now.Sub(v.last)
 	if dt < v.interval {
 		return
@@ -88,8 +102,12 @@ func (v *liveView) tick(now time.Time, snap func(dt time.Duration) output.Live) 
 	v.redraw()
 }
 
-// finish removes the panel before the summary.
+// finish prints the counts still pending and removes the panel before the
+// summary.
 func (v *liveView) finish() {
+	for _, l := range v.collapse.End(time.Now()) {
+		v.line(l)
+	}
 	if v.tty {
 		v.clear()
 		v.panel = nil
@@ -103,7 +121,7 @@ func (s *session) snapshot(dt time.Duration) output.Live {
 		Elapsed:      time.Since(s.view.start),
 		OpenedPerS:   float64(opened-s.view.prevOpened) / dt.Seconds(),
 		ClosedPerS:   float64(closed-s.view.prevClosed) / dt.Seconds(),
-		OpenNow:      s.rec.Builder.Live(),
+		OpenNow:      s.rec.Builder.Open(),
 		Connections:  closed,
 		Flags:        s.stats.ByFlag,
 		TimeWaitNow:  s.timeWait.Live(),

@@ -9,12 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tcpscope/tcpscope/tracer"
 	"github.com/tcpscope/tcpscope/tracer/nettest"
 )
 
@@ -60,6 +62,10 @@ func TestBadInputExitsTwo(t *testing.T) {
 		{"record", "--events", "--duration", "soon"},
 		{"record", "--events", "--ring-buffer-size", "3000"},
 		{"record", "--events", "--format", "xml"},
+		{"record", "--format", "jsonl"},
+		{"run", "--format", "text", "--", "true"},
+		{"record", "--events", "--ring-buffer-size", "2GiB"},
+		{"record", "--events", "--ring-buffer-size", "512MiB"},
 		{"record", "-o", "/nonexistent/dir/run.jsonl"},
 		{"record", "-o", "run.txt"},
 		{"record", "--syn-recv-threshold", "-1s"},
@@ -81,6 +87,44 @@ func TestBadInputExitsTwo(t *testing.T) {
 		}
 		if lines := strings.Count(strings.TrimSpace(stderr.String()), "\n") + 1; stderr.Len() == 0 || lines > 2 {
 			t.Errorf("tcpscope %s: stderr %q, want one actionable line", strings.Join(args, " "), stderr.String())
+		}
+	}
+}
+
+// TestHelpNamesFlagValues: --help shows a value name, not a word lifted
+// from the description, for every flag that takes one.
+func TestHelpNamesFlagValues(t *testing.T) {
+	for _, sub := range []string{"record", "run"} {
+		out, err := runBinary(t, sub, "--help")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"--netns INODE", "--port PORT", "--ring-buffer-size SIZE", "-o, --output FILE", "--format FORMAT",
+			"as printed by: ls -L -i /proc/PID/ns/net", "up to 256MiB", "only with --events"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s --help lacks %q:\n%s", sub, want, out)
+			}
+		}
+		if strings.Contains(out, "--netns ls") {
+			t.Errorf("%s --help names the --netns value after a command:\n%s", sub, out)
+		}
+	}
+}
+
+// TestRingBufferCapMessage: an oversized ring buffer is refused before
+// anything is loaded, with the limit and the reason on one line.
+func TestRingBufferCapMessage(t *testing.T) {
+	for _, size := range []string{"512MiB", "2GiB", "64GiB"} {
+		var stderr bytes.Buffer
+		cmd := exec.Command(binary, "record", "--ring-buffer-size", size)
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+			t.Fatalf("--ring-buffer-size %s: %v, want exit status 2", size, err)
+		}
+		msg := strings.TrimSpace(stderr.String())
+		if strings.Contains(msg, "\n") || !strings.Contains(msg, "at most 256MiB") || !strings.Contains(msg, "memory") {
+			t.Errorf("--ring-buffer-size %s: stderr %q, want one line naming the 256MiB limit and why", size, msg)
 		}
 	}
 }
@@ -109,6 +153,42 @@ func TestUnprivilegedIsOneClearLine(t *testing.T) {
 		if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "CAP_BPF") || !strings.Contains(msg, "root") {
 			t.Errorf("%v as nobody: stderr %q, want one line naming root and CAP_BPF", args, msg)
 		}
+		// check cannot attach anything without privileges: it must not
+		// claim the tracepoints attach, only that they exist.
+		if args[0] == "check" {
+			if regexp.MustCompile(`\| attach(es|ed)\b`).MatchString(stdout.String()) {
+				t.Errorf("check as nobody claims tracepoints attach:\n%s", stdout.String())
+			}
+			if n := strings.Count(stdout.String(), "attaching not tried: needs root"); n < 5 {
+				t.Errorf("check as nobody: %d tracepoint rows say attaching was not tried:\n%s", n, stdout.String())
+			}
+		}
+	}
+}
+
+// TestCheckAttaches: with privileges, check loads and attaches the programs
+// for real, and only then says "attached".
+func TestCheckAttaches(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	out, err := runBinary(t, "check")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := tracer.Probe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	present := 0
+	for _, h := range f.Hooks {
+		if h.Present {
+			present++
+		}
+	}
+	if n := regexp.MustCompile(`(?m)\| ok +\| attached\b`).FindAllStringIndex(out, -1); len(n) != present || present == 0 {
+		t.Errorf("%d tracepoint rows say attached, %d tracepoints are present:\n%s", len(n), present, out)
+	}
+	if strings.Contains(out, "not tried") {
+		t.Errorf("check as root did not try:\n%s", out)
 	}
 }
 

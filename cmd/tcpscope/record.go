@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"strconv"
@@ -26,10 +27,11 @@ type traceFlags struct {
 
 func (f *traceFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	fl.UintSliceVar(&f.ports, "port", nil, "only connections with this local or remote port (repeatable, at most 8; filtered in the kernel)")
-	fl.UintSliceVar(&f.netns, "netns", nil, "only this network namespace, by inode as in `ls -L -i /proc/PID/ns/net` (repeatable, at most 8)")
+	// A word in backquotes is the value name --help shows (pflag).
+	fl.UintSliceVar(&f.ports, "port", nil, "only connections with this local or remote `PORT` (repeatable, at most 8; filtered in the kernel)")
+	fl.UintSliceVar(&f.netns, "netns", nil, "only the network namespace with this `INODE`, as printed by: ls -L -i /proc/PID/ns/net (repeatable, at most 8)")
 	fl.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 30s, 5m); default: until Ctrl-C")
-	fl.StringVar(&f.ringBuffer, "ring-buffer-size", "16MiB", "kernel ring buffer size, a power of two (e.g. 4MiB, 64MiB)")
+	fl.StringVar(&f.ringBuffer, "ring-buffer-size", "16MiB", "kernel ring buffer `SIZE`, a power of two up to 256MiB (e.g. 4MiB, 64MiB)")
 }
 
 func (f *traceFlags) config() (tracer.Config, error) {
@@ -62,9 +64,25 @@ func (f *traceFlags) config() (tracer.Config, error) {
 	if size < os.Getpagesize() || size&(size-1) != 0 {
 		return cfg, usagef("--ring-buffer-size %q: must be a power of two of at least %d bytes", f.ringBuffer, os.Getpagesize())
 	}
+	if size > maxRingBuffer {
+		return cfg, usagef("--ring-buffer-size %q: at most 256MiB, which holds 1.4 million events, over 10 s of the busiest load measured; the kernel keeps the whole buffer in memory", f.ringBuffer)
+	}
 	cfg.RingBufferBytes = size
 	return cfg, nil
 }
+
+// maxRingBuffer caps --ring-buffer-size. The kernel's own bound is looser:
+// ringbuf_map_alloc() (kernel/bpf/ringbuf.c) takes any page-aligned power of
+// two in the 32-bit max_entries, so 2 GiB is accepted, and
+// bpf_ringbuf_area_alloc() allocates every page at once, charged to the
+// memory cgroup and never swapped. A buffer only absorbs bursts the reader
+// catches up with: 256 MiB holds about 1.4 million of our 184-byte records
+// (176 bytes of event plus the 8-byte record header), more than ten seconds
+// of the 120,000 events/s of the busiest load measured (README,
+// Performance), while the reader drains 3.7 million events/s. A reader that
+// is behind for longer than that is behind for good; a bigger buffer only
+// takes memory from the host under test.
+const maxRingBuffer = 256 << 20
 
 // parseSize reads "4096", "64KiB", "16MiB", "1GiB" (K/M/G and KB/MB/GB
 // are taken as powers of 1024 too).
@@ -84,7 +102,7 @@ func parseSize(s string) (int, error) {
 	if err != nil || n <= 0 {
 		return 0, errors.New("not a size (e.g. 16MiB)")
 	}
-	if n > (1<<31)/mult {
+	if n > math.MaxInt/mult {
 		return 0, errors.New("too large")
 	}
 	return n * mult, nil
@@ -95,6 +113,7 @@ type recordFlags struct {
 	output       string
 	events       bool
 	format       string
+	formatSet    func() bool // --format was given
 	synRecvLimit time.Duration
 	statusEvery  time.Duration
 	maxConns     int
@@ -103,9 +122,10 @@ type recordFlags struct {
 func (f *recordFlags) registerRecord(cmd *cobra.Command) {
 	f.register(cmd)
 	fl := cmd.Flags()
-	fl.StringVarP(&f.output, "output", "o", "", "write connections to FILE.jsonl (a line each, as they end), FILE.json (one document at the end) or - (JSONL on stdout)")
+	fl.StringVarP(&f.output, "output", "o", "", "write connections to `FILE`: FILE.jsonl (a line each, as they end), FILE.json (one document at the end) or - (JSONL on stdout)")
 	fl.BoolVar(&f.events, "events", false, "print one line per kernel event as it happens, instead of flagged connections")
-	fl.StringVar(&f.format, "format", "text", "--events output: text (aligned columns) or jsonl")
+	fl.StringVar(&f.format, "format", "text", "`FORMAT` of the --events lines: text (aligned columns) or jsonl; only with --events")
+	f.formatSet = func() bool { return fl.Changed("format") }
 	fl.DurationVar(&f.synRecvLimit, "syn-recv-threshold", time.Second, "flag long_syn_recv when a server waited this long for the final ACK")
 	fl.DurationVar(&f.statusEvery, "status-interval", 10*time.Second, "when stderr is not a terminal, print a plain status line this often")
 	fl.IntVar(&f.maxConns, "max-connections", tracer.DefaultMaxConnections, "connections followed at once; past it the least recently active are written early, flagged incomplete")
@@ -118,6 +138,9 @@ func (f *recordFlags) options() (sessionOptions, error) {
 	}
 	if f.format != "text" && f.format != "jsonl" {
 		return sessionOptions{}, usagef("--format %q: use text or jsonl", f.format)
+	}
+	if !f.events && f.formatSet != nil && f.formatSet() {
+		return sessionOptions{}, usagef("--format %s: only applies to --events (connection records are JSONL with -o FILE.jsonl or -o -)", f.format)
 	}
 	if f.synRecvLimit <= 0 {
 		return sessionOptions{}, usagef("--syn-recv-threshold %s: must be positive", f.synRecvLimit)

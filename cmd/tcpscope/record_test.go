@@ -380,3 +380,49 @@ func TestRecordPreexisting(t *testing.T) {
 		t.Errorf("listener: %s", dumpJSON(rec.Listeners))
 	}
 }
+
+// TestStatusOpenExcludesClosing: the status line's "open" drops when a
+// connection closes, not a grace second later when its record is written
+// ("ended").
+func TestStatusOpenExcludesClosing(t *testing.T) {
+	t.Parallel()
+	ns := nettest.New(t)
+	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
+	r := startRecord(t, ns, "run.jsonl", "--status-interval", "100ms")
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	c, err := dialNS(t, ns, "tcp4", ln.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := <-accepted
+	waitStatus := func(from int, want string) int {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for ; ; <-tick.C {
+			if i := strings.Index(r.stderr.String()[from:], want); i >= 0 {
+				return from + i + len(want)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no status line with %q within 10s:\n%s", want, r.stderr.String()[from:])
+			}
+		}
+	}
+	at := waitStatus(0, " 2 open, 0 ended,")
+	c.Close()
+	sc.Close()
+	// The records are written a grace second after the close; every status
+	// line in between must already count the two as closed.
+	waitStatus(at, " 0 open, 0 ended,")
+	waitStatus(at, " 0 open, 2 ended,")
+	rec := r.stop(t)
+	if len(rec.Connections) != 2 {
+		t.Errorf("%d records, want 2", len(rec.Connections))
+	}
+}

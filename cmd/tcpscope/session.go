@@ -28,6 +28,9 @@ type sessionOptions struct {
 	// sharedTerminal: another program writes to the terminal too (run's
 	// CMD), so no panel is drawn: redrawing it would erase CMD's lines.
 	sharedTerminal bool
+	// samplePerFlag, when set, prints only the first flagged lines of each
+	// flag (the demo), and how many were left out.
+	samplePerFlag int
 }
 
 // session is one recording: tracer, builder, export and what is printed.
@@ -50,6 +53,8 @@ type session struct {
 	timeWait   *tracer.TimeWaitTracker
 	listeners  []output.ListenerRow
 	view       *liveView
+	shown      map[tracer.Flag]int // flagged lines printed, by flag (samplePerFlag)
+	omitted    uint64              // flagged lines not printed (samplePerFlag)
 }
 
 // openSession opens the output and then the tracer; nothing is traced
@@ -155,8 +160,34 @@ func (s *session) emit(c *tracer.Connection) {
 	}
 	if c.Flagged() && !s.opts.events {
 		s.flagged++
-		s.view.line(output.FlaggedLine(c))
+		if s.opts.samplePerFlag > 0 {
+			s.sample(c)
+			return
+		}
+		s.view.flagged(c, time.Now())
 	}
+}
+
+// sample prints a flagged line only while one of its flags has been shown
+// fewer than samplePerFlag times, and counts the rest.
+func (s *session) sample(c *tracer.Connection) {
+	if s.shown == nil {
+		s.shown = map[tracer.Flag]int{}
+	}
+	show := false
+	for _, f := range c.Flags {
+		if f != tracer.FlagTimeWait && f != tracer.FlagPreexisting && s.shown[f] < s.opts.samplePerFlag {
+			show = true
+		}
+	}
+	if !show {
+		s.omitted++
+		return
+	}
+	for _, f := range c.Flags {
+		s.shown[f]++
+	}
+	s.view.line(output.FlaggedLine(c))
 }
 
 func (s *session) emitListener(l *tracer.Listener) {
@@ -304,6 +335,14 @@ func (s *session) run(ctx context.Context) error {
 		s.rec.Builder.Finish(time.Now())
 	}
 	s.view.finish()
+	if s.omitted > 0 && !s.opts.events {
+		kept := ""
+		if s.export != nil {
+			kept = " and kept in the export"
+		}
+		fmt.Fprintf(s.report, "... %d more flagged connections not shown (the first %d of each flag are above; all are counted below%s)\n",
+			s.omitted, s.opts.samplePerFlag, kept)
+	}
 	counters, cerr := s.tr.Counters()
 	end := time.Now()
 	x := output.Extra{End: end, LostEvents: counters.Lost, Orphans: s.rec.Builder.Orphans(), Listeners: s.listeners,

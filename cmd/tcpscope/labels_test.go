@@ -115,11 +115,16 @@ func startConnect(t *testing.T, ns *netns.NS, to string) int {
 
 // TestRecordAbandonedConnect: SYNs to the port are dropped; the client's
 // own process closes its connecting socket, before the first SYN
-// retransmit or after one. Its record is abandoned_by_app, with no errno
-// and no handshake_timeout.
+// retransmit or after one, or aborts it with SO_LINGER 0 (tcp_disconnect()
+// then reports ECONNRESET to the socket itself). Its record is
+// abandoned_by_app, with no errno and no handshake_timeout.
 func TestRecordAbandonedConnect(t *testing.T) {
-	for _, retransmits := range []uint64{0, 1} {
-		t.Run(fmt.Sprintf("after %d SYN retransmits", retransmits), func(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		retransmits uint64
+		linger0     bool
+	}{{"before a SYN retransmit", 0, false}, {"after a SYN retransmit", 1, false}, {"SO_LINGER 0", 0, true}} {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			ns := nettest.New(t)
 			if _, err := ns.AddDrop(netns.Drop{DstPort: 7, FlagMask: netns.FlagSYN | netns.FlagACK, Flags: netns.FlagSYN, Input: true}); err != nil {
@@ -131,8 +136,13 @@ func TestRecordAbandonedConnect(t *testing.T) {
 				t.Fatal(err)
 			}
 			fd := startConnect(t, ns, "127.0.0.1:7")
-			if retransmits > 0 {
-				waitCounter(t, ns, before, "TcpExt.TCPSynRetrans", retransmits, 10*time.Second)
+			if tc.retransmits > 0 {
+				waitCounter(t, ns, before, "TcpExt.TCPSynRetrans", tc.retransmits, 10*time.Second)
+			}
+			if tc.linger0 {
+				if err := unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0}); err != nil {
+					t.Fatal(err)
+				}
 			}
 			unix.Close(fd)
 			after, _ := ns.Counters()
@@ -140,15 +150,21 @@ func TestRecordAbandonedConnect(t *testing.T) {
 			rec := r.stop(t)
 			cl := one(t, rec, tracer.RoleClient)
 			var wantFlags []tracer.Flag
-			if retransmits > 0 {
+			if tc.retransmits > 0 {
 				wantFlags = []tracer.Flag{tracer.FlagSynRetransmitted}
 			}
 			if cl.Outcome != tracer.OutcomeAbandoned || cl.Errno != "" || !slices.Equal(cl.Flags, wantFlags) {
 				t.Errorf("client: outcome %s errno %q flags %v; want abandoned_by_app, no errno, flags %v\n%s",
 					cl.Outcome, cl.Errno, cl.Flags, wantFlags, dumpJSON(cl))
 			}
-			if got := netns.Delta(before, after)["TcpExt.TCPSynRetrans"]; uint64(cl.Retransmits.Syn) != got || got != retransmits {
-				t.Errorf("SYN retransmits %d, TcpExt.TCPSynRetrans delta %d, want %d", cl.Retransmits.Syn, got, retransmits)
+			if got := netns.Delta(before, after)["TcpExt.TCPSynRetrans"]; uint64(cl.Retransmits.Syn) != got || got != tc.retransmits {
+				t.Errorf("SYN retransmits %d, TcpExt.TCPSynRetrans delta %d, want %d", cl.Retransmits.Syn, got, tc.retransmits)
+			}
+			if tc.linger0 {
+				// The kernel did report ECONNRESET; it stays in the timeline.
+				if it := cl.Timeline[len(cl.Timeline)-1]; it.Kind != tracer.KindError.String() || it.Errno != "ECONNRESET" {
+					t.Errorf("last item %+v, want tcp_disconnect()'s ECONNRESET report", it)
+				}
 			}
 			if !strings.Contains(r.stdout.String(), "| abandoned_by_app | 1 ") {
 				t.Errorf("summary lacks the abandoned connect:\n%s", r.stdout.String())

@@ -362,8 +362,10 @@ static __always_inline int on_retransmit(struct sock *sk, const struct sk_buff *
 	 * recovery (tcp_xmit_retransmit_queue) and the tail loss probe:
 	 * tcp_send_loss_probe(), when it has no new data to send, resends the
 	 * last segment sent, which after a close() is often the bare FIN. Such
-	 * a probe fires after about two RTTs without an ACK, and on a healthy
-	 * connection the ACK was merely late (or delayed).
+	 * a probe fires two RTTs after the last send without an ACK, plus
+	 * TCP_RTO_MIN (200 ms) when that segment is the only one in flight
+	 * (tcp_schedule_loss_probe(); 207 ms measured on loopback). On a
+	 * healthy connection the ACK was merely late.
 	 */
 	if (skb)
 		put_retransmitted_segment(e, skb);

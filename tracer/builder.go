@@ -257,13 +257,13 @@ func (b *Builder) Add(ev *Event) {
 func (b *Builder) onError(c *Connection, ev *Event) {
 	it := Item{Kind: KindError.String(), State: ev.State.String(), Errno: ErrnoName(ev.Err)}
 	if ev.State == StateClose && it.Errno == "ECONNRESET" && c.flags&flagBit(FlagResetReceived) == 0 {
-		// tcp_disconnect(), the abort of close() with SO_LINGER 0, moves the
-		// socket to CLOSE first, then sends its reset (from ESTABLISHED and
-		// the like) and sets sk_err = ECONNRESET for itself (from SYN_SENT
-		// too), and ends with sk_error_report(). A reset received never
-		// reports from CLOSE (tcp_reset() returns early there). The process
-		// is closing the socket: nobody sees this error, so it is no errno
-		// of the connection.
+		// tcp_disconnect(), the abort of close() with SO_LINGER 0 (and of
+		// the unaccepted children of a closing listener), moves the socket
+		// to CLOSE first, then sends its reset (from ESTABLISHED and the
+		// like) and sets sk_err = ECONNRESET for itself (from SYN_SENT too),
+		// and ends with sk_error_report(). A reset received never reports
+		// from CLOSE (tcp_reset() returns early there). No process will read
+		// this error, so it is no errno of the connection.
 		it.Detail = "set by this end's own abort (tcp_disconnect()); no process sees it"
 		c.item(ev.Time, it)
 		return
@@ -979,7 +979,7 @@ func (c *Connection) outcome() Outcome {
 	return OutcomeClosed
 }
 
-// closedFrom reports whether the last state change was from to CLOSE.
+// closedFrom reports whether the last state change went from `from` to CLOSE.
 func (c *Connection) closedFrom(from State) bool {
 	n := c.lastStateItem()
 	return n != nil && n.To == StateClose.String() && n.From == from.String()

@@ -26,6 +26,7 @@ enum event_flag {
 	EVENT_F_HAS_REASON = 1 << 4,  /* reason is an enum sk_rst_reason value (6.10+) */
 	EVENT_F_HAS_RTO = 1 << 5,     /* total_rto/total_rto_time_ms exist on this kernel (6.7+) */
 	EVENT_F_SYNCOOKIE = 1 << 6,   /* listen overflow: the dropped final ACK carried a SYN cookie */
+	EVENT_F_SEG_DATA = 1 << 7,    /* retransmit: the segment carries payload bytes */
 };
 
 /* Indexes of the per-CPU counters map. */
@@ -69,7 +70,8 @@ struct event {
 	__u8 num_retrans;        /* request socket: SYN-ACKs retransmitted before this one */
 	__u8 num_timeout;        /* request socket: timer expiries before this one */
 	__u8 flags;              /* enum event_flag */
-	__u8 seg_flags;          /* reset sent: TCP flags of the segment answered, 0 if none */
+	__u8 seg_flags;          /* reset sent: TCP flags of the segment answered, 0 if none;
+				  * retransmit: TCP flags of the segment resent */
 };
 
 #endif /* TCPSCOPE_EVENT_H */

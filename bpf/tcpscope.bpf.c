@@ -305,7 +305,36 @@ int handle_set_state(__u64 *ctx)
 	return 0;
 }
 
-static __always_inline int on_retransmit(struct sock *sk, int err, bool has_err)
+/*
+ * What a retransmitted segment was: TCP_SKB_CB(skb) (struct tcp_skb_cb in
+ * skb->cb) holds its flags and sequence range, as __tcp_retransmit_skb()
+ * sent it (after any split or trim). end_seq - seq counts the payload plus
+ * one for a SYN and one for a FIN, so what is left beyond those is data. A
+ * FIN may ride on a data segment (tcp_send_fin() tacks it onto an unsent
+ * tail, tcp_retrans_try_collapse() merges a lone FIN into the segment
+ * before it): the flags alone cannot tell a bare FIN from data.
+ */
+static __always_inline void put_retransmitted_segment(struct event *e, const struct sk_buff *skb)
+{
+	const struct tcp_skb_cb *tcb = (const struct tcp_skb_cb *)&skb->cb[0];
+	__u32 seq = 0, end_seq = 0, len;
+	__u8 flags = 0;
+
+	if (bpf_core_read(&flags, sizeof(flags), &tcb->tcp_flags) ||
+	    bpf_core_read(&seq, sizeof(seq), &tcb->seq) ||
+	    bpf_core_read(&end_seq, sizeof(end_seq), &tcb->end_seq))
+		return;
+	e->seg_flags = flags;
+	len = end_seq - seq;
+	if (flags & TCPHDR_SYN)
+		len--;
+	if (flags & TCPHDR_FIN)
+		len--;
+	if (len > 0 && len < 0x80000000)
+		e->flags |= EVENT_F_SEG_DATA;
+}
+
+static __always_inline int on_retransmit(struct sock *sk, const struct sk_buff *skb, int err, bool has_err)
 {
 	struct tuple t = {};
 	struct event *e;
@@ -328,6 +357,18 @@ static __always_inline int on_retransmit(struct sock *sk, int err, bool has_err)
 	e->err = err;
 	if (has_err)
 		e->flags |= EVENT_F_HAS_ERR;
+	/*
+	 * Every resend passes here: the RTO timer (tcp_retransmit_timer), fast
+	 * recovery (tcp_xmit_retransmit_queue) and the tail loss probe:
+	 * tcp_send_loss_probe(), when it has no new data to send, resends the
+	 * last segment sent, which after a close() is often the bare FIN. Such
+	 * a probe fires two RTTs after the last send without an ACK, plus
+	 * TCP_RTO_MIN (200 ms) when that segment is the only one in flight
+	 * (tcp_schedule_loss_probe(); 207 ms measured on loopback). On a
+	 * healthy connection the ACK was merely late.
+	 */
+	if (skb)
+		put_retransmitted_segment(e, skb);
 	put_tuple(e, &t);
 	put_tcp_info(e, sk);
 	submit(e);
@@ -338,7 +379,7 @@ static __always_inline int on_retransmit(struct sock *sk, int err, bool has_err)
 SEC("tp_btf/tcp_retransmit_skb")
 int handle_retransmit(__u64 *ctx)
 {
-	return on_retransmit((struct sock *)ctx[0], 0, false);
+	return on_retransmit((struct sock *)ctx[0], (const struct sk_buff *)ctx[1], 0, false);
 }
 
 /*
@@ -350,7 +391,7 @@ int handle_retransmit(__u64 *ctx)
 SEC("tp_btf/tcp_retransmit_skb")
 int handle_retransmit_err(__u64 *ctx)
 {
-	return on_retransmit((struct sock *)ctx[0], (int)ctx[2], true);
+	return on_retransmit((struct sock *)ctx[0], (const struct sk_buff *)ctx[1], (int)ctx[2], true);
 }
 
 /*

@@ -24,6 +24,10 @@ typedef _Bool bool;
 #define AF_INET6 10
 #define IPPROTO_TCP 6
 
+/* TCP header flags as struct tcp_skb_cb stores them (include/net/tcp.h). */
+#define TCPHDR_FIN 0x01
+#define TCPHDR_SYN 0x02
+
 /* include/net/tcp_states.h */
 enum {
 	TCP_ESTABLISHED = 1,
@@ -124,6 +128,14 @@ struct sk_buff {
 	unsigned char *head;
 	__u16 transport_header;
 	__u16 network_header;
+	char cb[48];
+};
+
+/* TCP's view of skb->cb (TCP_SKB_CB()), include/net/tcp.h. */
+struct tcp_skb_cb {
+	__u32 seq;
+	__u32 end_seq;
+	__u8 tcp_flags;
 };
 
 #pragma clang attribute pop

@@ -30,19 +30,6 @@ func Endpoint(ap netip.AddrPort) string {
 	return ap.String()
 }
 
-// RetransmitWhat names what a retransmit resent, from the socket state it
-// fired in: a SYN in SYN_SENT, a SYN-ACK in SYN_RECV (TCP Fast Open
-// children), data otherwise.
-func RetransmitWhat(state tracer.State) string {
-	switch state {
-	case tracer.StateSynSent:
-		return "SYN"
-	case tracer.StateSynRecv:
-		return "SYN-ACK"
-	}
-	return "data"
-}
-
 // EventDetail is the kind-specific part of a text line.
 func EventDetail(ev *tracer.Event) string {
 	var s strings.Builder
@@ -56,7 +43,10 @@ func EventDetail(ev *tracer.Event) string {
 			fmt.Fprintf(&s, " (listener owner %s/%d)", ev.OwnerComm, ev.OwnerTGID)
 		}
 	case tracer.KindRetransmit:
-		fmt.Fprintf(&s, "%s in %s", RetransmitWhat(ev.State), ev.State)
+		fmt.Fprintf(&s, "%s in %s", ev.Resent(), ev.State)
+		if ev.SegFlags != 0 {
+			fmt.Fprintf(&s, " (%s)", ev.SegFlags)
+		}
 		if ev.HasErr && ev.Err != 0 {
 			fmt.Fprintf(&s, ", not sent: %s", tracer.ErrnoName(ev.Err))
 		}
@@ -122,7 +112,10 @@ func AppendEventJSON(b []byte, ev *tracer.Event) []byte {
 			o.uint("backlog", uint64(ev.MaxBacklog))
 		}
 	case tracer.KindRetransmit:
-		o.str("what", RetransmitWhat(ev.State))
+		o.str("what", ev.Resent())
+		if ev.SegFlags != 0 {
+			o.str("segment_flags", ev.SegFlags.String())
+		}
 		o.boolean("sent", !ev.HasErr || ev.Err == 0)
 		if ev.HasErr && ev.Err != 0 {
 			o.str("errno", tracer.ErrnoName(ev.Err))

@@ -46,6 +46,8 @@ func TestEventDetails(t *testing.T) {
 		{tracer.Event{Kind: tracer.KindState, OldState: tracer.StateSynSent, NewState: tracer.StateEstablished}, "SYN_SENT -> ESTABLISHED"},
 		{tracer.Event{Kind: tracer.KindRetransmit, State: tracer.StateSynSent, HasErr: true, Err: -1}, "SYN in SYN_SENT, not sent: EPERM"},
 		{tracer.Event{Kind: tracer.KindRetransmit, State: tracer.StateEstablished, HasErr: true}, "data in ESTABLISHED"},
+		{tracer.Event{Kind: tracer.KindRetransmit, State: tracer.StateFinWait1, SegFlags: tracer.TCPFin | tracer.TCPAck}, "FIN in FIN_WAIT1 (FIN|ACK)"},
+		{tracer.Event{Kind: tracer.KindRetransmit, State: tracer.StateLastAck, SegFlags: tracer.TCPFin | tracer.TCPPsh | tracer.TCPAck, SegData: true}, "data in LAST_ACK (FIN|PSH|ACK)"},
 		{tracer.Event{Kind: tracer.KindResetReceived, State: tracer.StateSynSent}, "in SYN_SENT"},
 		{tracer.Event{Kind: tracer.KindError, State: tracer.StateClose, Err: 111}, "ECONNREFUSED in CLOSE"},
 		{tracer.Event{Kind: tracer.KindResetSent, State: tracer.StateClose, HasReason: true, Reason: 11}, "in CLOSE, reason TCP_ABORT_ON_CLOSE"},

@@ -61,6 +61,7 @@ func AppendConnectionJSON(b []byte, c *tracer.Connection) []byte {
 	r.uint("syn", uint64(c.Retransmits.Syn))
 	r.uint("synack", uint64(c.Retransmits.SynAck))
 	r.uint("data", uint64(c.Retransmits.Data))
+	r.uint("fin", uint64(c.Retransmits.Fin))
 	o.b = r.end()
 	o.uint("bytes_received", c.BytesReceived)
 	o.uint("bytes_acked", c.BytesAcked)

@@ -120,6 +120,7 @@ type retransmits struct {
 	Syn    uint32 `json:"syn"`
 	SynAck uint32 `json:"synack"`
 	Data   uint32 `json:"data"`
+	Fin    uint32 `json:"fin"`
 }
 
 // ReadOptions tune ReadExport.
@@ -138,7 +139,7 @@ func (j *connectionJSON) connection(opts ReadOptions) (tracer.Connection, error)
 		ID: j.ID, PeerID: j.PeerID, ListenerID: j.ListenerID, Role: j.Role, Family: j.Family,
 		NetNS: j.NetNS, PID: j.PID, Comm: j.Comm, Start: j.Start, End: j.End, DurationUs: j.DurationUs,
 		HandshakeUs: -1, SynRecvUs: -1, SynRecvHow: j.SynRecvHow,
-		Retransmits:   tracer.Retransmits{Syn: j.Retransmits.Syn, SynAck: j.Retransmits.SynAck, Data: j.Retransmits.Data},
+		Retransmits:   tracer.Retransmits{Syn: j.Retransmits.Syn, SynAck: j.Retransmits.SynAck, Data: j.Retransmits.Data, Fin: j.Retransmits.Fin},
 		BytesReceived: j.BytesRecv, BytesAcked: j.BytesAcked,
 		ClosedBy: j.ClosedBy, Outcome: tracer.Outcome(j.Outcome), Errno: j.Errno, Flags: j.Flags,
 	}

@@ -67,6 +67,9 @@ func Details(c *tracer.Connection) string {
 	if r.Data > 0 {
 		parts = append(parts, fmt.Sprintf("data rtx x%d", r.Data))
 	}
+	if r.Fin > 0 {
+		parts = append(parts, fmt.Sprintf("FIN rtx x%d", r.Fin))
+	}
 	if c.Role == tracer.RoleServer && c.SynRecvUs >= 0 && c.SynRecvHow != tracer.SynRecvFromChildAge {
 		parts = append(parts, "SYN_RECV "+Duration(c.SynRecvUs))
 	}
@@ -83,8 +86,22 @@ func Details(c *tracer.Connection) string {
 			break
 		}
 	}
-	parts = append(parts, "lived "+Duration(c.DurationUs))
+	parts = append(parts, Lifetime(c))
 	return strings.Join(parts, ", ")
+}
+
+// Lifetime says how long a connection lived, as far as the trace knows:
+// "lived 3.07s"; "lived ≥ 2s" for one still open when tracing stopped;
+// "seen for ≥ 2s" for one open before tracing started, whose start is
+// unknown (its record starts at its first event).
+func Lifetime(c *tracer.Connection) string {
+	switch {
+	case c.Has(tracer.FlagPreexisting):
+		return "seen for ≥ " + Duration(c.DurationUs)
+	case c.Outcome == tracer.OutcomeOpen:
+		return "lived ≥ " + Duration(c.DurationUs)
+	}
+	return "lived " + Duration(c.DurationUs)
 }
 
 // SummaryTables renders the end-of-recording summary.
@@ -169,7 +186,8 @@ var flagMeaning = map[tracer.Flag]string{
 	tracer.FlagResetReceived:       "this end received a RST",
 	tracer.FlagRefused:             "connect refused: nothing listened on the port",
 	tracer.FlagHandshakeTimeout:    "handshake never completed",
-	tracer.FlagDataRetransmitted:   "data segments were resent",
+	tracer.FlagDataRetransmitted:   "segments carrying data were resent (a FIN riding on data included)",
+	tracer.FlagFinRetransmitted:    "a bare FIN was resent: its ACK came late or not at all (often a tail loss probe); only the close waited",
 	tracer.FlagTimeWait:            "this end closed first and holds TIME_WAIT for 60s",
 	tracer.FlagPreexisting:         "already open when tracing started",
 	tracer.FlagIncomplete:          "events of this connection may be missing",
@@ -189,7 +207,11 @@ func TimelineTable(w io.Writer, c *tracer.Connection) error {
 	if c.PeerID != 0 {
 		fmt.Fprintf(w, ", peer %d", c.PeerID)
 	}
-	fmt.Fprintf(w, "\nstarted %s, lived %s; %s\n", c.Start.Local().Format(time.RFC3339Nano), Duration(c.DurationUs), Details(c))
+	started := "started"
+	if c.Has(tracer.FlagPreexisting) {
+		started = "open before tracing, first seen"
+	}
+	fmt.Fprintf(w, "\n%s %s, %s; %s\n", started, c.Start.Local().Format(time.RFC3339Nano), Lifetime(c), Details(c))
 	var rows [][]string
 	for _, it := range c.Timeline {
 		step := it.Kind

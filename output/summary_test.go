@@ -1,6 +1,7 @@
 package output
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/tcpscope/tcpscope/tracer"
@@ -18,5 +19,42 @@ func TestDetailsNamesWhoSentTheReset(t *testing.T) {
 		if got := Details(c); got != tc.want {
 			t.Errorf("reset in %s: %q, want %q", tc.state, got, tc.want)
 		}
+	}
+}
+
+// A connection open before tracing has no known start: its record says how
+// long it was seen, at least; one still open at the end lived at least that.
+func TestLifetimeSaysWhatIsKnown(t *testing.T) {
+	for _, tc := range []struct {
+		outcome tracer.Outcome
+		flags   []tracer.Flag
+		want    string
+	}{
+		{tracer.OutcomeOpen, []tracer.Flag{tracer.FlagPreexisting}, "seen for ≥ 4.00s"},
+		{tracer.OutcomeClosed, []tracer.Flag{tracer.FlagPreexisting}, "seen for ≥ 4.00s"},
+		{tracer.OutcomeOpen, nil, "lived ≥ 4.00s"},
+		{tracer.OutcomeClosed, nil, "lived 4.00s"},
+	} {
+		c := &tracer.Connection{Role: tracer.RoleClient, Outcome: tc.outcome, Flags: tc.flags, SynRecvUs: -1, HandshakeUs: -1, DurationUs: 4_000_000}
+		if got := Details(c); got != tc.want {
+			t.Errorf("%s %v: %q, want %q", tc.outcome, tc.flags, got, tc.want)
+		}
+	}
+	c := &tracer.Connection{Role: tracer.RoleClient, Outcome: tracer.OutcomeOpen, Flags: []tracer.Flag{tracer.FlagPreexisting},
+		SynRecvUs: -1, HandshakeUs: -1, DurationUs: 4_000_000}
+	var b strings.Builder
+	if err := TimelineTable(&b, c); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "open before tracing, first seen ") || strings.Contains(b.String(), "lived") {
+		t.Errorf("report of a preexisting connection:\n%s", b.String())
+	}
+}
+
+func TestDetailsCountsFinRetransmitsApart(t *testing.T) {
+	c := &tracer.Connection{Role: tracer.RoleClient, Outcome: tracer.OutcomeClosed, SynRecvUs: -1, HandshakeUs: -1, DurationUs: 12,
+		Retransmits: tracer.Retransmits{Data: 2, Fin: 1}}
+	if got, want := Details(c), "data rtx x2, FIN rtx x1, lived 12us"; got != want {
+		t.Errorf("%q, want %q", got, want)
 	}
 }

@@ -69,6 +69,7 @@ const (
 	bpfEventFlagEVENT_F_HAS_REASON bpfEventFlag = 16
 	bpfEventFlagEVENT_F_HAS_RTO    bpfEventFlag = 32
 	bpfEventFlagEVENT_F_SYNCOOKIE  bpfEventFlag = 64
+	bpfEventFlagEVENT_F_SEG_DATA   bpfEventFlag = 128
 )
 
 type bpfEventKind uint32

@@ -258,12 +258,30 @@ func (b *Builder) Add(ev *Event) {
 		}
 	case KindError:
 		if c := b.lookup(ev); c != nil {
-			c.Errno = ErrnoName(ev.Err)
-			c.item(ev.Time, Item{Kind: KindError.String(), State: ev.State.String(), Errno: c.Errno})
+			b.onError(c, ev)
 		}
 	case KindListenOverflow:
 		b.onOverflow(ev)
 	}
+}
+
+// onError records the errno a socket error report hands its process.
+func (b *Builder) onError(c *Connection, ev *Event) {
+	it := Item{Kind: KindError.String(), State: ev.State.String(), Errno: ErrnoName(ev.Err)}
+	if ev.State == StateClose && it.Errno == "ECONNRESET" && c.flags&flagBit(FlagResetReceived) == 0 {
+		// tcp_disconnect(), the abort of close() with SO_LINGER 0 (and of
+		// the unaccepted children of a closing listener), moves the socket
+		// to CLOSE first, then sends its reset (from ESTABLISHED and the
+		// like) and sets sk_err = ECONNRESET for itself (from SYN_SENT too),
+		// and ends with sk_error_report(). A reset received never reports
+		// from CLOSE (tcp_reset() returns early there). No process will read
+		// this error, so it is no errno of the connection.
+		it.Detail = "set by this end's own abort (tcp_disconnect()); no process sees it"
+		c.item(ev.Time, it)
+		return
+	}
+	c.Errno = it.Errno
+	c.item(ev.Time, it)
 }
 
 func (c *Connection) item(at time.Time, it Item) {
@@ -547,29 +565,30 @@ func (b *Builder) onRetransmit(ev *Event) {
 	if c == nil {
 		return
 	}
-	what := "data"
-	switch ev.State {
-	case StateSynSent:
-		what = "SYN"
-	case StateSynRecv:
-		what = "SYN-ACK"
+	what := ev.Resent()
+	detail := what
+	if what == ResentData && ev.SegFlags&TCPFin != 0 {
+		detail = "data, with FIN"
 	}
-	it := Item{Kind: KindRetransmit.String(), State: ev.State.String(), Detail: what}
+	it := Item{Kind: KindRetransmit.String(), State: ev.State.String(), Detail: detail}
 	if ev.HasErr && ev.Err != 0 {
 		// 6.17+: the retransmit failed and nothing left the host.
 		it.Errno = ErrnoName(ev.Err)
-		it.Detail = what + " not sent"
+		it.Detail = detail + " not sent"
 		c.item(ev.Time, it)
 		return
 	}
 	c.item(ev.Time, it)
 	switch what {
-	case "SYN":
+	case ResentSyn:
 		c.Retransmits.Syn++
 		c.setFlag(FlagSynRetransmitted)
-	case "SYN-ACK":
+	case ResentSynAck:
 		c.Retransmits.SynAck++
 		c.setFlag(FlagSynAckRetransmitted)
+	case ResentFin:
+		c.Retransmits.Fin++
+		c.setFlag(FlagFinRetransmitted)
 	default:
 		c.Retransmits.Data++
 		c.setFlag(FlagDataRetransmitted)
@@ -821,9 +840,11 @@ func (b *Builder) Finish(now time.Time) {
 		if now.After(requestDeadline(c)) {
 			c.closedAt = requestDeadline(c)
 		}
+		c.seenUntil = now
 		b.emit(c)
 	}
 	for _, c := range b.conns {
+		c.seenUntil = now
 		b.emit(c)
 	}
 	for id, l := range b.listenerSet {
@@ -905,6 +926,10 @@ func (c *Connection) conclude(cfg BuilderConfig) {
 		if n := len(c.Timeline); n > 0 && c.Timeline[n-1].At.After(end) {
 			end = c.Timeline[n-1].At
 		}
+		// Still open when tracing stopped: it lived at least until then.
+		if c.Outcome == OutcomeOpen && c.seenUntil.After(end) {
+			end = c.seenUntil
+		}
 	}
 	c.End = end
 	c.DurationUs = end.Sub(c.Start).Microseconds()
@@ -938,6 +963,12 @@ func (c *Connection) outcome() Outcome {
 			return OutcomeFailed
 		case c.Errno == "ECONNREFUSED" || c.flags&flagBit(FlagResetReceived) != 0:
 			return OutcomeRefused
+		case c.Role == RoleClient && !reset && c.Errno == "" && c.closedFrom(StateSynSent):
+			// SYN_SENT->CLOSE with no reset and no error: the owner closed
+			// the socket mid-connect (__tcp_close() -> tcp_close_state()),
+			// whatever SYNs were resent. A connect that times out reports
+			// ETIMEDOUT first (tcp_write_err()).
+			return OutcomeAbandoned
 		case c.Errno == "ETIMEDOUT" || c.Retransmits.Syn > 0:
 			return OutcomeTimeout
 		case reset:
@@ -958,6 +989,12 @@ func (c *Connection) outcome() Outcome {
 		return OutcomeTimeWait
 	}
 	return OutcomeClosed
+}
+
+// closedFrom reports whether the last state change went from `from` to CLOSE.
+func (c *Connection) closedFrom(from State) bool {
+	n := c.lastStateItem()
+	return n != nil && n.To == StateClose.String() && n.From == from.String()
 }
 
 func (c *Connection) lastStateItem() *Item {

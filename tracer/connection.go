@@ -26,6 +26,10 @@ const (
 	OutcomeRefused  Outcome = "refused"   // the handshake met a reset: nothing listened
 	OutcomeTimeout  Outcome = "timeout"   // a handshake or an established connection timed out
 	OutcomeFailed   Outcome = "failed"    // ended otherwise before it was established
+	// OutcomeAbandoned: the client's own process closed the socket while
+	// connect() was still in progress (SYN_SENT): no reset, no error, no
+	// connect timeout. ab's spare connects, curl --connect-timeout.
+	OutcomeAbandoned Outcome = "abandoned_by_app"
 )
 
 // Flag marks something worth a look. Other tools depend on these names:
@@ -42,6 +46,7 @@ const (
 	FlagRefused             Flag = "refused"
 	FlagHandshakeTimeout    Flag = "handshake_timeout"
 	FlagDataRetransmitted   Flag = "data_retransmitted"
+	FlagFinRetransmitted    Flag = "fin_retransmitted"
 	FlagTimeWait            Flag = "time_wait"
 	FlagPreexisting         Flag = "preexisting"
 	FlagIncomplete          Flag = "incomplete"
@@ -53,18 +58,21 @@ const (
 // AllFlags lists every flag in report order.
 var AllFlags = []Flag{
 	FlagSynRetransmitted, FlagSynAckRetransmitted, FlagLongSynRecv, FlagResetSent, FlagResetReceived,
-	FlagRefused, FlagHandshakeTimeout, FlagDataRetransmitted, FlagTimeWait, FlagPreexisting, FlagIncomplete,
+	FlagRefused, FlagHandshakeTimeout, FlagDataRetransmitted, FlagFinRetransmitted, FlagTimeWait, FlagPreexisting, FlagIncomplete,
 	FlagListenOverflow, FlagSyncookie, FlagPortExhausted,
 }
 
 // AllOutcomes lists every outcome in report order.
-var AllOutcomes = []Outcome{OutcomeOpen, OutcomeClosed, OutcomeTimeWait, OutcomeReset, OutcomeRefused, OutcomeTimeout, OutcomeFailed}
+var AllOutcomes = []Outcome{OutcomeOpen, OutcomeClosed, OutcomeTimeWait, OutcomeReset, OutcomeRefused, OutcomeTimeout, OutcomeAbandoned, OutcomeFailed}
 
-// Retransmits counts segments the kernel resent (sent ones only).
+// Retransmits counts segments the kernel resent (sent ones only). Data
+// counts every segment with payload, a FIN riding on data included; Fin
+// counts bare FINs, whose loss delays only the close.
 type Retransmits struct {
 	Syn    uint32
 	SynAck uint32
 	Data   uint32
+	Fin    uint32
 }
 
 // Item kinds of a timeline besides the event kinds.
@@ -133,7 +141,8 @@ type Connection struct {
 	synSentAt    time.Time
 	established  bool
 	closedAt     time.Time
-	pending      bool // a request socket seen only through SYN-ACK retransmits
+	seenUntil    time.Time // still open when tracing stopped, at this time
+	pending      bool      // a request socket seen only through SYN-ACK retransmits
 	sntSynAckNs  int64
 	lastSynAckAt time.Time
 	numTimeout   uint8

@@ -102,8 +102,12 @@ type Event struct {
 	NoSocket  bool // KindResetSent with no socket: nothing listened on the port
 	// SegFlags: KindResetSent, the TCP flags of the segment the reset
 	// answers (a TCPFlags value); 0 for a reset that answers none
-	// (tcp_send_active_reset(): close, abort, timeout).
+	// (tcp_send_active_reset(): close, abort, timeout). KindRetransmit: the
+	// flags of the segment resent (0 from a build that did not read them).
 	SegFlags TCPFlags
+	// SegData: KindRetransmit, the resent segment carries payload bytes
+	// (a FIN may ride on data).
+	SegData bool
 
 	// tcp_sock counters, when HasTCPInfo (state changes to ESTABLISHED and
 	// CLOSE, retransmits). TotalRTO* need 6.7+ (HasRTO).
@@ -187,6 +191,7 @@ func fromRaw(r *bpfEvent, clock Clock, ev *Event) {
 		HasReason:      flags&bpfEventFlagEVENT_F_HAS_REASON != 0,
 		NoSocket:       flags&bpfEventFlagEVENT_F_NO_SOCKET != 0,
 		SegFlags:       TCPFlags(r.SegFlags),
+		SegData:        flags&bpfEventFlagEVENT_F_SEG_DATA != 0,
 		Syncookie:      flags&bpfEventFlagEVENT_F_SYNCOOKIE != 0,
 		HasTCPInfo:     flags&bpfEventFlagEVENT_F_TCP_INFO != 0,
 		HasRTO:         flags&bpfEventFlagEVENT_F_HAS_RTO != 0,
@@ -258,3 +263,32 @@ func (f TCPFlags) String() string {
 
 // IsSYN: a bare SYN, the first segment of a connection.
 func (f TCPFlags) IsSYN() bool { return f&(TCPSyn|TCPAck|TCPRst) == TCPSyn }
+
+// What a retransmit resent, as Resent names it.
+const (
+	ResentSyn    = "SYN"
+	ResentSynAck = "SYN-ACK"
+	ResentFin    = "FIN"
+	ResentData   = "data"
+)
+
+// Resent names what a KindRetransmit event resent, from the segment's own
+// flags and length: a SYN, a SYN-ACK (TCP Fast Open children; a request's
+// SYN-ACKs are KindSynAckRetransmit), a bare FIN, or data. A FIN that rides
+// on payload counts as data: the data was lost too, and it is what the peer
+// waits for. A bare FIN's loss only delays the close; tail loss probes
+// (tcp_send_loss_probe()) resend it when the ACK of a close is merely late.
+// Events without segment flags (recordings of older builds) fall back on
+// the socket state: SYN_SENT a SYN, SYN_RECV a SYN-ACK, data otherwise.
+func (ev *Event) Resent() string {
+	f := ev.SegFlags
+	switch {
+	case f == 0 && ev.State == StateSynSent, f&TCPSyn != 0 && f&TCPAck == 0:
+		return ResentSyn
+	case f == 0 && ev.State == StateSynRecv, f&TCPSyn != 0:
+		return ResentSynAck
+	case !ev.SegData && f&TCPFin != 0:
+		return ResentFin
+	}
+	return ResentData
+}

@@ -13,6 +13,9 @@ type CounterDelta struct {
 	NetNS   uint32 `json:"netns"`
 	Counter string `json:"counter"`
 	Delta   uint64 `json:"delta"`
+	// Created: the namespace was created during the recording, so the
+	// delta counts from zero.
+	Created bool `json:"netns_created,omitempty"`
 }
 
 // counterMeaning says what a counter's rise means, in a load-tester's words.
@@ -74,6 +77,9 @@ func appendCounterDeltas(b []byte, ds []CounterDelta) []byte {
 		o.str("counter", d.Counter)
 		o.uint("delta", d.Delta)
 		o.str("meaning", CounterMeaning(d.Counter, d.Delta))
+		if d.Created {
+			o.boolean("netns_created", true)
+		}
 		b = o.end()
 	}
 	return append(b, ']')
@@ -83,7 +89,11 @@ func appendCounterDeltas(b []byte, ds []CounterDelta) []byte {
 func CounterTable(w io.Writer, ds []CounterDelta) error {
 	var rows [][]string
 	for _, d := range ds {
-		rows = append(rows, []string{d.Counter, strconv.FormatUint(uint64(d.NetNS), 10), strconv.FormatUint(d.Delta, 10), CounterMeaning(d.Counter, d.Delta)})
+		ns := strconv.FormatUint(uint64(d.NetNS), 10)
+		if d.Created {
+			ns += " (new)"
+		}
+		rows = append(rows, []string{d.Counter, ns, strconv.FormatUint(d.Delta, 10), CounterMeaning(d.Counter, d.Delta)})
 	}
 	if len(rows) == 0 {
 		return nil

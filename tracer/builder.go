@@ -68,6 +68,9 @@ type Builder struct {
 	discarded      uint64
 	evicted        uint64
 	comms          map[Comm]string
+
+	queues                                   map[uint32]*nsQueues // last accept-queue sample per namespace
+	unattributedOverflows, unattributedDrops uint64
 }
 
 // DefaultMaxConnections bounds the builder's memory on a busy server
@@ -108,6 +111,7 @@ func NewBuilder(cfg BuilderConfig) *Builder {
 		listenerByPort: map[listenKey]uint64{},
 		overflowed:     map[tupleKey]overflowDrop{},
 		abandoned:      map[tupleKey]abandonedRequest{},
+		queues:         map[uint32]*nsQueues{},
 	}
 }
 
@@ -555,6 +559,7 @@ func (b *Builder) onRetransmit(ev *Event) {
 	case "SYN":
 		c.Retransmits.Syn++
 		c.setFlag(FlagSynRetransmitted)
+		b.synRetransmitToward(c, ev)
 	case "SYN-ACK":
 		c.Retransmits.SynAck++
 		c.setFlag(FlagSynAckRetransmitted)
@@ -851,6 +856,9 @@ func (b *Builder) emit(c *Connection) {
 	}
 	c.conclude(b.cfg)
 	b.linkAbandoned(c)
+	if l := c.target; l != nil && l.ID < syntheticIDBase {
+		c.ListenerID = l.ID
+	}
 	if l := c.listener; l != nil {
 		// A listener first known by port gets its cookie later.
 		if l.ID < syntheticIDBase {

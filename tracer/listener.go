@@ -8,23 +8,33 @@ import (
 // Listener is the story of one listening socket: what its accept queue and
 // handshakes went through while traced.
 type Listener struct {
-	ID          uint64 // the listening socket's cookie
-	NetNS       uint32
-	Local       netip.AddrPort
-	PID         uint32 // the process that called listen()
-	Comm        string
-	Backlog     uint32 // sk_max_ack_backlog
-	PeakQueue   uint32 // the largest accept queue seen (sk_ack_backlog)
-	Children    uint64 // connections created from it (final ACK accepted)
-	SynAcks     uint64 // SYN-ACK retransmits of its requests
-	Overflows   uint64 // final ACKs dropped because the accept queue was full (6.15+)
-	Syncookies  uint64 // connections completed through a SYN cookie
-	Abandoned   uint64 // requests that died without a connection
-	Resets      uint64 // resets the listening socket itself sent
-	SynRecv     Histogram
-	Start, End  time.Time
-	Preexisting bool // listening before tracing started
-	Open        bool // still listening when tracing stopped
+	ID        uint64 // the listening socket's cookie
+	NetNS     uint32
+	Local     netip.AddrPort
+	PID       uint32 // the process that called listen()
+	Comm      string
+	Backlog   uint32 // sk_max_ack_backlog
+	PeakQueue uint32 // the largest accept queue seen (sk_ack_backlog), in events or samples
+	Children  uint64 // connections created from it (final ACK accepted)
+	SynAcks   uint64 // SYN-ACK retransmits of its requests
+	Overflows uint64 // observed: final ACKs dropped because the accept queue was full (6.15+)
+	// Sampled accept queue (SampleQueues): how many samples found the
+	// listener, and how many of those found its accept queue full.
+	QueueSamples, FullSamples uint64
+	// Attributed: the namespace's ListenOverflows and ListenDrops
+	// increments of the sampling intervals in which this listener was the
+	// only listener of its namespace with a full accept queue.
+	OverflowsAttributed, DropsAttributed uint64
+	// Traced clients of the same namespace that retransmitted a SYN toward
+	// this listener, and their SYN retransmits.
+	SynRetransmitClients, ClientSynRetransmits uint64
+	Syncookies                                 uint64 // connections completed through a SYN cookie
+	Abandoned                                  uint64 // requests that died without a connection
+	Resets                                     uint64 // resets the listening socket itself sent
+	SynRecv                                    Histogram
+	Start, End                                 time.Time
+	Preexisting                                bool // listening before tracing started
+	Open                                       bool // still listening when tracing stopped
 }
 
 // listener returns the listener of a server-side event, creating a
@@ -90,6 +100,146 @@ func (l *Listener) sawQueue(backlog, max uint32) {
 	if max > l.Backlog {
 		l.Backlog = max
 	}
+}
+
+// SynDropsAttributed is how many of the attributed overflows were SYNs:
+// the attributed ListenOverflows less the final-ACK drops observed. A SYN
+// turned away by a full accept queue has no tracepoint: tcp_conn_request()
+// sees sk_acceptq_is_full(), counts ListenOverflows and ListenDrops
+// (tcp_listendrop()) and consumes the skb, so only the counters show it.
+func (l *Listener) SynDropsAttributed() uint64 {
+	if l.OverflowsAttributed > l.Overflows {
+		return l.OverflowsAttributed - l.Overflows
+	}
+	return 0
+}
+
+// QueueSample is one listening socket of a namespace as sock_diag lists it.
+type QueueSample struct {
+	Cookie  uint64
+	Local   netip.AddrPort
+	Queue   uint32 // sk_ack_backlog
+	Backlog uint32 // sk_max_ack_backlog
+}
+
+// full mirrors sk_acceptq_is_full(): the queue may hold one connection
+// more than the backlog.
+func (q QueueSample) full() bool { return q.Queue > q.Backlog }
+
+// nsQueues is what the last sample of a namespace found.
+type nsQueues struct {
+	full      map[uint64]bool // cookies of the listeners found full
+	overflows map[*Listener]uint64
+}
+
+// ListenerNamespaces returns the namespaces that have a traced listener
+// now: those whose accept queues are worth sampling.
+func (b *Builder) ListenerNamespaces() map[uint32]bool {
+	out := map[uint32]bool{}
+	for _, l := range b.listenerSet {
+		out[l.NetNS] = true
+	}
+	return out
+}
+
+// SampleQueues takes one sample of a namespace's listeners (all of them,
+// traced or not) together with how much its ListenOverflows and
+// ListenDrops counters grew since the previous sample. The increments go to
+// a traced listener when it is the only listener of the namespace whose
+// accept queue was full at either end of the interval, or whose final-ACK
+// overflow drops were observed in it; otherwise they stay unattributed.
+func (b *Builder) SampleQueues(netns uint32, samples []QueueSample, overflows, drops uint64) {
+	prev := b.queues[netns]
+	now := &nsQueues{full: map[uint64]bool{}, overflows: map[*Listener]uint64{}}
+	candidates := map[uint64]bool{}
+	if prev != nil {
+		for id := range prev.full {
+			candidates[id] = true
+		}
+	}
+	traced := map[uint64]*Listener{}
+	for _, q := range samples {
+		if q.full() {
+			now.full[q.Cookie] = true
+			candidates[q.Cookie] = true
+		}
+		l := b.listenerSet[q.Cookie]
+		if l == nil {
+			// A listener that predates the trace is known by its port
+			// until an event gives its cookie.
+			if id, ok := b.listenerByPort[listenKey{netns, q.Local.Port()}]; ok && id >= syntheticIDBase {
+				l = b.listenerSet[id]
+			}
+		}
+		if l == nil || l.NetNS != netns {
+			continue
+		}
+		traced[q.Cookie] = l
+		l.QueueSamples++
+		if q.full() {
+			l.FullSamples++
+		}
+		l.sawQueue(q.Queue, q.Backlog)
+	}
+	for _, l := range b.listenerSet {
+		if l.NetNS != netns {
+			continue
+		}
+		now.overflows[l] = l.Overflows
+		if prev != nil && l.Overflows > prev.overflows[l] {
+			// A final-ACK overflow was observed: it was full meanwhile.
+			candidates[l.ID] = true
+			for c, t := range traced {
+				if t == l {
+					candidates[c] = true
+					delete(candidates, l.ID)
+				}
+			}
+		}
+	}
+	b.queues[netns] = now
+	if overflows == 0 && drops == 0 {
+		return
+	}
+	if len(candidates) == 1 {
+		for id := range candidates {
+			l := traced[id]
+			if l == nil {
+				l = b.listenerSet[id]
+			}
+			if l != nil && l.NetNS == netns {
+				l.OverflowsAttributed += overflows
+				l.DropsAttributed += drops
+				return
+			}
+		}
+	}
+	b.unattributedOverflows += overflows
+	b.unattributedDrops += drops
+}
+
+// Unattributed returns the ListenOverflows and ListenDrops increments
+// seen while sampling that no single listener explains.
+func (b *Builder) Unattributed() (overflows, drops uint64) {
+	return b.unattributedOverflows, b.unattributedDrops
+}
+
+// synRetransmitToward links a client's SYN retransmit to the traced
+// listener of its namespace it is aimed at (same port, and the same
+// address unless the listener is bound to a wildcard).
+func (b *Builder) synRetransmitToward(c *Connection, ev *Event) {
+	if c.target == nil {
+		l := b.listenerSet[b.listenerByPort[listenKey{ev.NetNS, ev.Remote.Port()}]]
+		if l == nil {
+			return
+		}
+		if a := l.Local.Addr(); a.IsValid() && !a.IsUnspecified() && a != ev.Remote.Addr() {
+			return
+		}
+		c.target = l
+		l.SynRetransmitClients++
+	}
+	c.target.ClientSynRetransmits++
 }
 
 // onOverflow: a final ACK was dropped because the listener's accept queue

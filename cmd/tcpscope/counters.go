@@ -1,0 +1,177 @@
+package main
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	"github.com/tcpscope/tcpscope/output"
+	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/netns"
+)
+
+// maxHeldNamespaces bounds the namespaces a recording keeps open.
+const maxHeldNamespaces = 512
+
+// maxPIDTries bounds the processes tried to open one namespace seen in
+// events before falling back to a scan of /proc.
+const maxPIDTries = 16
+
+// counterEvery is how often the counters of a namespace without a traced
+// listener are read; namespaces with one are read on every tick.
+const counterEvery = time.Second
+
+// nsCounters is the counter history of one namespace.
+type nsCounters struct {
+	baseline netns.Counters // at the start, or zero for a namespace created since
+	last     netns.Counters
+	lastRead time.Time
+	created  bool // created during the recording: counted from zero
+}
+
+// counterBook follows the kernel counters of every namespace a recording
+// sees. A namespace is opened the first time an event names it and held
+// (its descriptor keeps it from being freed) until the recording ends, so
+// one created and deleted meanwhile still gets its final reading.
+type counterBook struct {
+	// census: the namespaces alive at the start, with their counters; nil
+	// when --netns named them (all are opened at the start).
+	census  map[uint32]netns.Existing
+	ns      map[uint32]*nsCounters
+	tried   map[uint32]map[uint32]bool // pids tried per namespace not yet opened
+	scanned map[uint32]bool            // namespaces /proc was scanned for
+	lost    map[uint32]bool            // seen in events, never opened
+}
+
+func newCounterBook(census map[uint32]netns.Existing) *counterBook {
+	return &counterBook{census: census, ns: map[uint32]*nsCounters{}, tried: map[uint32]map[uint32]bool{},
+		scanned: map[uint32]bool{}, lost: map[uint32]bool{}}
+}
+
+// start records the baseline of a namespace opened at the start.
+func (s *session) startCounters(ino uint32, ns *netns.NS) {
+	c, err := ns.Counters()
+	if err != nil {
+		return
+	}
+	s.book.ns[ino] = &nsCounters{baseline: c, last: c, lastRead: time.Now()}
+}
+
+// adopt takes a namespace first seen in events. Its baseline is its census
+// reading when it is the namespace the census saw under that inode (same
+// SO_NETNS_COOKIE: inodes are reused, cookies are not); otherwise it was
+// created during the recording and its counters started from zero.
+func (s *session) adopt(ino uint32, ns *netns.NS) {
+	s.namespaces[ino] = ns
+	delete(s.book.tried, ino)
+	delete(s.book.lost, ino)
+	c, err := ns.Counters()
+	if err != nil {
+		return
+	}
+	r := &nsCounters{baseline: netns.Counters{}, last: c, lastRead: time.Now(), created: true}
+	if s.book.census == nil {
+		// No census to tell: the first reading is the baseline.
+		r.baseline, r.created = c, false
+	} else if e, ok := s.book.census[ino]; ok {
+		if cookie, _ := ns.Cookie(); cookie == e.Cookie {
+			r.baseline, r.created = e.Counters, false
+		}
+	}
+	s.book.ns[ino] = r
+}
+
+// seeNetNS is the recorder's OnNetNS: it opens the namespace of an event
+// through the process the event names, when that process is in it (in
+// softirq context the pid is whichever task was interrupted).
+func (s *session) seeNetNS(ev *tracer.Event) bool {
+	if _, ok := s.namespaces[ev.NetNS]; ok {
+		return true
+	}
+	if s.book.census == nil {
+		return true // --netns: every namespace traced was opened at the start
+	}
+	if len(s.namespaces) >= maxHeldNamespaces {
+		s.book.lost[ev.NetNS] = true
+		return true
+	}
+	tried := s.book.tried[ev.NetNS]
+	if tried == nil {
+		tried = map[uint32]bool{}
+		s.book.tried[ev.NetNS] = tried
+		s.book.lost[ev.NetNS] = true
+	}
+	for _, pid := range []uint32{ev.TGID, ev.OwnerTGID} {
+		if pid == 0 || tried[pid] || len(tried) >= maxPIDTries {
+			continue
+		}
+		tried[pid] = true
+		if ns, err := netns.OpenPID(pid, ev.NetNS); err == nil {
+			s.adopt(ev.NetNS, ns)
+			return true
+		}
+	}
+	return len(tried) >= maxPIDTries
+}
+
+// sampleKernel is the recorder's OnSample: the counters of every namespace
+// held (each second, or each tick where a traced listener lives) and, where
+// one lives, one sock_diag dump of the namespace's listeners, whose accept
+// queues go to the builder with the interval's ListenOverflows and
+// ListenDrops increments.
+func (s *session) sampleKernel(now time.Time) {
+	for ino := range s.book.lost {
+		// Not found through the events' processes: one scan of /proc.
+		if s.book.scanned[ino] || len(s.namespaces) >= maxHeldNamespaces {
+			continue
+		}
+		s.book.scanned[ino] = true
+		if ns, err := netns.Find(ino); err == nil {
+			s.adopt(ino, ns)
+		}
+	}
+	live := s.rec.Builder.ListenerNamespaces()
+	for ino, ns := range s.namespaces {
+		r := s.book.ns[ino]
+		if r == nil || (!live[ino] && now.Sub(r.lastRead) < counterEvery) {
+			continue
+		}
+		c, socks, err := ns.Sample(live[ino])
+		if err != nil {
+			continue
+		}
+		if live[ino] {
+			qs := make([]tracer.QueueSample, len(socks))
+			for i, sk := range socks {
+				qs[i] = tracer.QueueSample{Cookie: sk.Cookie, Local: sk.Local, Queue: sk.RQueue, Backlog: sk.WQueue}
+			}
+			d := netns.Delta(r.last, c)
+			s.rec.Builder.SampleQueues(ino, qs, d["TcpExt.ListenOverflows"], d["TcpExt.ListenDrops"])
+		}
+		r.last, r.lastRead = c, now
+	}
+}
+
+// counterDeltas reads every held namespace a last time and returns what
+// moved since its baseline; a namespace that cannot be read keeps its last
+// reading.
+func (s *session) counterDeltas() []output.CounterDelta {
+	var deltas []output.CounterDelta
+	for ino, r := range s.book.ns {
+		if ns, ok := s.namespaces[ino]; ok {
+			if c, err := ns.Counters(); err == nil {
+				r.last = c
+			}
+		}
+		d := netns.Delta(r.baseline, r.last)
+		for _, name := range output.ReportedCounters() {
+			if d[name] > 0 {
+				deltas = append(deltas, output.CounterDelta{NetNS: ino, Counter: name, Delta: d[name], Created: r.created})
+			}
+		}
+	}
+	slices.SortFunc(deltas, func(a, b output.CounterDelta) int {
+		return cmp.Or(cmp.Compare(a.NetNS, b.NetNS), cmp.Compare(a.Counter, b.Counter))
+	})
+	return deltas
+}

@@ -82,8 +82,10 @@ func (s *session) adopt(ino uint32, ns *netns.NS) {
 }
 
 // seeNetNS is the recorder's OnNetNS: it opens the namespace of an event
-// through the process the event names, when that process is in it (in
-// softirq context the pid is whichever task was interrupted).
+// through the task the event names, when that task is still in it. The
+// thread first: setns() moves one thread, not its process. In softirq
+// context the task is whichever one was interrupted, so a few are tried
+// before sampleKernel falls back to a scan of /proc.
 func (s *session) seeNetNS(ev *tracer.Event) bool {
 	if _, ok := s.namespaces[ev.NetNS]; ok {
 		return true
@@ -101,7 +103,7 @@ func (s *session) seeNetNS(ev *tracer.Event) bool {
 		s.book.tried[ev.NetNS] = tried
 		s.book.lost[ev.NetNS] = true
 	}
-	for _, pid := range []uint32{ev.TGID, ev.OwnerTGID} {
+	for _, pid := range []uint32{ev.PID, ev.TGID, ev.OwnerTGID} {
 		if pid == 0 || tried[pid] || len(tried) >= maxPIDTries {
 			continue
 		}

@@ -20,9 +20,10 @@ type Existing struct {
 }
 
 // Census reads the cookie and counters of every network namespace that a
-// bind mount in /run/netns or a task holds now. A namespace held only by an
-// open descriptor or a socket is not found. Each namespace costs one
-// entry into it.
+// bind mount in /run/netns, a task or a task's open descriptor holds now
+// (one pass over /proc, as Find makes for one namespace). A namespace
+// held only by sockets is not found. Each namespace found costs one entry
+// into it.
 func Census() map[uint32]Existing {
 	paths := map[uint32]string{}
 	add := func(path string) {
@@ -48,9 +49,14 @@ func Census() map[uint32]Existing {
 		if _, err := strconv.Atoi(p.Name()); err != nil {
 			continue
 		}
-		tasks, _ := os.ReadDir("/proc/" + p.Name() + "/task")
+		base := "/proc/" + p.Name()
+		tasks, _ := os.ReadDir(base + "/task")
 		for _, t := range tasks {
-			add("/proc/" + p.Name() + "/task/" + t.Name() + "/ns/net")
+			add(base + "/task/" + t.Name() + "/ns/net")
+		}
+		fds, _ := os.ReadDir(base + "/fd")
+		for _, f := range fds {
+			add(base + "/fd/" + f.Name())
 		}
 	}
 	out := make(map[uint32]Existing, len(paths)+len(mounts))

@@ -188,13 +188,15 @@ func (b *Builder) SampleQueues(netns uint32, samples []QueueSample, overflows, d
 		now.overflows[l] = l.Overflows
 		if prev != nil && l.Overflows > prev.overflows[l] {
 			// A final-ACK overflow was observed: it was full meanwhile.
-			candidates[l.ID] = true
+			// Its sample's cookie names it (a listener known by port has
+			// a synthetic id).
+			id := l.ID
 			for c, t := range traced {
 				if t == l {
-					candidates[c] = true
-					delete(candidates, l.ID)
+					id = c
 				}
 			}
+			candidates[id] = true
 		}
 	}
 	b.queues[netns] = now

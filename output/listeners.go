@@ -185,19 +185,21 @@ func ListenerTable(w io.Writer, ls []ListenerRow) error {
 		if l.PID != 0 {
 			owner = fmt.Sprintf("%s/%d", l.Comm, l.PID)
 		}
-		full := "-"
+		full := "-" // share of the accept-queue samples that found it full
 		if l.QueueSamples > 0 {
 			full = fmt.Sprintf("%d%%", l.FullSamples*100/l.QueueSamples)
 		}
 		rows = append(rows, []string{Endpoint(l.Local), owner, fmt.Sprintf("%d/%d", l.PeakQueue, l.Backlog), full,
 			strconv.FormatUint(l.Connections, 10), strconv.FormatUint(l.SynAcks, 10),
-			fmt.Sprintf("%d / %d", l.Overflows, l.SynDropsAttributed), strconv.FormatUint(l.ClientSynRetransmits, 10),
+			strconv.FormatUint(l.Overflows, 10), strconv.FormatUint(l.SynDropsAttributed, 10), strconv.FormatUint(l.ClientSynRetransmits, 10),
 			strconv.FormatUint(l.Abandoned, 10), strconv.FormatUint(l.Resets, 10),
 			Duration(l.SynRecv.P50) + " / " + Duration(l.SynRecv.P99) + " / " + Duration(l.SynRecv.Max)})
 	}
 	if len(rows) == 0 {
 		return nil
 	}
-	return renderTable(w, []string{"LISTENER", "OWNER", "PEAK QUEUE/BACKLOG", "FULL", "CONNS", "SYN-ACK RTX",
-		"ACK DROPS / SYN DROPS*", "CLIENT SYN RTX", "ABANDONED", "RESETS", "SYN_RECV P50/P99/MAX"}, rows)
+	// Seen: final ACKs dropped, each traced. Attributed: SYNs dropped, from
+	// the namespace's counters while only this listener was full.
+	return renderTable(w, []string{"LISTENER", "OWNER", "PEAK QUEUE/BACKLOG", "QUEUE FULL", "CONNS", "SYN-ACK RTX",
+		"ACK OVERFLOWS (SEEN)", "SYN DROPS (ATTRIBUTED)", "CLIENT SYN RTX", "ABANDONED", "RESETS", "SYN_RECV P50/P99/MAX"}, rows)
 }

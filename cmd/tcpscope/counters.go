@@ -26,7 +26,8 @@ type nsCounters struct {
 	baseline netns.Counters // at the start, or zero for a namespace created since
 	last     netns.Counters
 	lastRead time.Time
-	created  bool // created during the recording: counted from zero
+	listen   netns.ListenCounters // at the last sample
+	created  bool                 // created during the recording: counted from zero
 }
 
 // counterBook follows the kernel counters of every namespace a recording
@@ -54,7 +55,7 @@ func (s *session) startCounters(ino uint32, ns *netns.NS) {
 	if err != nil {
 		return
 	}
-	s.book.ns[ino] = &nsCounters{baseline: c, last: c, lastRead: time.Now()}
+	s.book.ns[ino] = &nsCounters{baseline: c, last: c, lastRead: time.Now(), listen: listenOf(c)}
 }
 
 // adopt takes a namespace first seen in events. Its baseline is its census
@@ -69,7 +70,7 @@ func (s *session) adopt(ino uint32, ns *netns.NS) {
 	if err != nil {
 		return
 	}
-	r := &nsCounters{baseline: netns.Counters{}, last: c, lastRead: time.Now(), created: true}
+	r := &nsCounters{baseline: netns.Counters{}, last: c, lastRead: time.Now(), created: true, listen: listenOf(c)}
 	if s.book.census == nil {
 		// No census to tell: the first reading is the baseline.
 		r.baseline, r.created = c, false
@@ -116,14 +117,14 @@ func (s *session) seeNetNS(ev *tracer.Event) bool {
 	return len(tried) >= maxPIDTries
 }
 
-// sampleKernel is the recorder's OnSample: the counters of every namespace
-// held (each second, or each tick where a traced listener lives) and, where
-// one lives, one sock_diag dump of the namespace's listeners, whose accept
-// queues go to the builder with the interval's ListenOverflows and
-// ListenDrops increments.
+// sampleKernel is the recorder's OnSample. Where a traced listener lives,
+// on every tick: one sock_diag dump of the namespace's listeners, whose
+// accept queues go to the builder with the interval's ListenOverflows and
+// ListenDrops increments. Every held namespace, each second: all its
+// counters, kept as its last reading.
 func (s *session) sampleKernel(now time.Time) {
 	for ino := range s.book.lost {
-		// Not found through the events' processes: one scan of /proc.
+		// Not found through the events' tasks: one scan of /proc.
 		if s.book.scanned[ino] || len(s.namespaces) >= maxHeldNamespaces {
 			continue
 		}
@@ -135,23 +136,40 @@ func (s *session) sampleKernel(now time.Time) {
 	live := s.rec.Builder.ListenerNamespaces()
 	for ino, ns := range s.namespaces {
 		r := s.book.ns[ino]
-		if r == nil || (!live[ino] && now.Sub(r.lastRead) < counterEvery) {
+		if r == nil {
 			continue
 		}
-		c, socks, err := ns.Sample(live[ino])
+		all := now.Sub(r.lastRead) >= counterEvery
+		if !live[ino] && !all {
+			continue
+		}
+		sm, err := ns.Sample(all, live[ino])
 		if err != nil {
 			continue
 		}
 		if live[ino] {
-			qs := make([]tracer.QueueSample, len(socks))
-			for i, sk := range socks {
+			qs := make([]tracer.QueueSample, len(sm.Listeners))
+			for i, sk := range sm.Listeners {
 				qs[i] = tracer.QueueSample{Cookie: sk.Cookie, Local: sk.Local, Queue: sk.RQueue, Backlog: sk.WQueue}
 			}
-			d := netns.Delta(r.last, c)
-			s.rec.Builder.SampleQueues(ino, qs, d["TcpExt.ListenOverflows"], d["TcpExt.ListenDrops"])
+			s.rec.Builder.SampleQueues(ino, qs, sub(sm.Listen.Overflows, r.listen.Overflows), sub(sm.Listen.Drops, r.listen.Drops))
 		}
-		r.last, r.lastRead = c, now
+		r.listen = sm.Listen
+		if all {
+			r.last, r.lastRead = sm.Counters, now
+		}
 	}
+}
+
+func sub(a, b uint64) uint64 {
+	if a > b {
+		return a - b
+	}
+	return 0
+}
+
+func listenOf(c netns.Counters) netns.ListenCounters {
+	return netns.ListenCounters{Overflows: c["TcpExt.ListenOverflows"], Drops: c["TcpExt.ListenDrops"]}
 }
 
 // counterDeltas reads every held namespace a last time and returns what

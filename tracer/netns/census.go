@@ -127,26 +127,38 @@ func cookieHere() (uint64, error) {
 	return v, nil
 }
 
-// Sample reads, in one entry into the namespace, its counters and, when
-// listeners is set, its listening sockets with their accept queues.
-func (n *NS) Sample(listeners bool) (Counters, []Socket, error) {
-	var c Counters
-	var socks []Socket
+// Sample is one reading of a namespace.
+type Sample struct {
+	Counters  Counters // all of them, when asked for
+	Listen    ListenCounters
+	Listeners []Socket // when asked for
+}
+
+// Sample reads, in one entry into the namespace, its ListenOverflows and
+// ListenDrops, and when asked for, all its counters and its listening
+// sockets with their accept queues (one sock_diag dump per family).
+func (n *NS) Sample(counters, listeners bool) (Sample, error) {
+	var s Sample
 	err := n.Do(func() (err error) {
-		if c, err = ReadCounters(); err != nil {
+		if counters {
+			if s.Counters, err = ReadCounters(); err != nil {
+				return err
+			}
+			s.Listen = ListenCounters{Overflows: s.Counters["TcpExt.ListenOverflows"], Drops: s.Counters["TcpExt.ListenDrops"]}
+		} else if s.Listen, err = readListenCounters(); err != nil {
 			return err
 		}
 		if !listeners {
 			return nil
 		}
 		for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-			s, err := dumpTCP(family, tcpListen)
+			l, err := dumpTCP(family, tcpListen)
 			if err != nil {
 				return err
 			}
-			socks = append(socks, s...)
+			s.Listeners = append(s.Listeners, l...)
 		}
 		return nil
 	})
-	return c, socks, err
+	return s, err
 }

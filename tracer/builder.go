@@ -819,6 +819,7 @@ func (b *Builder) Finish(now time.Time) {
 	for _, c := range b.conns {
 		b.emit(c)
 	}
+	b.settleQueues()
 	for id, l := range b.listenerSet {
 		delete(b.listenerSet, id)
 		l.End, l.Open = now, true

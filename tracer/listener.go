@@ -130,6 +130,14 @@ func (q QueueSample) full() bool { return q.Queue > q.Backlog }
 type nsQueues struct {
 	full      map[uint64]bool // cookies of the listeners found full
 	overflows map[*Listener]uint64
+	pending   *interval // the last interval, decided at the next sample
+}
+
+// interval is one sampling interval of a namespace awaiting attribution.
+type interval struct {
+	overflows, drops uint64
+	candidates       map[uint64]bool      // cookies (or ids) of listeners full in it
+	traced           map[uint64]*Listener // traced listeners by sampled cookie
 }
 
 // ListenerNamespaces returns the namespaces that have a traced listener
@@ -148,20 +156,22 @@ func (b *Builder) ListenerNamespaces() map[uint32]bool {
 // a traced listener when it is the only listener of the namespace whose
 // accept queue was full at either end of the interval, or whose final-ACK
 // overflow drops were observed in it; otherwise they stay unattributed.
+// Events reach the builder up to a ring-buffer poll (100 ms) after the
+// counters moved, so an interval is decided at the next sample, with the
+// drops observed meanwhile counted in both.
 func (b *Builder) SampleQueues(netns uint32, samples []QueueSample, overflows, drops uint64) {
 	prev := b.queues[netns]
 	now := &nsQueues{full: map[uint64]bool{}, overflows: map[*Listener]uint64{}}
-	candidates := map[uint64]bool{}
+	cur := &interval{overflows: overflows, drops: drops, candidates: map[uint64]bool{}, traced: map[uint64]*Listener{}}
 	if prev != nil {
 		for id := range prev.full {
-			candidates[id] = true
+			cur.candidates[id] = true
 		}
 	}
-	traced := map[uint64]*Listener{}
 	for _, q := range samples {
 		if q.full() {
 			now.full[q.Cookie] = true
-			candidates[q.Cookie] = true
+			cur.candidates[q.Cookie] = true
 		}
 		l := b.listenerSet[q.Cookie]
 		if l == nil {
@@ -174,13 +184,14 @@ func (b *Builder) SampleQueues(netns uint32, samples []QueueSample, overflows, d
 		if l == nil || l.NetNS != netns {
 			continue
 		}
-		traced[q.Cookie] = l
+		cur.traced[q.Cookie] = l
 		l.QueueSamples++
 		if q.full() {
 			l.FullSamples++
 		}
 		l.sawQueue(q.Queue, q.Backlog)
 	}
+	observed := map[uint64]bool{}
 	for _, l := range b.listenerSet {
 		if l.NetNS != netns {
 			continue
@@ -191,33 +202,58 @@ func (b *Builder) SampleQueues(netns uint32, samples []QueueSample, overflows, d
 			// Its sample's cookie names it (a listener known by port has
 			// a synthetic id).
 			id := l.ID
-			for c, t := range traced {
+			for c, t := range cur.traced {
 				if t == l {
 					id = c
 				}
 			}
-			candidates[id] = true
+			observed[id] = true
+			cur.candidates[id] = true
+			if _, ok := cur.traced[id]; !ok {
+				cur.traced[id] = l
+			}
 		}
 	}
+	if prev != nil && prev.pending != nil {
+		for id := range observed {
+			prev.pending.candidates[id] = true
+			if _, ok := prev.pending.traced[id]; !ok {
+				prev.pending.traced[id] = cur.traced[id]
+			}
+		}
+		b.attribute(prev.pending)
+	}
+	now.pending = cur
 	b.queues[netns] = now
-	if overflows == 0 && drops == 0 {
+}
+
+// attribute decides one interval.
+func (b *Builder) attribute(iv *interval) {
+	if iv.overflows == 0 && iv.drops == 0 {
 		return
 	}
-	if len(candidates) == 1 {
-		for id := range candidates {
-			l := traced[id]
-			if l == nil {
-				l = b.listenerSet[id]
-			}
-			if l != nil && l.NetNS == netns {
-				l.OverflowsAttributed += overflows
-				l.DropsAttributed += drops
+	if len(iv.candidates) == 1 {
+		for id := range iv.candidates {
+			if l := iv.traced[id]; l != nil && l.End.IsZero() {
+				l.OverflowsAttributed += iv.overflows
+				l.DropsAttributed += iv.drops
 				return
 			}
 		}
 	}
-	b.unattributedOverflows += overflows
-	b.unattributedDrops += drops
+	b.unattributedOverflows += iv.overflows
+	b.unattributedDrops += iv.drops
+}
+
+// settleQueues decides the intervals still pending: at the end, every
+// event has been read.
+func (b *Builder) settleQueues() {
+	for _, q := range b.queues {
+		if q.pending != nil {
+			b.attribute(q.pending)
+			q.pending = nil
+		}
+	}
 }
 
 // Unattributed returns the ListenOverflows and ListenDrops increments

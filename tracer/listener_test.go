@@ -98,3 +98,36 @@ func TestClientSynRetransmitsLinkedToListener(t *testing.T) {
 		t.Errorf("listener ids: %d %d %d", conns[20].ListenerID, conns[21].ListenerID, conns[22].ListenerID)
 	}
 }
+
+// TestSampleQueuesLateEvent: the counters moved in an interval whose ends
+// found no queue full, and the final-ACK drop that explains them reached
+// the builder only after that interval's sample (events trail the counters
+// by up to a ring-buffer poll): the interval still goes to that listener.
+func TestSampleQueuesLateEvent(t *testing.T) {
+	var got []*Listener
+	b := NewBuilder(BuilderConfig{EmitListener: func(l *Listener) { got = append(got, l) }})
+	a, c := ap("127.0.0.1:80"), ap("127.0.0.1:81")
+	for _, e := range []Event{st(10, StateClose, StateListen, a, ap("0.0.0.0:0")), st(11, StateClose, StateListen, c, ap("0.0.0.0:0"))} {
+		e.NetNS, e.MaxBacklog = 7, 2
+		b.Add(&e)
+	}
+	empty := []QueueSample{{Cookie: 10, Local: a, Backlog: 2}, {Cookie: 11, Local: c, Backlog: 2}}
+	b.SampleQueues(7, empty, 0, 0)
+	b.SampleQueues(7, empty, 4, 4) // the drops happened here...
+	ov := Event{Kind: KindListenOverflow, NetNS: 7, ListenerCookie: 10, Local: a, Remote: ap("127.0.0.1:5000"), Backlog: 3, MaxBacklog: 2}
+	b.Add(&ov) // ...and their event arrives now
+	b.SampleQueues(7, empty, 0, 0)
+	b.Finish(t0)
+	for _, l := range got {
+		want := uint64(0)
+		if l.ID == 10 {
+			want = 4
+		}
+		if l.OverflowsAttributed != want {
+			t.Errorf("listener %d: %s, want %d attributed", l.ID, show(l), want)
+		}
+	}
+	if o, _ := b.Unattributed(); o != 0 {
+		t.Errorf("%d unattributed", o)
+	}
+}

@@ -16,6 +16,10 @@ type CounterDelta struct {
 	// Created: the namespace was created during the recording, so the
 	// delta counts from zero.
 	Created bool `json:"netns_created,omitempty"`
+	// Unattributed, on the ListenOverflows and ListenDrops rows of a
+	// namespace whose listeners were sampled: the part of the delta no
+	// single listener explains.
+	Unattributed *uint64 `json:"unattributed,omitempty"`
 }
 
 // counterMeaning says what a counter's rise means, in a load-tester's words.
@@ -80,6 +84,9 @@ func appendCounterDeltas(b []byte, ds []CounterDelta) []byte {
 		if d.Created {
 			o.boolean("netns_created", true)
 		}
+		if d.Unattributed != nil {
+			o.uint("unattributed", *d.Unattributed)
+		}
 		b = o.end()
 	}
 	return append(b, ']')
@@ -93,7 +100,11 @@ func CounterTable(w io.Writer, ds []CounterDelta) error {
 		if d.Created {
 			ns += " (new)"
 		}
-		rows = append(rows, []string{d.Counter, ns, strconv.FormatUint(d.Delta, 10), CounterMeaning(d.Counter, d.Delta)})
+		meaning := CounterMeaning(d.Counter, d.Delta)
+		if d.Unattributed != nil && *d.Unattributed > 0 {
+			meaning += fmt.Sprintf("; %d not attributed to one listener", *d.Unattributed)
+		}
+		rows = append(rows, []string{d.Counter, ns, strconv.FormatUint(d.Delta, 10), meaning})
 	}
 	if len(rows) == 0 {
 		return nil

@@ -69,8 +69,8 @@ type Builder struct {
 	evicted        uint64
 	comms          map[Comm]string
 
-	queues                                   map[uint32]*nsQueues // last accept-queue sample per namespace
-	unattributedOverflows, unattributedDrops uint64
+	queues       map[uint32]*nsQueues // last accept-queue sample per namespace
+	unattributed map[uint32][2]uint64 // ListenOverflows, ListenDrops no listener explains
 }
 
 // DefaultMaxConnections bounds the builder's memory on a busy server
@@ -112,6 +112,7 @@ func NewBuilder(cfg BuilderConfig) *Builder {
 		overflowed:     map[tupleKey]overflowDrop{},
 		abandoned:      map[tupleKey]abandonedRequest{},
 		queues:         map[uint32]*nsQueues{},
+		unattributed:   map[uint32][2]uint64{},
 	}
 }
 

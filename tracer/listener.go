@@ -135,6 +135,7 @@ type nsQueues struct {
 
 // interval is one sampling interval of a namespace awaiting attribution.
 type interval struct {
+	netns            uint32
 	overflows, drops uint64
 	candidates       map[uint64]bool      // cookies (or ids) of listeners full in it
 	traced           map[uint64]*Listener // traced listeners by sampled cookie
@@ -162,7 +163,7 @@ func (b *Builder) ListenerNamespaces() map[uint32]bool {
 func (b *Builder) SampleQueues(netns uint32, samples []QueueSample, overflows, drops uint64) {
 	prev := b.queues[netns]
 	now := &nsQueues{full: map[uint64]bool{}, overflows: map[*Listener]uint64{}}
-	cur := &interval{overflows: overflows, drops: drops, candidates: map[uint64]bool{}, traced: map[uint64]*Listener{}}
+	cur := &interval{netns: netns, overflows: overflows, drops: drops, candidates: map[uint64]bool{}, traced: map[uint64]*Listener{}}
 	if prev != nil {
 		for id := range prev.full {
 			cur.candidates[id] = true
@@ -241,8 +242,10 @@ func (b *Builder) attribute(iv *interval) {
 			}
 		}
 	}
-	b.unattributedOverflows += iv.overflows
-	b.unattributedDrops += iv.drops
+	u := b.unattributed[iv.netns]
+	u[0] += iv.overflows
+	u[1] += iv.drops
+	b.unattributed[iv.netns] = u
 }
 
 // settleQueues decides the intervals still pending: at the end, every
@@ -256,10 +259,13 @@ func (b *Builder) settleQueues() {
 	}
 }
 
-// Unattributed returns the ListenOverflows and ListenDrops increments
-// seen while sampling that no single listener explains.
-func (b *Builder) Unattributed() (overflows, drops uint64) {
-	return b.unattributedOverflows, b.unattributedDrops
+// Unattributed returns a namespace's ListenOverflows and ListenDrops
+// increments, while its listeners were sampled, that no single listener
+// explains; sampled is false when its listeners never were.
+func (b *Builder) Unattributed(netns uint32) (overflows, drops uint64, sampled bool) {
+	u := b.unattributed[netns]
+	_, sampled = b.queues[netns]
+	return u[0], u[1], sampled
 }
 
 // synRetransmitToward links a client's SYN retransmit to the traced

@@ -61,8 +61,14 @@ func TestSampleQueuesAttribution(t *testing.T) {
 	if l82.OverflowsAttributed != 2 || l82.PeakQueue != 5 || l82.QueueSamples != 1 {
 		t.Errorf(":82 %s", show(l82))
 	}
-	if o, d := b.Unattributed(); o != 4+1+9 || d != 4+1+9 {
-		t.Errorf("unattributed %d overflows, %d drops", o, d)
+	if o, d, ok := b.Unattributed(7); o != 4+1 || d != 4+1 || !ok {
+		t.Errorf("unattributed in 7: %d overflows, %d drops", o, d)
+	}
+	if o, _, ok := b.Unattributed(8); o != 9 || !ok {
+		t.Errorf("unattributed in 8: %d overflows", o)
+	}
+	if _, _, ok := b.Unattributed(9); ok {
+		t.Errorf("namespace 9 was never sampled")
 	}
 }
 
@@ -127,7 +133,7 @@ func TestSampleQueuesLateEvent(t *testing.T) {
 			t.Errorf("listener %d: %s, want %d attributed", l.ID, show(l), want)
 		}
 	}
-	if o, _ := b.Unattributed(); o != 0 {
+	if o, _, _ := b.Unattributed(7); o != 0 {
 		t.Errorf("%d unattributed", o)
 	}
 }

@@ -184,10 +184,20 @@ func (s *session) counterDeltas() []output.CounterDelta {
 			}
 		}
 		d := netns.Delta(r.baseline, r.last)
+		overflows, drops, sampled := s.rec.Builder.Unattributed(ino)
 		for _, name := range output.ReportedCounters() {
-			if d[name] > 0 {
-				deltas = append(deltas, output.CounterDelta{NetNS: ino, Counter: name, Delta: d[name], Created: r.created})
+			if d[name] == 0 {
+				continue
 			}
+			cd := output.CounterDelta{NetNS: ino, Counter: name, Delta: d[name], Created: r.created}
+			switch {
+			case !sampled:
+			case name == "TcpExt.ListenOverflows":
+				cd.Unattributed = &overflows
+			case name == "TcpExt.ListenDrops":
+				cd.Unattributed = &drops
+			}
+			deltas = append(deltas, cd)
 		}
 	}
 	slices.SortFunc(deltas, func(a, b output.CounterDelta) int {

@@ -269,15 +269,22 @@ func (b *Builder) Unattributed(netns uint32) (overflows, drops uint64, sampled b
 }
 
 // synRetransmitToward links a client's SYN retransmit to the traced
-// listener of its namespace it is aimed at (same port, and the same
-// address unless the listener is bound to a wildcard).
+// listener of its namespace it is aimed at: same port, and the listener's
+// address, or for a wildcard listener a local one (loopback, or the
+// client's own source address, which the kernel picks for a local
+// destination).
 func (b *Builder) synRetransmitToward(c *Connection, ev *Event) {
 	if c.target == nil {
 		l := b.listenerSet[b.listenerByPort[listenKey{ev.NetNS, ev.Remote.Port()}]]
 		if l == nil {
 			return
 		}
-		if a := l.Local.Addr(); a.IsValid() && !a.IsUnspecified() && a != ev.Remote.Addr() {
+		to := ev.Remote.Addr()
+		if a := l.Local.Addr(); a.IsValid() && !a.IsUnspecified() {
+			if a != to {
+				return
+			}
+		} else if !to.IsLoopback() && to != ev.Local.Addr() {
 			return
 		}
 		c.target = l

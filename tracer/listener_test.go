@@ -74,7 +74,8 @@ func TestSampleQueuesAttribution(t *testing.T) {
 
 // TestClientSynRetransmitsLinkedToListener: a client's SYN retransmits
 // toward a traced listener of its namespace count on that listener and
-// give the client record its id; other ports and namespaces do not.
+// give the client record its id; other ports, namespaces and a remote
+// host's port do not.
 func TestClientSynRetransmitsLinkedToListener(t *testing.T) {
 	var ls []*Listener
 	conns := map[uint64]Connection{}
@@ -86,7 +87,7 @@ func TestClientSynRetransmitsLinkedToListener(t *testing.T) {
 	for i, to := range []struct {
 		netns  uint32
 		remote string
-	}{{7, "127.0.0.1:80"}, {7, "127.0.0.1:81"}, {8, "127.0.0.1:80"}} {
+	}{{7, "127.0.0.1:80"}, {7, "127.0.0.1:81"}, {8, "127.0.0.1:80"}, {7, "10.1.1.1:80"}} {
 		ck := uint64(20 + i)
 		e := st(ck, StateClose, StateSynSent, ap("127.0.0.1:0"), ap(to.remote))
 		e.NetNS = to.netns
@@ -100,8 +101,8 @@ func TestClientSynRetransmitsLinkedToListener(t *testing.T) {
 	if len(ls) != 1 || ls[0].SynRetransmitClients != 1 || ls[0].ClientSynRetransmits != 2 {
 		t.Fatalf("listeners %+v", ls)
 	}
-	if conns[20].ListenerID != 10 || conns[21].ListenerID != 0 || conns[22].ListenerID != 0 {
-		t.Errorf("listener ids: %d %d %d", conns[20].ListenerID, conns[21].ListenerID, conns[22].ListenerID)
+	if conns[20].ListenerID != 10 || conns[21].ListenerID != 0 || conns[22].ListenerID != 0 || conns[23].ListenerID != 0 {
+		t.Errorf("listener ids: %d %d %d %d", conns[20].ListenerID, conns[21].ListenerID, conns[22].ListenerID, conns[23].ListenerID)
 	}
 }
 

@@ -88,8 +88,8 @@ func (s *session) adopt(ino uint32, ns *netns.NS) {
 // context the task is whichever one was interrupted, so a few are tried
 // before sampleKernel falls back to a scan of /proc.
 func (s *session) seeNetNS(ev *tracer.Event) bool {
-	if _, ok := s.namespaces[ev.NetNS]; ok {
-		return true
+	if _, ok := s.namespaces[ev.NetNS]; ok || s.book.scanned[ev.NetNS] {
+		return true // open, or not found even by a scan of /proc
 	}
 	if s.book.census == nil {
 		return true // --netns: every namespace traced was opened at the start

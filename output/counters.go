@@ -13,6 +13,13 @@ type CounterDelta struct {
 	NetNS   uint32 `json:"netns"`
 	Counter string `json:"counter"`
 	Delta   uint64 `json:"delta"`
+	// Created: the namespace was created during the recording, so the
+	// delta counts from zero.
+	Created bool `json:"netns_created,omitempty"`
+	// Unattributed, on the ListenOverflows and ListenDrops rows of a
+	// namespace whose listeners were sampled: the part of the delta no
+	// single listener explains.
+	Unattributed *uint64 `json:"unattributed,omitempty"`
 }
 
 // counterMeaning says what a counter's rise means, in a load-tester's words.
@@ -74,6 +81,12 @@ func appendCounterDeltas(b []byte, ds []CounterDelta) []byte {
 		o.str("counter", d.Counter)
 		o.uint("delta", d.Delta)
 		o.str("meaning", CounterMeaning(d.Counter, d.Delta))
+		if d.Created {
+			o.boolean("netns_created", true)
+		}
+		if d.Unattributed != nil {
+			o.uint("unattributed", *d.Unattributed)
+		}
 		b = o.end()
 	}
 	return append(b, ']')
@@ -83,7 +96,15 @@ func appendCounterDeltas(b []byte, ds []CounterDelta) []byte {
 func CounterTable(w io.Writer, ds []CounterDelta) error {
 	var rows [][]string
 	for _, d := range ds {
-		rows = append(rows, []string{d.Counter, strconv.FormatUint(uint64(d.NetNS), 10), strconv.FormatUint(d.Delta, 10), CounterMeaning(d.Counter, d.Delta)})
+		ns := strconv.FormatUint(uint64(d.NetNS), 10)
+		if d.Created {
+			ns += " (new)"
+		}
+		meaning := CounterMeaning(d.Counter, d.Delta)
+		if d.Unattributed != nil && *d.Unattributed > 0 {
+			meaning += fmt.Sprintf("; %d not attributed to one listener", *d.Unattributed)
+		}
+		rows = append(rows, []string{d.Counter, ns, strconv.FormatUint(d.Delta, 10), meaning})
 	}
 	if len(rows) == 0 {
 		return nil

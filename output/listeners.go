@@ -64,10 +64,19 @@ type ListenerRow struct {
 	Resets      uint64
 	Overflows   uint64
 	Syncookies  uint64
-	SynRecv     Quantiles
-	Start, End  time.Time
-	Preexisting bool
-	Open        bool
+	// From sampling the accept queue and the namespace's counters.
+	QueueSamples        uint64
+	FullSamples         uint64
+	OverflowsAttributed uint64
+	SynDropsAttributed  uint64
+	DropsAttributed     uint64
+	// Traced clients of its namespace that retransmitted SYNs toward it.
+	SynRetransmitClients uint64
+	ClientSynRetransmits uint64
+	SynRecv              Quantiles
+	Start, End           time.Time
+	Preexisting          bool
+	Open                 bool
 }
 
 // RowOfListener converts a live listener.
@@ -75,6 +84,9 @@ func RowOfListener(l *tracer.Listener) ListenerRow {
 	return ListenerRow{ID: l.ID, NetNS: l.NetNS, Local: l.Local, PID: l.PID, Comm: l.Comm, Backlog: l.Backlog,
 		PeakQueue: l.PeakQueue, Connections: l.Children, SynAcks: l.SynAcks, Abandoned: l.Abandoned,
 		Resets: l.Resets, Overflows: l.Overflows, Syncookies: l.Syncookies, SynRecv: QuantilesOf(&l.SynRecv),
+		QueueSamples: l.QueueSamples, FullSamples: l.FullSamples, OverflowsAttributed: l.OverflowsAttributed,
+		SynDropsAttributed: l.SynDropsAttributed(), DropsAttributed: l.DropsAttributed,
+		SynRetransmitClients: l.SynRetransmitClients, ClientSynRetransmits: l.ClientSynRetransmits,
 		Start: l.Start, End: l.End, Preexisting: l.Preexisting, Open: l.Open}
 }
 
@@ -98,6 +110,13 @@ func AppendListenerJSON(b []byte, l *ListenerRow, withType bool) []byte {
 	o.uint("resets_sent", l.Resets)
 	o.uint("overflow_drops", l.Overflows)
 	o.uint("syncookie_connections", l.Syncookies)
+	o.uint("queue_samples", l.QueueSamples)
+	o.uint("full_queue_samples", l.FullSamples)
+	o.uint("overflow_drops_attributed", l.OverflowsAttributed)
+	o.uint("syn_drops_attributed", l.SynDropsAttributed)
+	o.uint("listen_drops_attributed", l.DropsAttributed)
+	o.uint("syn_retransmit_clients", l.SynRetransmitClients)
+	o.uint("client_syn_retransmits", l.ClientSynRetransmits)
 	o.key("syn_recv_us")
 	o.b = appendQuantileValues(o.b, l.SynRecv)
 	o.time("start", l.Start)
@@ -108,31 +127,42 @@ func AppendListenerJSON(b []byte, l *ListenerRow, withType bool) []byte {
 }
 
 type listenerJSON struct {
-	ID          uint64    `json:"id"`
-	LocalAddr   *string   `json:"local_addr"`
-	LocalPort   uint16    `json:"local_port"`
-	NetNS       uint32    `json:"netns"`
-	PID         uint32    `json:"pid"`
-	Comm        string    `json:"comm"`
-	Backlog     uint32    `json:"backlog"`
-	PeakQueue   uint32    `json:"peak_accept_queue"`
-	Connections uint64    `json:"connections"`
-	SynAcks     uint64    `json:"synack_retransmits"`
-	Abandoned   uint64    `json:"abandoned_requests"`
-	Resets      uint64    `json:"resets_sent"`
-	Overflows   uint64    `json:"overflow_drops"`
-	Syncookies  uint64    `json:"syncookie_connections"`
-	SynRecv     Quantiles `json:"syn_recv_us"`
-	Start       time.Time `json:"start"`
-	End         time.Time `json:"end"`
-	Preexisting bool      `json:"preexisting"`
-	Open        bool      `json:"open"`
+	ID          uint64  `json:"id"`
+	LocalAddr   *string `json:"local_addr"`
+	LocalPort   uint16  `json:"local_port"`
+	NetNS       uint32  `json:"netns"`
+	PID         uint32  `json:"pid"`
+	Comm        string  `json:"comm"`
+	Backlog     uint32  `json:"backlog"`
+	PeakQueue   uint32  `json:"peak_accept_queue"`
+	Connections uint64  `json:"connections"`
+	SynAcks     uint64  `json:"synack_retransmits"`
+	Abandoned   uint64  `json:"abandoned_requests"`
+	Resets      uint64  `json:"resets_sent"`
+	Overflows   uint64  `json:"overflow_drops"`
+	Syncookies  uint64  `json:"syncookie_connections"`
+	// Absent from exports of earlier versions: read as 0.
+	QueueSamples         uint64    `json:"queue_samples"`
+	FullSamples          uint64    `json:"full_queue_samples"`
+	OverflowsAttributed  uint64    `json:"overflow_drops_attributed"`
+	SynDropsAttributed   uint64    `json:"syn_drops_attributed"`
+	DropsAttributed      uint64    `json:"listen_drops_attributed"`
+	SynRetransmitClients uint64    `json:"syn_retransmit_clients"`
+	ClientSynRetransmits uint64    `json:"client_syn_retransmits"`
+	SynRecv              Quantiles `json:"syn_recv_us"`
+	Start                time.Time `json:"start"`
+	End                  time.Time `json:"end"`
+	Preexisting          bool      `json:"preexisting"`
+	Open                 bool      `json:"open"`
 }
 
 func (j *listenerJSON) row() (ListenerRow, error) {
 	r := ListenerRow{ID: j.ID, NetNS: j.NetNS, PID: j.PID, Comm: j.Comm, Backlog: j.Backlog, PeakQueue: j.PeakQueue,
 		Connections: j.Connections, SynAcks: j.SynAcks, Abandoned: j.Abandoned, Resets: j.Resets, Overflows: j.Overflows,
-		Syncookies: j.Syncookies, SynRecv: j.SynRecv, Start: j.Start, End: j.End, Preexisting: j.Preexisting, Open: j.Open}
+		Syncookies: j.Syncookies, SynRecv: j.SynRecv, Start: j.Start, End: j.End, Preexisting: j.Preexisting, Open: j.Open,
+		QueueSamples: j.QueueSamples, FullSamples: j.FullSamples, OverflowsAttributed: j.OverflowsAttributed,
+		SynDropsAttributed: j.SynDropsAttributed, DropsAttributed: j.DropsAttributed,
+		SynRetransmitClients: j.SynRetransmitClients, ClientSynRetransmits: j.ClientSynRetransmits}
 	var err error
 	if r.Local, err = maybeAddrPort(j.LocalAddr, j.LocalPort); err != nil {
 		return r, fmt.Errorf("listener %d: %w", j.ID, err)
@@ -147,20 +177,29 @@ func ListenerTable(w io.Writer, ls []ListenerRow) error {
 	var rows [][]string
 	for i := range ls {
 		l := &ls[i]
-		if l.Connections == 0 && l.SynAcks == 0 && l.Overflows == 0 && l.Resets == 0 {
+		if l.Connections == 0 && l.SynAcks == 0 && l.Overflows == 0 && l.Resets == 0 && l.OverflowsAttributed == 0 &&
+			l.FullSamples == 0 && l.ClientSynRetransmits == 0 {
 			continue
 		}
 		owner := "-"
 		if l.PID != 0 {
 			owner = fmt.Sprintf("%s/%d", l.Comm, l.PID)
 		}
-		rows = append(rows, []string{Endpoint(l.Local), owner, fmt.Sprintf("%d/%d", l.PeakQueue, l.Backlog),
-			strconv.FormatUint(l.Connections, 10), strconv.FormatUint(l.SynAcks, 10), strconv.FormatUint(l.Overflows, 10),
+		full := "-" // share of the accept-queue samples that found it full
+		if l.QueueSamples > 0 {
+			full = fmt.Sprintf("%d%%", l.FullSamples*100/l.QueueSamples)
+		}
+		rows = append(rows, []string{Endpoint(l.Local), owner, fmt.Sprintf("%d/%d", l.PeakQueue, l.Backlog), full,
+			strconv.FormatUint(l.Connections, 10), strconv.FormatUint(l.SynAcks, 10),
+			strconv.FormatUint(l.Overflows, 10), strconv.FormatUint(l.SynDropsAttributed, 10), strconv.FormatUint(l.ClientSynRetransmits, 10),
 			strconv.FormatUint(l.Abandoned, 10), strconv.FormatUint(l.Resets, 10),
 			Duration(l.SynRecv.P50) + " / " + Duration(l.SynRecv.P99) + " / " + Duration(l.SynRecv.Max)})
 	}
 	if len(rows) == 0 {
 		return nil
 	}
-	return renderTable(w, []string{"LISTENER", "OWNER", "PEAK QUEUE/BACKLOG", "CONNS", "SYN-ACK RTX", "OVERFLOW DROPS", "ABANDONED", "RESETS", "SYN_RECV P50/P99/MAX"}, rows)
+	// Seen: final ACKs dropped, each traced. Attributed: SYNs dropped, from
+	// the namespace's counters while only this listener was full.
+	return renderTable(w, []string{"LISTENER", "OWNER", "PEAK QUEUE/BACKLOG", "QUEUE FULL", "CONNS", "SYN-ACK RTX",
+		"ACK OVERFLOWS (SEEN)", "SYN DROPS (ATTRIBUTED)", "CLIENT SYN RTX", "ABANDONED", "RESETS", "SYN_RECV P50/P99/MAX"}, rows)
 }

@@ -68,6 +68,9 @@ type Builder struct {
 	discarded      uint64
 	evicted        uint64
 	comms          map[Comm]string
+
+	queues       map[uint32]*nsQueues // last accept-queue sample per namespace
+	unattributed map[uint32][2]uint64 // ListenOverflows, ListenDrops no listener explains
 }
 
 // DefaultMaxConnections bounds the builder's memory on a busy server
@@ -108,6 +111,8 @@ func NewBuilder(cfg BuilderConfig) *Builder {
 		listenerByPort: map[listenKey]uint64{},
 		overflowed:     map[tupleKey]overflowDrop{},
 		abandoned:      map[tupleKey]abandonedRequest{},
+		queues:         map[uint32]*nsQueues{},
+		unattributed:   map[uint32][2]uint64{},
 	}
 }
 
@@ -583,6 +588,7 @@ func (b *Builder) onRetransmit(ev *Event) {
 	case ResentSyn:
 		c.Retransmits.Syn++
 		c.setFlag(FlagSynRetransmitted)
+		b.synRetransmitToward(c, ev)
 	case ResentSynAck:
 		c.Retransmits.SynAck++
 		c.setFlag(FlagSynAckRetransmitted)
@@ -847,6 +853,7 @@ func (b *Builder) Finish(now time.Time) {
 		c.seenUntil = now
 		b.emit(c)
 	}
+	b.settleQueues()
 	for id, l := range b.listenerSet {
 		delete(b.listenerSet, id)
 		l.End, l.Open = now, true
@@ -884,6 +891,9 @@ func (b *Builder) emit(c *Connection) {
 	}
 	c.conclude(b.cfg)
 	b.linkAbandoned(c)
+	if l := c.target; l != nil && l.ID < syntheticIDBase {
+		c.ListenerID = l.ID
+	}
 	if l := c.listener; l != nil {
 		// A listener first known by port gets its cookie later.
 		if l.ID < syntheticIDBase {

@@ -134,6 +134,7 @@ type Connection struct {
 
 	// Builder state, not exported.
 	listener     *Listener
+	target       *Listener   // client: the traced listener its SYN retransmits aimed at
 	twin         *Connection // another server child with this tuple
 	flags        uint32
 	state        State

@@ -15,13 +15,21 @@ type Recorder struct {
 	// OnEvent, when set, sees every event before the builder does.
 	OnEvent func(*Event) error
 	// OnTick runs about every TickInterval and once more at the end.
-	OnTick       func(now time.Time) error
+	OnTick func(now time.Time) error
+	// OnSample runs before each OnTick, and once more before the builder
+	// finishes at the end, while every listener is still followed.
+	OnSample     func(now time.Time)
 	TickInterval time.Duration
+	// OnNetNS, when set, sees events of each network namespace until it
+	// returns true for one of them: the namespace is then known.
+	OnNetNS func(*Event) bool
 	// DecodeErrors counts records that could not be decoded.
 	DecodeErrors uint64
 	// Events counts events read, by kind.
 	Events [8]uint64
 	lost   uint64
+	netns  map[uint32]bool // namespaces OnNetNS is done with
+	lastNS uint32
 }
 
 // checkLoss flags every connection followed now as incomplete when the
@@ -51,6 +59,7 @@ func (r *Recorder) Run(ctx context.Context) error {
 		}
 	}()
 	var ev Event
+	r.netns = map[uint32]bool{}
 	next := time.Now().Add(r.TickInterval)
 	var n uint32
 	for {
@@ -59,6 +68,13 @@ func (r *Recorder) Run(ctx context.Context) error {
 		case err == nil:
 			if int(ev.Kind) < len(r.Events) {
 				r.Events[ev.Kind]++
+			}
+			if r.OnNetNS != nil && ev.NetNS != r.lastNS {
+				// Consecutive events are mostly of one namespace.
+				if r.netns[ev.NetNS] || r.OnNetNS(&ev) {
+					r.netns[ev.NetNS] = true
+					r.lastNS = ev.NetNS
+				}
 			}
 			if r.OnEvent != nil {
 				if err := r.OnEvent(&ev); err != nil {
@@ -69,6 +85,9 @@ func (r *Recorder) Run(ctx context.Context) error {
 		case errors.Is(err, ErrClosed):
 			now := time.Now()
 			r.checkLoss()
+			if r.OnSample != nil {
+				r.OnSample(now)
+			}
 			r.Builder.Finish(now)
 			if r.OnTick != nil {
 				return r.OnTick(now)
@@ -86,6 +105,9 @@ func (r *Recorder) Run(ctx context.Context) error {
 			next = now.Add(r.TickInterval)
 			r.checkLoss()
 			r.Builder.Expire(now)
+			if r.OnSample != nil {
+				r.OnSample(now)
+			}
 			if r.OnTick != nil {
 				if err := r.OnTick(now); err != nil {
 					return err

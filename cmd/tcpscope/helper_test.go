@@ -227,13 +227,16 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// startRecord runs tcpscope record on one namespace and returns once it
-// says every program is attached.
+// startRecord runs tcpscope record on one namespace (every namespace when
+// ns is nil) and returns once it says every program is attached.
 func startRecord(t *testing.T, ns *netns.NS, name string, args ...string) *recording {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name)
 	r := &recording{path: path, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan error, 1)}
-	args = append([]string{"record", "-o", path, "--netns", fmt.Sprint(ns.Inode), "--duration", "60s"}, args...)
+	if ns != nil {
+		args = append([]string{"--netns", fmt.Sprint(ns.Inode)}, args...)
+	}
+	args = append([]string{"record", "-o", path, "--duration", "60s"}, args...)
 	r.cmd = exec.Command(binary, args...)
 	r.cmd.Stdout = r.stdout
 	pipe, err := r.cmd.StderrPipe()

@@ -16,26 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// waitCounter polls a namespace counter's growth since before until it
-// reaches n, for at most timeout.
-func waitCounter(t *testing.T, ns *netns.NS, before netns.Counters, name string, n uint64, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		now, err := ns.Counters()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if netns.Delta(before, now)[name] >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s grew by less than %d in %v", name, n, timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // TestRecordFinRetransmit drops the client's FIN on its way in, once: the
 // kernel resends it (a tail loss probe), and the client's record counts one
 // FIN retransmit, no data, as the namespace's RetransSegs does.

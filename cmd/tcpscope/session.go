@@ -49,7 +49,7 @@ type session struct {
 	flagged uint64
 
 	namespaces map[uint32]*netns.NS // handles of the namespaces whose counters are read
-	before     map[uint32]netns.Counters
+	book       *counterBook
 	timeWait   *tracer.TimeWaitTracker
 	listeners  []output.ListenerRow
 	view       *liveView
@@ -86,6 +86,12 @@ func openSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error
 		export.Abort()
 		return nil, err
 	}
+	// Tracing everywhere: which namespaces exist now, and their counters,
+	// so that one first seen later is known as created meanwhile or not.
+	var census map[uint32]netns.Existing
+	if len(opts.cfg.NetNS) == 0 {
+		census = netns.Census()
+	}
 	tr, err := tracer.Open(opts.cfg)
 	if err != nil {
 		export.Abort()
@@ -93,7 +99,10 @@ func openSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error
 		return nil, err
 	}
 	s := &session{opts: opts, tr: tr, stats: tracer.NewStats(), report: stdout, stderr: stderr, namespaces: namespaces}
-	s.before = s.readCounters()
+	s.book = newCounterBook(census)
+	for ino, ns := range namespaces {
+		s.startCounters(ino, ns)
+	}
 	s.timeWait = tracer.NewTimeWaitTracker()
 	s.timeWait.Ports = s.portRange
 	s.timeWait.OnAlert = func(a tracer.TimeWaitAlert) { s.view.line(output.TimeWaitAlertLine(a)) }
@@ -127,7 +136,7 @@ func openSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error
 		EmitListener:     s.emitListener,
 		OnTimeWait:       s.timeWait.Enter,
 	})
-	s.rec = &tracer.Recorder{Tracer: tr, Builder: b, OnTick: s.tick}
+	s.rec = &tracer.Recorder{Tracer: tr, Builder: b, OnTick: s.tick, OnSample: s.sampleKernel, OnNetNS: s.seeNetNS}
 	// Listeners that predate the trace: their owners and backlogs, from
 	// /proc/net/tcp and the processes holding their sockets.
 	for ino, ns := range namespaces {
@@ -227,16 +236,6 @@ func closeNamespaces(m map[uint32]*netns.NS) {
 	}
 }
 
-func (s *session) readCounters() map[uint32]netns.Counters {
-	out := map[uint32]netns.Counters{}
-	for ino, ns := range s.namespaces {
-		if c, err := ns.Counters(); err == nil {
-			out[ino] = c
-		}
-	}
-	return out
-}
-
 // portRange is the number of usable local ports in a namespace. Only the
 // namespaces already open are asked; others count as unknown.
 func (s *session) portRange(netnsIno uint32) (int, bool) {
@@ -246,7 +245,7 @@ func (s *session) portRange(netnsIno uint32) (int, bool) {
 		if err != nil {
 			return 0, false
 		}
-		s.namespaces[netnsIno] = found
+		s.adopt(netnsIno, found)
 		ns = found
 	}
 	lo, hi, err := ns.PortRange()
@@ -259,16 +258,7 @@ func (s *session) portRange(netnsIno uint32) (int, bool) {
 // kernelEnd reads what the kernel itself says at the end: counter deltas
 // and the TIME_WAIT sockets sock_diag lists, per destination.
 func (s *session) kernelEnd(now time.Time) ([]output.CounterDelta, []output.TimeWaitPressure) {
-	var deltas []output.CounterDelta
-	after := s.readCounters()
-	for ino, b := range s.before {
-		d := netns.Delta(b, after[ino])
-		for _, name := range output.ReportedCounters() {
-			if d[name] > 0 {
-				deltas = append(deltas, output.CounterDelta{NetNS: ino, Counter: name, Delta: d[name]})
-			}
-		}
-	}
+	deltas := s.counterDeltas()
 	var tw []output.TimeWaitPressure
 	kernel := map[tracer.TimeWaitKey]int{}
 	read := map[uint32]bool{}
@@ -368,6 +358,9 @@ func (s *session) run(ctx context.Context) error {
 	}
 	if counters.Lost > 0 {
 		fmt.Fprintf(s.stderr, "tcpscope: %d events were lost because the ring buffer was full: raise --ring-buffer-size or narrow --port/--netns\n", counters.Lost)
+	}
+	if n := len(s.book.lost); n > 0 {
+		fmt.Fprintf(s.stderr, "tcpscope: %d network namespaces seen in events could not be opened: they have no kernel counters\n", n)
 	}
 	if s.rec.DecodeErrors > 0 {
 		fmt.Fprintf(s.stderr, "tcpscope: %d records could not be decoded\n", s.rec.DecodeErrors)

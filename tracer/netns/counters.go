@@ -33,6 +33,61 @@ func ReadCounters() (Counters, error) {
 	return out, nil
 }
 
+// ListenCounters are the two counters a full accept queue moves.
+type ListenCounters struct {
+	Overflows uint64 // TcpExt.ListenOverflows
+	Drops     uint64 // TcpExt.ListenDrops
+}
+
+// readListenCounters reads only TcpExt's ListenOverflows and ListenDrops
+// from /proc/thread-self/net/netstat, without the map ReadCounters builds:
+// the accept-queue sampler needs them on every tick.
+func readListenCounters() (ListenCounters, error) {
+	b, err := os.ReadFile("/proc/thread-self/net/netstat")
+	if err != nil {
+		return ListenCounters{}, err
+	}
+	return parseListenCounters(string(b))
+}
+
+func parseListenCounters(s string) (ListenCounters, error) {
+	var header string
+	for line := range strings.Lines(s) {
+		if !strings.HasPrefix(line, "TcpExt:") {
+			continue
+		}
+		if header == "" {
+			header = line
+			continue
+		}
+		var lc ListenCounters
+		names, values := strings.Fields(header), strings.Fields(line)
+		found := 0
+		for i := 1; i < len(names) && i < len(values); i++ {
+			var dst *uint64
+			switch names[i] {
+			case "ListenOverflows":
+				dst = &lc.Overflows
+			case "ListenDrops":
+				dst = &lc.Drops
+			default:
+				continue
+			}
+			v, err := strconv.ParseUint(values[i], 10, 64)
+			if err != nil {
+				return lc, fmt.Errorf("parsing netstat %s: %w", names[i], err)
+			}
+			*dst = v
+			found++
+		}
+		if found != 2 {
+			return lc, fmt.Errorf("netstat: no ListenOverflows and ListenDrops")
+		}
+		return lc, nil
+	}
+	return ListenCounters{}, fmt.Errorf("netstat: no TcpExt line")
+}
+
 // Counters reads the namespace's SNMP counters.
 func (n *NS) Counters() (Counters, error) {
 	var c Counters

@@ -19,6 +19,7 @@ type Socket struct {
 	RQueue uint32
 	WQueue uint32
 	Inode  uint64
+	Cookie uint64 // the socket's cookie, as bpf_get_socket_cookie() gives it
 }
 
 // TCPSockets dumps the namespace's TCP sockets in the given states (a mask
@@ -96,7 +97,8 @@ func dumpTCP(family uint8, states uint32) ([]Socket, error) {
 
 // parseDiag reads struct inet_diag_msg: family, state, timer, retrans, then
 // struct inet_diag_sockid (ports big-endian, 16-byte addresses, interface,
-// cookie) at 4, then expires, rqueue, wqueue, uid and inode at 52.
+// cookie) at 4, then expires, rqueue, wqueue, uid and inode at 52. The
+// cookie is two native u32 halves, low first (inet_diag_msg_common_fill).
 func parseDiag(d []byte) Socket {
 	fam, state := d[0], d[1]
 	sport := binary.BigEndian.Uint16(d[4:])
@@ -109,5 +111,6 @@ func parseDiag(d []byte) Socket {
 	}
 	return Socket{State: state, Local: netip.AddrPortFrom(addr(d[8:24]), sport), Remote: netip.AddrPortFrom(addr(d[24:40]), dport),
 		RQueue: binary.NativeEndian.Uint32(d[56:]), WQueue: binary.NativeEndian.Uint32(d[60:]),
-		Inode: uint64(binary.NativeEndian.Uint32(d[68:]))}
+		Inode:  uint64(binary.NativeEndian.Uint32(d[68:])),
+		Cookie: uint64(binary.NativeEndian.Uint32(d[44:])) | uint64(binary.NativeEndian.Uint32(d[48:]))<<32}
 }

@@ -22,3 +22,14 @@ func TestParseCounters(t *testing.T) {
 		t.Errorf("delta %v", d)
 	}
 }
+
+func TestParseListenCounters(t *testing.T) {
+	in := "TcpExt: SyncookiesSent ListenOverflows ListenDrops TW\nTcpExt: 3 17 19 4\nIpExt: InNoRoutes\nIpExt: 0\n"
+	lc, err := parseListenCounters(in)
+	if err != nil || lc.Overflows != 17 || lc.Drops != 19 {
+		t.Errorf("parsed %+v, %v", lc, err)
+	}
+	if _, err := parseListenCounters("IpExt: A\nIpExt: 1\n"); err == nil {
+		t.Errorf("no TcpExt line, no error")
+	}
+}

@@ -63,12 +63,15 @@ func overlaps(a, b *Connection) bool {
 
 // otherEnd finds c's other end in another namespace: the only record with
 // the reversed tuple there that lived while c did and has no other end in
-// its own namespace.
+// its own namespace or elsewhere.
 func (b *Builder) otherEnd(c *Connection) *Connection {
 	var found *Connection
 	for p := b.ends[endKey{c.Remote, c.Local}]; p != nil; p = p.endNext {
 		if p == c || p.NetNS == c.NetNS || p.emitted || !overlaps(c, p) {
 			continue
+		}
+		if p.PeerID != 0 {
+			return nil // p has its other end: c is a second claimant
 		}
 		if q, ok := b.tuples[tupleKey{p.NetNS, p.Remote, p.Local}]; ok && q != p {
 			continue // p's other end is in p's namespace

@@ -165,9 +165,9 @@ func TestRefusedAcrossNamespaces(t *testing.T) {
 	s := &script{}
 	e := st(10, StateClose, StateSynSent, cliSS, srv)
 	s.at(0).ev(e)
-	s.at(50*time.Microsecond).ev(Event{Kind: KindResetSent, NoSocket: true, HasReason: true, Reason: 1, SegFlags: TCPSyn, Local: srv, Remote: cli, NetNS: 8})
-	s.at(60*time.Microsecond).ev(Event{Kind: KindResetReceived, Cookie: 10, State: StateSynSent, Local: cli, Remote: srv})
-	s.at(61*time.Microsecond).ev(st(10, StateSynSent, StateClose, cli, srv))
+	s.at(50 * time.Microsecond).ev(Event{Kind: KindResetSent, NoSocket: true, HasReason: true, Reason: 1, SegFlags: TCPSyn, Local: srv, Remote: cli, NetNS: 8})
+	s.at(60 * time.Microsecond).ev(Event{Kind: KindResetReceived, Cookie: 10, State: StateSynSent, Local: cli, Remote: srv})
+	s.at(61 * time.Microsecond).ev(st(10, StateSynSent, StateClose, cli, srv))
 	got := run(s, 5*time.Second)
 	if len(got) != 2 {
 		t.Fatalf("%d records: %v", len(got), got)

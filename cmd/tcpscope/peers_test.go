@@ -1,0 +1,176 @@
+package main
+
+import (
+	be "encoding/binary"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/tcpscope/tcpscope/output"
+	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/netns"
+	"github.com/tcpscope/tcpscope/tracer/nettest"
+	"golang.org/x/sys/unix"
+)
+
+// sendSegment sends one crafted IPv4 TCP segment (no options, no payload)
+// through a raw socket inside ns.
+func sendSegment(t *testing.T, ns *netns.NS, from, to netip.AddrPort, seq, ack uint32, flags byte) {
+	t.Helper()
+	err := ns.Do(func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		pkt := make([]byte, 40)
+		pkt[0] = 0x45
+		be.BigEndian.PutUint16(pkt[2:], 40)
+		pkt[6], pkt[8], pkt[9] = 0x40, 64, unix.IPPROTO_TCP
+		src, dst := from.Addr().As4(), to.Addr().As4()
+		copy(pkt[12:16], src[:])
+		copy(pkt[16:20], dst[:])
+		be.BigEndian.PutUint16(pkt[10:], checksum(pkt[:20]))
+		tcp := pkt[20:]
+		be.BigEndian.PutUint16(tcp[0:], from.Port())
+		be.BigEndian.PutUint16(tcp[2:], to.Port())
+		be.BigEndian.PutUint32(tcp[4:], seq)
+		be.BigEndian.PutUint32(tcp[8:], ack)
+		tcp[12], tcp[13] = 5<<4, flags
+		be.BigEndian.PutUint16(tcp[14:], 65535)
+		pseudo := append(append(append([]byte{}, pkt[12:20]...), 0, unix.IPPROTO_TCP, 0, 20), tcp...)
+		be.BigEndian.PutUint16(tcp[16:], checksum(pseudo))
+		return unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: dst})
+	})
+	if err != nil {
+		t.Fatalf("sending a crafted segment: %v", err)
+	}
+}
+
+const tcpTimeWait = 6
+
+// waitTimeWait polls sock_diag until the tuple is in TIME_WAIT (want) or
+// gone from it (!want).
+func waitTimeWait(t *testing.T, ns *netns.NS, local, remote netip.AddrPort, want bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		socks, err := ns.TCPSockets(1 << tcpTimeWait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := slices.ContainsFunc(socks, func(s netns.Socket) bool { return s.Local == local && s.Remote == remote })
+		if found == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s -> %s in TIME_WAIT: %v after 5s, want %v", local, remote, found, want)
+		}
+		time.Sleep(10 * time.Millisecond) // polling with a deadline
+	}
+}
+
+// serveUntilEOF accepts connections and closes each one after the
+// client's FIN: the client closes first and keeps the TIME_WAIT.
+func serveUntilEOF(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() { io.Copy(io.Discard, c); c.Close() }()
+	}
+}
+
+func byID(rec *output.Recording, id uint64) (tracer.Connection, bool) {
+	for _, c := range rec.Connections {
+		if c.ID == id {
+			return c, true
+		}
+	}
+	return tracer.Connection{}, false
+}
+
+// TestTimeWaitKilledByReset: two clients close first and hold TIME_WAIT.
+// A crafted out-of-window ACK makes the first one's timewait sock answer
+// with an ACK (tcp_timewait_state_process(), TCP_TW_ACK_OOW); that ACK finds
+// only the listener, which answers with a reset (TCP_FLAGS) whose seq is
+// the timewait sock's rcv_nxt, and the reset kills it (tcp_rfc1337=0). The
+// first client's record stays time_wait, flagged time_wait_killed with the
+// kill in its timeline when the reset comes while the record waits for
+// its grace period; either way the TIME_WAIT table counts what sock_diag
+// lists at the end.
+func TestTimeWaitKilledByReset(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		written bool // the reset comes after the client's record was written
+	}{{"in-grace", false}, {"written", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ns := nettest.New(t)
+			r := startRecord(t, ns, "run.jsonl")
+			ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
+			go serveUntilEOF(ln)
+			server := netns.AddrPort(ln)
+			var clients [2]netip.AddrPort
+			for i := range clients {
+				c, err := dialNS(t, ns, "tcp4", server.String(), 5*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				clients[i] = netip.MustParseAddrPort(c.LocalAddr().String())
+				c.Close()
+			}
+			for _, cl := range clients {
+				waitTimeWait(t, ns, cl, server, true)
+			}
+			if tc.written {
+				r.waitConnections(t, 4, 15*time.Second)
+			}
+			sendSegment(t, ns, server, clients[0], 0x5eed0001, 0x5eed0002, 0x10)
+			waitTimeWait(t, ns, clients[0], server, false)
+			want := 4
+			if tc.written {
+				want = 5 // the listener's reset is a record of its own
+			}
+			r.waitConnections(t, want, 15*time.Second)
+			rec := r.stop(t)
+			if len(rec.Connections) != want {
+				t.Fatalf("%d records, want %d: %s", len(rec.Connections), want, dumpJSON(rec.Connections))
+			}
+			var killed, kept tracer.Connection
+			for _, c := range byRole(t, rec, tracer.RoleClient) {
+				switch c.Local {
+				case clients[0]:
+					killed = c
+				case clients[1]:
+					kept = c
+				}
+			}
+			if kept.Outcome != tracer.OutcomeTimeWait || slices.Contains(kept.Flags, tracer.FlagTimeWaitKilled) {
+				t.Errorf("client left alone: %s", dumpJSON(kept))
+			}
+			if killed.Outcome != tracer.OutcomeTimeWait || !slices.Contains(killed.Flags, tracer.FlagTimeWait) {
+				t.Errorf("killed client's outcome: %s", dumpJSON(killed))
+			}
+			i := slices.IndexFunc(killed.Timeline, func(it tracer.Item) bool { return it.Kind == tracer.ItemTimeWaitKilled })
+			if tc.written {
+				if i >= 0 || slices.Contains(killed.Flags, tracer.FlagTimeWaitKilled) {
+					t.Errorf("a record written before the reset cannot know it: %s", dumpJSON(killed))
+				}
+			} else if i < 0 || !slices.Contains(killed.Flags, tracer.FlagTimeWaitKilled) || killed.Timeline[i].Reason != "TCP_FLAGS" {
+				t.Errorf("killed client without the kill: %s", dumpJSON(killed))
+			}
+			tw := rec.Summary.TimeWait
+			if len(tw) != 1 {
+				t.Fatalf("TIME_WAIT rows: %s", dumpJSON(tw))
+			}
+			if row := tw[0]; row.KernelCount == nil || *row.KernelCount != 1 || row.LiveAtEnd != 1 {
+				t.Errorf("TIME_WAIT row: live %d, kernel %v; want 1 and 1: %s", row.LiveAtEnd, row.KernelCount, dumpJSON(row))
+			}
+		})
+	}
+}

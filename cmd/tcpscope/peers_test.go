@@ -2,6 +2,7 @@ package main
 
 import (
 	be "encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -172,5 +173,62 @@ func TestTimeWaitKilledByReset(t *testing.T) {
 				t.Errorf("TIME_WAIT row: live %d, kernel %v; want 1 and 1: %s", row.LiveAtEnd, row.KernelCount, dumpJSON(row))
 			}
 		})
+	}
+}
+
+// TestDataAfterClientClose: the client closes first, then the server sends
+// data. The client's socket, already closed, answers with a reset: either
+// the orphaned FIN_WAIT2 socket aborts on the data (TCP_ABORT_ON_DATA,
+// after a FIN_WAIT2 -> CLOSE with no TIME_WAIT), or its timewait sock, in
+// the FIN_WAIT2 substate, resets (TCP_TIMEWAIT_SOCKET) and is destroyed.
+// Either way no TIME_WAIT is left, and the table must say so.
+func TestDataAfterClientClose(t *testing.T) {
+	t.Parallel()
+	ns := nettest.New(t)
+	r := startRecord(t, ns, "run.jsonl")
+	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
+	served := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			served <- err
+			return
+		}
+		defer c.Close()
+		io.Copy(io.Discard, c) // until the client's FIN
+		// Write until the client's reset makes a write fail.
+		deadline := time.Now().Add(5 * time.Second)
+		for i := 0; i < 100 && time.Now().Before(deadline); i++ {
+			if _, err := c.Write([]byte("late")); err != nil {
+				served <- nil
+				return
+			}
+		}
+		served <- errors.New("no reset from the closed client")
+	}()
+	server := netns.AddrPort(ln)
+	c, err := dialNS(t, ns, "tcp4", server.String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := netip.MustParseAddrPort(c.LocalAddr().String())
+	c.Close()
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	waitTimeWait(t, ns, client, server, false)
+	r.waitConnections(t, 2, 15*time.Second)
+	rec := r.stop(t)
+	cl := one(t, rec, tracer.RoleClient)
+	killed := cl.Outcome == tracer.OutcomeTimeWait && slices.Contains(cl.Flags, tracer.FlagTimeWaitKilled)
+	aborted := cl.Outcome == tracer.OutcomeReset && slices.ContainsFunc(cl.Timeline, func(it tracer.Item) bool { return it.Reason == "TCP_ABORT_ON_DATA" })
+	if !killed && !aborted {
+		t.Errorf("client: %s", dumpJSON(cl))
+	}
+	t.Logf("client outcome %s, flags %v", cl.Outcome, cl.Flags)
+	for _, row := range rec.Summary.TimeWait {
+		if row.KernelCount == nil || *row.KernelCount != 0 || row.LiveAtEnd != 0 {
+			t.Errorf("TIME_WAIT row: live %d, kernel %v; want 0 and 0: %s", row.LiveAtEnd, row.KernelCount, dumpJSON(row))
+		}
 	}
 }

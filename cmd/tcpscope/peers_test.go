@@ -3,10 +3,12 @@ package main
 import (
 	be "encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -230,5 +232,120 @@ func TestDataAfterClientClose(t *testing.T) {
 		if row.KernelCount == nil || *row.KernelCount != 0 || row.LiveAtEnd != 0 {
 			t.Errorf("TIME_WAIT row: live %d, kernel %v; want 0 and 0: %s", row.LiveAtEnd, row.KernelCount, dumpJSON(row))
 		}
+	}
+}
+
+// vethPair makes two namespaces joined by a veth pair, 10.77.0.1/24 on
+// the first and 10.77.0.2/24 on the second.
+func vethPair(t *testing.T) (a, b *netns.NS, addrA, addrB netip.Addr) {
+	t.Helper()
+	a, b = nettest.New(t), nettest.New(t)
+	pa, pb := netip.MustParsePrefix("10.77.0.1/24"), netip.MustParsePrefix("10.77.0.2/24")
+	if err := a.Veth("tsa", pa, b, "tsb", pb); err != nil {
+		t.Fatal(err)
+	}
+	return a, b, pa.Addr(), pb.Addr()
+}
+
+// TestPeersAcrossVeth: client in one namespace, server in another, joined
+// by veth. A clean connection's two records name each other, and so do a
+// refused connect's client and the server's socketless reset.
+func TestPeersAcrossVeth(t *testing.T) {
+	t.Parallel()
+	nsA, nsB, _, addrB := vethPair(t)
+	r := startRecord(t, nsA, "run.jsonl", "--netns", fmt.Sprint(nsB.Inode))
+	ln := listenNS(t, nsB, "tcp4", netip.AddrPortFrom(addrB, 0).String())
+	go serveUntilEOF(ln)
+	server := netns.AddrPort(ln)
+	c, err := dialNS(t, nsA, "tcp4", server.String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := netip.MustParseAddrPort(c.LocalAddr().String())
+	c.Close()
+	// A port nothing listens on: a listener's, closed.
+	closed := listenNS(t, nsB, "tcp4", netip.AddrPortFrom(addrB, 0).String())
+	refusedAt := netns.AddrPort(closed)
+	closed.Close()
+	if _, err := dialNS(t, nsA, "tcp4", refusedAt.String(), 5*time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("connect to a closed port: %v, want ECONNREFUSED", err)
+	}
+	r.waitConnections(t, 4, 15*time.Second)
+	rec := r.stop(t)
+	if len(rec.Connections) != 4 {
+		t.Fatalf("%d records, want 4: %s", len(rec.Connections), dumpJSON(rec.Connections))
+	}
+	var cl, sv, rcl, rsv tracer.Connection
+	for _, x := range rec.Connections {
+		switch {
+		case x.Role == tracer.RoleClient && x.Local == client:
+			cl = x
+		case x.Role == tracer.RoleServer && x.Local == server:
+			sv = x
+		case x.Role == tracer.RoleClient && x.Remote == refusedAt:
+			rcl = x
+		case x.Role == tracer.RoleServer && x.Local == refusedAt:
+			rsv = x
+		}
+	}
+	if cl.NetNS != nsA.Inode || sv.NetNS != nsB.Inode || cl.Outcome != tracer.OutcomeTimeWait || sv.Remote != client {
+		t.Fatalf("connection records: %s", dumpJSON(rec.Connections))
+	}
+	if cl.PeerID != sv.ID || sv.PeerID != cl.ID {
+		t.Errorf("client peer %d, server peer %d; want %d and %d", cl.PeerID, sv.PeerID, sv.ID, cl.ID)
+	}
+	if rcl.Outcome != tracer.OutcomeRefused || rsv.Outcome != tracer.OutcomeRefused || rsv.NetNS != nsB.Inode {
+		t.Fatalf("refused records: %s", dumpJSON(rec.Connections))
+	}
+	if rcl.PeerID != rsv.ID || rsv.PeerID != rcl.ID {
+		t.Errorf("refused client peer %d, server reset peer %d; want %d and %d", rcl.PeerID, rsv.PeerID, rsv.ID, rcl.ID)
+	}
+}
+
+// TestSameTupleUnrelatedNamespaces: two unrelated veth pairs with the same
+// addresses. Only the first pair's client end and the second pair's
+// server end are traced, and the second connection reuses the first's
+// ports, so the two traced records have reversed tuples; the second starts
+// after the first closed, while its record still waits for its grace
+// period. They are no pair.
+func TestSameTupleUnrelatedNamespaces(t *testing.T) {
+	t.Parallel()
+	a1, b1, _, addrB := vethPair(t)
+	a2, b2, addrA, _ := vethPair(t)
+	r := startRecord(t, a1, "run.jsonl", "--netns", fmt.Sprint(b2.Inode))
+	ln1 := listenNS(t, b1, "tcp4", netip.AddrPortFrom(addrB, 0).String())
+	go serveUntilEOF(ln1)
+	server := netns.AddrPort(ln1)
+	ln2 := listenNS(t, b2, "tcp4", server.String()) // the same port, in an unrelated namespace
+	go serveUntilEOF(ln2)
+	c, err := dialNS(t, a1, "tcp4", server.String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := netip.MustParseAddrPort(c.LocalAddr().String())
+	c.Close()
+	waitTimeWait(t, a1, client, server, true)
+	// The same client port, in the second pair's fresh namespace.
+	var c2 net.Conn
+	err = a2.Do(func() (err error) {
+		d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(addrA, client.Port()))}
+		c2, err = d.Dial("tcp4", server.String())
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2.Close()
+	r.waitConnections(t, 2, 15*time.Second)
+	rec := r.stop(t)
+	if len(rec.Connections) != 2 {
+		t.Fatalf("%d records, want 2: %s", len(rec.Connections), dumpJSON(rec.Connections))
+	}
+	cl, sv := one(t, rec, tracer.RoleClient), one(t, rec, tracer.RoleServer)
+	if cl.Local != sv.Remote || cl.Remote != sv.Local || !sv.Start.After(cl.End) {
+		t.Fatalf("want reversed tuples, the server starting after the client ended: %s", dumpJSON(rec.Connections))
+	}
+	if cl.PeerID != 0 || sv.PeerID != 0 {
+		t.Errorf("unrelated ends linked: client peer %d, server peer %d", cl.PeerID, sv.PeerID)
 	}
 }

@@ -32,11 +32,15 @@ type BuilderConfig struct {
 	// least recently active tenth are emitted as open and incomplete.
 	// 0 means DefaultMaxConnections.
 	MaxConnections int
-	// OnTimeWait, when set, learns of each client socket that entered
-	// TIME_WAIT, when its record is concluded (a grace period after the
-	// close, so that a reset traced just after the close can still say it
-	// was no TIME_WAIT), with the time it entered.
+	// OnTimeWait, when set, learns of each client socket entering
+	// TIME_WAIT at the moment it does (FIN_WAIT2 or CLOSING to CLOSE
+	// without a reset), so that warnings are not late. The record's
+	// conclusion, a grace period later, has the last word: OnTimeWaitUndone
+	// takes back an entry that a reset traced right after the close showed
+	// was none.
 	OnTimeWait func(netns uint32, local, remote netip.AddrPort, at time.Time)
+	// OnTimeWaitUndone takes back an OnTimeWait entry (entered is its time).
+	OnTimeWaitUndone func(netns uint32, local, remote netip.AddrPort, entered time.Time)
 	// OnTimeWaitKilled, when set, learns of each such client socket whose
 	// timewait sock a reset from the other end destroyed before its 60 s
 	// (entered is the time given to OnTimeWait): its port is free again.
@@ -47,16 +51,29 @@ type BuilderConfig struct {
 }
 
 // endKey is a tuple without its namespace: both ends of one connection in
-// two namespaces (veth peers, containers) have reversed endKeys.
+// two namespaces (veth peers, containers) have reversed endKeys. Plain
+// bytes, so that hashing it and the maps holding it stay cheap.
 type endKey struct {
-	local, remote netip.AddrPort
+	local, remote [16]byte
+	lport, rport  uint16
+}
+
+func newEndKey(local, remote netip.AddrPort) endKey {
+	return endKey{local.Addr().As16(), remote.Addr().As16(), local.Port(), remote.Port()}
+}
+
+// addrs returns the tuple; addresses were unmapped when decoded, so an
+// IPv4-mapped form is IPv4.
+func (k endKey) addrs() (local, remote netip.AddrPort) {
+	return netip.AddrPortFrom(netip.AddrFrom16(k.local).Unmap(), k.lport),
+		netip.AddrPortFrom(netip.AddrFrom16(k.remote).Unmap(), k.rport)
 }
 
 // timeWaitEntry is a client's TIME_WAIT whose record is already written,
 // remembered for 60 s so that a reset killing it still frees its port.
 type timeWaitEntry struct {
+	atNs      int64 // entered, Unix ns
 	netns     uint32
-	at        time.Time
 	ambiguous bool // two namespaces hold this tuple in TIME_WAIT
 }
 
@@ -81,7 +98,7 @@ type Builder struct {
 	closing  []*Connection          // closed, in close order, waiting for Grace
 
 	timeWaits map[endKey]timeWaitEntry // written clients in TIME_WAIT, for OnTimeWaitKilled
-	twQueue   []endKeyAt               // timeWaits in entry order, to expire them
+	twSweptAt time.Time                // when timeWaits was last cleared of entries over 60 s old
 	rfc1337   map[uint32]bool
 
 	listenerSet    map[uint64]*Listener
@@ -382,6 +399,10 @@ func (b *Builder) onState(ev *Event) {
 		}
 		c.closedAt = ev.Time
 		b.closing = append(b.closing, c)
+		if b.cfg.OnTimeWait != nil && c.Role == RoleClient && c.tupleKnown && c.enteredTimeWait() {
+			c.twTold = true
+			b.cfg.OnTimeWait(c.NetNS, c.Local, c.Remote, ev.Time)
+		}
 	}
 }
 
@@ -757,20 +778,23 @@ func (b *Builder) indexTuple(c *Connection) {
 		c.twin, p.twin = p, c
 	}
 	b.tuples[k] = c
-	b.addEnd(c)
 	p, ok := b.tuples[tupleKey{c.NetNS, c.Remote, c.Local}]
 	if !ok || p == c {
 		p = b.otherEnd(c)
 	}
-	if p != nil && p != c {
-		// The other end keeps the peer it has: a listener's reset that
-		// becomes a record of its own (onListenerReset) comes after the
-		// connection that end belonged to.
-		c.PeerID = p.ID
-		if p.PeerID == 0 {
-			p.PeerID = c.ID
-		}
+	if p == nil || p == c {
+		b.addEnd(c) // until its other end comes, maybe in another namespace
+		return
 	}
+	// The other end keeps the peer it has: a listener's reset that
+	// becomes a record of its own (onListenerReset) comes after the
+	// connection that end belonged to.
+	c.PeerID = p.ID
+	if p.PeerID == 0 {
+		p.PeerID = c.ID
+	}
+	b.removeEnd(p)
+	b.removeEnd(c)
 }
 
 // Expire emits connections closed more than Grace before now, and

@@ -146,6 +146,7 @@ type Connection struct {
 	emitted      bool
 	twKilledAt   time.Time // when a reset killed its timewait sock
 	twKillReason string
+	twTold       bool        // OnTimeWait was told at the close
 	endKey       endKey      // the tuple it is indexed under in Builder.ends
 	endNext      *Connection // next record with the same tuple in another namespace
 	inEnds       bool

@@ -12,9 +12,10 @@ import (
 // namespace is linked only when it is the one record there with the
 // reversed tuple whose lifetime overlaps this one's.
 
-// addEnd indexes c under its tuple in every namespace's list.
+// addEnd indexes c, which has no other end yet, under its tuple in the
+// list of all namespaces'. Linked records leave it.
 func (b *Builder) addEnd(c *Connection) {
-	k := endKey{c.Local, c.Remote}
+	k := newEndKey(c.Local, c.Remote)
 	if c.inEnds {
 		if c.endKey == k {
 			return
@@ -66,7 +67,7 @@ func overlaps(a, b *Connection) bool {
 // its own namespace or elsewhere.
 func (b *Builder) otherEnd(c *Connection) *Connection {
 	var found *Connection
-	for p := b.ends[endKey{c.Remote, c.Local}]; p != nil; p = p.endNext {
+	for p := b.ends[newEndKey(c.Remote, c.Local)]; p != nil; p = p.endNext {
 		if p == c || p.NetNS == c.NetNS || p.emitted || !overlaps(c, p) {
 			continue
 		}
@@ -147,8 +148,13 @@ func (b *Builder) killTimeWait(netns uint32, local, remote netip.AddrPort, ev *E
 		if c.timeWaitAlive(ev.Time) {
 			victim = c
 		}
+	} else if s, ok := b.tuples[tupleKey{netns, local, remote}]; ok && s.PeerID != 0 {
+		// The sender's record names its other end.
+		if c, ok := b.conns[s.PeerID]; ok && c.NetNS != netns && c.Local == remote && c.Remote == local && c.timeWaitAlive(ev.Time) {
+			victim = c
+		}
 	} else {
-		for c := b.ends[endKey{remote, local}]; c != nil; c = c.endNext {
+		for c := b.ends[newEndKey(remote, local)]; c != nil; c = c.endNext {
 			if c.NetNS == netns || !c.timeWaitAlive(ev.Time) {
 				continue
 			}
@@ -164,12 +170,16 @@ func (b *Builder) killTimeWait(netns uint32, local, remote netip.AddrPort, ev *E
 		}
 		return
 	}
-	k := endKey{remote, local}
-	e, ok := b.timeWaits[k]
-	if !ok || e.ambiguous || ev.Time.Before(e.at) || ev.Time.Sub(e.at) >= TimeWaitLen || b.rfc1337On(e.netns) {
-		return
+	k := newEndKey(remote, local)
+	if e, ok := b.timeWaits[k]; ok && e.live(ev.Time) && !e.ambiguous && !b.rfc1337On(e.netns) {
+		b.releaseTimeWait(k, e, ev.Time)
 	}
-	b.releaseTimeWait(k, e, ev.Time)
+}
+
+// live: the entry's timewait sock may still exist at `at`.
+func (e timeWaitEntry) live(at time.Time) bool {
+	ns := at.UnixNano()
+	return ns >= e.atNs && ns-e.atNs < int64(TimeWaitLen)
 }
 
 // timeWaitReset: a timewait sock sent a reset (TCP_TIMEWAIT_SOCKET):
@@ -186,8 +196,8 @@ func (b *Builder) timeWaitReset(ev *Event) {
 		c.timeWaitKilled(ev.Time, reason)
 		return
 	}
-	k := endKey{ev.Local, ev.Remote}
-	if e, ok := b.timeWaits[k]; ok && !e.ambiguous && e.netns == ev.NetNS && !ev.Time.Before(e.at) && ev.Time.Sub(e.at) < TimeWaitLen {
+	k := newEndKey(ev.Local, ev.Remote)
+	if e, ok := b.timeWaits[k]; ok && !e.ambiguous && e.netns == ev.NetNS && e.live(ev.Time) {
 		b.releaseTimeWait(k, e, ev.Time)
 		return
 	}
@@ -203,20 +213,19 @@ func (c *Connection) timeWaitKilled(at time.Time, reason string) {
 // kernel's own default tcp_max_tw_buckets is of this order).
 const maxTimeWaits = 1 << 18
 
-type endKeyAt struct {
-	k  endKey
-	at time.Time
-}
-
-// timeWaitConcluded tells OnTimeWait (and OnTimeWaitKilled) about a
-// concluded client record that entered TIME_WAIT, and remembers a live one.
+// timeWaitConcluded settles what OnTimeWait was told at the close: takes it
+// back when the record concluded otherwise, tells a kill, and remembers a
+// live TIME_WAIT for a later one.
 func (b *Builder) timeWaitConcluded(c *Connection) {
 	// Only a client's TIME_WAIT holds an ephemeral port connect() needs;
 	// a server's sits on its listening port and exhausts nothing.
 	if c.Outcome != OutcomeTimeWait || c.Role != RoleClient || !c.tupleKnown {
+		if c.twTold && b.cfg.OnTimeWaitUndone != nil {
+			b.cfg.OnTimeWaitUndone(c.NetNS, c.Local, c.Remote, c.closedAt)
+		}
 		return
 	}
-	if b.cfg.OnTimeWait != nil {
+	if !c.twTold && b.cfg.OnTimeWait != nil {
 		b.cfg.OnTimeWait(c.NetNS, c.Local, c.Remote, c.closedAt)
 	}
 	if !c.twKilledAt.IsZero() {
@@ -225,38 +234,40 @@ func (b *Builder) timeWaitConcluded(c *Connection) {
 		}
 		return
 	}
-	k := endKey{c.Local, c.Remote}
+	if b.cfg.OnTimeWaitKilled == nil {
+		return // nothing to tell of a later kill
+	}
+	k := newEndKey(c.Local, c.Remote)
 	e, ok := b.timeWaits[k]
 	switch {
-	case ok && e.netns != c.NetNS && c.closedAt.Sub(e.at) < TimeWaitLen:
+	case ok && e.netns != c.NetNS && e.live(c.closedAt):
 		e.ambiguous = true
 		b.timeWaits[k] = e
 		return
 	case !ok && len(b.timeWaits) >= maxTimeWaits:
 		return
 	}
-	b.timeWaits[k] = timeWaitEntry{netns: c.NetNS, at: c.closedAt}
-	b.twQueue = append(b.twQueue, endKeyAt{k, c.closedAt})
+	b.timeWaits[k] = timeWaitEntry{atNs: c.closedAt.UnixNano(), netns: c.NetNS}
 }
 
 func (b *Builder) releaseTimeWait(k endKey, e timeWaitEntry, at time.Time) {
 	delete(b.timeWaits, k)
 	if b.cfg.OnTimeWaitKilled != nil {
-		b.cfg.OnTimeWaitKilled(e.netns, k.local, k.remote, e.at, at)
+		local, remote := k.addrs()
+		b.cfg.OnTimeWaitKilled(e.netns, local, remote, time.Unix(0, e.atNs), at)
 	}
 }
 
-// expireTimeWaits forgets TIME_WAITs older than 60 s.
+// expireTimeWaits forgets TIME_WAITs over 60 s old, sweeping the whole
+// map once every 60 s rather than keeping a queue per entry.
 func (b *Builder) expireTimeWaits(now time.Time) {
-	n := 0
-	for _, q := range b.twQueue {
-		if now.Sub(q.at) < TimeWaitLen {
-			break
-		}
-		if e, ok := b.timeWaits[q.k]; ok && !e.at.After(q.at) {
-			delete(b.timeWaits, q.k)
-		}
-		n++
+	if now.Sub(b.twSweptAt) < TimeWaitLen {
+		return
 	}
-	b.twQueue = b.twQueue[n:]
+	b.twSweptAt = now
+	for k, e := range b.timeWaits {
+		if !e.live(now) {
+			delete(b.timeWaits, k)
+		}
+	}
 }

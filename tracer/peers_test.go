@@ -11,6 +11,7 @@ import (
 type twCalls struct {
 	entered []time.Time
 	killed  []time.Time
+	undone  []time.Time
 	tracker *TimeWaitTracker
 }
 
@@ -27,6 +28,10 @@ func runTW(s *script, finishAt time.Duration, rfc1337 bool) (map[uint64]Connecti
 		OnTimeWait: func(netns uint32, local, remote netip.AddrPort, at time.Time) {
 			calls.entered = append(calls.entered, at)
 			calls.tracker.Enter(netns, local, remote, at)
+		},
+		OnTimeWaitUndone: func(netns uint32, local, remote netip.AddrPort, entered time.Time) {
+			calls.undone = append(calls.undone, entered)
+			calls.tracker.Undo(netns, local, remote, entered)
 		},
 		OnTimeWaitKilled: func(netns uint32, local, remote netip.AddrPort, entered, at time.Time) {
 			calls.killed = append(calls.killed, at)
@@ -69,8 +74,13 @@ func TestAbortOnDataIsNoTimeWait(t *testing.T) {
 	s.at(11*time.Millisecond + 5*time.Microsecond).ev(Event{Kind: KindResetSent, Cookie: 10, State: StateClose, HasReason: true, Reason: 8, Local: cli, Remote: srv})
 	got, calls := runTW(s, 5*time.Second, false)
 	check(t, got[10], OutcomeReset, "local", FlagResetSent)
-	if len(calls.entered) != 0 || calls.tracker.Live() != 0 {
-		t.Errorf("TIME_WAIT entries %v, tracker live %d; want none", calls.entered, calls.tracker.Live())
+	// Told at the close (warnings must not wait), taken back at the
+	// conclusion.
+	if len(calls.entered) != len(calls.undone) || calls.tracker.Live() != 0 {
+		t.Errorf("TIME_WAIT entries %v, undone %v, tracker live %d; want each entry undone", calls.entered, calls.undone, calls.tracker.Live())
+	}
+	if d := calls.tracker.Top(1, t0.Add(time.Second)); len(d) == 1 && d[0].Total != 0 {
+		t.Errorf("tracker counts %d entries, want 0", d[0].Total)
 	}
 }
 

@@ -103,6 +103,24 @@ func (t *TimeWaitTracker) Release(netns uint32, local, remote netip.AddrPort, en
 	t.check(d, at)
 }
 
+// Undo takes back the entry made at `entered`: that socket entered no
+// TIME_WAIT after all.
+func (t *TimeWaitTracker) Undo(netns uint32, local, remote netip.AddrPort, entered time.Time) {
+	d, ok := t.dests[TimeWaitKey{NetNS: netns, Local: local.Addr(), Remote: remote}]
+	if !ok {
+		return
+	}
+	exp := entered.Add(TimeWaitLen)
+	if i := slices.IndexFunc(d.expiries, func(e time.Time) bool { return e.Equal(exp) }); i >= 0 {
+		d.expiries = slices.Delete(d.expiries, i, i+1)
+		d.Total--
+		if j := slices.IndexFunc(d.recent, func(r time.Time) bool { return r.Equal(entered) }); j >= 0 {
+			d.recent = slices.Delete(d.recent, j, j+1)
+		}
+		d.Now = len(d.expiries)
+	}
+}
+
 func (t *TimeWaitTracker) portsOf(netns uint32) int {
 	if n, ok := t.ports[netns]; ok {
 		return n

@@ -112,6 +112,7 @@ func openSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error
 		Emit:             s.emit,
 		EmitListener:     s.emitListener,
 		OnTimeWait:       s.timeWait.Enter,
+		OnTimeWaitUndone: s.timeWait.Undo,
 		OnTimeWaitKilled: s.timeWait.Release,
 		RFC1337:          s.rfc1337,
 	})

@@ -711,8 +711,7 @@ func (b *Builder) refusedRecord(ev *Event) {
 // after its end (on loopback a client that connects and closes at once
 // sometimes has an ACK arrive microseconds after the server socket closed)
 // and, for a cleanly closed one, changes nothing but the peer's TIME_WAIT,
-// which the reset ends early (tcp_timewait_state_process(),
-// net.ipv4.tcp_rfc1337=0). A handshake
+// which the reset ends early (killTimeWait). A handshake
 // abandoned moments ago already has its record, which the client's links
 // to. Otherwise the reset is a record of its own: the end of a connection
 // that this end had already forgotten, outcome reset. Its role is client

@@ -24,6 +24,10 @@ type CounterDelta struct {
 
 // counterMeaning says what a counter's rise means, in a load-tester's words.
 // %d is the delta.
+// TcpExt.TW is LINUX_MIB_TIMEWAITED, which __inet_twsk_schedule()
+// (net/ipv4/inet_timewait_sock.c) increments when tcp_time_wait() first
+// schedules a timewait sock (LINUX_MIB_TIMEWAITKILLED instead for a timeout
+// of 4 s or less); nothing counts its expiry.
 var counterMeaning = map[string]string{
 	"TcpExt.ListenOverflows":      "%d times a listener's accept queue was full (SYNs or final ACKs dropped)",
 	"TcpExt.ListenDrops":          "%d packets dropped by listeners (includes the overflows)",
@@ -40,7 +44,7 @@ var counterMeaning = map[string]string{
 	"TcpExt.TCPAbortOnTimeout":    "%d connections dropped: too many retransmissions",
 	"TcpExt.TCPAbortOnLinger":     "%d connections reset: FIN_WAIT2 with TCP_LINGER2 < 0",
 	"TcpExt.EmbryonicRsts":        "%d requests (SYN_RECV) ended by a reset, received or sent by the listener",
-	"TcpExt.TW":                   "%d sockets finished TIME_WAIT",
+	"TcpExt.TW":                   "%d sockets entered TIME_WAIT (counted on entry, not when it ends)",
 	"TcpExt.TCPTimeWaitOverflow":  "%d TIME_WAIT sockets not created: tcp_max_tw_buckets reached",
 	"TcpExt.TCPRetransFail":       "%d retransmits failed to leave the host",
 	"TcpExt.TCPDeferAcceptDrop":   "%d connections dropped by TCP_DEFER_ACCEPT",

@@ -194,6 +194,7 @@ var flagMeaning = map[tracer.Flag]string{
 	tracer.FlagListenOverflow:      "its final ACK was dropped: the listener's accept queue was full",
 	tracer.FlagSyncookie:           "completed through a SYN cookie: the listener's SYN queue was full",
 	tracer.FlagPortExhausted:       "connect() found no free local port (EADDRNOTAVAIL); no packet sent",
+	tracer.FlagTimeWaitKilled:      "its TIME_WAIT ended early: a reset destroyed the timewait sock and freed the port",
 }
 
 // TimelineTable prints one connection's whole timeline.

@@ -34,8 +34,47 @@ type BuilderConfig struct {
 	MaxConnections int
 	// OnTimeWait, when set, learns of each client socket entering
 	// TIME_WAIT at the moment it does (FIN_WAIT2 or CLOSING to CLOSE
-	// without a reset).
+	// without a reset), so that warnings are not late. The record's
+	// conclusion, a grace period later, has the last word: OnTimeWaitUndone
+	// takes back an entry that a reset traced right after the close showed
+	// was none.
 	OnTimeWait func(netns uint32, local, remote netip.AddrPort, at time.Time)
+	// OnTimeWaitUndone takes back an OnTimeWait entry (entered is its time).
+	OnTimeWaitUndone func(netns uint32, local, remote netip.AddrPort, entered time.Time)
+	// OnTimeWaitKilled, when set, learns of each such client socket whose
+	// timewait sock a reset from the other end destroyed before its 60 s
+	// (entered is the time given to OnTimeWait): its port is free again.
+	OnTimeWaitKilled func(netns uint32, local, remote netip.AddrPort, entered, at time.Time)
+	// RFC1337 reports net.ipv4.tcp_rfc1337 of a namespace: when set, a
+	// reset does not kill a socket in TIME_WAIT. nil means 0, the default.
+	RFC1337 func(netns uint32) bool
+}
+
+// endKey is a tuple without its namespace: both ends of one connection in
+// two namespaces (veth peers, containers) have reversed endKeys. Plain
+// bytes, so that hashing it and the maps holding it stay cheap.
+type endKey struct {
+	local, remote [16]byte
+	lport, rport  uint16
+}
+
+func newEndKey(local, remote netip.AddrPort) endKey {
+	return endKey{local.Addr().As16(), remote.Addr().As16(), local.Port(), remote.Port()}
+}
+
+// addrs returns the tuple; addresses were unmapped when decoded, so an
+// IPv4-mapped form is IPv4.
+func (k endKey) addrs() (local, remote netip.AddrPort) {
+	return netip.AddrPortFrom(netip.AddrFrom16(k.local).Unmap(), k.lport),
+		netip.AddrPortFrom(netip.AddrFrom16(k.remote).Unmap(), k.rport)
+}
+
+// timeWaitEntry is a client's TIME_WAIT whose record is already written,
+// remembered for 60 s so that a reset killing it still frees its port.
+type timeWaitEntry struct {
+	atNs      int64 // entered, Unix ns
+	netns     uint32
+	ambiguous bool // two namespaces hold this tuple in TIME_WAIT
 }
 
 type tupleKey struct {
@@ -55,7 +94,12 @@ type Builder struct {
 	conns    map[uint64]*Connection
 	requests map[uint64]*Connection // request sockets known from SYN-ACK retransmits only
 	tuples   map[tupleKey]*Connection
-	closing  []*Connection // closed, in close order, waiting for Grace
+	ends     map[endKey]*Connection // every indexed record by tuple, all namespaces (linked by endNext)
+	closing  []*Connection          // closed, in close order, waiting for Grace
+
+	timeWaits map[endKey]timeWaitEntry // written clients in TIME_WAIT, for OnTimeWaitKilled
+	twSweptAt time.Time                // when timeWaits was last cleared of entries over 60 s old
+	rfc1337   map[uint32]bool
 
 	listenerSet    map[uint64]*Listener
 	listenerByPort map[listenKey]uint64
@@ -104,7 +148,11 @@ func NewBuilder(cfg BuilderConfig) *Builder {
 		conns:    make(map[uint64]*Connection, 1024),
 		requests: map[uint64]*Connection{},
 		tuples:   make(map[tupleKey]*Connection, 1024),
+		ends:     make(map[endKey]*Connection, 1024),
 		nextID:   syntheticIDBase,
+
+		timeWaits: map[endKey]timeWaitEntry{},
+		rfc1337:   map[uint32]bool{},
 
 		comms:          map[Comm]string{},
 		listenerSet:    map[uint64]*Listener{},
@@ -386,10 +434,8 @@ func (b *Builder) onState(ev *Event) {
 		}
 		c.closedAt = ev.Time
 		b.closing = append(b.closing, c)
-		// Only a client's TIME_WAIT holds an ephemeral port connect() needs;
-		// a server's sits on its listening port and exhausts nothing.
-		if b.cfg.OnTimeWait != nil && c.Role == RoleClient && (ev.OldState == StateFinWait2 || ev.OldState == StateClosing) &&
-			c.flags&(flagBit(FlagResetSent)|flagBit(FlagResetReceived)) == 0 && c.tupleKnown {
+		if b.cfg.OnTimeWait != nil && c.Role == RoleClient && c.tupleKnown && c.enteredTimeWait() {
+			c.twTold = true
 			b.cfg.OnTimeWait(c.NetNS, c.Local, c.Remote, ev.Time)
 		}
 	}
@@ -416,6 +462,7 @@ func (b *Builder) discardTwin(c *Connection, ev *Event) bool {
 		l.Children--
 	}
 	b.discarded++
+	b.removeEnd(c)
 	c.emitted = true
 	b.free = append(b.free, c)
 	return true
@@ -649,8 +696,12 @@ func (b *Builder) onResetSent(ev *Event) {
 		}
 		return
 	}
-	if ev.State == StateListen {
+	switch ev.State {
+	case StateListen:
 		b.onListenerReset(ev)
+		return
+	case StateTimeWait:
+		b.timeWaitReset(ev)
 		return
 	}
 	c := b.lookup(ev)
@@ -663,6 +714,11 @@ func (b *Builder) onResetSent(ev *Event) {
 		it.Reason = ev.Reason.String()
 	}
 	c.item(ev.Time, it)
+	if c.tupleKnown {
+		// The event's tuple may have decayed (tcp_disconnect() zeroes
+		// inet_dport); the record's is the one the reset was sent on.
+		b.killTimeWait(c.NetNS, c.Local, c.Remote, ev)
+	}
 }
 
 // refusedRecord: a reset sent with no socket answers a packet for which no
@@ -692,8 +748,7 @@ func (b *Builder) refusedRecord(ev *Event) {
 // after its end (on loopback a client that connects and closes at once
 // sometimes has an ACK arrive microseconds after the server socket closed)
 // and, for a cleanly closed one, changes nothing but the peer's TIME_WAIT,
-// which the reset ends early (tcp_timewait_state_process(),
-// net.ipv4.tcp_rfc1337=0). A handshake
+// which the reset ends early (killTimeWait). A handshake
 // abandoned moments ago already has its record, which the client's links
 // to. Otherwise the reset is a record of its own: the end of a connection
 // that this end had already forgotten, outcome reset. Its role is client
@@ -707,6 +762,7 @@ func (b *Builder) strayReset(ev *Event, detail string, l *Listener) {
 	if ev.HasReason {
 		it.Reason = ev.Reason.String()
 	}
+	b.killTimeWait(ev.NetNS, ev.Local, ev.Remote, ev)
 	k := tupleKey{ev.NetNS, ev.Local, ev.Remote}
 	if c, ok := b.tuples[k]; ok {
 		switch {
@@ -758,15 +814,23 @@ func (b *Builder) indexTuple(c *Connection) {
 		c.twin, p.twin = p, c
 	}
 	b.tuples[k] = c
-	if p, ok := b.tuples[tupleKey{c.NetNS, c.Remote, c.Local}]; ok && p != c {
-		// The other end keeps the peer it has: a listener's reset that
-		// becomes a record of its own (onListenerReset) comes after the
-		// connection that end belonged to.
-		c.PeerID = p.ID
-		if p.PeerID == 0 {
-			p.PeerID = c.ID
-		}
+	p, ok := b.tuples[tupleKey{c.NetNS, c.Remote, c.Local}]
+	if !ok || p == c {
+		p = b.otherEnd(c)
 	}
+	if p == nil || p == c {
+		b.addEnd(c) // until its other end comes, maybe in another namespace
+		return
+	}
+	// The other end keeps the peer it has: a listener's reset that
+	// becomes a record of its own (onListenerReset) comes after the
+	// connection that end belonged to.
+	c.PeerID = p.ID
+	if p.PeerID == 0 {
+		p.PeerID = c.ID
+	}
+	b.removeEnd(p)
+	b.removeEnd(c)
 }
 
 // Expire emits connections closed more than Grace before now, and
@@ -800,6 +864,7 @@ func (b *Builder) Expire(now time.Time) {
 			delete(b.abandoned, k)
 		}
 	}
+	b.expireTimeWaits(now)
 }
 
 type abandonedRequest struct {
@@ -889,7 +954,9 @@ func (b *Builder) emit(c *Connection) {
 			delete(b.tuples, k)
 		}
 	}
+	b.removeEnd(c)
 	c.conclude(b.cfg)
+	b.timeWaitConcluded(c)
 	b.linkAbandoned(c)
 	if l := c.target; l != nil && l.ID < syntheticIDBase {
 		c.ListenerID = l.ID
@@ -917,7 +984,15 @@ func (c *Connection) conclude(cfg BuilderConfig) {
 	}
 	if c.Outcome == OutcomeTimeWait {
 		c.setFlag(FlagTimeWait)
-		c.item(c.closedAt, Item{Kind: ItemTimeWait, State: StateTimeWait.String(), Detail: timeWaitDetail})
+		if c.twKilledAt.IsZero() {
+			c.item(c.closedAt, Item{Kind: ItemTimeWait, State: StateTimeWait.String(), Detail: timeWaitDetail})
+		} else {
+			c.item(c.closedAt, Item{Kind: ItemTimeWait, State: StateTimeWait.String(), Detail: timeWaitKilledDetail})
+			c.item(c.twKilledAt, Item{Kind: ItemTimeWaitKilled, State: StateTimeWait.String(), Reason: c.twKillReason, Detail: timeWaitKillDetail})
+			sortTimeline(c.Timeline)
+		}
+	} else if !c.twKilledAt.IsZero() {
+		c.flags &^= flagBit(FlagTimeWaitKilled)
 	}
 	for i := range c.Timeline {
 		c.Timeline[i].OffsetUs = c.Timeline[i].At.Sub(c.Start).Microseconds()

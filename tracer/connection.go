@@ -53,13 +53,17 @@ const (
 	FlagListenOverflow      Flag = "listen_overflow"
 	FlagSyncookie           Flag = "syncookie"
 	FlagPortExhausted       Flag = "port_exhausted"
+	// FlagTimeWaitKilled: the end entered TIME_WAIT (outcome time_wait)
+	// and a reset from the other end destroyed the timewait sock early,
+	// freeing its port.
+	FlagTimeWaitKilled Flag = "time_wait_killed"
 )
 
 // AllFlags lists every flag in report order.
 var AllFlags = []Flag{
 	FlagSynRetransmitted, FlagSynAckRetransmitted, FlagLongSynRecv, FlagResetSent, FlagResetReceived,
 	FlagRefused, FlagHandshakeTimeout, FlagDataRetransmitted, FlagFinRetransmitted, FlagTimeWait, FlagPreexisting, FlagIncomplete,
-	FlagListenOverflow, FlagSyncookie, FlagPortExhausted,
+	FlagListenOverflow, FlagSyncookie, FlagPortExhausted, FlagTimeWaitKilled,
 }
 
 // AllOutcomes lists every outcome in report order.
@@ -77,7 +81,8 @@ type Retransmits struct {
 
 // Item kinds of a timeline besides the event kinds.
 const (
-	ItemTimeWait = "time_wait" // inferred: the socket handed over to a timewait sock
+	ItemTimeWait       = "time_wait"        // inferred: the socket handed over to a timewait sock
+	ItemTimeWaitKilled = "time_wait_killed" // inferred: a reset from the other end destroyed the timewait sock
 )
 
 // Item is one step of a connection's timeline.
@@ -149,6 +154,12 @@ type Connection struct {
 	numTimeout   uint8
 	tupleKnown   bool
 	emitted      bool
+	twKilledAt   time.Time // when a reset killed its timewait sock
+	twKillReason string
+	twTold       bool        // OnTimeWait was told at the close
+	endKey       endKey      // the tuple it is indexed under in Builder.ends
+	endNext      *Connection // next record with the same tuple in another namespace
+	inEnds       bool
 }
 
 // Has reports whether flag f is set.

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 )
@@ -22,6 +23,7 @@ type TimeWaitDest struct {
 	Peak     int       // the most seen at once
 	PeakAt   time.Time //
 	Total    uint64    // TIME_WAIT entries seen
+	Killed   uint64    // of which a reset ended early
 	Ports    int       // usable local ports (ip_local_port_range), 0 if unknown
 	RatePerS float64   // new TIME_WAIT entries per second, last 5 s
 	Warned   bool      // crossed the warning threshold at least once
@@ -69,7 +71,14 @@ func (t *TimeWaitTracker) Enter(netns uint32, local, remote netip.AddrPort, at t
 		t.dests[k] = d
 	}
 	d.expire(at)
-	d.expiries = append(d.expiries, at.Add(TimeWaitLen))
+	// Entries come when records are concluded, in close order but not
+	// strictly (an evicted record is concluded early): keep them sorted.
+	exp := at.Add(TimeWaitLen)
+	i := len(d.expiries)
+	for i > 0 && d.expiries[i-1].After(exp) {
+		i--
+	}
+	d.expiries = slices.Insert(d.expiries, i, exp)
 	d.recent = append(d.recent, at)
 	d.Total++
 	d.Now = len(d.expiries)
@@ -77,6 +86,40 @@ func (t *TimeWaitTracker) Enter(netns uint32, local, remote netip.AddrPort, at t
 		d.Peak, d.PeakAt = d.Now, at
 	}
 	t.check(d, at)
+}
+
+// Release ends early the TIME_WAIT entered at `entered`: a reset killed
+// its timewait sock at `at` and the port is free again.
+func (t *TimeWaitTracker) Release(netns uint32, local, remote netip.AddrPort, entered, at time.Time) {
+	d, ok := t.dests[TimeWaitKey{NetNS: netns, Local: local.Addr(), Remote: remote}]
+	if !ok {
+		return
+	}
+	exp := entered.Add(TimeWaitLen)
+	if i := slices.IndexFunc(d.expiries, func(e time.Time) bool { return e.Equal(exp) }); i >= 0 {
+		d.expiries = slices.Delete(d.expiries, i, i+1)
+		d.Killed++
+	}
+	d.expire(at)
+	t.check(d, at)
+}
+
+// Undo takes back the entry made at `entered`: that socket entered no
+// TIME_WAIT after all.
+func (t *TimeWaitTracker) Undo(netns uint32, local, remote netip.AddrPort, entered time.Time) {
+	d, ok := t.dests[TimeWaitKey{NetNS: netns, Local: local.Addr(), Remote: remote}]
+	if !ok {
+		return
+	}
+	exp := entered.Add(TimeWaitLen)
+	if i := slices.IndexFunc(d.expiries, func(e time.Time) bool { return e.Equal(exp) }); i >= 0 {
+		d.expiries = slices.Delete(d.expiries, i, i+1)
+		d.Total--
+		if j := slices.IndexFunc(d.recent, func(r time.Time) bool { return r.Equal(entered) }); j >= 0 {
+			d.recent = slices.Delete(d.recent, j, j+1)
+		}
+		d.Now = len(d.expiries)
+	}
 }
 
 func (t *TimeWaitTracker) portsOf(netns uint32) int {

@@ -135,6 +135,9 @@ func openSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error
 		Emit:             s.emit,
 		EmitListener:     s.emitListener,
 		OnTimeWait:       s.timeWait.Enter,
+		OnTimeWaitUndone: s.timeWait.Undo,
+		OnTimeWaitKilled: s.timeWait.Release,
+		RFC1337:          s.rfc1337,
 	})
 	s.rec = &tracer.Recorder{Tracer: tr, Builder: b, OnTick: s.tick, OnSample: s.sampleKernel, OnNetNS: s.seeNetNS}
 	// Listeners that predate the trace: their owners and backlogs, from
@@ -239,20 +242,41 @@ func closeNamespaces(m map[uint32]*netns.NS) {
 // portRange is the number of usable local ports in a namespace. Only the
 // namespaces already open are asked; others count as unknown.
 func (s *session) portRange(netnsIno uint32) (int, bool) {
-	ns, ok := s.namespaces[netnsIno]
-	if !ok {
-		found, err := netns.Find(netnsIno)
-		if err != nil {
-			return 0, false
-		}
-		s.adopt(netnsIno, found)
-		ns = found
+	ns := s.namespace(netnsIno)
+	if ns == nil {
+		return 0, false
 	}
 	lo, hi, err := ns.PortRange()
 	if err != nil {
 		return 0, false
 	}
 	return hi - lo + 1, true
+}
+
+// namespace returns a handle of a namespace, opening it on first use; nil
+// when it is gone.
+func (s *session) namespace(netnsIno uint32) *netns.NS {
+	ns, ok := s.namespaces[netnsIno]
+	if !ok {
+		found, err := netns.Find(netnsIno)
+		if err != nil {
+			return nil
+		}
+		s.adopt(netnsIno, found)
+		ns = found
+	}
+	return ns
+}
+
+// rfc1337 reads net.ipv4.tcp_rfc1337 in a namespace (0, the default, when
+// it cannot be read).
+func (s *session) rfc1337(netnsIno uint32) bool {
+	ns := s.namespace(netnsIno)
+	if ns == nil {
+		return false
+	}
+	v, err := ns.ReadSysctl("net.ipv4.tcp_rfc1337")
+	return err == nil && v != "0"
 }
 
 // kernelEnd reads what the kernel itself says at the end: counter deltas

@@ -87,6 +87,14 @@ func Details(c *tracer.Connection) string {
 	return strings.Join(parts, ", ")
 }
 
+func recursionLost(rs []tracer.RecursionMisses) uint64 {
+	var n uint64
+	for _, r := range rs {
+		n += r.Lost()
+	}
+	return n
+}
+
 // SummaryTables renders the end-of-recording summary.
 func SummaryTables(w io.Writer, s *tracer.Stats, x Extra) error {
 	fmt.Fprintf(w, "\n%d connections", s.Connections)
@@ -96,6 +104,10 @@ func SummaryTables(w io.Writer, s *tracer.Stats, x Extra) error {
 	fmt.Fprintf(w, "; lost events: %d\n", x.LostEvents)
 	if x.LostEvents > 0 {
 		fmt.Fprintf(w, "WARNING: %d kernel events were lost (ring buffer full): connections open then are flagged incomplete\n", x.LostEvents)
+	}
+	if n := x.Unreadable + x.Undecoded + recursionLost(x.Recursion); n > 0 {
+		fmt.Fprintf(w, "WARNING: %d more kernel events were lost (%d unreadable, %d undecoded, %d skipped by the kernel's recursion guard): connections open then are flagged incomplete\n",
+			n, x.Unreadable, x.Undecoded, recursionLost(x.Recursion))
 	}
 	if x.Evicted > 0 {
 		fmt.Fprintf(w, "WARNING: %d connections were written early, flagged incomplete: more were open than --max-connections\n", x.Evicted)

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -416,4 +417,115 @@ func TestLostEvents(t *testing.T) {
 		t.Errorf("received %d + lost %d = %d, want %d events", received, c.Lost, received+c.Lost, want)
 	}
 	t.Logf("received %d, lost %d of %d", received, c.Lost, want)
+}
+
+// TestNestedProgramsServeSkippedEvents: when the kernel skips a main
+// program because it already runs on that CPU (a softirq interrupting it),
+// its _nested twin must deliver the event, complete, and count it. The
+// state is forced: main programs detached, their running flags raised.
+func TestNestedProgramsServeSkippedEvents(t *testing.T) {
+	ns := newNS(t)
+	col := traceNS(t, ns, tracer.Config{})
+	if err := tracer.ServeNestedOnly(col.tr); err != nil {
+		t.Fatal(err)
+	}
+	ln := listen(t, ns, "tcp4", "127.0.0.1:0")
+	server := addrPort(t, ln.Addr())
+	accepted := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			_, err = io.Copy(io.Discard, c)
+			c.Close()
+		}
+		accepted <- err
+	}()
+	c, err := dial(ns, "tcp4", server.String(), 5*time.Second)
+	if err != nil {
+		t.Fatalf("dialing %s: %v", server, err)
+	}
+	client := addrPort(t, c.LocalAddr())
+	c.Close()
+	if err := <-accepted; err != nil {
+		t.Fatalf("server: %v", err)
+	}
+	// A refused connect: a reset sent with no socket, a socket error.
+	closedLn := listen(t, ns, "tcp4", "127.0.0.1:0")
+	refused := addrPort(t, closedLn.Addr())
+	closedLn.Close()
+	if err := ns.Do(func() error { return blockingConnect(refused) }); !errors.Is(err, unix.ECONNREFUSED) {
+		t.Fatalf("connecting to closed %s: %v, want ECONNREFUSED", refused, err)
+	}
+
+	var clientCk, serverCk uint64
+	evs := col.waitFor(t, "both ends closed and the refusal", 10*time.Second, func(evs []tracer.Event) bool {
+		var rst, sockErr bool
+		for _, e := range evs {
+			switch {
+			case e.Kind == tracer.KindState && e.NewState == tracer.StateSynSent && e.Remote == server:
+				clientCk = e.Cookie
+			case e.Kind == tracer.KindState && e.OldState == tracer.StateListen && e.NewState == tracer.StateSynRecv && e.Remote == client:
+				serverCk = e.Cookie
+			case e.Kind == tracer.KindResetSent && e.Local == refused:
+				rst = true
+			case e.Kind == tracer.KindError && e.Remote == refused:
+				sockErr = true
+			}
+		}
+		return clientCk != 0 && serverCk != 0 && closed(evs, clientCk) && closed(evs, serverCk) && rst && sockErr
+	})
+	want := map[uint64][]string{
+		clientCk: {"CLOSE->SYN_SENT", "SYN_SENT->ESTABLISHED", "ESTABLISHED->FIN_WAIT1", "FIN_WAIT1->FIN_WAIT2", "FIN_WAIT2->CLOSE"},
+		serverCk: {"LISTEN->SYN_RECV", "SYN_RECV->ESTABLISHED", "ESTABLISHED->CLOSE_WAIT", "CLOSE_WAIT->LAST_ACK", "LAST_ACK->CLOSE"},
+	}
+	for ck, w := range want {
+		if got := transitions(evs, ck); !slices.Equal(got, w) {
+			t.Errorf("cookie %d transitions\n got %v\nwant %v", ck, got, w)
+		}
+	}
+	cnt, err := col.tr.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nested := map[string]uint64{}
+	for _, r := range cnt.Recursion {
+		nested[r.Tracepoint] = r.Nested
+	}
+	states := uint64(0)
+	for _, e := range evs {
+		if e.Kind == tracer.KindState {
+			states++
+		}
+	}
+	// Counted before the namespace filter, so at least the events seen here.
+	if nested["sock/inet_sock_set_state"] < states || nested["tcp/tcp_send_reset"] == 0 || nested["sock/inet_sk_error_report"] == 0 {
+		t.Errorf("events handled nested: %v; want at least the %d state events, a reset and an error", nested, states)
+	}
+	if cnt.RecursionLost() != 0 {
+		t.Errorf("recursion losses %d with every skip served: %+v", cnt.RecursionLost(), cnt.Recursion)
+	}
+}
+
+// TestRecursionMissesReported: every tracepoint attached is reported with
+// its main program's recursion_misses, read from the kernel's program info.
+func TestRecursionMissesReported(t *testing.T) {
+	ns := newNS(t)
+	col := traceNS(t, ns, tracer.Config{})
+	cnt, err := col.tr.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cnt.Recursion) != col.tr.Attached() {
+		t.Fatalf("%d recursion entries for %d tracepoints attached: %+v", len(cnt.Recursion), col.tr.Attached(), cnt.Recursion)
+	}
+	seen := map[string]bool{}
+	for _, r := range cnt.Recursion {
+		if r.Tracepoint == "" || !strings.HasPrefix(r.Program, "handle_") || strings.HasSuffix(r.Program, "_nested") || seen[r.Tracepoint] {
+			t.Errorf("bad entry %+v", r)
+		}
+		seen[r.Tracepoint] = true
+	}
+	if !seen["sock/inet_sock_set_state"] {
+		t.Errorf("inet_sock_set_state missing from %+v", cnt.Recursion)
+	}
 }

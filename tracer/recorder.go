@@ -17,22 +17,27 @@ type Recorder struct {
 	// OnTick runs about every TickInterval and once more at the end.
 	OnTick       func(now time.Time) error
 	TickInterval time.Duration
-	// DecodeErrors counts records that could not be decoded.
+	// DecodeErrors counts records that could not be decoded; each is an
+	// event lost, so it marks the connections followed incomplete too.
 	DecodeErrors uint64
 	// Events counts events read, by kind.
 	Events [8]uint64
 	lost   uint64
 }
 
-// checkLoss flags every connection followed now as incomplete when the
-// kernel dropped events since the last look: any of them may have lost one.
+// checkLoss flags every connection followed now as incomplete when events
+// were dropped since the last look (ring buffer full, unreadable packets,
+// recursion skips no program handled, records that did not decode): any
+// of them may have lost one.
 func (r *Recorder) checkLoss() {
 	c, err := r.Tracer.Counters()
-	if err != nil || c.Lost == r.lost {
+	if err != nil {
 		return
 	}
-	r.lost = c.Lost
-	r.Builder.MarkIncomplete()
+	if n := c.Dropped() + r.DecodeErrors; n != r.lost {
+		r.lost = n
+		r.Builder.MarkIncomplete()
+	}
 }
 
 // Run traces until ctx ends, then detaches, drains the ring buffer, and

@@ -34,6 +34,10 @@ type Extra struct {
 	// packet could not be read; Undecoded, records user space could not
 	// decode.
 	Unreadable, Undecoded uint64
+	// Discarded counts server children the kernel destroyed at birth
+	// (tracer.Builder.Discarded): Tcp.PassiveOpens counts them, no record
+	// stands for them.
+	Discarded uint64
 	// Recursion is, per tracepoint, what the kernel's recursion guard
 	// skipped and how much of it the _nested programs caught.
 	Recursion []tracer.RecursionMisses
@@ -168,6 +172,7 @@ func AppendSummaryJSON(b []byte, s *tracer.Stats, meta Meta, x Extra, withType b
 	o.uint("evicted_connections", x.Evicted)
 	o.uint("unreadable_events", x.Unreadable)
 	o.uint("undecoded_events", x.Undecoded)
+	o.uint("discarded_children", x.Discarded)
 	o.key("recursion_misses")
 	o.b = appendRecursion(o.b, x.Recursion)
 	o.key("kernel_counters")

@@ -36,6 +36,7 @@ type SummaryRecord struct {
 	Evicted         uint64          `json:"evicted_connections"`
 	Unreadable      uint64          `json:"unreadable_events"`
 	Undecoded       uint64          `json:"undecoded_events"`
+	Discarded       uint64          `json:"discarded_children"`
 	Recursion       []recursionJSON `json:"recursion_misses"`
 	Kernel          string          `json:"kernel"`
 	Tcpscope        string          `json:"tcpscope"`
@@ -67,7 +68,7 @@ type timeWaitJSON struct {
 // Extra rebuilds the summary's kernel-side parts for the tables.
 func (s *SummaryRecord) Extra() Extra {
 	x := Extra{End: s.End, LostEvents: s.LostEvents, Orphans: s.UnmatchedEvents, Evicted: s.Evicted, Counters: s.Counters,
-		Unreadable: s.Unreadable, Undecoded: s.Undecoded}
+		Unreadable: s.Unreadable, Undecoded: s.Undecoded, Discarded: s.Discarded}
 	for _, r := range s.Recursion {
 		x.Recursion = append(x.Recursion, tracer.RecursionMisses{Tracepoint: r.Tracepoint, Program: r.Program,
 			Misses: r.Misses, Nested: r.Nested, NestedMisses: r.NestedMisses})

@@ -90,19 +90,19 @@ static __always_inline void count(__u32 idx)
  *
  * The kernel runs a tracing program at most once per CPU at a time:
  * __bpf_trace_run() (kernel/trace/bpf_trace.c) skips a program whose
- * per-CPU prog->active is already set and only counts the skip in the
+ * per-CPU prog->active is already set and counts the skip only in the
  * program's recursion_misses. That happens when a softirq runs on the exit
- * of an interrupt that came while the program ran in process context (or
- * when the program was preempted there): on loopback the softirq then
- * carries whole handshakes, whose events (both ends' SYN_RECV and
- * ESTABLISHED, a SYN retransmit from the timer) vanished with no counter
- * but that one. So every hook has two programs: the main one, which sets
- * this flag while it runs, and its _nested twin, which does nothing unless
- * the flag says the main one is busy on this CPU, that is, was just skipped.
- * The twin is itself skipped only if it is busy too, which a softirq
- * nested in a softirq cannot cause; each skip of the main program that the
- * twin did not handle is a lost event (user space: recursion misses of the
- * main program minus COUNTER_NESTED of its hook).
+ * of an interrupt that came while the program ran in process context
+ * (tracepoints disable preemption, not interrupts). On loopback that
+ * softirq can carry whole handshakes, both ends' SYN_RECV and ESTABLISHED
+ * at once, or a SYN retransmit from the timer: they vanished with no
+ * counter but that one. So every hook has two programs: the main one sets
+ * this flag while it runs; its _nested twin does nothing unless the flag
+ * says the main one is busy on this CPU, that is, was just skipped, and
+ * then handles the event. The twin is itself skipped only when it is busy
+ * too, which a softirq within a softirq cannot cause. A skip of the main
+ * program the twin did not handle is a lost event: user space reports the
+ * main program's recursion misses minus COUNTER_NESTED of its hook.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

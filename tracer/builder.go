@@ -68,6 +68,9 @@ type Builder struct {
 	discarded      uint64
 	evicted        uint64
 	comms          map[Comm]string
+	// lossSeen: events were dropped in this recording, so a socket first
+	// seen mid-life may be one whose opening events were among them.
+	lossSeen bool
 }
 
 // DefaultMaxConnections bounds the builder's memory on a busy server
@@ -132,6 +135,7 @@ func (b *Builder) get() *Connection {
 // MarkIncomplete flags every connection followed now, and every pending
 // request, as incomplete: events were lost while they were open.
 func (b *Builder) MarkIncomplete() {
+	b.lossSeen = true
 	for _, c := range b.conns {
 		c.setFlag(FlagIncomplete)
 	}
@@ -286,6 +290,12 @@ func (b *Builder) preexisting(ev *Event) *Connection {
 	}
 	c := b.newConn(ev, ev.Cookie, role)
 	c.setFlag(FlagPreexisting)
+	if b.lossSeen {
+		// It may have opened during the trace, its opening events lost:
+		// a loss is noticed up to a tick late, after the record that
+		// lost them was, or was not yet, followed.
+		c.setFlag(FlagIncomplete)
+	}
 	if ev.Kind == KindState {
 		c.state = ev.OldState
 	} else {

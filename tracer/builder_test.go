@@ -522,3 +522,23 @@ func TestOverflowJoinsTheConnection(t *testing.T) {
 		t.Errorf("overflow items %q, want %q", details, want)
 	}
 }
+
+// A socket first seen mid-life after events were dropped may have opened
+// during the trace with its opening events among the dropped ones: its
+// preexisting record is incomplete. Before any drop it is only preexisting.
+func TestPreexistingAfterLossIsIncomplete(t *testing.T) {
+	b := NewBuilder(BuilderConfig{Clock: Clock{OffsetNs: t0.UnixNano()}})
+	ev := st(5, StateEstablished, StateFinWait1, srv, cli)
+	ev.Time = t0
+	b.Add(&ev)
+	if c := b.conns[5]; !c.Has(FlagPreexisting) || c.Has(FlagIncomplete) {
+		t.Fatalf("before any loss: flags %v", c.Flags)
+	}
+	b.MarkIncomplete()
+	ev = st(6, StateEstablished, StateCloseWait, srv, ap("10.0.0.2:40001"))
+	ev.Time = t0.Add(time.Second)
+	b.Add(&ev)
+	if c := b.conns[6]; !c.Has(FlagPreexisting) || !c.Has(FlagIncomplete) {
+		t.Errorf("after a loss: flags %v, want preexisting and incomplete", c.Flags)
+	}
+}

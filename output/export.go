@@ -38,6 +38,8 @@ type Extra struct {
 	// (tracer.Builder.Discarded): Tcp.PassiveOpens counts them, no record
 	// stands for them.
 	Discarded uint64
+	// Gaps counts state events that skipped a state (tracer.Builder.Gaps).
+	Gaps uint64
 	// Recursion is, per tracepoint, what the kernel's recursion guard
 	// skipped and how much of it the _nested programs caught.
 	Recursion []tracer.RecursionMisses
@@ -173,6 +175,7 @@ func AppendSummaryJSON(b []byte, s *tracer.Stats, meta Meta, x Extra, withType b
 	o.uint("unreadable_events", x.Unreadable)
 	o.uint("undecoded_events", x.Undecoded)
 	o.uint("discarded_children", x.Discarded)
+	o.uint("state_gaps", x.Gaps)
 	o.key("recursion_misses")
 	o.b = appendRecursion(o.b, x.Recursion)
 	o.key("kernel_counters")

@@ -37,6 +37,7 @@ type SummaryRecord struct {
 	Unreadable      uint64          `json:"unreadable_events"`
 	Undecoded       uint64          `json:"undecoded_events"`
 	Discarded       uint64          `json:"discarded_children"`
+	Gaps            uint64          `json:"state_gaps"`
 	Recursion       []recursionJSON `json:"recursion_misses"`
 	Kernel          string          `json:"kernel"`
 	Tcpscope        string          `json:"tcpscope"`
@@ -68,7 +69,7 @@ type timeWaitJSON struct {
 // Extra rebuilds the summary's kernel-side parts for the tables.
 func (s *SummaryRecord) Extra() Extra {
 	x := Extra{End: s.End, LostEvents: s.LostEvents, Orphans: s.UnmatchedEvents, Evicted: s.Evicted, Counters: s.Counters,
-		Unreadable: s.Unreadable, Undecoded: s.Undecoded, Discarded: s.Discarded}
+		Unreadable: s.Unreadable, Undecoded: s.Undecoded, Discarded: s.Discarded, Gaps: s.Gaps}
 	for _, r := range s.Recursion {
 		x.Recursion = append(x.Recursion, tracer.RecursionMisses{Tracepoint: r.Tracepoint, Program: r.Program,
 			Misses: r.Misses, Nested: r.Nested, NestedMisses: r.NestedMisses})

@@ -109,6 +109,9 @@ func SummaryTables(w io.Writer, s *tracer.Stats, x Extra) error {
 		fmt.Fprintf(w, "WARNING: %d more kernel events were lost (%d unreadable, %d undecoded, %d skipped by the kernel's recursion guard): connections open then are flagged incomplete\n",
 			n, x.Unreadable, x.Undecoded, recursionLost(x.Recursion))
 	}
+	if x.Gaps > 0 {
+		fmt.Fprintf(w, "WARNING: %d state transitions are missing from their connections (state_gaps), which are flagged incomplete\n", x.Gaps)
+	}
 	if x.Evicted > 0 {
 		fmt.Fprintf(w, "WARNING: %d connections were written early, flagged incomplete: more were open than --max-connections\n", x.Evicted)
 	}

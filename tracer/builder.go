@@ -71,6 +71,7 @@ type Builder struct {
 	// lossSeen: events were dropped in this recording, so a socket first
 	// seen mid-life may be one whose opening events were among them.
 	lossSeen bool
+	gaps     uint64
 }
 
 // DefaultMaxConnections bounds the builder's memory on a busy server
@@ -144,6 +145,10 @@ func (b *Builder) MarkIncomplete() {
 // Discarded counts server children the kernel destroyed at birth (a
 // duplicate of a connection already established on the same tuple).
 func (b *Builder) Discarded() uint64 { return b.discarded }
+
+// Gaps counts state events whose old state was not the state the
+// connection was last seen in: a transition between them was lost.
+func (b *Builder) Gaps() uint64 { return b.gaps }
 
 // Started counts connections the builder began following.
 func (b *Builder) Started() uint64 { return b.started }
@@ -335,6 +340,12 @@ func (b *Builder) onState(ev *Event) {
 		if !c.tupleKnown {
 			c.setTuple(ev)
 			b.indexTuple(c)
+		}
+		if c.state != ev.OldState {
+			// The socket left a state this record never saw it enter: a
+			// transition between was lost, counted or not.
+			b.gaps++
+			c.setFlag(FlagIncomplete)
 		}
 	}
 	c.transition(ev)

@@ -542,3 +542,29 @@ func TestPreexistingAfterLossIsIncomplete(t *testing.T) {
 		t.Errorf("after a loss: flags %v, want preexisting and incomplete", c.Flags)
 	}
 }
+
+// A state event whose old state is not where the connection was last seen
+// means a transition between them was lost (the kernel skipped it): the
+// connection is incomplete and the gap is counted.
+func TestStateGapIsIncomplete(t *testing.T) {
+	b := NewBuilder(BuilderConfig{Clock: Clock{OffsetNs: t0.UnixNano()}})
+	for _, ev := range []Event{
+		st(9, StateClose, StateSynSent, cliSS, srv),
+		// SYN_SENT -> ESTABLISHED lost.
+		st(9, StateEstablished, StateFinWait1, cli, srv),
+	} {
+		ev.Time = t0
+		b.Add(&ev)
+	}
+	if c := b.conns[9]; !c.Has(FlagIncomplete) || b.Gaps() != 1 {
+		t.Errorf("flags %v, gaps %d; want incomplete and 1", c.Flags, b.Gaps())
+	}
+	ok := st(10, StateClose, StateSynSent, cliSS, srv)
+	ok.Time = t0
+	b.Add(&ok)
+	ok = st(10, StateSynSent, StateEstablished, ap("10.0.0.2:40002"), srv)
+	b.Add(&ok)
+	if c := b.conns[10]; c.Has(FlagIncomplete) || b.Gaps() != 1 {
+		t.Errorf("unbroken sequence: flags %v, gaps %d", c.Flags, b.Gaps())
+	}
+}

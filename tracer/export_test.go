@@ -33,3 +33,15 @@ func ServeNestedOnly(t *Tracer) error {
 	}
 	return nil
 }
+
+// DetachNested closes the _nested programs' links, leaving the main ones.
+func DetachNested(t *Tracer) error {
+	for i, a := range t.attached {
+		if a.nested {
+			if err := t.links[i].Close(); err != nil {
+				return fmt.Errorf("detaching %s: %w", a.program, err)
+			}
+		}
+	}
+	return nil
+}

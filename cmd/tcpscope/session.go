@@ -299,7 +299,7 @@ func (s *session) run(ctx context.Context) error {
 	end := time.Now()
 	x := output.Extra{End: end, LostEvents: counters.Lost, Orphans: s.rec.Builder.Orphans(), Listeners: s.listeners,
 		Evicted: s.rec.Builder.Evicted(), Unreadable: counters.Unreadable, Undecoded: s.rec.DecodeErrors, Recursion: counters.Recursion,
-		Discarded: s.rec.Builder.Discarded()}
+		Discarded: s.rec.Builder.Discarded(), Gaps: s.rec.Builder.Gaps()}
 	x.Counters, x.TimeWait = s.kernelEnd(end)
 	var exportErr error
 	if s.export != nil {

@@ -29,11 +29,25 @@ enum event_flag {
 	EVENT_F_SEG_DATA = 1 << 7,    /* retransmit: the segment carries payload bytes */
 };
 
+/* The tracepoints, each served by a program and its _nested twin. */
+enum hook {
+	HOOK_SET_STATE = 0,           /* sock:inet_sock_set_state */
+	HOOK_RETRANSMIT = 1,          /* tcp:tcp_retransmit_skb */
+	HOOK_SYNACK_RETRANSMIT = 2,   /* tcp:tcp_retransmit_synack */
+	HOOK_SEND_RESET = 3,          /* tcp:tcp_send_reset */
+	HOOK_RECEIVE_RESET = 4,       /* tcp:tcp_receive_reset */
+	HOOK_SOCK_ERROR = 5,          /* sock:inet_sk_error_report */
+	HOOK_KFREE_SKB = 6,           /* skb:kfree_skb */
+	HOOK_MAX = 7,
+};
+
 /* Indexes of the per-CPU counters map. */
 enum counter {
 	COUNTER_LOST = 0,             /* bpf_ringbuf_reserve failed: the event was dropped */
 	COUNTER_STORAGE_FAIL = 1,     /* a listener's socket storage could not be created */
-	COUNTER_MAX = 2,
+	COUNTER_UNREADABLE = 2,       /* the packet behind an event could not be read: the event was dropped */
+	COUNTER_NESTED = 3,           /* first of HOOK_MAX: events a _nested program handled for its busy twin */
+	COUNTER_MAX = COUNTER_NESTED + HOOK_MAX,
 };
 
 struct event {

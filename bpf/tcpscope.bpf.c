@@ -40,6 +40,7 @@ const struct event *unused_event __attribute__((unused));
 const enum event_kind *unused_kind __attribute__((unused));
 const enum event_flag *unused_flag __attribute__((unused));
 const enum counter *unused_counter __attribute__((unused));
+const enum hook *unused_hook __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -74,12 +75,71 @@ struct {
 	__type(value, struct owner);
 } owners SEC(".maps");
 
+/* Atomic although per-CPU: a _nested program may count while the program
+ * it interrupted, on the same CPU, is between its load and its store. */
 static __always_inline void count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
 
 	if (v)
-		*v += 1;
+		__sync_fetch_and_add(v, 1);
+}
+
+/*
+ * Per CPU and per hook: 1 while the hook's main program runs on this CPU.
+ *
+ * The kernel runs a tracing program at most once per CPU at a time:
+ * __bpf_trace_run() (kernel/trace/bpf_trace.c) skips a program whose
+ * per-CPU prog->active is already set and counts the skip only in the
+ * program's recursion_misses. That happens when a softirq runs on the exit
+ * of an interrupt that came while the program ran in process context
+ * (tracepoints disable preemption, not interrupts). On loopback that
+ * softirq can carry whole handshakes, both ends' SYN_RECV and ESTABLISHED
+ * at once, or a SYN retransmit from the timer: they vanished with no
+ * counter but that one. So every hook has two programs: the main one sets
+ * this flag while it runs; its _nested twin does nothing unless the flag
+ * says the main one is busy on this CPU, that is, was just skipped, and
+ * then handles the event. The twin is itself skipped only when it is busy
+ * too, which a softirq within a softirq cannot cause. A skip of the main
+ * program the twin did not handle is a lost event: user space reports the
+ * main program's recursion misses minus COUNTER_NESTED of its hook.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HOOK_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} running SEC(".maps");
+
+static __always_inline __u32 *running_flag(__u32 hook)
+{
+	return bpf_map_lookup_elem(&running, &hook);
+}
+
+/* The main program of a tracepoint and its _nested twin (see running). */
+#define HOOK_PROGRAMS(name, tp, hook, body)				\
+SEC("tp_btf/" tp)							\
+int name(__u64 *ctx)							\
+{									\
+	__u32 *busy = running_flag(hook);				\
+									\
+	if (busy)							\
+		*busy = 1;						\
+	body(ctx);							\
+	if (busy)							\
+		*busy = 0;						\
+	return 0;							\
+}									\
+SEC("tp_btf/" tp)							\
+int name##_nested(__u64 *ctx)						\
+{									\
+	__u32 *busy = running_flag(hook);				\
+									\
+	if (!busy || !*busy)						\
+		return 0;						\
+	count(COUNTER_NESTED + hook);					\
+	body(ctx);							\
+	return 0;							\
 }
 
 static __always_inline bool netns_wanted(__u32 netns)
@@ -252,8 +312,7 @@ static __always_inline void remember_listener(struct sock *sk, __u64 cookie)
  * inet_reqsk_alloc()) nor for TIME_WAIT (tcp_time_wait() hands over to a
  * timewait sock silently, then the full socket goes FIN_WAIT2/CLOSING->CLOSE).
  */
-SEC("tp_btf/inet_sock_set_state")
-int handle_set_state(__u64 *ctx)
+static __always_inline int on_set_state(__u64 *ctx)
 {
 	struct sock *sk = (struct sock *)ctx[0];
 	int oldstate = (int)ctx[1], newstate = (int)ctx[2];
@@ -304,6 +363,7 @@ int handle_set_state(__u64 *ctx)
 	submit(e);
 	return 0;
 }
+HOOK_PROGRAMS(handle_set_state, "inet_sock_set_state", HOOK_SET_STATE, on_set_state)
 
 /*
  * What a retransmitted segment was: TCP_SKB_CB(skb) (struct tcp_skb_cb in
@@ -376,11 +436,11 @@ static __always_inline int on_retransmit(struct sock *sk, const struct sk_buff *
 }
 
 /* tcp:tcp_retransmit_skb (sk, skb) before 6.17. */
-SEC("tp_btf/tcp_retransmit_skb")
-int handle_retransmit(__u64 *ctx)
+static __always_inline int on_retransmit_noerr(__u64 *ctx)
 {
 	return on_retransmit((struct sock *)ctx[0], (const struct sk_buff *)ctx[1], 0, false);
 }
+HOOK_PROGRAMS(handle_retransmit, "tcp_retransmit_skb", HOOK_RETRANSMIT, on_retransmit_noerr)
 
 /*
  * tcp:tcp_retransmit_skb (sk, skb, err) since 6.17 (ad892e912b84): it now
@@ -388,11 +448,11 @@ int handle_retransmit(__u64 *ctx)
  * -EHOSTUNREACH, a netfilter -EPERM); only err == 0 left the host. User space
  * loads this program or the one above, after reading the prototype from BTF.
  */
-SEC("tp_btf/tcp_retransmit_skb")
-int handle_retransmit_err(__u64 *ctx)
+static __always_inline int on_retransmit_err(__u64 *ctx)
 {
 	return on_retransmit((struct sock *)ctx[0], (const struct sk_buff *)ctx[1], (int)ctx[2], true);
 }
+HOOK_PROGRAMS(handle_retransmit_err, "tcp_retransmit_skb", HOOK_RETRANSMIT, on_retransmit_err)
 
 /*
  * tcp:tcp_retransmit_synack (sk, req), from tcp_rtx_synack() after a SYN-ACK
@@ -400,8 +460,7 @@ int handle_retransmit_err(__u64 *ctx)
  * through tcp_retransmit_skb: a request socket has no retransmit queue. sk is
  * the listener (or, with TCP Fast Open, the child in SYN_RECV).
  */
-SEC("tp_btf/tcp_retransmit_synack")
-int handle_synack_retransmit(__u64 *ctx)
+static __always_inline int on_synack_retransmit(__u64 *ctx)
 {
 	struct sock *sk = (struct sock *)ctx[0];
 	const struct request_sock *req = (const struct request_sock *)ctx[1];
@@ -442,6 +501,7 @@ int handle_synack_retransmit(__u64 *ctx)
 	submit(e);
 	return 0;
 }
+HOOK_PROGRAMS(handle_synack_retransmit, "tcp_retransmit_synack", HOOK_SYNACK_RETRANSMIT, on_synack_retransmit)
 
 /*
  * The tuple of a reset sent in answer to a packet: the packet's addresses,
@@ -514,11 +574,14 @@ static __always_inline int on_send_reset(struct sock *sk, const struct sk_buff *
 	if (!netns_wanted(netns))
 		return 0;
 	if (skb) {
-		if (!skb_reply_tuple(skb, &t))
+		if (!skb_reply_tuple(skb, &t)) {
+			count(COUNTER_UNREADABLE);
 			return 0;
+		}
 	} else if (sk) {
 		sk_tuple(&sk->__sk_common, is_full(state), &t);
 	} else {
+		count(COUNTER_UNREADABLE);
 		return 0;
 	}
 	if (!ports_wanted(t.sport, t.dport))
@@ -549,26 +612,25 @@ static __always_inline int on_send_reset(struct sock *sk, const struct sk_buff *
  * that tcp_send_active_reset() traces after transmitting, so on loopback the
  * peer's tcp_receive_reset is often seen first.
  */
-SEC("tp_btf/tcp_send_reset")
-int handle_send_reset_reason(__u64 *ctx)
+static __always_inline int on_send_reset_reason(__u64 *ctx)
 {
 	return on_send_reset((struct sock *)ctx[0], (const struct sk_buff *)ctx[1], (__u32)ctx[2], true);
 }
+HOOK_PROGRAMS(handle_send_reset_reason, "tcp_send_reset", HOOK_SEND_RESET, on_send_reset_reason)
 
 /* tcp:tcp_send_reset (sk, skb) before 6.10: full sockets only, no reason. */
-SEC("tp_btf/tcp_send_reset")
-int handle_send_reset(__u64 *ctx)
+static __always_inline int on_send_reset_noreason(__u64 *ctx)
 {
 	return on_send_reset((struct sock *)ctx[0], (const struct sk_buff *)ctx[1], 0, false);
 }
+HOOK_PROGRAMS(handle_send_reset, "tcp_send_reset", HOOK_SEND_RESET, on_send_reset_noreason)
 
 /*
  * tcp:tcp_receive_reset (sk), from tcp_reset() on full sockets only, before
  * the socket moves to CLOSE. The classic event has no state field; here the
  * state is read from the socket.
  */
-SEC("tp_btf/tcp_receive_reset")
-int handle_receive_reset(__u64 *ctx)
+static __always_inline int on_receive_reset(__u64 *ctx)
 {
 	struct sock *sk = (struct sock *)ctx[0];
 	struct tuple t = {};
@@ -591,6 +653,7 @@ int handle_receive_reset(__u64 *ctx)
 	submit(e);
 	return 0;
 }
+HOOK_PROGRAMS(handle_receive_reset, "tcp_receive_reset", HOOK_RECEIVE_RESET, on_receive_reset)
 
 /*
  * sock:inet_sk_error_report (sk), from sk_error_report() for every inet
@@ -598,8 +661,7 @@ int handle_receive_reset(__u64 *ctx)
  * (ECONNREFUSED, ECONNRESET, ETIMEDOUT, EPIPE...). The classic event has no
  * socket pointer, so no cookie; the BTF-typed one has.
  */
-SEC("tp_btf/inet_sk_error_report")
-int handle_sock_error(__u64 *ctx)
+static __always_inline int on_sock_error(__u64 *ctx)
 {
 	struct sock *sk = (struct sock *)ctx[0];
 	struct tuple t = {};
@@ -633,6 +695,7 @@ int handle_sock_error(__u64 *ctx)
 	submit(e);
 	return 0;
 }
+HOOK_PROGRAMS(handle_sock_error, "inet_sk_error_report", HOOK_SOCK_ERROR, on_sock_error)
 
 /*
  * skb:kfree_skb (skb, location, reason, rx_sk), rx_sk since 6.11. Since 6.15
@@ -651,8 +714,7 @@ int handle_sock_error(__u64 *ctx)
  * the ListenOverflows/ListenDrops counters move. kfree_skb fires for every
  * dropped packet on the host, so the reason is compared first.
  */
-SEC("tp_btf/kfree_skb")
-int handle_kfree_skb(__u64 *ctx)
+static __always_inline int on_kfree_skb(__u64 *ctx)
 {
 	const struct sk_buff *skb = (const struct sk_buff *)ctx[0];
 	__u32 reason = (__u32)ctx[2];
@@ -675,8 +737,10 @@ int handle_kfree_skb(__u64 *ctx)
 	if (!netns_wanted(netns))
 		return 0;
 	/* The dropped ACK came from the client: reversed, local is the listener. */
-	if (!skb_reply_tuple(skb, &t))
+	if (!skb_reply_tuple(skb, &t)) {
+		count(COUNTER_UNREADABLE);
 		return 0;
+	}
 	if (!ports_wanted(t.sport, t.dport))
 		return 0;
 	e = reserve(EVENT_LISTEN_OVERFLOW);
@@ -693,3 +757,4 @@ int handle_kfree_skb(__u64 *ctx)
 	submit(e);
 	return 0;
 }
+HOOK_PROGRAMS(handle_kfree_skb, "kfree_skb", HOOK_KFREE_SKB, on_kfree_skb)

@@ -174,3 +174,26 @@ func TallyLine(t Tally) string {
 	}
 	return fmt.Sprintf("events: %d (%s); lost %d", total, strings.Join(parts, ", "), t.Lost)
 }
+
+// RecursionLine renders the kernel's recursion guard per tracepoint:
+// "recursion misses: 3 (inet_sock_set_state 3, all handled nested); lost 0".
+// Only tracepoints with misses are named.
+func RecursionLine(rs []tracer.RecursionMisses) string {
+	var total, lost uint64
+	var parts []string
+	for _, r := range rs {
+		total += r.Misses
+		lost += r.Lost()
+		if r.Misses == 0 && r.NestedMisses == 0 {
+			continue
+		}
+		name := r.Tracepoint[strings.IndexByte(r.Tracepoint, '/')+1:]
+		parts = append(parts, fmt.Sprintf("%s %d, %d handled nested, %d lost, nested program's own misses %d",
+			name, r.Misses, r.Nested, r.Lost(), r.NestedMisses))
+	}
+	line := fmt.Sprintf("recursion misses: %d", total)
+	if len(parts) > 0 {
+		line += " (" + strings.Join(parts, "; ") + ")"
+	}
+	return fmt.Sprintf("%s; lost %d", line, lost)
+}

@@ -29,9 +29,22 @@ type Extra struct {
 	LostEvents uint64
 	Orphans    uint64
 	Evicted    uint64 // connections written early, over --max-connections
-	Counters   []CounterDelta
-	Listeners  []ListenerRow
-	TimeWait   []TimeWaitPressure
+	// Unreadable counts events the kernel side dropped because their
+	// packet could not be read; Undecoded, records user space could not
+	// decode.
+	Unreadable, Undecoded uint64
+	// Discarded counts server children the kernel destroyed at birth
+	// (tracer.Builder.Discarded): Tcp.PassiveOpens counts them, no record
+	// stands for them.
+	Discarded uint64
+	// Gaps counts state events that skipped a state (tracer.Builder.Gaps).
+	Gaps uint64
+	// Recursion is, per tracepoint, what the kernel's recursion guard
+	// skipped and how much of it the _nested programs caught.
+	Recursion []tracer.RecursionMisses
+	Counters  []CounterDelta
+	Listeners []ListenerRow
+	TimeWait  []TimeWaitPressure
 }
 
 // AppendConnectionJSON appends one connection as a JSON object (no newline).
@@ -159,6 +172,12 @@ func AppendSummaryJSON(b []byte, s *tracer.Stats, meta Meta, x Extra, withType b
 	o.uint("lost_events", x.LostEvents)
 	o.uint("unmatched_events", x.Orphans)
 	o.uint("evicted_connections", x.Evicted)
+	o.uint("unreadable_events", x.Unreadable)
+	o.uint("undecoded_events", x.Undecoded)
+	o.uint("discarded_children", x.Discarded)
+	o.uint("state_gaps", x.Gaps)
+	o.key("recursion_misses")
+	o.b = appendRecursion(o.b, x.Recursion)
 	o.key("kernel_counters")
 	o.b = appendCounterDeltas(o.b, x.Counters)
 	o.key("time_wait")
@@ -166,6 +185,24 @@ func AppendSummaryJSON(b []byte, s *tracer.Stats, meta Meta, x Extra, withType b
 	o.str("kernel", meta.Kernel)
 	o.str("tcpscope", meta.Tcpscope)
 	return o.end()
+}
+
+func appendRecursion(b []byte, rs []tracer.RecursionMisses) []byte {
+	b = append(b, '[')
+	for i, r := range rs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		o := newObj(b)
+		o.str("tracepoint", r.Tracepoint)
+		o.str("program", r.Program)
+		o.uint("misses", r.Misses)
+		o.uint("handled_nested", r.Nested)
+		o.uint("nested_misses", r.NestedMisses)
+		o.uint("lost", r.Lost())
+		b = o.end()
+	}
+	return append(b, ']')
 }
 
 func appendCounts(b []byte, keys []string, get func(string) uint64) []byte {

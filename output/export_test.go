@@ -62,7 +62,9 @@ func writeExport(t *testing.T, name string, conns []tracer.Connection) (string, 
 			t.Fatal(err)
 		}
 	}
-	if err := e.Close(s, Extra{End: conns[0].Start.Add(time.Minute), LostEvents: 3}); err != nil {
+	x := Extra{End: conns[0].Start.Add(time.Minute), LostEvents: 3, Unreadable: 1, Undecoded: 2, Discarded: 4, Gaps: 5,
+		Recursion: []tracer.RecursionMisses{{Tracepoint: "sock/inet_sock_set_state", Program: "handle_set_state", Misses: 5, Nested: 4, NestedMisses: 1}}}
+	if err := e.Close(s, x); err != nil {
 		t.Fatal(err)
 	}
 	return path, s
@@ -89,6 +91,10 @@ func TestExportRoundTripAndSchema(t *testing.T) {
 			}
 			if rec.Summary == nil || rec.Summary.LostEvents != 3 || rec.Summary.Connections != 3 || rec.Meta.Kernel != "6.18" {
 				t.Errorf("summary %+v meta %+v", rec.Summary, rec.Meta)
+			}
+			if x := rec.Summary.Extra(); x.Unreadable != 1 || x.Undecoded != 2 || x.Discarded != 4 || x.Gaps != 5 || len(x.Recursion) != 1 || x.Recursion[0].Lost() != 1 ||
+				x.Recursion[0].Program != "handle_set_state" || x.Recursion[0].NestedMisses != 1 {
+				t.Errorf("dropped events read back: %+v", x)
 			}
 			if len(rec.Connections) != len(conns) {
 				t.Fatalf("%d connections read back, want %d", len(rec.Connections), len(conns))

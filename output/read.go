@@ -45,15 +45,28 @@ func (r *Recording) Warnings(name string) []string {
 // SummaryRecord is the part of a saved summary that cannot be recomputed
 // from the connections.
 type SummaryRecord struct {
-	End             time.Time      `json:"end"`
-	Connections     uint64         `json:"connections"`
-	LostEvents      uint64         `json:"lost_events"`
-	UnmatchedEvents uint64         `json:"unmatched_events"`
-	Evicted         uint64         `json:"evicted_connections"`
-	Kernel          string         `json:"kernel"`
-	Tcpscope        string         `json:"tcpscope"`
-	Counters        []CounterDelta `json:"kernel_counters"`
-	TimeWait        []timeWaitJSON `json:"time_wait"`
+	End             time.Time       `json:"end"`
+	Connections     uint64          `json:"connections"`
+	LostEvents      uint64          `json:"lost_events"`
+	UnmatchedEvents uint64          `json:"unmatched_events"`
+	Evicted         uint64          `json:"evicted_connections"`
+	Unreadable      uint64          `json:"unreadable_events"`
+	Undecoded       uint64          `json:"undecoded_events"`
+	Discarded       uint64          `json:"discarded_children"`
+	Gaps            uint64          `json:"state_gaps"`
+	Recursion       []recursionJSON `json:"recursion_misses"`
+	Kernel          string          `json:"kernel"`
+	Tcpscope        string          `json:"tcpscope"`
+	Counters        []CounterDelta  `json:"kernel_counters"`
+	TimeWait        []timeWaitJSON  `json:"time_wait"`
+}
+
+type recursionJSON struct {
+	Tracepoint   string `json:"tracepoint"`
+	Program      string `json:"program"`
+	Misses       uint64 `json:"misses"`
+	Nested       uint64 `json:"handled_nested"`
+	NestedMisses uint64 `json:"nested_misses"`
 }
 
 type timeWaitJSON struct {
@@ -71,7 +84,12 @@ type timeWaitJSON struct {
 
 // Extra rebuilds the summary's kernel-side parts for the tables.
 func (s *SummaryRecord) Extra() Extra {
-	x := Extra{End: s.End, LostEvents: s.LostEvents, Orphans: s.UnmatchedEvents, Evicted: s.Evicted, Counters: s.Counters}
+	x := Extra{End: s.End, LostEvents: s.LostEvents, Orphans: s.UnmatchedEvents, Evicted: s.Evicted, Counters: s.Counters,
+		Unreadable: s.Unreadable, Undecoded: s.Undecoded, Discarded: s.Discarded, Gaps: s.Gaps}
+	for _, r := range s.Recursion {
+		x.Recursion = append(x.Recursion, tracer.RecursionMisses{Tracepoint: r.Tracepoint, Program: r.Program,
+			Misses: r.Misses, Nested: r.Nested, NestedMisses: r.NestedMisses})
+	}
 	for _, t := range s.TimeWait {
 		p := TimeWaitPressure{KernelCount: -1}
 		if t.KernelCount != nil {

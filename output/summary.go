@@ -104,6 +104,14 @@ func Lifetime(c *tracer.Connection) string {
 	return "lived " + Duration(c.DurationUs)
 }
 
+func recursionLost(rs []tracer.RecursionMisses) uint64 {
+	var n uint64
+	for _, r := range rs {
+		n += r.Lost()
+	}
+	return n
+}
+
 // SummaryTables renders the end-of-recording summary.
 func SummaryTables(w io.Writer, s *tracer.Stats, x Extra) error {
 	fmt.Fprintf(w, "\n%d connections", s.Connections)
@@ -113,6 +121,13 @@ func SummaryTables(w io.Writer, s *tracer.Stats, x Extra) error {
 	fmt.Fprintf(w, "; lost events: %d\n", x.LostEvents)
 	if x.LostEvents > 0 {
 		fmt.Fprintf(w, "WARNING: %d kernel events were lost (ring buffer full): connections open then are flagged incomplete\n", x.LostEvents)
+	}
+	if n := x.Unreadable + x.Undecoded + recursionLost(x.Recursion); n > 0 {
+		fmt.Fprintf(w, "WARNING: %d more kernel events were lost (%d unreadable, %d undecoded, %d skipped by the kernel's recursion guard): connections open then are flagged incomplete\n",
+			n, x.Unreadable, x.Undecoded, recursionLost(x.Recursion))
+	}
+	if x.Gaps > 0 {
+		fmt.Fprintf(w, "WARNING: %d state transitions are missing from their connections (state_gaps), which are flagged incomplete\n", x.Gaps)
 	}
 	if x.Evicted > 0 {
 		fmt.Fprintf(w, "WARNING: %d connections were written early, flagged incomplete: more were open than --max-connections\n", x.Evicted)

@@ -18,7 +18,9 @@ type bpfCounter uint32
 const (
 	bpfCounterCOUNTER_LOST         bpfCounter = 0
 	bpfCounterCOUNTER_STORAGE_FAIL bpfCounter = 1
-	bpfCounterCOUNTER_MAX          bpfCounter = 2
+	bpfCounterCOUNTER_UNREADABLE   bpfCounter = 2
+	bpfCounterCOUNTER_NESTED       bpfCounter = 3
+	bpfCounterCOUNTER_MAX          bpfCounter = 10
 )
 
 type bpfEvent struct {
@@ -84,6 +86,19 @@ const (
 	bpfEventKindEVENT_LISTEN_OVERFLOW   bpfEventKind = 7
 )
 
+type bpfHook uint32
+
+const (
+	bpfHookHOOK_SET_STATE         bpfHook = 0
+	bpfHookHOOK_RETRANSMIT        bpfHook = 1
+	bpfHookHOOK_SYNACK_RETRANSMIT bpfHook = 2
+	bpfHookHOOK_SEND_RESET        bpfHook = 3
+	bpfHookHOOK_RECEIVE_RESET     bpfHook = 4
+	bpfHookHOOK_SOCK_ERROR        bpfHook = 5
+	bpfHookHOOK_KFREE_SKB         bpfHook = 6
+	bpfHookHOOK_MAX               bpfHook = 7
+)
+
 type bpfOwner struct {
 	_              structs.HostLayout
 	ListenerCookie uint64
@@ -134,15 +149,24 @@ type bpfSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfProgramSpecs struct {
-	HandleKfreeSkb         *ebpf.ProgramSpec `ebpf:"handle_kfree_skb"`
-	HandleReceiveReset     *ebpf.ProgramSpec `ebpf:"handle_receive_reset"`
-	HandleRetransmit       *ebpf.ProgramSpec `ebpf:"handle_retransmit"`
-	HandleRetransmitErr    *ebpf.ProgramSpec `ebpf:"handle_retransmit_err"`
-	HandleSendReset        *ebpf.ProgramSpec `ebpf:"handle_send_reset"`
-	HandleSendResetReason  *ebpf.ProgramSpec `ebpf:"handle_send_reset_reason"`
-	HandleSetState         *ebpf.ProgramSpec `ebpf:"handle_set_state"`
-	HandleSockError        *ebpf.ProgramSpec `ebpf:"handle_sock_error"`
-	HandleSynackRetransmit *ebpf.ProgramSpec `ebpf:"handle_synack_retransmit"`
+	HandleKfreeSkb               *ebpf.ProgramSpec `ebpf:"handle_kfree_skb"`
+	HandleKfreeSkbNested         *ebpf.ProgramSpec `ebpf:"handle_kfree_skb_nested"`
+	HandleReceiveReset           *ebpf.ProgramSpec `ebpf:"handle_receive_reset"`
+	HandleReceiveResetNested     *ebpf.ProgramSpec `ebpf:"handle_receive_reset_nested"`
+	HandleRetransmit             *ebpf.ProgramSpec `ebpf:"handle_retransmit"`
+	HandleRetransmitErr          *ebpf.ProgramSpec `ebpf:"handle_retransmit_err"`
+	HandleRetransmitErrNested    *ebpf.ProgramSpec `ebpf:"handle_retransmit_err_nested"`
+	HandleRetransmitNested       *ebpf.ProgramSpec `ebpf:"handle_retransmit_nested"`
+	HandleSendReset              *ebpf.ProgramSpec `ebpf:"handle_send_reset"`
+	HandleSendResetNested        *ebpf.ProgramSpec `ebpf:"handle_send_reset_nested"`
+	HandleSendResetReason        *ebpf.ProgramSpec `ebpf:"handle_send_reset_reason"`
+	HandleSendResetReasonNested  *ebpf.ProgramSpec `ebpf:"handle_send_reset_reason_nested"`
+	HandleSetState               *ebpf.ProgramSpec `ebpf:"handle_set_state"`
+	HandleSetStateNested         *ebpf.ProgramSpec `ebpf:"handle_set_state_nested"`
+	HandleSockError              *ebpf.ProgramSpec `ebpf:"handle_sock_error"`
+	HandleSockErrorNested        *ebpf.ProgramSpec `ebpf:"handle_sock_error_nested"`
+	HandleSynackRetransmit       *ebpf.ProgramSpec `ebpf:"handle_synack_retransmit"`
+	HandleSynackRetransmitNested *ebpf.ProgramSpec `ebpf:"handle_synack_retransmit_nested"`
 }
 
 // bpfMapSpecs contains maps before they are loaded into the kernel.
@@ -152,6 +176,7 @@ type bpfMapSpecs struct {
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
 	Owners   *ebpf.MapSpec `ebpf:"owners"`
+	Running  *ebpf.MapSpec `ebpf:"running"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -167,6 +192,7 @@ type bpfVariableSpecs struct {
 	UnusedCounter        *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlag           *ebpf.VariableSpec `ebpf:"unused_flag"`
+	UnusedHook           *ebpf.VariableSpec `ebpf:"unused_hook"`
 	UnusedKind           *ebpf.VariableSpec `ebpf:"unused_kind"`
 	WakeupBytes          *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
@@ -194,6 +220,7 @@ type bpfMaps struct {
 	Counters *ebpf.Map `ebpf:"counters"`
 	Events   *ebpf.Map `ebpf:"events"`
 	Owners   *ebpf.Map `ebpf:"owners"`
+	Running  *ebpf.Map `ebpf:"running"`
 }
 
 func (m *bpfMaps) Close() error {
@@ -201,6 +228,7 @@ func (m *bpfMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.Owners,
+		m.Running,
 	)
 }
 
@@ -217,6 +245,7 @@ type bpfVariables struct {
 	UnusedCounter        *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlag           *ebpf.Variable `ebpf:"unused_flag"`
+	UnusedHook           *ebpf.Variable `ebpf:"unused_hook"`
 	UnusedKind           *ebpf.Variable `ebpf:"unused_kind"`
 	WakeupBytes          *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
@@ -225,28 +254,46 @@ type bpfVariables struct {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfPrograms struct {
-	HandleKfreeSkb         *ebpf.Program `ebpf:"handle_kfree_skb"`
-	HandleReceiveReset     *ebpf.Program `ebpf:"handle_receive_reset"`
-	HandleRetransmit       *ebpf.Program `ebpf:"handle_retransmit"`
-	HandleRetransmitErr    *ebpf.Program `ebpf:"handle_retransmit_err"`
-	HandleSendReset        *ebpf.Program `ebpf:"handle_send_reset"`
-	HandleSendResetReason  *ebpf.Program `ebpf:"handle_send_reset_reason"`
-	HandleSetState         *ebpf.Program `ebpf:"handle_set_state"`
-	HandleSockError        *ebpf.Program `ebpf:"handle_sock_error"`
-	HandleSynackRetransmit *ebpf.Program `ebpf:"handle_synack_retransmit"`
+	HandleKfreeSkb               *ebpf.Program `ebpf:"handle_kfree_skb"`
+	HandleKfreeSkbNested         *ebpf.Program `ebpf:"handle_kfree_skb_nested"`
+	HandleReceiveReset           *ebpf.Program `ebpf:"handle_receive_reset"`
+	HandleReceiveResetNested     *ebpf.Program `ebpf:"handle_receive_reset_nested"`
+	HandleRetransmit             *ebpf.Program `ebpf:"handle_retransmit"`
+	HandleRetransmitErr          *ebpf.Program `ebpf:"handle_retransmit_err"`
+	HandleRetransmitErrNested    *ebpf.Program `ebpf:"handle_retransmit_err_nested"`
+	HandleRetransmitNested       *ebpf.Program `ebpf:"handle_retransmit_nested"`
+	HandleSendReset              *ebpf.Program `ebpf:"handle_send_reset"`
+	HandleSendResetNested        *ebpf.Program `ebpf:"handle_send_reset_nested"`
+	HandleSendResetReason        *ebpf.Program `ebpf:"handle_send_reset_reason"`
+	HandleSendResetReasonNested  *ebpf.Program `ebpf:"handle_send_reset_reason_nested"`
+	HandleSetState               *ebpf.Program `ebpf:"handle_set_state"`
+	HandleSetStateNested         *ebpf.Program `ebpf:"handle_set_state_nested"`
+	HandleSockError              *ebpf.Program `ebpf:"handle_sock_error"`
+	HandleSockErrorNested        *ebpf.Program `ebpf:"handle_sock_error_nested"`
+	HandleSynackRetransmit       *ebpf.Program `ebpf:"handle_synack_retransmit"`
+	HandleSynackRetransmitNested *ebpf.Program `ebpf:"handle_synack_retransmit_nested"`
 }
 
 func (p *bpfPrograms) Close() error {
 	return _BpfClose(
 		p.HandleKfreeSkb,
+		p.HandleKfreeSkbNested,
 		p.HandleReceiveReset,
+		p.HandleReceiveResetNested,
 		p.HandleRetransmit,
 		p.HandleRetransmitErr,
+		p.HandleRetransmitErrNested,
+		p.HandleRetransmitNested,
 		p.HandleSendReset,
+		p.HandleSendResetNested,
 		p.HandleSendResetReason,
+		p.HandleSendResetReasonNested,
 		p.HandleSetState,
+		p.HandleSetStateNested,
 		p.HandleSockError,
+		p.HandleSockErrorNested,
 		p.HandleSynackRetransmit,
+		p.HandleSynackRetransmitNested,
 	)
 }
 

@@ -115,6 +115,10 @@ type Builder struct {
 
 	queues       map[uint32]*nsQueues // last accept-queue sample per namespace
 	unattributed map[uint32][2]uint64 // ListenOverflows, ListenDrops no listener explains
+	// lossSeen: events were dropped in this recording, so a socket first
+	// seen mid-life may be one whose opening events were among them.
+	lossSeen bool
+	gaps     uint64
 }
 
 // DefaultMaxConnections bounds the builder's memory on a busy server
@@ -197,6 +201,7 @@ func (b *Builder) get() *Connection {
 // MarkIncomplete flags every connection followed now, and every pending
 // request, as incomplete: events were lost while they were open.
 func (b *Builder) MarkIncomplete() {
+	b.lossSeen = true
 	for _, c := range b.conns {
 		c.setFlag(FlagIncomplete)
 	}
@@ -205,6 +210,10 @@ func (b *Builder) MarkIncomplete() {
 // Discarded counts server children the kernel destroyed at birth (a
 // duplicate of a connection already established on the same tuple).
 func (b *Builder) Discarded() uint64 { return b.discarded }
+
+// Gaps counts state events whose old state was not the state the
+// connection was last seen in: a transition between them was lost.
+func (b *Builder) Gaps() uint64 { return b.gaps }
 
 // Started counts connections the builder began following.
 func (b *Builder) Started() uint64 { return b.started }
@@ -369,6 +378,12 @@ func (b *Builder) preexisting(ev *Event) *Connection {
 	}
 	c := b.newConn(ev, ev.Cookie, role)
 	c.setFlag(FlagPreexisting)
+	if b.lossSeen {
+		// It may have opened during the trace, its opening events lost:
+		// a loss is noticed up to a tick late, after the record that
+		// lost them was, or was not yet, followed.
+		c.setFlag(FlagIncomplete)
+	}
 	if ev.Kind == KindState {
 		c.state = ev.OldState
 	} else {
@@ -408,6 +423,12 @@ func (b *Builder) onState(ev *Event) {
 		if !c.tupleKnown {
 			c.setTuple(ev)
 			b.indexTuple(c)
+		}
+		if c.state != ev.OldState {
+			// The socket left a state this record never saw it enter: a
+			// transition between was lost, counted or not.
+			b.gaps++
+			c.setFlag(FlagIncomplete)
 		}
 	}
 	c.transition(ev)

@@ -542,3 +542,49 @@ func TestOverflowJoinsTheConnection(t *testing.T) {
 		t.Errorf("overflow items %q, want %q", details, want)
 	}
 }
+
+// A socket first seen mid-life after events were dropped may have opened
+// during the trace with its opening events among the dropped ones: its
+// preexisting record is incomplete. Before any drop it is only preexisting.
+func TestPreexistingAfterLossIsIncomplete(t *testing.T) {
+	b := NewBuilder(BuilderConfig{Clock: Clock{OffsetNs: t0.UnixNano()}})
+	ev := st(5, StateEstablished, StateFinWait1, srv, cli)
+	ev.Time = t0
+	b.Add(&ev)
+	if c := b.conns[5]; !c.Has(FlagPreexisting) || c.Has(FlagIncomplete) {
+		t.Fatalf("before any loss: flags %v", c.Flags)
+	}
+	b.MarkIncomplete()
+	ev = st(6, StateEstablished, StateCloseWait, srv, ap("10.0.0.2:40001"))
+	ev.Time = t0.Add(time.Second)
+	b.Add(&ev)
+	if c := b.conns[6]; !c.Has(FlagPreexisting) || !c.Has(FlagIncomplete) {
+		t.Errorf("after a loss: flags %v, want preexisting and incomplete", c.Flags)
+	}
+}
+
+// A state event whose old state is not where the connection was last seen
+// means a transition between them was lost (the kernel skipped it): the
+// connection is incomplete and the gap is counted.
+func TestStateGapIsIncomplete(t *testing.T) {
+	b := NewBuilder(BuilderConfig{Clock: Clock{OffsetNs: t0.UnixNano()}})
+	for _, ev := range []Event{
+		st(9, StateClose, StateSynSent, cliSS, srv),
+		// SYN_SENT -> ESTABLISHED lost.
+		st(9, StateEstablished, StateFinWait1, cli, srv),
+	} {
+		ev.Time = t0
+		b.Add(&ev)
+	}
+	if c := b.conns[9]; !c.Has(FlagIncomplete) || b.Gaps() != 1 {
+		t.Errorf("flags %v, gaps %d; want incomplete and 1", c.Flags, b.Gaps())
+	}
+	ok := st(10, StateClose, StateSynSent, cliSS, srv)
+	ok.Time = t0
+	b.Add(&ok)
+	ok = st(10, StateSynSent, StateEstablished, ap("10.0.0.2:40002"), srv)
+	b.Add(&ok)
+	if c := b.conns[10]; c.Has(FlagIncomplete) || b.Gaps() != 1 {
+		t.Errorf("unbroken sequence: flags %v, gaps %d", c.Flags, b.Gaps())
+	}
+}

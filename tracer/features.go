@@ -178,59 +178,70 @@ type hookDef struct {
 	required   bool
 	degrades   string
 	programs   func(f Features) string
+	hook       bpfHook // its index among the BPF side's per-hook counters
 }
 
 func (h hookDef) event() string { return h.tracepoint[strings.IndexByte(h.tracepoint, '/')+1:] }
 
 var hookTable = []hookDef{
 	{"sock/inet_sock_set_state", true, "no connection tracking at all",
-		func(Features) string { return "handle_set_state" }},
+		func(Features) string { return "handle_set_state" }, bpfHookHOOK_SET_STATE},
 	{"tcp/tcp_retransmit_skb", false, "no SYN or data retransmits",
 		func(f Features) string {
 			if f.retransmitHasErr {
 				return "handle_retransmit_err"
 			}
 			return "handle_retransmit"
-		}},
+		}, bpfHookHOOK_RETRANSMIT},
 	{"tcp/tcp_retransmit_synack", false, "no SYN-ACK retransmits",
-		func(Features) string { return "handle_synack_retransmit" }},
+		func(Features) string { return "handle_synack_retransmit" }, bpfHookHOOK_SYNACK_RETRANSMIT},
 	{"tcp/tcp_send_reset", false, "no resets sent",
 		func(f Features) string {
 			if f.sendResetReason {
 				return "handle_send_reset_reason"
 			}
 			return "handle_send_reset"
-		}},
+		}, bpfHookHOOK_SEND_RESET},
 	{"tcp/tcp_receive_reset", false, "no resets received",
-		func(Features) string { return "handle_receive_reset" }},
+		func(Features) string { return "handle_receive_reset" }, bpfHookHOOK_RECEIVE_RESET},
 	{"sock/inet_sk_error_report", false, "no socket errors (ECONNREFUSED, ETIMEDOUT...)",
-		func(Features) string { return "handle_sock_error" }},
+		func(Features) string { return "handle_sock_error" }, bpfHookHOOK_SOCK_ERROR},
 	{"skb/kfree_skb", false, "no per-connection accept-queue overflow (kernel counters still count it)",
-		func(Features) string { return "handle_kfree_skb" }},
+		func(Features) string { return "handle_kfree_skb" }, bpfHookHOOK_KFREE_SKB},
 }
 
 type attachment struct {
 	tracepoint string
 	program    string
+	hook       bpfHook
+	// nested marks the twin that serves the hook while its main program is
+	// busy on the same CPU (see the running map in bpf/tcpscope.bpf.c).
+	nested bool
 }
+
+// nestedSuffix names the twin of each main program.
+const nestedSuffix = "_nested"
 
 // selectPrograms removes from spec every program this kernel cannot take
 // (absent tracepoint, or the other prototype variant) and returns the rest.
 func (f Features) selectPrograms(spec *ebpf.CollectionSpec) []attachment {
-	keep := map[string]string{}
+	keep := map[string]attachment{}
+	var out []attachment
 	for i, h := range hookTable {
 		if f.Hooks[i].Present {
-			keep[h.programs(f)] = h.tracepoint
+			main := attachment{tracepoint: h.tracepoint, program: h.programs(f), hook: h.hook}
+			nested := main
+			nested.program += nestedSuffix
+			nested.nested = true
+			keep[main.program], keep[nested.program] = main, nested
+			// The main program first: the twin's check then finds it done.
+			out = append(out, main, nested)
 		}
 	}
-	var out []attachment
 	for name := range spec.Programs {
-		tp, ok := keep[name]
-		if !ok {
+		if _, ok := keep[name]; !ok {
 			delete(spec.Programs, name)
-			continue
 		}
-		out = append(out, attachment{tracepoint: tp, program: name})
 	}
 	return out
 }

@@ -7,7 +7,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -416,4 +420,254 @@ func TestLostEvents(t *testing.T) {
 		t.Errorf("received %d + lost %d = %d, want %d events", received, c.Lost, received+c.Lost, want)
 	}
 	t.Logf("received %d, lost %d of %d", received, c.Lost, want)
+}
+
+// TestNestedProgramsServeSkippedEvents: when the kernel skips a main
+// program because it already runs on that CPU (a softirq interrupting it),
+// its _nested twin must deliver the event, complete, and count it. The
+// state is forced: main programs detached, their running flags raised.
+func TestNestedProgramsServeSkippedEvents(t *testing.T) {
+	ns := newNS(t)
+	col := traceNS(t, ns, tracer.Config{})
+	if err := tracer.ServeNestedOnly(col.tr); err != nil {
+		t.Fatal(err)
+	}
+	ln := listen(t, ns, "tcp4", "127.0.0.1:0")
+	server := addrPort(t, ln.Addr())
+	accepted := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			_, err = io.Copy(io.Discard, c)
+			c.Close()
+		}
+		accepted <- err
+	}()
+	c, err := dial(ns, "tcp4", server.String(), 5*time.Second)
+	if err != nil {
+		t.Fatalf("dialing %s: %v", server, err)
+	}
+	client := addrPort(t, c.LocalAddr())
+	c.Close()
+	if err := <-accepted; err != nil {
+		t.Fatalf("server: %v", err)
+	}
+	// A refused connect: a reset sent with no socket, a socket error.
+	closedLn := listen(t, ns, "tcp4", "127.0.0.1:0")
+	refused := addrPort(t, closedLn.Addr())
+	closedLn.Close()
+	if err := ns.Do(func() error { return blockingConnect(refused) }); !errors.Is(err, unix.ECONNREFUSED) {
+		t.Fatalf("connecting to closed %s: %v, want ECONNREFUSED", refused, err)
+	}
+
+	var clientCk, serverCk uint64
+	evs := col.waitFor(t, "both ends closed and the refusal", 10*time.Second, func(evs []tracer.Event) bool {
+		var rst, sockErr bool
+		for _, e := range evs {
+			switch {
+			case e.Kind == tracer.KindState && e.NewState == tracer.StateSynSent && e.Remote == server:
+				clientCk = e.Cookie
+			case e.Kind == tracer.KindState && e.OldState == tracer.StateListen && e.NewState == tracer.StateSynRecv && e.Remote == client:
+				serverCk = e.Cookie
+			case e.Kind == tracer.KindResetSent && e.Local == refused:
+				rst = true
+			case e.Kind == tracer.KindError && e.Remote == refused:
+				sockErr = true
+			}
+		}
+		return clientCk != 0 && serverCk != 0 && closed(evs, clientCk) && closed(evs, serverCk) && rst && sockErr
+	})
+	want := map[uint64][]string{
+		clientCk: {"CLOSE->SYN_SENT", "SYN_SENT->ESTABLISHED", "ESTABLISHED->FIN_WAIT1", "FIN_WAIT1->FIN_WAIT2", "FIN_WAIT2->CLOSE"},
+		serverCk: {"LISTEN->SYN_RECV", "SYN_RECV->ESTABLISHED", "ESTABLISHED->CLOSE_WAIT", "CLOSE_WAIT->LAST_ACK", "LAST_ACK->CLOSE"},
+	}
+	for ck, w := range want {
+		if got := transitions(evs, ck); !slices.Equal(got, w) {
+			t.Errorf("cookie %d transitions\n got %v\nwant %v", ck, got, w)
+		}
+	}
+	cnt, err := col.tr.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nested := map[string]uint64{}
+	for _, r := range cnt.Recursion {
+		nested[r.Tracepoint] = r.Nested
+	}
+	states := uint64(0)
+	for _, e := range evs {
+		if e.Kind == tracer.KindState {
+			states++
+		}
+	}
+	// Counted before the namespace filter, so at least the events seen here.
+	if nested["sock/inet_sock_set_state"] < states || nested["tcp/tcp_send_reset"] == 0 || nested["sock/inet_sk_error_report"] == 0 {
+		t.Errorf("events handled nested: %v; want at least the %d state events, a reset and an error", nested, states)
+	}
+	if cnt.RecursionLost() != 0 {
+		t.Errorf("recursion losses %d with every skip served: %+v", cnt.RecursionLost(), cnt.Recursion)
+	}
+}
+
+// TestRecursionMissesReported: every tracepoint attached is reported with
+// its main program's recursion_misses, read from the kernel's program info.
+func TestRecursionMissesReported(t *testing.T) {
+	ns := newNS(t)
+	col := traceNS(t, ns, tracer.Config{})
+	cnt, err := col.tr.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cnt.Recursion) != col.tr.Attached() {
+		t.Fatalf("%d recursion entries for %d tracepoints attached: %+v", len(cnt.Recursion), col.tr.Attached(), cnt.Recursion)
+	}
+	seen := map[string]bool{}
+	for _, r := range cnt.Recursion {
+		if r.Tracepoint == "" || !strings.HasPrefix(r.Program, "handle_") || strings.HasSuffix(r.Program, "_nested") || seen[r.Tracepoint] {
+			t.Errorf("bad entry %+v", r)
+		}
+		seen[r.Tracepoint] = true
+	}
+	if !seen["sock/inet_sock_set_state"] {
+		t.Errorf("inet_sock_set_state missing from %+v", cnt.Recursion)
+	}
+}
+
+// TestRecursionUnderSteeredLoad: with loopback packets received on the
+// other CPU (receive packet steering, set in the test's namespace only),
+// the softirq that carries a handshake often interrupts the state program
+// running in process context there, which the kernel then skips: hundreds
+// of skips per 3,200 connections. The _nested program must take most of
+// them and the rest must be counted. Opt-in (TCPSCOPE_STRESS=1): a 20 s
+// load on both CPUs. It also logs how many transitions arrived in all:
+// on 6.18 tens per run are missing beyond those counted, and the kernel's
+// own count of tracepoint hits shows they never reached a BPF program
+// (see the report of this change); the builder flags those connections
+// through their state gaps.
+func TestRecursionUnderSteeredLoad(t *testing.T) {
+	if os.Getenv("TCPSCOPE_STRESS") == "" {
+		t.Skip("a 20 s load test: set TCPSCOPE_STRESS=1")
+	}
+	if runtime.NumCPU() < 2 {
+		t.Skip("steering needs two CPUs")
+	}
+	ns := newNS(t)
+	if err := ns.SteerLoopback(fmt.Sprintf("%x", 1<<runtime.NumCPU()-1)); err != nil {
+		t.Fatal(err)
+	}
+	col := traceNS(t, ns, tracer.Config{})
+	if os.Getenv("TCPSCOPE_TEST_NO_NESTED") != "" {
+		if err := tracer.DetachNested(col.tr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ln := listen(t, ns, "tcp4", "127.0.0.1:0")
+	server := ln.Addr().String()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(io.Discard, c)
+				c.Close()
+			}()
+		}
+	}()
+	const workers, perWorker = 8, 400
+	deadline := time.Now().Add(20 * time.Second)
+	var wg sync.WaitGroup
+	var dialed atomic.Int64
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < perWorker && time.Now().Before(deadline); i++ {
+				c, err := dial(ns, "tcp4", server, 5*time.Second)
+				if err != nil {
+					t.Errorf("dialing: %v", err)
+					return
+				}
+				dialed.Add(1)
+				c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	n := int(dialed.Load())
+	// Every transition has fired once no socket is left between SYN_SENT
+	// and LAST_ACK: only the listener and TIME_WAIT remain.
+	var open uint32
+	for _, st := range []tracer.State{tracer.StateEstablished, tracer.StateSynSent, tracer.StateSynRecv, tracer.StateFinWait1,
+		tracer.StateFinWait2, tracer.StateCloseWait, tracer.StateLastAck, tracer.StateClosing, tracer.StateNewSynRecv} {
+		open |= 1 << uint(st)
+	}
+	for end := time.Now().Add(30 * time.Second); ; {
+		socks, err := ns.TCPSockets(open)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(socks) == 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("%d sockets still closing after 30s", len(socks))
+		}
+		select {
+		case <-col.notify:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	// Five transitions on each end, both ends cleanly closed.
+	want := 10 * n
+	count := func(evs []tracer.Event) int {
+		k := 0
+		for _, e := range evs {
+			if e.Kind == tracer.KindState && e.NewState != tracer.StateListen && !(e.OldState == tracer.StateListen && e.NewState == tracer.StateClose) {
+				k++
+			}
+		}
+		return k
+	}
+	// Polled, not waitFor: its dump of every event would drown the numbers.
+	var cnt tracer.Counters
+	var got int
+	for end := time.Now().Add(10 * time.Second); ; {
+		var err error
+		if cnt, err = col.tr.Counters(); err != nil {
+			t.Fatal(err)
+		}
+		if got = count(col.snapshot()); got+int(cnt.Dropped()) >= want || time.Now().After(end) {
+			break
+		}
+		select {
+		case <-col.notify:
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	var sm tracer.RecursionMisses
+	for _, r := range cnt.Recursion {
+		if r.Tracepoint == "sock/inet_sock_set_state" {
+			sm = r
+		}
+	}
+	col.mu.Lock()
+	readErrs := len(col.errs)
+	col.mu.Unlock()
+	t.Logf("%d connections, %d of %d state events; inet_sock_set_state: %d recursion misses, %d handled nested, %d lost; dropped in all %d; %d read errors",
+		n, got, want, sm.Misses, sm.Nested, sm.Lost(), cnt.Dropped(), readErrs)
+	if got > want {
+		t.Errorf("%d state events, more than the %d of %d connections", got, want, n)
+	}
+	if sm.Misses > 0 && sm.Nested == 0 {
+		t.Errorf("%d recursion misses and none handled nested", sm.Misses)
+	}
+	if sm.Nested*2 < sm.Misses {
+		t.Errorf("only %d of %d recursion misses handled nested", sm.Nested, sm.Misses)
+	}
+	if readErrs > 0 {
+		t.Errorf("%d read errors", readErrs)
+	}
+	t.Logf("not delivered: %d, of which counted: %d", want-got, cnt.Dropped())
 }

@@ -23,7 +23,8 @@ type Recorder struct {
 	// OnNetNS, when set, sees events of each network namespace until it
 	// returns true for one of them: the namespace is then known.
 	OnNetNS func(*Event) bool
-	// DecodeErrors counts records that could not be decoded.
+	// DecodeErrors counts records that could not be decoded; each is an
+	// event lost, so it marks the connections followed incomplete too.
 	DecodeErrors uint64
 	// Events counts events read, by kind.
 	Events [8]uint64
@@ -32,15 +33,19 @@ type Recorder struct {
 	lastNS uint32
 }
 
-// checkLoss flags every connection followed now as incomplete when the
-// kernel dropped events since the last look: any of them may have lost one.
+// checkLoss flags every connection followed now as incomplete when events
+// were dropped since the last look (ring buffer full, unreadable packets,
+// recursion skips no program handled, records that did not decode): any
+// of them may have lost one.
 func (r *Recorder) checkLoss() {
 	c, err := r.Tracer.Counters()
-	if err != nil || c.Lost == r.lost {
+	if err != nil {
 		return
 	}
-	r.lost = c.Lost
-	r.Builder.MarkIncomplete()
+	if n := c.Dropped() + r.DecodeErrors; n != r.lost {
+		r.lost = n
+		r.Builder.MarkIncomplete()
+	}
 }
 
 // Run traces until ctx ends, then detaches, drains the ring buffer, and

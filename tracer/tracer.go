@@ -47,6 +47,7 @@ var ErrNoEvent = errors.New("no event within the poll interval")
 type Tracer struct {
 	coll     *ebpf.Collection
 	links    []link.Link
+	attached []attachment // in the order of links
 	reader   *ringbuf.Reader
 	counters *ebpf.Map
 	rec      ringbuf.Record
@@ -101,6 +102,7 @@ func Open(cfg Config) (t *Tracer, err error) {
 			return nil, fmt.Errorf("attaching %s: %w", a.tracepoint, err)
 		}
 		t.links = append(t.links, l)
+		t.attached = append(t.attached, a)
 	}
 	if t.reader, err = ringbuf.NewReader(coll.Maps["events"]); err != nil {
 		return nil, fmt.Errorf("opening ring buffer reader: %w", err)
@@ -223,6 +225,55 @@ type Counters struct {
 	Lost uint64
 	// StorageFailures counts listeners whose owner could not be recorded.
 	StorageFailures uint64
+	// Unreadable counts events dropped because the packet they describe
+	// could not be read (a reset sent or an accept-queue drop).
+	Unreadable uint64
+	// Recursion has one entry per tracepoint attached, in attach order.
+	Recursion []RecursionMisses
+}
+
+// RecursionMisses is what the kernel's recursion guard did to one
+// tracepoint's programs: the kernel skips a tracing program that fires on
+// a CPU where it already runs and counts that only in the program's
+// recursion_misses (see the running map in bpf/tcpscope.bpf.c).
+type RecursionMisses struct {
+	Tracepoint string // "sock/inet_sock_set_state"
+	Program    string // the main program, "handle_set_state"
+	// Misses is the main program's recursion_misses: events it skipped.
+	Misses uint64
+	// Nested is how many events its _nested twin handled for it.
+	Nested uint64
+	// NestedMisses is the twin's own recursion_misses. They cost nothing:
+	// the twin is only busy when the main program is not, and the main
+	// program then handled the event.
+	NestedMisses uint64
+}
+
+// Lost is how many events neither program handled.
+func (r RecursionMisses) Lost() uint64 {
+	if r.Misses > r.Nested {
+		return r.Misses - r.Nested
+	}
+	return 0
+}
+
+// Dropped is every event the kernel side dropped: ring buffer full,
+// unreadable packets and recursion skips nobody handled.
+func (c Counters) Dropped() uint64 {
+	n := c.Lost + c.Unreadable
+	for _, r := range c.Recursion {
+		n += r.Lost()
+	}
+	return n
+}
+
+// RecursionLost sums Lost over the tracepoints.
+func (c Counters) RecursionLost() uint64 {
+	var n uint64
+	for _, r := range c.Recursion {
+		n += r.Lost()
+	}
+	return n
 }
 
 // Counters reads the per-CPU counters (their last values after Close).
@@ -243,11 +294,37 @@ func (t *Tracer) Counters() (Counters, error) {
 	}
 	var c Counters
 	var err error
+	// Misses first, what the twins handled after: a skip is counted before
+	// the twin runs, so this order never shows a handled skip as lost.
+	misses := make([]uint64, len(t.attached))
+	for i, a := range t.attached {
+		st, err := t.coll.Programs[a.program].Stats()
+		if err != nil {
+			return c, fmt.Errorf("reading statistics of %s: %w", a.program, err)
+		}
+		misses[i] = st.RecursionMisses
+	}
 	if c.Lost, err = read(bpfCounterCOUNTER_LOST); err != nil {
 		return c, err
 	}
-	c.StorageFailures, err = read(bpfCounterCOUNTER_STORAGE_FAIL)
-	return c, err
+	if c.StorageFailures, err = read(bpfCounterCOUNTER_STORAGE_FAIL); err != nil {
+		return c, err
+	}
+	if c.Unreadable, err = read(bpfCounterCOUNTER_UNREADABLE); err != nil {
+		return c, err
+	}
+	for i, a := range t.attached {
+		if !a.nested {
+			c.Recursion = append(c.Recursion, RecursionMisses{Tracepoint: a.tracepoint, Program: a.program, Misses: misses[i]})
+			continue
+		}
+		r := &c.Recursion[len(c.Recursion)-1]
+		r.NestedMisses = misses[i]
+		if r.Nested, err = read(bpfCounterCOUNTER_NESTED + bpfCounter(a.hook)); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
 }
 
 // Stop detaches every program, so no new event is produced, and lets Read
@@ -295,5 +372,6 @@ func (t *Tracer) Close() error {
 // Pending is how many bytes of events wait in the ring buffer.
 func (t *Tracer) Pending() int { return t.reader.AvailableBytes() }
 
-// Attached is how many tracepoint programs are attached.
-func (t *Tracer) Attached() int { return len(t.links) }
+// Attached is how many tracepoints are attached (each serves one with a
+// main program and its _nested twin).
+func (t *Tracer) Attached() int { return len(t.links) / 2 }

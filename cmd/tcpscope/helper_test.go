@@ -316,6 +316,10 @@ func (r *recording) stopSample(t *testing.T, n int) *output.Recording {
 	if rec.Summary == nil {
 		t.Fatalf("export has no summary")
 	}
+	// Every tracepoint attached reports its recursion misses.
+	if rs := rec.Summary.Extra().Recursion; len(rs) == 0 || rs[0].Tracepoint != "sock/inet_sock_set_state" || rs[0].Program != "handle_set_state" {
+		t.Errorf("summary recursion_misses: %+v", rs)
+	}
 	return rec
 }
 

@@ -129,7 +129,7 @@ func (s *session) snapshot(dt time.Duration) output.Live {
 	}
 	s.view.prevOpened, s.view.prevClosed = opened, closed
 	if c, err := s.tr.Counters(); err == nil {
-		l.Lost = c.Lost
+		l.Lost = c.Dropped()
 	}
 	if top := s.timeWait.Top(1, time.Now()); len(top) > 0 && top[0].Ports > 0 {
 		d := top[0]

@@ -276,6 +276,9 @@ func TestRecordEventsJSONL(t *testing.T) {
 	if !strings.Contains(rest.String(), "events: 12 (state 12,") || !strings.Contains(rest.String(), "lost 0") {
 		t.Errorf("closing tally: %q", rest.String())
 	}
+	if !strings.Contains(rest.String(), "tcpscope: recursion misses: ") {
+		t.Errorf("no recursion misses line: %q", rest.String())
+	}
 }
 
 func runBinary(t *testing.T, args ...string) (string, error) {

@@ -360,7 +360,8 @@ func (s *session) run(ctx context.Context) error {
 	counters, cerr := s.tr.Counters()
 	end := time.Now()
 	x := output.Extra{End: end, LostEvents: counters.Lost, Orphans: s.rec.Builder.Orphans(), Listeners: s.listeners,
-		Evicted: s.rec.Builder.Evicted()}
+		Evicted: s.rec.Builder.Evicted(), Unreadable: counters.Unreadable, Undecoded: s.rec.DecodeErrors, Recursion: counters.Recursion,
+		Discarded: s.rec.Builder.Discarded(), Gaps: s.rec.Builder.Gaps()}
 	x.Counters, x.TimeWait = s.kernelEnd(end)
 	var exportErr error
 	if s.export != nil {
@@ -389,6 +390,10 @@ func (s *session) run(ctx context.Context) error {
 	if s.rec.DecodeErrors > 0 {
 		fmt.Fprintf(s.stderr, "tcpscope: %d records could not be decoded\n", s.rec.DecodeErrors)
 	}
+	if counters.Unreadable > 0 {
+		fmt.Fprintf(s.stderr, "tcpscope: %d events were dropped because their packet could not be read\n", counters.Unreadable)
+	}
+	fmt.Fprintln(s.stderr, "tcpscope: "+output.RecursionLine(counters.Recursion))
 	if s.export != nil && exportErr == nil && s.export.Path() != "-" {
 		fmt.Fprintf(s.stderr, "tcpscope: wrote %d connections to %s\n", s.stats.Connections, s.export.Path())
 	}

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,9 +18,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// connectAll starts n non-blocking connects to ap from inside ns and
-// returns their descriptors.
-func connectAll(t *testing.T, ns *netns.NS, ap netip.AddrPort, n int) []int {
+// connectAll starts n non-blocking connects to ap from inside ns. The
+// function it returns closes their descriptors, once: a descriptor closed
+// twice could be another parallel test's by then.
+func connectAll(t *testing.T, ns *netns.NS, ap netip.AddrPort, n int) (closeAll func()) {
 	t.Helper()
 	var fds []int
 	err := ns.Do(func() error {
@@ -36,15 +38,16 @@ func connectAll(t *testing.T, ns *netns.NS, ap netip.AddrPort, n int) []int {
 		}
 		return nil
 	})
-	t.Cleanup(func() {
+	closeAll = sync.OnceFunc(func() {
 		for _, fd := range fds {
 			unix.Close(fd)
 		}
 	})
+	t.Cleanup(closeAll)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fds
+	return closeAll
 }
 
 // waitCounter polls a namespace counter until its growth since before
@@ -89,13 +92,11 @@ func TestSynOverflowAttributed(t *testing.T) {
 	defer ln.Close()
 	before, _ := ns.Counters()
 	const n = 10
-	fds := connectAll(t, ns, netns.AddrPort(ln), n)
+	closeAll := connectAll(t, ns, netns.AddrPort(ln), n)
 	// The seven refused SYNs are retransmitted after 1 s, into the full
 	// queue again.
 	waitCounter(t, ns, before, "TcpExt.TCPSynRetrans", n-3, 10*time.Second)
-	for _, fd := range fds {
-		unix.Close(fd) // ends the connects still in SYN_SENT: nothing more is sent
-	}
+	closeAll() // ends the connects still in SYN_SENT: nothing more is sent
 	after, _ := ns.Counters()
 	rec := r.stop(t)
 	d := netns.Delta(before, after)

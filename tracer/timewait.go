@@ -27,9 +27,21 @@ type TimeWaitDest struct {
 	Ports    int       // usable local ports (ip_local_port_range), 0 if unknown
 	RatePerS float64   // new TIME_WAIT entries per second, last 5 s
 	Warned   bool      // crossed the warning threshold at least once
-	expiries []time.Time
+	live     []twEntry // entries less than 60 s old, by entry time
 	recent   []time.Time
 	alerting bool
+	// The peak among entries already expired or killed; the live ones'
+	// counts may still change (Undo, Release).
+	pastPeak   int
+	pastPeakAt time.Time
+}
+
+// twEntry is one live TIME_WAIT of a destination and how many of the
+// destination's entries, itself included, were live when it entered. The
+// count only rises at an entry, so the peak is the largest of these counts.
+type twEntry struct {
+	at    time.Time
+	count int
 }
 
 // TimeWaitAlert is raised when a destination's TIME_WAIT sockets pass the
@@ -71,19 +83,25 @@ func (t *TimeWaitTracker) Enter(netns uint32, local, remote netip.AddrPort, at t
 		t.dests[k] = d
 	}
 	d.expire(at)
-	// Entries come when records are concluded, in close order but not
-	// strictly (an evicted record is concluded early): keep them sorted.
-	exp := at.Add(TimeWaitLen)
-	i := len(d.expiries)
-	for i > 0 && d.expiries[i-1].After(exp) {
+	// Entries come in close order but not strictly (a record concluded
+	// later is told late): keep them sorted. Every entry before it is live
+	// at `at`; every one after entered while it was.
+	i := len(d.live)
+	for i > 0 && d.live[i-1].at.After(at) {
 		i--
+		d.live[i].count++
 	}
-	d.expiries = slices.Insert(d.expiries, i, exp)
+	d.live = slices.Insert(d.live, i, twEntry{at: at, count: i + 1})
 	d.recent = append(d.recent, at)
 	d.Total++
-	d.Now = len(d.expiries)
-	if d.Now > d.Peak {
-		d.Peak, d.PeakAt = d.Now, at
+	d.Now = len(d.live)
+	if i == len(d.live)-1 {
+		// In order, the usual case: only the new count can be the peak.
+		if i+1 > d.Peak {
+			d.Peak, d.PeakAt = i+1, at
+		}
+	} else {
+		d.settlePeak()
 	}
 	t.check(d, at)
 }
@@ -95,9 +113,10 @@ func (t *TimeWaitTracker) Release(netns uint32, local, remote netip.AddrPort, en
 	if !ok {
 		return
 	}
-	exp := entered.Add(TimeWaitLen)
-	if i := slices.IndexFunc(d.expiries, func(e time.Time) bool { return e.Equal(exp) }); i >= 0 {
-		d.expiries = slices.Delete(d.expiries, i, i+1)
+	if e, ok := d.remove(entered, at); ok {
+		// It was live at its entry: that count stands.
+		d.pastPeakAbove(e)
+		d.settlePeak()
 		d.Killed++
 	}
 	d.expire(at)
@@ -105,20 +124,54 @@ func (t *TimeWaitTracker) Release(netns uint32, local, remote netip.AddrPort, en
 }
 
 // Undo takes back the entry made at `entered`: that socket entered no
-// TIME_WAIT after all.
+// TIME_WAIT after all, so it counts neither now nor in the peak.
 func (t *TimeWaitTracker) Undo(netns uint32, local, remote netip.AddrPort, entered time.Time) {
 	d, ok := t.dests[TimeWaitKey{NetNS: netns, Local: local.Addr(), Remote: remote}]
 	if !ok {
 		return
 	}
-	exp := entered.Add(TimeWaitLen)
-	if i := slices.IndexFunc(d.expiries, func(e time.Time) bool { return e.Equal(exp) }); i >= 0 {
-		d.expiries = slices.Delete(d.expiries, i, i+1)
+	if _, ok := d.remove(entered, entered); ok {
+		d.settlePeak()
 		d.Total--
 		if j := slices.IndexFunc(d.recent, func(r time.Time) bool { return r.Equal(entered) }); j >= 0 {
 			d.recent = slices.Delete(d.recent, j, j+1)
 		}
-		d.Now = len(d.expiries)
+	}
+}
+
+// remove drops the live entry made at `entered`, which ended at `end`:
+// the entries made from `end` on no longer count it. The caller settles
+// the peak.
+func (d *TimeWaitDest) remove(entered, end time.Time) (twEntry, bool) {
+	i := slices.IndexFunc(d.live, func(e twEntry) bool { return e.at.Equal(entered) })
+	if i < 0 {
+		return twEntry{}, false
+	}
+	e := d.live[i]
+	d.live = slices.Delete(d.live, i, i+1)
+	for j := i; j < len(d.live); j++ {
+		if !d.live[j].at.Before(end) {
+			d.live[j].count--
+		}
+	}
+	d.Now = len(d.live)
+	return e, true
+}
+
+// pastPeakAbove keeps an entry that leaves the live list in the peak.
+func (d *TimeWaitDest) pastPeakAbove(e twEntry) {
+	if e.count > d.pastPeak || (e.count == d.pastPeak && e.at.Before(d.pastPeakAt)) {
+		d.pastPeak, d.pastPeakAt = e.count, e.at
+	}
+}
+
+// settlePeak sets Peak and PeakAt, the first time it was reached.
+func (d *TimeWaitDest) settlePeak() {
+	d.Peak, d.PeakAt = d.pastPeak, d.pastPeakAt
+	for _, e := range d.live {
+		if e.count > d.Peak {
+			d.Peak, d.PeakAt = e.count, e.at
+		}
 	}
 }
 
@@ -138,16 +191,17 @@ func (t *TimeWaitTracker) portsOf(netns uint32) int {
 
 func (d *TimeWaitDest) expire(now time.Time) {
 	i := 0
-	for i < len(d.expiries) && !d.expiries[i].After(now) {
+	for i < len(d.live) && !d.live[i].at.Add(TimeWaitLen).After(now) {
+		d.pastPeakAbove(d.live[i])
 		i++
 	}
-	d.expiries = d.expiries[i:]
+	d.live = d.live[i:]
 	j := 0
 	for j < len(d.recent) && now.Sub(d.recent[j]) > rateWindow {
 		j++
 	}
 	d.recent = d.recent[j:]
-	d.Now = len(d.expiries)
+	d.Now = len(d.live)
 	span := rateWindow
 	if len(d.recent) > 1 {
 		if s := now.Sub(d.recent[0]); s < span && s > 0 {
@@ -179,7 +233,7 @@ func (t *TimeWaitTracker) check(d *TimeWaitDest, now time.Time) {
 
 func (d *TimeWaitDest) snapshot() TimeWaitDest {
 	c := *d
-	c.expiries, c.recent = nil, nil
+	c.live, c.recent = nil, nil
 	return c
 }
 

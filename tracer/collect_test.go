@@ -71,11 +71,16 @@ func (c *collector) snapshot() []tracer.Event {
 }
 
 // waitFor returns the events once pred holds, re-checking it on every new
-// event; the timeout only bounds a test that would otherwise hang.
+// event and every 50 ms; the timeout only bounds a test that would
+// otherwise hang.
 func (c *collector) waitFor(t *testing.T, what string, timeout time.Duration, pred func([]tracer.Event) bool) []tracer.Event {
 	t.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	// Also on a tick: a predicate may poll the kernel (sock_diag) for a
+	// state that no further event announces.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		evs := c.snapshot()
 		if pred(evs) {
@@ -83,6 +88,7 @@ func (c *collector) waitFor(t *testing.T, what string, timeout time.Duration, pr
 		}
 		select {
 		case <-c.notify:
+		case <-tick.C:
 		case <-deadline.C:
 			t.Fatalf("timed out after %v waiting for %s; saw:\n%s", timeout, what, dump(evs))
 		}

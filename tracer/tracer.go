@@ -295,7 +295,10 @@ func (t *Tracer) Counters() (Counters, error) {
 	var c Counters
 	var err error
 	// Misses first, what the twins handled after: a skip is counted before
-	// the twin runs, so this order never shows a handled skip as lost.
+	// its twin runs, so only a skip whose twin, on another CPU, has not yet
+	// started when the counters are read shows as lost (for that reading;
+	// the one after Stop is exact). The other order would show every skip
+	// handled between the two reads.
 	misses := make([]uint64, len(t.attached))
 	for i, a := range t.attached {
 		st, err := t.coll.Programs[a.program].Stats()

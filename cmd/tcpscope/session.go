@@ -239,44 +239,46 @@ func closeNamespaces(m map[uint32]*netns.NS) {
 	}
 }
 
-// portRange is the number of usable local ports in a namespace. Only the
-// namespaces already open are asked; others count as unknown.
-func (s *session) portRange(netnsIno uint32) (int, bool) {
-	ns := s.namespace(netnsIno)
-	if ns == nil {
-		return 0, false
-	}
-	lo, hi, err := ns.PortRange()
-	if err != nil {
-		return 0, false
-	}
-	return hi - lo + 1, true
+// portRange is the number of usable local ports in a namespace; unknown
+// when the namespace is gone.
+func (s *session) portRange(netnsIno uint32) (n int, ok bool) {
+	s.inNamespace(netnsIno, func(ns *netns.NS) {
+		if lo, hi, err := ns.PortRange(); err == nil {
+			n, ok = hi-lo+1, true
+		}
+	})
+	return n, ok
 }
 
-// namespace returns a handle of a namespace, opening it on first use; nil
-// when it is gone.
-func (s *session) namespace(netnsIno uint32) *netns.NS {
-	ns, ok := s.namespaces[netnsIno]
-	if !ok {
-		found, err := netns.Find(netnsIno)
-		if err != nil {
-			return nil
-		}
-		s.adopt(netnsIno, found)
-		ns = found
+// inNamespace runs fn with a handle of a namespace, opening it on first
+// use and holding it while fewer than maxHeldNamespaces are held (past
+// that, the handle is closed after fn); fn does not run when the
+// namespace is gone.
+func (s *session) inNamespace(netnsIno uint32, fn func(*netns.NS)) {
+	if ns, ok := s.namespaces[netnsIno]; ok {
+		fn(ns)
+		return
 	}
-	return ns
+	found, err := netns.Find(netnsIno)
+	if err != nil {
+		return
+	}
+	if len(s.namespaces) >= maxHeldNamespaces {
+		defer found.Close()
+	} else {
+		s.adopt(netnsIno, found)
+	}
+	fn(found)
 }
 
 // rfc1337 reads net.ipv4.tcp_rfc1337 in a namespace (0, the default, when
 // it cannot be read).
-func (s *session) rfc1337(netnsIno uint32) bool {
-	ns := s.namespace(netnsIno)
-	if ns == nil {
-		return false
-	}
-	v, err := ns.ReadSysctl("net.ipv4.tcp_rfc1337")
-	return err == nil && v != "0"
+func (s *session) rfc1337(netnsIno uint32) (on bool) {
+	s.inNamespace(netnsIno, func(ns *netns.NS) {
+		v, err := ns.ReadSysctl("net.ipv4.tcp_rfc1337")
+		on = err == nil && v != "0"
+	})
+	return on
 }
 
 // kernelEnd reads what the kernel itself says at the end: counter deltas

@@ -540,10 +540,9 @@ func TestRecursionMissesReported(t *testing.T) {
 // of skips per 3,200 connections. The _nested program must take most of
 // them and the rest must be counted. Opt-in (TCPSCOPE_STRESS=1): a 20 s
 // load on both CPUs. It also logs how many transitions arrived in all:
-// on 6.18 tens per run are missing beyond those counted, and the kernel's
-// own count of tracepoint hits shows they never reached a BPF program
-// (see the report of this change); the builder flags those connections
-// through their state gaps.
+// on 6.18 a few per run are missing beyond those counted, and never
+// reached a BPF program (README, Guarantees); the builder flags those
+// connections through their state gaps.
 func TestRecursionUnderSteeredLoad(t *testing.T) {
 	if os.Getenv("TCPSCOPE_STRESS") == "" {
 		t.Skip("a 20 s load test: set TCPSCOPE_STRESS=1")

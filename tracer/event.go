@@ -276,8 +276,9 @@ const (
 // flags and length: a SYN, a SYN-ACK (TCP Fast Open children; a request's
 // SYN-ACKs are KindSynAckRetransmit), a bare FIN, or data. A FIN that rides
 // on payload counts as data: the data was lost too, and it is what the peer
-// waits for. A bare FIN's loss only delays the close; tail loss probes
-// (tcp_send_loss_probe()) resend it when the ACK of a close is merely late.
+// waits for. A bare FIN's loss only delays the close (a tail loss probe
+// resends it even when the ACK was merely late: see on_retransmit in
+// bpf/tcpscope.bpf.c).
 // Events without segment flags (recordings of older builds) fall back on
 // the socket state: SYN_SENT a SYN, SYN_RECV a SYN-ACK, data otherwise.
 func (ev *Event) Resent() string {

@@ -504,9 +504,6 @@ func TestNestedProgramsServeSkippedEvents(t *testing.T) {
 	if nested["sock/inet_sock_set_state"] < states || nested["tcp/tcp_send_reset"] == 0 || nested["sock/inet_sk_error_report"] == 0 {
 		t.Errorf("events handled nested: %v; want at least the %d state events, a reset and an error", nested, states)
 	}
-	if cnt.RecursionLost() != 0 {
-		t.Errorf("recursion losses %d with every skip served: %+v", cnt.RecursionLost(), cnt.Recursion)
-	}
 }
 
 // TestRecursionMissesReported: every tracepoint attached is reported with

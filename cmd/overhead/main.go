@@ -68,7 +68,6 @@ func execInNS(path string, args []string) {
 
 type leg struct {
 	bpfNs   float64 // BPF program run time per second of leg, ns
-	bpfRuns uint64
 	kind    string
 	rate    float64 // connections per second
 	events  float64 // events per second (traced legs)
@@ -154,7 +153,6 @@ func runLeg(kind string, ns *netns.NS, port, workers int, d time.Duration, tcpsc
 	}
 	after := bpfStats()
 	l.bpfNs = float64(after.Runtime-before.Runtime) / d.Seconds()
-	l.bpfRuns = after.RunCount - before.RunCount
 	cmd.Process.Signal(os.Interrupt)
 	for stderr.Scan() {
 		rest.WriteString(stderr.Text() + "\n")
@@ -297,7 +295,7 @@ func median(xs []float64) float64 {
 
 func report(w io.Writer, results []leg, workers int, legLen time.Duration, legs int) {
 	by := map[string][]float64{}
-	var ev, cpu, bpfNs, perRun []float64
+	var ev, cpu, bpfNs, perEvent, userPerConn, bpfPerConn []float64
 	var lost uint64
 	var rss int64
 	for _, l := range results {
@@ -305,10 +303,18 @@ func report(w io.Writer, results []leg, workers int, legLen time.Duration, legs 
 		if l.kind == "tcpscope" {
 			ev = append(ev, l.events)
 			bpfNs = append(bpfNs, l.bpfNs)
-			if l.bpfRuns > 0 {
-				perRun = append(perRun, l.bpfNs*l.seconds/float64(l.bpfRuns))
+			// Per event, not per program run: each tracepoint runs a main
+			// program and its _nested twin, which returns at once unless
+			// the main one is busy on that CPU.
+			if l.events > 0 {
+				perEvent = append(perEvent, l.bpfNs/l.events)
 			}
 			cpu = append(cpu, l.cpu.Seconds()/l.seconds)
+			if l.rate > 0 {
+				// A connection is both its ends: client and server socket.
+				userPerConn = append(userPerConn, 1e6*l.cpu.Seconds()/(l.rate*l.seconds))
+				bpfPerConn = append(bpfPerConn, l.bpfNs/l.rate/1e3)
+			}
 			lost += l.lost
 			rss = max(rss, l.rssKiB)
 		}
@@ -333,7 +339,9 @@ func report(w io.Writer, results []leg, workers int, legLen time.Duration, legs 
 	}
 	fmt.Fprintf(w, "tcpscope: %.0f events/s (median), lost %d, user-space CPU %.0f%% of one core, peak RSS %d MiB\n",
 		median(ev), lost, 100*median(cpu), rss/1024)
-	fmt.Fprintf(w, "tcpscope BPF programs: %.0f ns per run, %.1f%% of one core\n", median(perRun), median(bpfNs)/1e7)
+	fmt.Fprintf(w, "tcpscope BPF programs: %.0f ns per event, %.1f%% of one core\n", median(perEvent), median(bpfNs)/1e7)
+	fmt.Fprintf(w, "tcpscope CPU per traced connection (both ends): user space %.1f us + BPF %.1f us = %.1f us\n",
+		median(userPerConn), median(bpfPerConn), median(userPerConn)+median(bpfPerConn))
 }
 
 // bpfStats sums the run-time statistics of tcpscope's programs.

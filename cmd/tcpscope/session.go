@@ -395,7 +395,9 @@ func (s *session) run(ctx context.Context) error {
 	if counters.Unreadable > 0 {
 		fmt.Fprintf(s.stderr, "tcpscope: %d events were dropped because their packet could not be read\n", counters.Unreadable)
 	}
-	fmt.Fprintln(s.stderr, "tcpscope: "+output.RecursionLine(counters.Recursion))
+	if cerr == nil {
+		fmt.Fprintln(s.stderr, "tcpscope: "+output.RecursionLine(counters.Recursion))
+	}
 	if s.export != nil && exportErr == nil && s.export.Path() != "-" {
 		fmt.Fprintf(s.stderr, "tcpscope: wrote %d connections to %s\n", s.stats.Connections, s.export.Path())
 	}

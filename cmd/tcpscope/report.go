@@ -68,12 +68,13 @@ func newReportCmd() *cobra.Command {
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringSliceVar(&f.flags, "flag", nil, "only connections with this flag (repeatable: any of them)")
-	fl.StringSliceVar(&f.outcomes, "outcome", nil, "only connections with this outcome (repeatable: any of them)")
-	fl.UintSliceVar(&f.ports, "port", nil, "only connections with this local or remote port (repeatable)")
-	fl.StringSliceVar(&f.peers, "peer", nil, "only connections with this remote address (repeatable)")
-	fl.Uint64Var(&f.id, "id", 0, "print one connection's whole timeline")
-	fl.StringVar(&f.format, "format", "table", "table, or json (the matching connection records, one per line)")
+	fl.StringSliceVar(&f.flags, "flag", nil, "only connections with this `FLAG` (repeatable: any of them)")
+	fl.StringSliceVar(&f.outcomes, "outcome", nil, "only connections with this `OUTCOME` (repeatable: any of them)")
+	fl.UintSliceVar(&f.ports, "port", nil, "only connections with this local or remote `PORT` (repeatable)")
+	fl.StringSliceVar(&f.peers, "peer", nil, "only connections with this remote `ADDR` (repeatable)")
+	hideEmptyDefault(cmd, "port")
+	fl.Uint64Var(&f.id, "id", 0, "print the whole timeline of the connection with this `ID`")
+	fl.StringVar(&f.format, "format", "table", "`FORMAT`: table, or json (the matching connection records, one per line)")
 	fl.BoolVar(&f.strict, "strict", false, "refuse (exit status 2) a file whose last record is cut short or that has no summary, instead of warning")
 	return cmd
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
@@ -288,27 +287,6 @@ type Export struct {
 
 // flushAt is the buffered size at which whole lines are written out.
 const flushAt = 64 << 10
-
-// CheckExportPath validates an output path without opening it: it must end
-// in .jsonl or .json (or be "-") and its directory must be writable.
-// OpenExport checks all this and more.
-func CheckExportPath(path string) error {
-	if err := checkExportName(path); err != nil || path == "-" {
-		return err
-	}
-	if st, err := os.Stat(path); err == nil && st.IsDir() {
-		return fmt.Errorf("output %s is a directory", path)
-	}
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tcpscope-check-*")
-	if err != nil {
-		return fmt.Errorf("output %s: cannot write in %s: %w", path, dir, err)
-	}
-	name := f.Name()
-	f.Close()
-	os.Remove(name)
-	return nil
-}
 
 // CreateExport opens the export (see OpenExport) and starts it. Files are
 // 0600: they name addresses and processes.

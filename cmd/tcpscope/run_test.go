@@ -55,9 +55,20 @@ func TestRunExitStatus(t *testing.T) {
 		{[]string{executable(t, "garbage", "\x00\x01\x02garbage\xff")}, 126},
 		{[]string{executable(t, "script", "#!/nonexistent/interpreter\n")}, 126},
 	} {
-		code, _, stderr := runTcpscope(t, nil, append([]string{"run", "--linger", "0s", "--"}, c.args...)...)
+		dir := t.TempDir()
+		path := filepath.Join(dir, "run.jsonl")
+		code, _, stderr := runTcpscope(t, nil, append([]string{"run", "--linger", "0s", "-o", path, "--"}, c.args...)...)
 		if code != c.want {
 			t.Errorf("run -- %v: exit %d, want %d\n%s", c.args, code, c.want, stderr)
+		}
+		// A command that ran leaves a whole export; one that could not
+		// start, none (not a file holding only its header).
+		if c.want < 126 {
+			if err := output.ValidateExport(path); err != nil {
+				t.Errorf("run -- %v: %v", c.args, err)
+			}
+		} else if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Errorf("run -- %v (exit %d) left %v", c.args, code, entries)
 		}
 	}
 }

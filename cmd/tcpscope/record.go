@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -205,6 +206,7 @@ func stopContext(parent context.Context, d time.Duration) (context.Context, cont
 	if parent == nil {
 		parent = context.Background()
 	}
+	catchSIGPIPE()
 	ctx, cancel := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	if d > 0 {
 		tctx, tcancel := context.WithTimeout(ctx, d)
@@ -212,6 +214,19 @@ func stopContext(parent context.Context, d time.Duration) (context.Context, cont
 	}
 	return ctx, cancel
 }
+
+// catchSIGPIPE keeps a reader that goes away (record --events | head, a
+// pager quit) from killing a recording: by default the Go runtime exits on
+// SIGPIPE from a write to standard output, leaving a .json unwritten and a
+// .jsonl without its summary. With SIGPIPE caught the write fails with
+// EPIPE instead, and the recording ends through its error path, which
+// completes the export. A caught signal (unlike an ignored one) is reset to
+// the default for the command run starts.
+func catchSIGPIPE() {
+	sigpipeOnce.Do(func() { signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE) })
+}
+
+var sigpipeOnce sync.Once
 
 // announce tells, on stderr, that every program is attached: from this line
 // on nothing is missed. Missing optional tracepoints are named once.

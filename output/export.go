@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
@@ -279,7 +278,8 @@ type Export struct {
 	created bool // the file did not exist before OpenExport
 	started bool // Start truncated the file and wrote the header
 	buf     []byte
-	n       uint64
+	n       uint64 // connections written
+	records uint64 // connections and listeners written
 	meta    Meta
 	closed  bool
 	// listeners of a .json document, each preceded by a comma.
@@ -288,27 +288,6 @@ type Export struct {
 
 // flushAt is the buffered size at which whole lines are written out.
 const flushAt = 64 << 10
-
-// CheckExportPath validates an output path without opening it: it must end
-// in .jsonl or .json (or be "-") and its directory must be writable.
-// OpenExport checks all this and more.
-func CheckExportPath(path string) error {
-	if err := checkExportName(path); err != nil || path == "-" {
-		return err
-	}
-	if st, err := os.Stat(path); err == nil && st.IsDir() {
-		return fmt.Errorf("output %s is a directory", path)
-	}
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".tcpscope-check-*")
-	if err != nil {
-		return fmt.Errorf("output %s: cannot write in %s: %w", path, dir, err)
-	}
-	name := f.Name()
-	f.Close()
-	os.Remove(name)
-	return nil
-}
 
 // CreateExport opens the export (see OpenExport) and starts it. Files are
 // 0600: they name addresses and processes.
@@ -355,6 +334,7 @@ func (e *Export) Start(meta Meta) error {
 // WriteListener adds one listener: a line in JSONL, an entry of the
 // "listeners" array of a .json document.
 func (e *Export) WriteListener(l *ListenerRow) error {
+	e.records++
 	if !e.jsonl {
 		e.listeners = AppendListenerJSON(append(e.listeners, ','), l, false)
 		return nil
@@ -374,6 +354,7 @@ func (e *Export) WriteConnection(c *tracer.Connection) error {
 		e.buf = append(e.buf, '\n')
 	}
 	e.n++
+	e.records++
 	if len(e.buf) >= flushAt {
 		return e.Flush()
 	}
@@ -444,14 +425,15 @@ func (e *Export) Close(s *tracer.Stats, x Extra) error {
 }
 
 // Abort drops an unfinished .json, and a .jsonl that OpenExport created
-// and nothing was written to, then closes the file (releasing its lock).
+// and no record was written to (a command run could not start: the file
+// would hold only its header), then closes the file (releasing its lock).
 // A nil Export is fine.
 func (e *Export) Abort() {
 	if e == nil || e.closed {
 		return
 	}
 	e.closed = true
-	if e.tmp != "" || e.created && !e.started {
+	if e.tmp != "" || e.created && e.records == 0 {
 		os.Remove(e.f.Name())
 	}
 	if e.f != nil {

@@ -162,18 +162,3 @@ func TestReadExportRejectsBadFiles(t *testing.T) {
 		t.Errorf("killed.jsonl: %v, summary %v, %d connections", err, rec != nil && rec.Summary != nil, len(rec.Connections))
 	}
 }
-
-func TestCheckExportPath(t *testing.T) {
-	dir := t.TempDir()
-	for _, bad := range []string{filepath.Join(dir, "run.txt"), filepath.Join(dir, "missing", "run.jsonl"), dir + "/"} {
-		if err := CheckExportPath(bad); err == nil {
-			t.Errorf("%s accepted", bad)
-		}
-	}
-	if err := CheckExportPath(filepath.Join(dir, "run.jsonl")); err != nil {
-		t.Error(err)
-	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
-		t.Errorf("checking left files behind: %v", entries)
-	}
-}

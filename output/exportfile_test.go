@@ -151,20 +151,44 @@ func TestOpenExportTouchesNothingBeforeStart(t *testing.T) {
 		}
 		os.Remove(p)
 	}
+	// A file it created goes, also once its header is written (run's
+	// command could not start): a header alone is no recording.
 	for _, name := range []string{"new.jsonl", "new.json"} {
-		e, err := OpenExport(filepath.Join(dir, name), nil, Owner{})
-		if err != nil {
-			t.Fatal(err)
+		for _, started := range []bool{false, true} {
+			e, err := OpenExport(filepath.Join(dir, name), nil, Owner{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if started {
+				if err := e.Start(testMeta()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e.Abort()
+			if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+				t.Errorf("%s aborted (header written: %v) left %v", name, started, entries)
+			}
 		}
-		e.Abort()
 	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
-		t.Errorf("aborted starts left %v", entries)
+	// One whole record written: kept (a recording that failed midway).
+	e, err := CreateExport(filepath.Join(dir, "midway.jsonl"), nil, testMeta())
+	if err != nil {
+		t.Fatal(err)
 	}
+	conns := sampleConnections()
+	if err := e.WriteConnection(&conns[0]); err != nil {
+		t.Fatal(err)
+	}
+	e.Flush()
+	e.Abort()
+	if rec, err := ReadExport(filepath.Join(dir, "midway.jsonl")); err != nil || len(rec.Connections) != 1 {
+		t.Errorf("a .jsonl aborted after a record: %v", err)
+	}
+	os.Remove(filepath.Join(dir, "midway.jsonl"))
 	// An existing .jsonl is overwritten once the recording starts.
 	p := filepath.Join(dir, "old.jsonl")
 	os.WriteFile(p, []byte(strings.Repeat("old recording\n", 10000)), 0o644)
-	e, err := OpenExport(p, nil, Owner{})
+	e, err = OpenExport(p, nil, Owner{})
 	if err != nil {
 		t.Fatal(err)
 	}

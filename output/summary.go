@@ -227,7 +227,8 @@ func TimelineTable(w io.Writer, c *tracer.Connection) error {
 	if c.Has(tracer.FlagPreexisting) {
 		started = "open before tracing, first seen"
 	}
-	fmt.Fprintf(w, "\n%s %s, %s; %s\n", started, c.Start.Local().Format(time.RFC3339Nano), Lifetime(c), Details(c))
+	// Details ends with the lifetime.
+	fmt.Fprintf(w, "\n%s %s; %s\n", started, c.Start.Local().Format(time.RFC3339Nano), Details(c))
 	var rows [][]string
 	for _, it := range c.Timeline {
 		step := it.Kind

@@ -51,6 +51,20 @@ func TestLifetimeSaysWhatIsKnown(t *testing.T) {
 	}
 }
 
+// TestTimelineTableSaysLifetimeOnce: the header line of report --id says
+// how long the connection lived once.
+func TestTimelineTableSaysLifetimeOnce(t *testing.T) {
+	c := &tracer.Connection{ID: 7, Role: tracer.RoleServer, Outcome: tracer.OutcomeClosed, SynRecvUs: 3_040_000, HandshakeUs: -1,
+		DurationUs: 3_070_000, Retransmits: tracer.Retransmits{SynAck: 2}}
+	var b strings.Builder
+	if err := TimelineTable(&b, c); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(b.String(), "lived 3.07s"); n != 1 {
+		t.Errorf("report --id says the lifetime %d times, want once:\n%s", n, b.String())
+	}
+}
+
 func TestDetailsCountsFinRetransmitsApart(t *testing.T) {
 	c := &tracer.Connection{Role: tracer.RoleClient, Outcome: tracer.OutcomeClosed, SynRecvUs: -1, HandshakeUs: -1, DurationUs: 12,
 		Retransmits: tracer.Retransmits{Data: 2, Fin: 1}}

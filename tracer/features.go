@@ -47,7 +47,7 @@ type Features struct {
 }
 
 // ErrPrivileges means the process may not load tracing programs.
-var ErrPrivileges = errors.New("tcpscope needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8)")
+var ErrPrivileges = errors.New("needs root, or CAP_BPF and CAP_PERFMON (CAP_SYS_ADMIN on kernels before 5.8)")
 
 // Probe inspects the running kernel without loading anything.
 func Probe() (Features, error) {

@@ -35,7 +35,7 @@ namespace and everything in it are removed at the end.`,
 			return runDemo(cmd.Context(), out, d, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
-	cmd.Flags().StringVarP(&out, "output", "o", "", "keep the recording in FILE.jsonl or FILE.json")
+	cmd.Flags().StringVarP(&out, "output", "o", "", "keep the recording in `FILE`: FILE.jsonl or FILE.json")
 	cmd.Flags().DurationVar(&d, "duration", 15*time.Second, "how long the load runs (8s to 10m)")
 	return cmd
 }

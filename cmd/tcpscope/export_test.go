@@ -187,3 +187,68 @@ func TestJSONTemporaryAfterKill(t *testing.T) {
 		t.Errorf("left in the directory: %v, want only run.json", entries)
 	}
 }
+
+// TestReaderGoneKeepsExport: `record --events -o run.json | head` — the
+// reader of standard output goes away while tracing; the next write fails
+// (EPIPE, not a fatal SIGPIPE), the recording ends and the export is whole.
+func TestReaderGoneKeepsExport(t *testing.T) {
+	ns := nettest.New(t)
+	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	for _, name := range []string{"run.json", "run.jsonl"} {
+		path := filepath.Join(t.TempDir(), name)
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr lockedBuffer
+		cmd := exec.Command(binary, "record", "--events", "--netns", fmt.Sprint(ns.Inode), "-o", path)
+		cmd.Stdout, cmd.Stderr = pw, &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pw.Close()
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		t.Cleanup(func() { cmd.Process.Kill() })
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.Contains(stderr.String(), "tracing (") {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: tcpscope did not start: %s", name, stderr.String())
+			}
+			time.Sleep(10 * time.Millisecond) // polling with a deadline
+		}
+		pr.Close() // the reader goes away
+		var werr error
+		for i := 0; ; i++ {
+			dialClose(t, ns, ln.Addr().String(), 1) // events to write
+			select {
+			case werr = <-done:
+			case <-time.After(100 * time.Millisecond):
+				if i < 300 {
+					continue
+				}
+				t.Fatalf("%s: tcpscope still running 30s after its reader went away: %s", name, stderr.String())
+			}
+			break
+		}
+		if ee, ok := werr.(*exec.ExitError); ok {
+			if ws := ee.Sys().(syscall.WaitStatus); ws.Signaled() {
+				t.Errorf("%s: tcpscope killed by %v when its reader went away; stderr:\n%s", name, ws.Signal(), stderr.String())
+			}
+		}
+		if err := output.ValidateExport(path); err != nil {
+			t.Errorf("%s after the reader went away: %v", name, err)
+		} else if rec, err := output.ReadExport(path); err != nil || rec.Summary == nil {
+			t.Errorf("%s after the reader went away: %v, no summary", name, err)
+		}
+	}
+}

@@ -109,6 +109,27 @@ func TestHelpNamesFlagValues(t *testing.T) {
 			t.Errorf("%s --help names the --netns value after a command:\n%s", sub, out)
 		}
 	}
+	// Every command: no "(default [])" after an empty list, and a value
+	// name rather than a Go type where the type says nothing.
+	for sub, want := range map[string][]string{
+		"record": {"--port PORT"},
+		"run":    {"--port PORT"},
+		"demo":   {"-o, --output FILE"},
+		"report": {"--flag FLAG", "--outcome OUTCOME", "--port PORT", "--peer ADDR", "--id ID", "--format FORMAT"},
+	} {
+		out, err := runBinary(t, sub, "--help")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s --help lacks %q:\n%s", sub, w, out)
+			}
+		}
+		if strings.Contains(out, "(default [])") {
+			t.Errorf("%s --help shows the default of an empty list:\n%s", sub, out)
+		}
+	}
 }
 
 // TestRingBufferCapMessage: an oversized ring buffer is refused before
@@ -150,7 +171,8 @@ func TestUnprivilegedIsOneClearLine(t *testing.T) {
 			t.Errorf("%v as nobody: %v, want exit status 1", args, err)
 		}
 		msg := strings.TrimSpace(stderr.String())
-		if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "CAP_BPF") || !strings.Contains(msg, "root") {
+		if strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "CAP_BPF") || !strings.Contains(msg, "root") ||
+			strings.HasPrefix(msg, "tcpscope: tcpscope") {
 			t.Errorf("%v as nobody: stderr %q, want one line naming root and CAP_BPF", args, msg)
 		}
 		// check cannot attach anything without privileges: it must not

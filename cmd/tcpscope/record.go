@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -30,8 +31,17 @@ func (f *traceFlags) register(cmd *cobra.Command) {
 	// A word in backquotes is the value name --help shows (pflag).
 	fl.UintSliceVar(&f.ports, "port", nil, "only connections with this local or remote `PORT` (repeatable, at most 8; filtered in the kernel)")
 	fl.UintSliceVar(&f.netns, "netns", nil, "only the network namespace with this `INODE`, as printed by: ls -L -i /proc/PID/ns/net (repeatable, at most 8)")
+	hideEmptyDefault(cmd, "port", "netns")
 	fl.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 30s, 5m); default: until Ctrl-C")
 	fl.StringVar(&f.ringBuffer, "ring-buffer-size", "16MiB", "kernel ring buffer `SIZE`, a power of two up to 256MiB (e.g. 4MiB, 64MiB)")
+}
+
+// hideEmptyDefault keeps --help from printing "(default [])" after list
+// flags that are empty by default (pflag hides it only for some list types).
+func hideEmptyDefault(cmd *cobra.Command, names ...string) {
+	for _, n := range names {
+		cmd.Flags().Lookup(n).DefValue = ""
+	}
 }
 
 func (f *traceFlags) config() (tracer.Config, error) {
@@ -196,6 +206,7 @@ func stopContext(parent context.Context, d time.Duration) (context.Context, cont
 	if parent == nil {
 		parent = context.Background()
 	}
+	catchSIGPIPE()
 	ctx, cancel := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	if d > 0 {
 		tctx, tcancel := context.WithTimeout(ctx, d)
@@ -203,6 +214,19 @@ func stopContext(parent context.Context, d time.Duration) (context.Context, cont
 	}
 	return ctx, cancel
 }
+
+// catchSIGPIPE keeps a reader that goes away (record --events | head, a
+// pager quit) from killing a recording: by default the Go runtime exits on
+// SIGPIPE from a write to standard output, leaving a .json unwritten and a
+// .jsonl without its summary. With SIGPIPE caught the write fails with
+// EPIPE instead, and the recording ends through its error path, which
+// completes the export. A caught signal (unlike an ignored one) is reset to
+// the default for the command run starts.
+func catchSIGPIPE() {
+	sigpipeOnce.Do(func() { signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE) })
+}
+
+var sigpipeOnce sync.Once
 
 // announce tells, on stderr, that every program is attached: from this line
 // on nothing is missed. Missing optional tracepoints are named once.

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net/netip"
 	"slices"
 	"strings"
@@ -53,64 +54,75 @@ func newReportCmd() *cobra.Command {
 			if err != nil {
 				return usageError{err}
 			}
-			out := cmd.OutOrStdout()
 			for _, w := range rec.Warnings(name) {
 				fmt.Fprintf(cmd.ErrOrStderr(), "tcpscope: warning: %s\n", w)
 			}
-			if f.id != 0 {
-				for i := range rec.Connections {
-					if rec.Connections[i].ID == f.id {
-						if f.format == "json" {
-							_, err := fmt.Fprintf(out, "%s\n", output.AppendConnectionJSON(nil, &rec.Connections[i]))
-							return err
-						}
-						return output.TimelineTable(out, &rec.Connections[i])
-					}
-				}
-				return fmt.Errorf("no connection with id %d in %s", f.id, name)
+			// Every write goes through w, whose first error sticks: a full
+			// disk is an error, not an empty report and exit status 0.
+			w := bufio.NewWriter(cmd.OutOrStdout())
+			err = f.render(w, rec, name, filter)
+			if ferr := w.Flush(); ferr != nil && err == nil {
+				err = fmt.Errorf("writing the report: %w", ferr)
 			}
-			stats := tracer.NewStats()
-			w := bufio.NewWriter(out)
-			defer w.Flush()
-			var buf []byte
-			for i := range rec.Connections {
-				c := &rec.Connections[i]
-				if !filter(c) {
-					continue
-				}
-				stats.Add(c)
-				switch {
-				case f.format == "json":
-					buf = append(output.AppendConnectionJSON(buf[:0], c), '\n')
-					w.Write(buf)
-				case c.Flagged():
-					fmt.Fprintln(w, output.FlaggedLine(c))
-				}
-			}
-			if f.format == "json" {
-				return nil
-			}
-			x := output.Extra{End: stats.End}
-			if rec.Summary != nil {
-				x = rec.Summary.Extra()
-			}
-			if filtered := len(f.flags)+len(f.outcomes)+len(f.ports)+len(f.peers) > 0; !filtered {
-				x.Listeners = rec.Listeners
-			} else {
-				x.Counters, x.TimeWait = nil, nil
-			}
-			return output.SummaryTables(w, stats, x)
+			return err
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringSliceVar(&f.flags, "flag", nil, "only connections with this flag (repeatable: any of them)")
-	fl.StringSliceVar(&f.outcomes, "outcome", nil, "only connections with this outcome (repeatable: any of them)")
-	fl.UintSliceVar(&f.ports, "port", nil, "only connections with this local or remote port (repeatable)")
-	fl.StringSliceVar(&f.peers, "peer", nil, "only connections with this remote address (repeatable)")
-	fl.Uint64Var(&f.id, "id", 0, "print one connection's whole timeline")
-	fl.StringVar(&f.format, "format", "table", "table, or json (the matching connection records, one per line)")
+	fl.StringSliceVar(&f.flags, "flag", nil, "only connections with this `FLAG` (repeatable: any of them)")
+	fl.StringSliceVar(&f.outcomes, "outcome", nil, "only connections with this `OUTCOME` (repeatable: any of them)")
+	fl.UintSliceVar(&f.ports, "port", nil, "only connections with this local or remote `PORT` (repeatable)")
+	fl.StringSliceVar(&f.peers, "peer", nil, "only connections with this remote `ADDR` (repeatable)")
+	hideEmptyDefault(cmd, "port")
+	fl.Uint64Var(&f.id, "id", 0, "print the whole timeline of the connection with this `ID`")
+	fl.StringVar(&f.format, "format", "table", "`FORMAT`: table, or json (the matching connection records, one per line)")
 	fl.BoolVar(&f.strict, "strict", false, "refuse (exit status 2) a file whose last record is cut short or that has no summary, instead of warning")
 	return cmd
+}
+
+// render writes what report prints for rec: one connection's timeline
+// (--id), the matching records (--format json) or the tables.
+func (f *reportFlags) render(w io.Writer, rec *output.Recording, name string, filter func(*tracer.Connection) bool) error {
+	if f.id != 0 {
+		for i := range rec.Connections {
+			if rec.Connections[i].ID == f.id {
+				if f.format == "json" {
+					_, err := fmt.Fprintf(w, "%s\n", output.AppendConnectionJSON(nil, &rec.Connections[i]))
+					return err
+				}
+				return output.TimelineTable(w, &rec.Connections[i])
+			}
+		}
+		return fmt.Errorf("no connection with id %d in %s", f.id, name)
+	}
+	stats := tracer.NewStats()
+	var buf []byte
+	for i := range rec.Connections {
+		c := &rec.Connections[i]
+		if !filter(c) {
+			continue
+		}
+		stats.Add(c)
+		switch {
+		case f.format == "json":
+			buf = append(output.AppendConnectionJSON(buf[:0], c), '\n')
+			w.Write(buf)
+		case c.Flagged():
+			fmt.Fprintln(w, output.FlaggedLine(c))
+		}
+	}
+	if f.format == "json" {
+		return nil
+	}
+	x := output.Extra{End: stats.End}
+	if rec.Summary != nil {
+		x = rec.Summary.Extra()
+	}
+	if filtered := len(f.flags)+len(f.outcomes)+len(f.ports)+len(f.peers) > 0; !filtered {
+		x.Listeners = rec.Listeners
+	} else {
+		x.Counters, x.TimeWait = nil, nil
+	}
+	return output.SummaryTables(w, stats, x)
 }
 
 func (f *reportFlags) filter() (func(*tracer.Connection) bool, error) {

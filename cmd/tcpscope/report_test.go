@@ -198,3 +198,26 @@ func TestReportRefusesWhatIsNotAnExport(t *testing.T) {
 		t.Errorf("report - with nothing on standard input: exit %d, stderr %q", code, stderr)
 	}
 }
+
+// TestReportWriteErrorIsAnError: a report that cannot be written (a full
+// disk: /dev/full) fails with the error, not exit status 0 and nothing.
+func TestReportWriteErrorIsAnError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run.jsonl")
+	writeTestExport(t, path, 4)
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skipf("no /dev/full: %v", err)
+	}
+	defer full.Close()
+	for _, args := range [][]string{{}, {"--format", "json"}, {"--id", "1"}, {"--id", "1", "--format", "json"}} {
+		var stderr bytes.Buffer
+		cmd := exec.Command(binary, append([]string{"report", path}, args...)...)
+		cmd.Stdout, cmd.Stderr = full, &stderr
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "writing the report: ") ||
+			!strings.Contains(stderr.String(), "no space left on device") {
+			t.Errorf("report %v > /dev/full: %v, stderr %q; want exit status 1 and the write error", args, err, stderr.String())
+		}
+	}
+}

@@ -57,6 +57,7 @@ tcpscope exits with CMD's status (128+9 = 137 when it had to be killed).`,
 			sigs := make(chan os.Signal, 2)
 			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 			defer signal.Stop(sigs)
+			catchSIGPIPE()
 			s, err := openSession(opts, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			if err != nil {
 				return err

@@ -176,7 +176,8 @@ func TallyLine(t Tally) string {
 }
 
 // RecursionLine renders the kernel's recursion guard per tracepoint:
-// "recursion misses: 3 (inet_sock_set_state 3, all handled nested); lost 0".
+// "recursion misses: 3 (inet_sock_set_state 3, 3 handled nested, 0 lost,
+// nested program's own misses 0); lost 0".
 // Only tracepoints with misses are named.
 func RecursionLine(rs []tracer.RecursionMisses) string {
 	var total, lost uint64

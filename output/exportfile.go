@@ -119,7 +119,7 @@ func checkReplaceable(path string, owner Owner) error {
 func checkKind(path string, m os.FileMode) error {
 	switch {
 	case m&os.ModeSymlink != 0:
-		return fmt.Errorf("output %s is a symbolic link: tcpscope does not follow links; name the file itself", path)
+		return linkError(path)
 	case m.IsDir():
 		return fmt.Errorf("output %s is a directory", path)
 	case !m.IsRegular():
@@ -137,11 +137,17 @@ func checkOwner(path string, uid uint32, owner Owner) error {
 	return fmt.Errorf("output %s belongs to uid %d: tcpscope does not overwrite another user's file; remove it or choose another name", path, uid)
 }
 
+// linkError refuses a symbolic link where the output (or a .json's
+// temporary) goes: whoever planted it chose what would be overwritten.
+func linkError(path string) error {
+	return fmt.Errorf("output %s is a symbolic link: tcpscope does not follow links; remove the link, or give the path of a file that is not one", path)
+}
+
 // openError words a failed open of target, the file for the output name.
 func openError(name, target string, err error) error {
 	switch {
 	case errors.Is(err, unix.ELOOP):
-		return fmt.Errorf("output %s is a symbolic link: tcpscope does not follow links; name the file itself", target)
+		return linkError(target)
 	case errors.Is(err, unix.EPERM):
 		return fmt.Errorf("opening output %s: %w (immutable or append-only? see lsattr)", name, err)
 	case errors.Is(err, unix.ENOENT):

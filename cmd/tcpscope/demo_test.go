@@ -54,7 +54,9 @@ func TestDemo(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("demo: exit %d\n%s\n%s", code, stdout, stderr)
 	}
-	if took > 14*time.Second {
+	// Set-up and shutdown take a few seconds; far more means the demo did
+	// not stop on time (a loaded machine still stays well inside this).
+	if took > 30*time.Second {
 		t.Errorf("an 8s demo took %v", took)
 	}
 	// Not a terminal here: plain lines only.

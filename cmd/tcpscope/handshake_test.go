@@ -406,14 +406,7 @@ func TestFinalACKOverflow(t *testing.T) {
 	}
 	// The pending requests' SYN-ACK timers fire at 1 s; the clients answer
 	// with ACKs that now meet a full queue.
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		now, _ := ns.Counters()
-		if netns.Delta(before, now)["TcpExt.ListenOverflows"] >= 3 {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitCounter(t, ns, before, "TcpExt.ListenOverflows", 3, 10*time.Second)
 	// Stop tracing, then read the kernel's count; closing the pending
 	// clients afterwards (their FINs meet the full queue too) counts nowhere.
 	rec := r.stop(t)

@@ -295,28 +295,9 @@ func listenBacklog(t *testing.T, ns *netns.NS, backlog int) netip.AddrPort {
 // burst starts n non-blocking connects at once and closes them after d.
 func burst(t *testing.T, ns *netns.NS, to netip.AddrPort, n int, d time.Duration) {
 	t.Helper()
-	var fds []int
-	err := ns.Do(func() error {
-		for i := 0; i < n; i++ {
-			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				return err
-			}
-			fds = append(fds, fd)
-			err = unix.Connect(fd, &unix.SockaddrInet4{Port: int(to.Port()), Addr: to.Addr().As4()})
-			if err != nil && !errors.Is(err, unix.EINPROGRESS) {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	closeAll := connectAll(t, ns, to, n)
 	time.Sleep(d) // let SYN and SYN-ACK timers run: the fault under study
-	for _, fd := range fds {
-		unix.Close(fd)
-	}
+	closeAll()
 }
 
 // TestListenerOverflowAndSyncookies: a listener with backlog 1 that never

@@ -31,8 +31,11 @@ Ctrl-C reaches CMD once (from the terminal; a SIGINT, SIGTERM or SIGHUP sent
 to tcpscope with kill is passed on). A second one stops CMD: tcpscope waits
 2s for it to exit, then kills it (SIGKILL); a third kills it at once.
 --duration D interrupts CMD after D the same way (SIGINT, SIGKILL 2s later).
+Stopping CMD stops the processes it started too: they get the same signals,
+and those still running once CMD is gone get SIGKILL at the end of the 2s.
 In every case tracing ends once CMD is gone, the export is written whole and
-tcpscope exits with CMD's status (128+9 = 137 when it had to be killed).`,
+tcpscope exits with CMD's status (128+9 = 137 when it had to be killed).
+A CMD that exits by itself may leave processes running; tcpscope lets them be.`,
 		Example: `  sudo tcpscope run -o ab.jsonl -- ab -n 2000 -c 50 http://10.0.0.5:8080/
   sudo tcpscope run --port 8080 -- wrk -t2 -c100 -d30s http://10.0.0.5:8080/`,
 		Args: cobra.MinimumNArgs(1),
@@ -107,8 +110,10 @@ const stopGrace = 2 * time.Second
 
 // runCommand runs CMD and traces until it has exited (plus linger). When
 // tcpscope stops first (--duration, a second interrupt, a failed recording)
-// it stops CMD: the signal, then SIGKILL after stopGrace. It always waits
-// for CMD and exits with CMD's status.
+// it stops CMD and its whole process tree: the signal, then SIGKILL after
+// stopGrace, and it kills and reaps what is left of the tree once CMD is
+// gone (see proctree.go). It always waits for CMD and exits with CMD's
+// status.
 func runCommand(parent context.Context, s *session, path string, args []string, linger, limit time.Duration, sigs chan os.Signal) error {
 	if parent == nil {
 		parent = context.Background()
@@ -127,6 +132,10 @@ func runCommand(parent context.Context, s *session, path string, args []string, 
 	}
 	child := exec.Command(path, args[1:]...)
 	child.Stdin, child.Stdout, child.Stderr = os.Stdin, s.cmdStdout(), os.Stderr
+	if err := becomeSubreaper(); err != nil {
+		// Only orphans escape then: the stop still signals CMD's tree.
+		fmt.Fprintf(s.stderr, "tcpscope: %v\n", err)
+	}
 	if err := child.Start(); err != nil {
 		s.abort()
 		return startError(args[0], err)
@@ -138,10 +147,16 @@ func runCommand(parent context.Context, s *session, path string, args []string, 
 	go func() { waitErr <- child.Wait(); close(exited) }()
 	traced := make(chan struct{})
 	sv := supervisor{p: child.Process, name: filepath.Base(args[0]), stderr: s.stderr, stop: stop}
-	go sv.run(sigs, exited, traced, linger, limit)
+	stopped := make(chan time.Time, 1)
+	go func() { stopped <- sv.run(sigs, exited, traced, linger, limit) }()
 	runErr := s.run(ctx)
 	close(traced)
 	code := exitStatus(<-waitErr)
+	if killAt := <-stopped; !killAt.IsZero() {
+		reapOrphans(child.Process.Pid, sv.name, killAt, func(format string, args ...any) {
+			fmt.Fprintf(s.stderr, "tcpscope: "+format+"\n", args...)
+		})
+	}
 	if runErr != nil {
 		return runErr
 	}
@@ -154,7 +169,8 @@ func runCommand(parent context.Context, s *session, path string, args []string, 
 // supervisor passes signals to CMD and decides when tracing stops (stop):
 // --linger after CMD exited by itself, or as soon as CMD is gone once
 // tcpscope has stopped it. It says on stderr what it does with each
-// interrupt.
+// interrupt. run returns, once CMD is gone, when the processes left from
+// CMD's tree are to be killed: zero when tcpscope did not stop CMD.
 type supervisor struct {
 	p      *os.Process
 	name   string
@@ -162,19 +178,26 @@ type supervisor struct {
 	stop   func()
 }
 
-func (sv supervisor) run(sigs <-chan os.Signal, exited, traced <-chan struct{}, linger, limit time.Duration) {
+func (sv supervisor) run(sigs <-chan os.Signal, exited, traced <-chan struct{}, linger, limit time.Duration) time.Time {
 	p, stop := sv.p, sv.stop
 	var timeout, kill, lingered <-chan time.Time
 	if limit > 0 {
 		timeout = time.After(limit)
 	}
 	stopping := false
+	var killAt time.Time
 	stopCommand := func(why string) {
 		if !stopping {
 			stopping = true
+			killAt = time.Now().Add(stopGrace)
 			kill = time.After(stopGrace)
 			fmt.Fprintf(sv.stderr, "tcpscope: %s: stopping %s (killed in %s if still running)\n", why, sv.name, stopGrace)
 		}
+	}
+	// killTree sends SIGKILL to CMD and its descendants.
+	killTree := func() {
+		p.Kill()
+		signalTree(p.Pid, unix.SIGKILL, 0)
 	}
 	interrupts := 0
 	for {
@@ -183,9 +206,10 @@ func (sv supervisor) run(sigs <-chan os.Signal, exited, traced <-chan struct{}, 
 			if exited == nil {
 				// Lingering after CMD's exit: an interrupt ends tracing.
 				stop()
-				return
+				return time.Time{}
 			}
-			if !terminalDelivered(sig, p.Pid) {
+			delivered := terminalDelivered(sig, p.Pid)
+			if !delivered {
 				p.Signal(sig)
 			}
 			// The first interrupt is CMD's to handle; a second one stops
@@ -194,10 +218,18 @@ func (sv supervisor) run(sigs <-chan os.Signal, exited, traced <-chan struct{}, 
 			case interrupts == 1:
 				fmt.Fprintf(sv.stderr, "tcpscope: %s: %s has it; another one stops %s and tracing\n", signalName(sig), sv.name, sv.name)
 			case interrupts == 2:
+				// The stop is for CMD's whole tree; processes in
+				// tcpscope's group got a Ctrl-C from the terminal already.
+				skip := 0
+				if delivered {
+					skip = unix.Getpgrp()
+				}
+				signalTree(p.Pid, sig.(syscall.Signal), skip)
 				stopCommand("second " + signalName(sig))
 			default:
 				fmt.Fprintf(sv.stderr, "tcpscope: %s: killing %s\n", signalName(sig), sv.name)
-				p.Kill()
+				killAt = time.Now()
+				killTree()
 			}
 		case <-timeout:
 			// --duration: interrupt CMD as Ctrl-C would; load tools print
@@ -205,10 +237,11 @@ func (sv supervisor) run(sigs <-chan os.Signal, exited, traced <-chan struct{}, 
 			timeout = nil
 			if exited == nil {
 				stop()
-				return
+				return time.Time{}
 			}
 			if !stopping {
 				p.Signal(os.Interrupt)
+				signalTree(p.Pid, unix.SIGINT, 0)
 				stopCommand(fmt.Sprintf("--duration %s reached", limit))
 			}
 		case <-traced:
@@ -216,26 +249,27 @@ func (sv supervisor) run(sigs <-chan os.Signal, exited, traced <-chan struct{}, 
 			traced = nil
 			if exited == nil {
 				stop()
-				return
+				return time.Time{}
 			}
 			if !stopping {
 				p.Signal(os.Interrupt)
+				signalTree(p.Pid, unix.SIGINT, 0)
 				stopCommand("tracing ended")
 			}
 		case <-kill:
 			kill = nil
 			fmt.Fprintf(sv.stderr, "tcpscope: %s still running %s after the stop: killing it\n", sv.name, stopGrace)
-			p.Kill()
+			killTree()
 		case <-exited:
 			exited = nil
 			if stopping || traced == nil {
 				stop()
-				return
+				return killAt
 			}
 			lingered = time.After(linger)
 		case <-lingered:
 			stop()
-			return
+			return time.Time{}
 		}
 	}
 }

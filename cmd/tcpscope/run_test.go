@@ -471,3 +471,65 @@ func TestRunDurationStopsCommand(t *testing.T) {
 		})
 	}
 }
+
+// backgroundChild runs `tcpscope run ARGS -- sh -c SCRIPT`, where SCRIPT
+// writes the pid of a `sleep 30` it starts in the background to $PIDFILE,
+// and returns tcpscope's exit status, stderr and that pid. The sleep's
+// output goes to /dev/null: it does not hold tcpscope's.
+func backgroundChild(t *testing.T, script string, args ...string) (int, string, int) {
+	t.Helper()
+	ns := nettest.New(t)
+	pidfile := filepath.Join(t.TempDir(), "pid")
+	args = append(append([]string{"run", "--netns", fmt.Sprint(ns.Inode), "--linger", "0s", "-o", filepath.Join(t.TempDir(), "run.jsonl")}, args...), "--", "sh", "-c", script)
+	code, _, stderr := runTcpscope(t, []string{"PIDFILE=" + pidfile}, args...)
+	b, err := os.ReadFile(pidfile)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		t.Fatalf("no pid from the command (%v, %q); exit %d\n%s", err, b, code, stderr)
+	}
+	return code, stderr, pid
+}
+
+const sleepInBackground = `sleep 30 </dev/null >/dev/null 2>&1 & echo $! > "$PIDFILE"`
+
+// TestRunStopsCommandTree: when tcpscope stops CMD it stops CMD's whole
+// tree before exiting. A sleep that ignores SIGINT and SIGTERM, started by
+// a shell that ignores them too, is killed with the shell after the grace
+// period (ignores); one whose shell dies of the SIGINT is reparented to
+// tcpscope, killed and reaped (orphaned). Either way it is gone, not even a
+// zombie, when tcpscope has exited.
+func TestRunStopsCommandTree(t *testing.T) {
+	for _, c := range []struct {
+		name, script string
+		want         int
+	}{
+		{"ignores", `trap "" INT TERM; ` + sleepInBackground + `; wait`, 128 + int(syscall.SIGKILL)},
+		// A non-interactive shell starts background jobs with SIGINT
+		// ignored: only SIGKILL stops this sleep.
+		{"orphaned", sleepInBackground + `; wait`, 128 + int(syscall.SIGINT)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			code, stderr, pid := backgroundChild(t, c.script, "--duration", "2s")
+			t.Cleanup(func() { unix.Kill(pid, unix.SIGKILL) })
+			if err := unix.Kill(pid, 0); err != unix.ESRCH {
+				t.Errorf("the command's background sleep (pid %d) outlived tcpscope run (kill(pid, 0): %v)\n%s", pid, err, stderr)
+			}
+			if code != c.want {
+				t.Errorf("exit %d, want %d\n%s", code, c.want, stderr)
+			}
+		})
+	}
+}
+
+// TestRunLeavesDaemonOfExitedCommand: a command that exits by itself may
+// leave a process behind on purpose; tcpscope does not touch it.
+func TestRunLeavesDaemonOfExitedCommand(t *testing.T) {
+	code, stderr, pid := backgroundChild(t, sleepInBackground)
+	t.Cleanup(func() { unix.Kill(pid, unix.SIGKILL) })
+	if err := unix.Kill(pid, 0); err != nil {
+		t.Errorf("the background sleep (pid %d) left by a command that exited by itself is gone after tcpscope run (kill(pid, 0): %v)\n%s", pid, err, stderr)
+	}
+	if code != 0 {
+		t.Errorf("exit %d, want 0\n%s", code, stderr)
+	}
+}

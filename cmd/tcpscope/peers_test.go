@@ -59,7 +59,8 @@ const tcpTimeWait = 6
 // gone from it (!want).
 func waitTimeWait(t *testing.T, ns *netns.NS, local, remote netip.AddrPort, want bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	const limit = 15 * time.Second // generous: a loaded 2-core machine
+	deadline := time.Now().Add(limit)
 	for {
 		socks, err := ns.TCPSockets(1 << tcpTimeWait)
 		if err != nil {
@@ -70,7 +71,7 @@ func waitTimeWait(t *testing.T, ns *netns.NS, local, remote netip.AddrPort, want
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s -> %s in TIME_WAIT: %v after 5s, want %v", local, remote, found, want)
+			t.Fatalf("%s -> %s in TIME_WAIT: %v after %s, want %v", local, remote, found, limit, want)
 		}
 		time.Sleep(10 * time.Millisecond) // polling with a deadline
 	}

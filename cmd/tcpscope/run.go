@@ -199,6 +199,20 @@ func (sv supervisor) run(sigs <-chan os.Signal, exited, traced <-chan struct{}, 
 		p.Kill()
 		signalTree(p.Pid, unix.SIGKILL, 0)
 	}
+	// interrupt stops CMD and its tree as Ctrl-C would, once; when CMD is
+	// already gone it ends tracing instead and reports true.
+	interrupt := func(why string) bool {
+		if exited == nil {
+			stop()
+			return true
+		}
+		if !stopping {
+			p.Signal(os.Interrupt)
+			signalTree(p.Pid, unix.SIGINT, 0)
+			stopCommand(why)
+		}
+		return false
+	}
 	interrupts := 0
 	for {
 		select {
@@ -235,26 +249,14 @@ func (sv supervisor) run(sigs <-chan os.Signal, exited, traced <-chan struct{}, 
 			// --duration: interrupt CMD as Ctrl-C would; load tools print
 			// their report and exit.
 			timeout = nil
-			if exited == nil {
-				stop()
+			if interrupt(fmt.Sprintf("--duration %s reached", limit)) {
 				return time.Time{}
-			}
-			if !stopping {
-				p.Signal(os.Interrupt)
-				signalTree(p.Pid, unix.SIGINT, 0)
-				stopCommand(fmt.Sprintf("--duration %s reached", limit))
 			}
 		case <-traced:
 			// Recording failed: stop CMD as --duration would.
 			traced = nil
-			if exited == nil {
-				stop()
+			if interrupt("tracing ended") {
 				return time.Time{}
-			}
-			if !stopping {
-				p.Signal(os.Interrupt)
-				signalTree(p.Pid, unix.SIGINT, 0)
-				stopCommand("tracing ended")
 			}
 		case <-kill:
 			kill = nil

@@ -710,8 +710,11 @@ func TestSyncookieFinalACKOverflow(t *testing.T) {
 			}
 			t.Logf("kernel: %v; listener overflow drops %d", d, l.Overflows)
 			if l.Overflows != d["TcpExt.ListenOverflows"] || l.Overflows < 2 || len(flagged) != 2 {
-				t.Fatalf("listener overflow drops %d, kernel ListenOverflows %d; %d server records flagged listen_overflow: %s",
-					l.Overflows, d["TcpExt.ListenOverflows"], len(flagged), dumpJSON(serverRecords(rec)))
+				sm := rec.Summary
+				t.Fatalf("listener overflow drops %d, kernel ListenOverflows %d; %d server records flagged listen_overflow: %s\n"+
+					"unmatched events %d, state gaps %d, discarded children %d, recursion %s; all records: %s",
+					l.Overflows, d["TcpExt.ListenOverflows"], len(flagged), dumpJSON(serverRecords(rec)),
+					sm.UnmatchedEvents, sm.Gaps, sm.Discarded, dumpJSON(sm.Recursion), dumpJSON(rec.Connections))
 			}
 			for _, c := range flagged {
 				if !slices.Contains(c.Flags, tracer.FlagSyncookie) {

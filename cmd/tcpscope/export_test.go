@@ -194,15 +194,7 @@ func TestJSONTemporaryAfterKill(t *testing.T) {
 func TestReaderGoneKeepsExport(t *testing.T) {
 	ns := nettest.New(t)
 	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptClose(ln)
 	for _, name := range []string{"run.json", "run.jsonl"} {
 		path := filepath.Join(t.TempDir(), name)
 		pr, pw, err := os.Pipe()

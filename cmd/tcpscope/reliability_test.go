@@ -138,15 +138,7 @@ func TestLossesAreCountedAndFlagged(t *testing.T) {
 	ns := nettest.New(t)
 	r := startRecord(t, ns, "run.jsonl", "--ring-buffer-size", strconv.Itoa(os.Getpagesize()))
 	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	go acceptClose(ln)
 	to := netipAddrPort(t, ln.Addr().String())
 	// Many connections held open at once, then closed: a burst of events
 	// far larger than one page, while connections are open.

@@ -7,6 +7,15 @@
 #ifndef TCPSCOPE_EVENT_H
 #define TCPSCOPE_EVENT_H
 
+/*
+ * Sizes both sides must agree on. bpf2go turns this enum into Go constants
+ * (tracer.MaxFilter, tracer.DefaultRingBufferBytes come from here).
+ */
+enum limits {
+	MAX_FILTER = 8,                   /* ports, or namespaces, a kernel-side filter holds */
+	DEFAULT_RINGBUF_BYTES = 1 << 24,  /* events ring buffer when user space asks no size */
+};
+
 enum event_kind {
 	EVENT_STATE = 1,              /* sock:inet_sock_set_state */
 	EVENT_RETRANSMIT = 2,         /* tcp:tcp_retransmit_skb */

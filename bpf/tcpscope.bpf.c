@@ -17,8 +17,6 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-#define MAX_FILTER 8
-
 /* Filters, set by user space before load. Zero counts mean "no filter". */
 const volatile __u32 filter_port_count = 0;
 const volatile __u16 filter_ports[MAX_FILTER] = {};
@@ -41,10 +39,11 @@ const enum event_kind *unused_kind __attribute__((unused));
 const enum event_flag *unused_flag __attribute__((unused));
 const enum counter *unused_counter __attribute__((unused));
 const enum hook *unused_hook __attribute__((unused));
+const enum limits *unused_limits __attribute__((unused));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 22); /* resized by user space */
+	__uint(max_entries, DEFAULT_RINGBUF_BYTES); /* resized by user space */
 } events SEC(".maps");
 
 struct {
@@ -248,261 +247,6 @@ static __always_inline void sk_tuple(const struct sock_common *skc, bool full, s
 	t->dport = bpf_ntohs(skc->skc_dport);
 }
 
-static __always_inline void put_tuple(struct event *e, const struct tuple *t)
-{
-	__builtin_memcpy(e->saddr, t->saddr, 16);
-	__builtin_memcpy(e->daddr, t->daddr, 16);
-	e->sport = t->sport;
-	e->dport = t->dport;
-	e->family = t->family;
-}
-
-static __always_inline bool is_full(__u8 state)
-{
-	return state != TCP_NEW_SYN_RECV && state != TCP_TIME_WAIT;
-}
-
-static __always_inline void put_tcp_info(struct event *e, const struct sock *sk)
-{
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
-
-	if (!tp)
-		return;
-	e->total_retrans = tp->total_retrans;
-	e->srtt_us = tp->srtt_us >> 3;
-	e->bytes_received = tp->bytes_received;
-	e->bytes_acked = tp->bytes_acked;
-	e->flags |= EVENT_F_TCP_INFO;
-	if (bpf_core_field_exists(tp->total_rto)) {
-		e->total_rto = tp->total_rto;
-		e->total_rto_time_ms = tp->total_rto_time;
-		e->flags |= EVENT_F_HAS_RTO;
-	}
-}
-
-static __always_inline void put_owner(struct event *e, struct sock *sk)
-{
-	struct owner *o = bpf_sk_storage_get(&owners, sk, 0, 0);
-
-	if (!o)
-		return;
-	e->listener_cookie = o->listener_cookie;
-	e->owner_tgid = o->tgid;
-	__builtin_memcpy(e->owner_comm, o->comm, sizeof(e->owner_comm));
-	e->flags |= EVENT_F_OWNER;
-}
-
-static __always_inline void remember_listener(struct sock *sk, __u64 cookie)
-{
-	struct owner *o = bpf_sk_storage_get(&owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-
-	if (!o) {
-		count(COUNTER_STORAGE_FAIL);
-		return;
-	}
-	o->listener_cookie = cookie;
-	o->tgid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(&o->comm, sizeof(o->comm));
-}
-
-/*
- * sock:inet_sock_set_state (sk, oldstate, newstate). It also fires for SCTP,
- * MPTCP msk and DCCP sockets, hence the sk_protocol filter; it never fires
- * for request sockets (TCP_NEW_SYN_RECV is set directly by
- * inet_reqsk_alloc()) nor for TIME_WAIT (tcp_time_wait() hands over to a
- * timewait sock silently, then the full socket goes FIN_WAIT2/CLOSING->CLOSE).
- */
-static __always_inline int on_set_state(__u64 *ctx)
-{
-	struct sock *sk = (struct sock *)ctx[0];
-	int oldstate = (int)ctx[1], newstate = (int)ctx[2];
-	struct tuple t = {};
-	struct event *e;
-	__u32 netns;
-	__u64 cookie;
-
-	if (sk->sk_protocol != IPPROTO_TCP)
-		return 0;
-	/* MPTCP and re-listen produce X->X; nothing changed. */
-	if (oldstate == newstate)
-		return 0;
-	netns = sk_netns(&sk->__sk_common);
-	if (!netns_wanted(netns))
-		return 0;
-	sk_tuple(&sk->__sk_common, true, &t);
-	if (!ports_wanted(t.sport, t.dport))
-		return 0;
-
-	cookie = bpf_get_socket_cookie(sk);
-	if (newstate == TCP_LISTEN)
-		remember_listener(sk, cookie);
-
-	e = reserve(EVENT_STATE);
-	if (!e)
-		return 0;
-	e->cookie = cookie;
-	e->netns = netns;
-	e->old_state = oldstate;
-	e->new_state = newstate;
-	e->state = oldstate;
-	put_tuple(e, &t);
-	/*
-	 * The child of a listener appears as LISTEN->SYN_RECV, not CLOSE->SYN_RECV:
-	 * sk_clone_lock() copied the listener's sk_state. Its cookie is the
-	 * request socket's (inet_csk_clone_lock() copies ir_cookie), which is how
-	 * SYN-ACK retransmits seen on the request join the connection.
-	 */
-	if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV)
-		put_owner(e, sk);
-	if (newstate == TCP_LISTEN) {
-		e->max_backlog = sk->sk_max_ack_backlog;
-		e->listener_cookie = cookie;
-	}
-	if (newstate == TCP_ESTABLISHED || newstate == TCP_CLOSE)
-		put_tcp_info(e, sk);
-	submit(e);
-	return 0;
-}
-HOOK_PROGRAMS(handle_set_state, "inet_sock_set_state", HOOK_SET_STATE, on_set_state)
-
-/*
- * What a retransmitted segment was: TCP_SKB_CB(skb) (struct tcp_skb_cb in
- * skb->cb) holds its flags and sequence range, as __tcp_retransmit_skb()
- * sent it (after any split or trim). end_seq - seq counts the payload plus
- * one for a SYN and one for a FIN, so what is left beyond those is data. A
- * FIN may ride on a data segment (tcp_send_fin() tacks it onto an unsent
- * tail, tcp_retrans_try_collapse() merges a lone FIN into the segment
- * before it): the flags alone cannot tell a bare FIN from data.
- */
-static __always_inline void put_retransmitted_segment(struct event *e, const struct sk_buff *skb)
-{
-	const struct tcp_skb_cb *tcb = (const struct tcp_skb_cb *)&skb->cb[0];
-	__u32 seq = 0, end_seq = 0, len;
-	__u8 flags = 0;
-
-	if (bpf_core_read(&flags, sizeof(flags), &tcb->tcp_flags) ||
-	    bpf_core_read(&seq, sizeof(seq), &tcb->seq) ||
-	    bpf_core_read(&end_seq, sizeof(end_seq), &tcb->end_seq))
-		return;
-	e->seg_flags = flags;
-	len = end_seq - seq;
-	if (flags & TCPHDR_SYN)
-		len--;
-	if (flags & TCPHDR_FIN)
-		len--;
-	if (len > 0 && len < 0x80000000)
-		e->flags |= EVENT_F_SEG_DATA;
-}
-
-static __always_inline int on_retransmit(struct sock *sk, const struct sk_buff *skb, int err, bool has_err)
-{
-	struct tuple t = {};
-	struct event *e;
-	__u32 netns;
-
-	if (sk->sk_protocol != IPPROTO_TCP)
-		return 0;
-	netns = sk_netns(&sk->__sk_common);
-	if (!netns_wanted(netns))
-		return 0;
-	sk_tuple(&sk->__sk_common, true, &t);
-	if (!ports_wanted(t.sport, t.dport))
-		return 0;
-	e = reserve(EVENT_RETRANSMIT);
-	if (!e)
-		return 0;
-	e->cookie = bpf_get_socket_cookie(sk);
-	e->netns = netns;
-	e->state = sk->__sk_common.skc_state;
-	e->err = err;
-	if (has_err)
-		e->flags |= EVENT_F_HAS_ERR;
-	/*
-	 * Every resend passes here: the RTO timer (tcp_retransmit_timer), fast
-	 * recovery (tcp_xmit_retransmit_queue) and the tail loss probe:
-	 * tcp_send_loss_probe(), when it has no new data to send, resends the
-	 * last segment sent, which after a close() is often the bare FIN. Such
-	 * a probe fires two RTTs after the last send without an ACK, plus
-	 * TCP_RTO_MIN (200 ms) when that segment is the only one in flight
-	 * (tcp_schedule_loss_probe(); 207 ms measured on loopback). On a
-	 * healthy connection the ACK was merely late.
-	 */
-	if (skb)
-		put_retransmitted_segment(e, skb);
-	put_tuple(e, &t);
-	put_tcp_info(e, sk);
-	submit(e);
-	return 0;
-}
-
-/* tcp:tcp_retransmit_skb (sk, skb) before 6.17. */
-static __always_inline int on_retransmit_noerr(__u64 *ctx)
-{
-	return on_retransmit((struct sock *)ctx[0], (const struct sk_buff *)ctx[1], 0, false);
-}
-HOOK_PROGRAMS(handle_retransmit, "tcp_retransmit_skb", HOOK_RETRANSMIT, on_retransmit_noerr)
-
-/*
- * tcp:tcp_retransmit_skb (sk, skb, err) since 6.17 (ad892e912b84): it now
- * also fires when __tcp_retransmit_skb() failed (-EBUSY, -ENOMEM,
- * -EHOSTUNREACH, a netfilter -EPERM); only err == 0 left the host. User space
- * loads this program or the one above, after reading the prototype from BTF.
- */
-static __always_inline int on_retransmit_err(__u64 *ctx)
-{
-	return on_retransmit((struct sock *)ctx[0], (const struct sk_buff *)ctx[1], (int)ctx[2], true);
-}
-HOOK_PROGRAMS(handle_retransmit_err, "tcp_retransmit_skb", HOOK_RETRANSMIT, on_retransmit_err)
-
-/*
- * tcp:tcp_retransmit_synack (sk, req), from tcp_rtx_synack() after a SYN-ACK
- * was resent for a request socket (timer or duplicate SYN). SYN-ACKs never go
- * through tcp_retransmit_skb: a request socket has no retransmit queue. sk is
- * the listener (or, with TCP Fast Open, the child in SYN_RECV).
- */
-static __always_inline int on_synack_retransmit(__u64 *ctx)
-{
-	struct sock *sk = (struct sock *)ctx[0];
-	const struct request_sock *req = (const struct request_sock *)ctx[1];
-	const struct tcp_request_sock *treq = (const struct tcp_request_sock *)req;
-	struct tuple t = {};
-	struct event *e;
-	__u32 netns;
-
-	if (!req)
-		return 0;
-	netns = sk_netns(&sk->__sk_common);
-	if (!netns_wanted(netns))
-		return 0;
-	sk_tuple(&req->__req_common, false, &t);
-	if (!ports_wanted(t.sport, t.dport))
-		return 0;
-	e = reserve(EVENT_SYNACK_RETRANSMIT);
-	if (!e)
-		return 0;
-	/* The request's cookie; the child socket inherits it. */
-	e->cookie = bpf_get_socket_cookie((void *)req);
-	e->listener_cookie = bpf_get_socket_cookie(sk);
-	e->netns = netns;
-	e->state = sk->__sk_common.skc_state;
-	/*
-	 * snt_synack is set by tcp_make_synack() for the first SYN-ACK only, from
-	 * tcp_skb_timestamp_us(): CLOCK_MONOTONIC in us. num_retrans and
-	 * num_timeout are read before inet_rtx_syn_ack() increments them.
-	 */
-	e->snt_synack_us = BPF_CORE_READ(treq, snt_synack);
-	e->num_retrans = BPF_CORE_READ(req, num_retrans);
-	e->num_timeout = BPF_CORE_READ_BITFIELD_PROBED(req, num_timeout);
-	e->backlog = sk->sk_ack_backlog;
-	e->max_backlog = sk->sk_max_ack_backlog;
-	put_tuple(e, &t);
-	if (sk->__sk_common.skc_state == TCP_LISTEN)
-		put_owner(e, sk);
-	submit(e);
-	return 0;
-}
-HOOK_PROGRAMS(handle_synack_retransmit, "tcp_retransmit_synack", HOOK_SYNACK_RETRANSMIT, on_synack_retransmit)
-
 /*
  * The tuple of a reset sent in answer to a packet: the packet's addresses,
  * reversed, so saddr is the local side. Used whenever there is a packet,
@@ -555,52 +299,339 @@ static __always_inline __u8 skb_tcp_flags(const struct sk_buff *skb)
 	return flags;
 }
 
-static __always_inline int on_send_reset(struct sock *sk, const struct sk_buff *skb,
-					 __u32 reason, bool has_reason)
+static __always_inline bool is_full(__u8 state)
+{
+	return state != TCP_NEW_SYN_RECV && state != TCP_TIME_WAIT;
+}
+
+/* What an event is about, as its handler tells begin_event(). */
+struct source {
+	__u32 netns;                   /* namespace, for the filter and the record */
+	const struct sock_common *skc; /* tuple from this socket... */
+	bool full;                     /* ...a full socket (see sk_tuple()) */
+	const struct sk_buff *skb;     /* or, when set, from this packet, reversed */
+	const void *cookie_of;         /* the socket whose cookie the event carries, or NULL */
+	__u8 state;                    /* socket state when the event fired */
+};
+
+/*
+ * The prologue every handler shares: the namespace filter, then the tuple
+ * (from the packet when there is one, else from the socket; a packet that
+ * cannot be read counts COUNTER_UNREADABLE), the port filter, the
+ * ring-buffer reservation (a full buffer counts COUNTER_LOST) and the fields
+ * every kind carries. Returns NULL when the event is not wanted or could not
+ * be reserved; *wanted, when asked for, tells the two apart.
+ */
+static __always_inline struct event *begin_event(__u8 kind, const struct source *src, bool *wanted)
 {
 	struct tuple t = {};
 	struct event *e;
-	__u32 netns = 0;
-	__u8 state = 0;
 
-	if (sk) {
-		state = sk->__sk_common.skc_state;
-		/* tcp_send_reset is TCP-only, but a full MPTCP msk never gets here. */
-		netns = sk_netns(&sk->__sk_common);
-	} else if (skb) {
-		/* No socket: the namespace of the device the packet came in on. */
-		netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
-	}
-	if (!netns_wanted(netns))
-		return 0;
-	if (skb) {
-		if (!skb_reply_tuple(skb, &t)) {
+	if (wanted)
+		*wanted = false;
+	if (!netns_wanted(src->netns))
+		return NULL;
+	if (src->skb) {
+		if (!skb_reply_tuple(src->skb, &t)) {
 			count(COUNTER_UNREADABLE);
-			return 0;
+			return NULL;
 		}
-	} else if (sk) {
-		sk_tuple(&sk->__sk_common, is_full(state), &t);
 	} else {
+		sk_tuple(src->skc, src->full, &t);
+	}
+	if (!ports_wanted(t.sport, t.dport))
+		return NULL;
+	if (wanted)
+		*wanted = true;
+	e = reserve(kind);
+	if (!e)
+		return NULL;
+	e->netns = src->netns;
+	e->state = src->state;
+	if (src->cookie_of)
+		e->cookie = bpf_get_socket_cookie((void *)src->cookie_of);
+	__builtin_memcpy(e->saddr, t.saddr, 16);
+	__builtin_memcpy(e->daddr, t.daddr, 16);
+	e->sport = t.sport;
+	e->dport = t.dport;
+	e->family = t.family;
+	return e;
+}
+
+/* begin_event() for an event about a full socket in its own namespace. */
+static __always_inline struct event *begin_sk_event(__u8 kind, struct sock *sk)
+{
+	struct source src = {
+		.netns = sk_netns(&sk->__sk_common),
+		.skc = &sk->__sk_common,
+		.full = true,
+		.cookie_of = sk,
+		.state = sk->__sk_common.skc_state,
+	};
+
+	return begin_event(kind, &src, NULL);
+}
+
+static __always_inline void fill_tcp_info(struct event *e, const struct sock *sk)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
+
+	if (!tp)
+		return;
+	e->total_retrans = tp->total_retrans;
+	e->srtt_us = tp->srtt_us >> 3;
+	e->bytes_received = tp->bytes_received;
+	e->bytes_acked = tp->bytes_acked;
+	e->flags |= EVENT_F_TCP_INFO;
+	if (bpf_core_field_exists(tp->total_rto)) {
+		e->total_rto = tp->total_rto;
+		e->total_rto_time_ms = tp->total_rto_time;
+		e->flags |= EVENT_F_HAS_RTO;
+	}
+}
+
+static __always_inline void fill_owner(struct event *e, struct sock *sk)
+{
+	struct owner *o = bpf_sk_storage_get(&owners, sk, 0, 0);
+
+	if (!o)
+		return;
+	e->listener_cookie = o->listener_cookie;
+	e->owner_tgid = o->tgid;
+	__builtin_memcpy(e->owner_comm, o->comm, sizeof(e->owner_comm));
+	e->flags |= EVENT_F_OWNER;
+}
+
+static __always_inline void remember_listener(struct sock *sk, __u64 cookie)
+{
+	struct owner *o = bpf_sk_storage_get(&owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+
+	if (!o) {
+		count(COUNTER_STORAGE_FAIL);
+		return;
+	}
+	o->listener_cookie = cookie;
+	o->tgid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(&o->comm, sizeof(o->comm));
+}
+
+/* A listener's accept queue: connections waiting for accept() and the limit. */
+static __always_inline void fill_accept_queue(struct event *e, const struct sock *sk)
+{
+	e->backlog = sk->sk_ack_backlog;
+	e->max_backlog = sk->sk_max_ack_backlog;
+}
+
+/*
+ * What a retransmitted segment was: TCP_SKB_CB(skb) (struct tcp_skb_cb in
+ * skb->cb) holds its flags and sequence range, as __tcp_retransmit_skb()
+ * sent it (after any split or trim). end_seq - seq counts the payload plus
+ * one for a SYN and one for a FIN, so what is left beyond those is data. A
+ * FIN may ride on a data segment (tcp_send_fin() tacks it onto an unsent
+ * tail, tcp_retrans_try_collapse() merges a lone FIN into the segment
+ * before it): the flags alone cannot tell a bare FIN from data.
+ */
+static __always_inline void fill_retransmitted_segment(struct event *e, const struct sk_buff *skb)
+{
+	const struct tcp_skb_cb *tcb = (const struct tcp_skb_cb *)&skb->cb[0];
+	__u32 seq = 0, end_seq = 0, len;
+	__u8 flags = 0;
+
+	if (bpf_core_read(&flags, sizeof(flags), &tcb->tcp_flags) ||
+	    bpf_core_read(&seq, sizeof(seq), &tcb->seq) ||
+	    bpf_core_read(&end_seq, sizeof(end_seq), &tcb->end_seq))
+		return;
+	e->seg_flags = flags;
+	len = end_seq - seq;
+	if (flags & TCPHDR_SYN)
+		len--;
+	if (flags & TCPHDR_FIN)
+		len--;
+	if (len > 0 && len < 0x80000000)
+		e->flags |= EVENT_F_SEG_DATA;
+}
+
+/*
+ * sock:inet_sock_set_state (sk, oldstate, newstate). It also fires for SCTP,
+ * MPTCP msk and DCCP sockets, hence the sk_protocol filter; it never fires
+ * for request sockets (TCP_NEW_SYN_RECV is set directly by
+ * inet_reqsk_alloc()) nor for TIME_WAIT (tcp_time_wait() hands over to a
+ * timewait sock silently, then the full socket goes FIN_WAIT2/CLOSING->CLOSE).
+ */
+static __always_inline int on_set_state(__u64 *ctx)
+{
+	struct sock *sk = (struct sock *)ctx[0];
+	int oldstate = (int)ctx[1], newstate = (int)ctx[2];
+	struct source src = {
+		.skc = &sk->__sk_common,
+		.full = true,
+		.cookie_of = sk,
+		.state = oldstate,
+	};
+	struct event *e;
+	bool wanted;
+
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	/* MPTCP and re-listen produce X->X; nothing changed. */
+	if (oldstate == newstate)
+		return 0;
+	src.netns = sk_netns(&sk->__sk_common);
+	e = begin_event(EVENT_STATE, &src, &wanted);
+	/* A wanted listener is remembered even when its event found the ring
+	 * buffer full: its children still name their owner. */
+	if (wanted && newstate == TCP_LISTEN)
+		remember_listener(sk, e ? e->cookie : bpf_get_socket_cookie(sk));
+	if (!e)
+		return 0;
+	e->old_state = oldstate;
+	e->new_state = newstate;
+	/*
+	 * The child of a listener appears as LISTEN->SYN_RECV, not CLOSE->SYN_RECV:
+	 * sk_clone_lock() copied the listener's sk_state. Its cookie is the
+	 * request socket's (inet_csk_clone_lock() copies ir_cookie), which is how
+	 * SYN-ACK retransmits seen on the request join the connection.
+	 */
+	if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV)
+		fill_owner(e, sk);
+	if (newstate == TCP_LISTEN) {
+		e->max_backlog = sk->sk_max_ack_backlog;
+		e->listener_cookie = e->cookie;
+	}
+	if (newstate == TCP_ESTABLISHED || newstate == TCP_CLOSE)
+		fill_tcp_info(e, sk);
+	submit(e);
+	return 0;
+}
+HOOK_PROGRAMS(handle_set_state, "inet_sock_set_state", HOOK_SET_STATE, on_set_state)
+
+static __always_inline int on_retransmit(struct sock *sk, const struct sk_buff *skb, int err, bool has_err)
+{
+	struct event *e;
+
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	e = begin_sk_event(EVENT_RETRANSMIT, sk);
+	if (!e)
+		return 0;
+	e->err = err;
+	if (has_err)
+		e->flags |= EVENT_F_HAS_ERR;
+	/*
+	 * Every resend passes here: the RTO timer (tcp_retransmit_timer), fast
+	 * recovery (tcp_xmit_retransmit_queue) and the tail loss probe:
+	 * tcp_send_loss_probe(), when it has no new data to send, resends the
+	 * last segment sent, which after a close() is often the bare FIN. Such
+	 * a probe fires two RTTs after the last send without an ACK, plus
+	 * TCP_RTO_MIN (200 ms) when that segment is the only one in flight
+	 * (tcp_schedule_loss_probe(); 207 ms measured on loopback). On a
+	 * healthy connection the ACK was merely late.
+	 */
+	if (skb)
+		fill_retransmitted_segment(e, skb);
+	fill_tcp_info(e, sk);
+	submit(e);
+	return 0;
+}
+
+/* tcp:tcp_retransmit_skb (sk, skb) before 6.17. */
+static __always_inline int on_retransmit_noerr(__u64 *ctx)
+{
+	return on_retransmit((struct sock *)ctx[0], (const struct sk_buff *)ctx[1], 0, false);
+}
+HOOK_PROGRAMS(handle_retransmit, "tcp_retransmit_skb", HOOK_RETRANSMIT, on_retransmit_noerr)
+
+/*
+ * tcp:tcp_retransmit_skb (sk, skb, err) since 6.17 (ad892e912b84): it now
+ * also fires when __tcp_retransmit_skb() failed (-EBUSY, -ENOMEM,
+ * -EHOSTUNREACH, a netfilter -EPERM); only err == 0 left the host. User space
+ * loads this program or the one above, after reading the prototype from BTF.
+ */
+static __always_inline int on_retransmit_err(__u64 *ctx)
+{
+	return on_retransmit((struct sock *)ctx[0], (const struct sk_buff *)ctx[1], (int)ctx[2], true);
+}
+HOOK_PROGRAMS(handle_retransmit_err, "tcp_retransmit_skb", HOOK_RETRANSMIT, on_retransmit_err)
+
+/*
+ * tcp:tcp_retransmit_synack (sk, req), from tcp_rtx_synack() after a SYN-ACK
+ * was resent for a request socket (timer or duplicate SYN). SYN-ACKs never go
+ * through tcp_retransmit_skb: a request socket has no retransmit queue. sk is
+ * the listener (or, with TCP Fast Open, the child in SYN_RECV).
+ */
+static __always_inline int on_synack_retransmit(__u64 *ctx)
+{
+	struct sock *sk = (struct sock *)ctx[0];
+	const struct request_sock *req = (const struct request_sock *)ctx[1];
+	const struct tcp_request_sock *treq = (const struct tcp_request_sock *)req;
+	struct event *e;
+
+	if (!req)
+		return 0;
+	/* The tuple and cookie are the request's; the child socket inherits
+	 * the cookie. The state is the listener's. */
+	struct source src = {
+		.netns = sk_netns(&sk->__sk_common),
+		.skc = &req->__req_common,
+		.full = false,
+		.cookie_of = req,
+		.state = sk->__sk_common.skc_state,
+	};
+	e = begin_event(EVENT_SYNACK_RETRANSMIT, &src, NULL);
+	if (!e)
+		return 0;
+	e->listener_cookie = bpf_get_socket_cookie(sk);
+	/*
+	 * snt_synack is set by tcp_make_synack() for the first SYN-ACK only, from
+	 * tcp_skb_timestamp_us(): CLOCK_MONOTONIC in us. num_retrans and
+	 * num_timeout are read before inet_rtx_syn_ack() increments them.
+	 */
+	e->snt_synack_us = BPF_CORE_READ(treq, snt_synack);
+	e->num_retrans = BPF_CORE_READ(req, num_retrans);
+	e->num_timeout = BPF_CORE_READ_BITFIELD_PROBED(req, num_timeout);
+	fill_accept_queue(e, sk);
+	if (e->state == TCP_LISTEN)
+		fill_owner(e, sk);
+	submit(e);
+	return 0;
+}
+HOOK_PROGRAMS(handle_synack_retransmit, "tcp_retransmit_synack", HOOK_SYNACK_RETRANSMIT, on_synack_retransmit)
+
+static __always_inline int on_send_reset(struct sock *sk, const struct sk_buff *skb,
+					 __u32 reason, bool has_reason)
+{
+	/*
+	 * The tuple comes from the packet whenever there is one, because the
+	 * socket may be absent (no listener: reason NO_SOCKET), a listener (no
+	 * remote address) or a request/timewait sock.
+	 */
+	struct source src = {.skc = sk ? &sk->__sk_common : NULL, .skb = skb, .cookie_of = sk};
+	struct event *e;
+
+	if (!sk && !skb) {
+		/* Nothing to take a tuple from (no caller of the tracepoint does this). */
 		count(COUNTER_UNREADABLE);
 		return 0;
 	}
-	if (!ports_wanted(t.sport, t.dport))
-		return 0;
-	e = reserve(EVENT_RESET_SENT);
+	if (sk) {
+		src.state = sk->__sk_common.skc_state;
+		src.full = is_full(src.state);
+		/* tcp_send_reset is TCP-only, but a full MPTCP msk never gets here. */
+		src.netns = sk_netns(&sk->__sk_common);
+	} else if (skb) {
+		/* No socket: the namespace of the device the packet came in on. */
+		src.netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	}
+	e = begin_event(EVENT_RESET_SENT, &src, NULL);
 	if (!e)
 		return 0;
-	if (sk)
-		e->cookie = bpf_get_socket_cookie(sk);
-	else
+	if (!sk)
 		e->flags |= EVENT_F_NO_SOCKET;
-	e->netns = netns;
-	e->state = state;
 	e->reason = reason;
 	if (skb)
 		e->seg_flags = skb_tcp_flags(skb);
 	if (has_reason)
 		e->flags |= EVENT_F_HAS_REASON;
-	put_tuple(e, &t);
 	submit(e);
 	return 0;
 }
@@ -632,25 +663,10 @@ HOOK_PROGRAMS(handle_send_reset, "tcp_send_reset", HOOK_SEND_RESET, on_send_rese
  */
 static __always_inline int on_receive_reset(__u64 *ctx)
 {
-	struct sock *sk = (struct sock *)ctx[0];
-	struct tuple t = {};
-	struct event *e;
-	__u32 netns;
+	struct event *e = begin_sk_event(EVENT_RESET_RECEIVED, (struct sock *)ctx[0]);
 
-	netns = sk_netns(&sk->__sk_common);
-	if (!netns_wanted(netns))
-		return 0;
-	sk_tuple(&sk->__sk_common, true, &t);
-	if (!ports_wanted(t.sport, t.dport))
-		return 0;
-	e = reserve(EVENT_RESET_RECEIVED);
-	if (!e)
-		return 0;
-	e->cookie = bpf_get_socket_cookie(sk);
-	e->netns = netns;
-	e->state = sk->__sk_common.skc_state;
-	put_tuple(e, &t);
-	submit(e);
+	if (e)
+		submit(e);
 	return 0;
 }
 HOOK_PROGRAMS(handle_receive_reset, "tcp_receive_reset", HOOK_RECEIVE_RESET, on_receive_reset)
@@ -664,9 +680,7 @@ HOOK_PROGRAMS(handle_receive_reset, "tcp_receive_reset", HOOK_RECEIVE_RESET, on_
 static __always_inline int on_sock_error(__u64 *ctx)
 {
 	struct sock *sk = (struct sock *)ctx[0];
-	struct tuple t = {};
 	struct event *e;
-	__u32 netns;
 
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
@@ -678,20 +692,10 @@ static __always_inline int on_sock_error(__u64 *ctx)
 	 */
 	if (!sk->sk_err)
 		return 0;
-	netns = sk_netns(&sk->__sk_common);
-	if (!netns_wanted(netns))
-		return 0;
-	sk_tuple(&sk->__sk_common, true, &t);
-	if (!ports_wanted(t.sport, t.dport))
-		return 0;
-	e = reserve(EVENT_SOCK_ERROR);
+	e = begin_sk_event(EVENT_SOCK_ERROR, sk);
 	if (!e)
 		return 0;
-	e->cookie = bpf_get_socket_cookie(sk);
-	e->netns = netns;
-	e->state = sk->__sk_common.skc_state;
 	e->err = sk->sk_err;
-	put_tuple(e, &t);
 	submit(e);
 	return 0;
 }
@@ -719,10 +723,8 @@ static __always_inline int on_kfree_skb(__u64 *ctx)
 	const struct sk_buff *skb = (const struct sk_buff *)ctx[0];
 	__u32 reason = (__u32)ctx[2];
 	struct sock *sk = (struct sock *)ctx[3];
-	struct tuple t = {};
 	struct event *e;
 	bool cookie = false;
-	__u32 netns;
 
 	if (!sk || !skb)
 		return 0;
@@ -733,27 +735,20 @@ static __always_inline int on_kfree_skb(__u64 *ctx)
 			return 0;
 		cookie = true;
 	}
-	netns = sk_netns(&sk->__sk_common);
-	if (!netns_wanted(netns))
-		return 0;
-	/* The dropped ACK came from the client: reversed, local is the listener. */
-	if (!skb_reply_tuple(skb, &t)) {
-		count(COUNTER_UNREADABLE);
-		return 0;
-	}
-	if (!ports_wanted(t.sport, t.dport))
-		return 0;
-	e = reserve(EVENT_LISTEN_OVERFLOW);
+	/* The dropped ACK came from the client: reversed, local is the listener.
+	 * The event has no socket of its own, only its listener's cookie. */
+	struct source src = {
+		.netns = sk_netns(&sk->__sk_common),
+		.skb = skb,
+		.state = sk->__sk_common.skc_state,
+	};
+	e = begin_event(EVENT_LISTEN_OVERFLOW, &src, NULL);
 	if (!e)
 		return 0;
 	e->listener_cookie = bpf_get_socket_cookie(sk);
 	if (cookie)
 		e->flags |= EVENT_F_SYNCOOKIE;
-	e->netns = netns;
-	e->state = sk->__sk_common.skc_state;
-	e->backlog = sk->sk_ack_backlog;
-	e->max_backlog = sk->sk_max_ack_backlog;
-	put_tuple(e, &t);
+	fill_accept_queue(e, sk);
 	submit(e);
 	return 0;
 }

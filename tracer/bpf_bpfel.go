@@ -99,6 +99,13 @@ const (
 	bpfHookHOOK_MAX               bpfHook = 7
 )
 
+type bpfLimits uint32
+
+const (
+	bpfLimitsMAX_FILTER            bpfLimits = 8
+	bpfLimitsDEFAULT_RINGBUF_BYTES bpfLimits = 16777216
+)
+
 type bpfOwner struct {
 	_              structs.HostLayout
 	ListenerCookie uint64
@@ -194,6 +201,7 @@ type bpfVariableSpecs struct {
 	UnusedFlag           *ebpf.VariableSpec `ebpf:"unused_flag"`
 	UnusedHook           *ebpf.VariableSpec `ebpf:"unused_hook"`
 	UnusedKind           *ebpf.VariableSpec `ebpf:"unused_kind"`
+	UnusedLimits         *ebpf.VariableSpec `ebpf:"unused_limits"`
 	WakeupBytes          *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
@@ -247,6 +255,7 @@ type bpfVariables struct {
 	UnusedFlag           *ebpf.Variable `ebpf:"unused_flag"`
 	UnusedHook           *ebpf.Variable `ebpf:"unused_hook"`
 	UnusedKind           *ebpf.Variable `ebpf:"unused_kind"`
+	UnusedLimits         *ebpf.Variable `ebpf:"unused_limits"`
 	WakeupBytes          *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 

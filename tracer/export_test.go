@@ -14,7 +14,7 @@ func ServeNestedOnly(t *Tracer) error {
 	for i, a := range t.attached {
 		if !a.nested {
 			if err := t.links[i].Close(); err != nil {
-				return fmt.Errorf("detaching %s: %w", a.program, err)
+				return fmt.Errorf("detaching %s: %w", a.name(), err)
 			}
 		}
 	}
@@ -27,7 +27,7 @@ func ServeNestedOnly(t *Tracer) error {
 		busy[i] = 1
 	}
 	for h := range uint32(bpfHookHOOK_MAX) {
-		if err := t.coll.Maps["running"].Put(h, busy); err != nil {
+		if err := t.maps.Running.Put(h, busy); err != nil {
 			return fmt.Errorf("raising the running flag of hook %d: %w", h, err)
 		}
 	}
@@ -39,7 +39,7 @@ func DetachNested(t *Tracer) error {
 	for i, a := range t.attached {
 		if a.nested {
 			if err := t.links[i].Close(); err != nil {
-				return fmt.Errorf("detaching %s: %w", a.program, err)
+				return fmt.Errorf("detaching %s: %w", a.name(), err)
 			}
 		}
 	}

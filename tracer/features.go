@@ -177,73 +177,99 @@ type hookDef struct {
 	tracepoint string
 	required   bool
 	degrades   string
-	programs   func(f Features) string
 	hook       bpfHook // its index among the BPF side's per-hook counters
+	programs   pickPrograms
 }
+
+// pickPrograms chooses, among bpf2go's program specs, the pair serving a
+// tracepoint on this kernel: its main program and the _nested twin that
+// serves it while the main one is busy on the same CPU (see the running
+// map in bpf/tcpscope.bpf.c).
+type pickPrograms func(f Features, s *bpfProgramSpecs) (main, nested *ebpf.ProgramSpec)
 
 func (h hookDef) event() string { return h.tracepoint[strings.IndexByte(h.tracepoint, '/')+1:] }
 
 var hookTable = []hookDef{
-	{"sock/inet_sock_set_state", true, "no connection tracking at all",
-		func(Features) string { return "handle_set_state" }, bpfHookHOOK_SET_STATE},
-	{"tcp/tcp_retransmit_skb", false, "no SYN or data retransmits",
-		func(f Features) string {
+	{"sock/inet_sock_set_state", true, "no connection tracking at all", bpfHookHOOK_SET_STATE,
+		func(_ Features, s *bpfProgramSpecs) (*ebpf.ProgramSpec, *ebpf.ProgramSpec) {
+			return s.HandleSetState, s.HandleSetStateNested
+		}},
+	{"tcp/tcp_retransmit_skb", false, "no SYN or data retransmits", bpfHookHOOK_RETRANSMIT,
+		func(f Features, s *bpfProgramSpecs) (*ebpf.ProgramSpec, *ebpf.ProgramSpec) {
 			if f.retransmitHasErr {
-				return "handle_retransmit_err"
+				return s.HandleRetransmitErr, s.HandleRetransmitErrNested
 			}
-			return "handle_retransmit"
-		}, bpfHookHOOK_RETRANSMIT},
-	{"tcp/tcp_retransmit_synack", false, "no SYN-ACK retransmits",
-		func(Features) string { return "handle_synack_retransmit" }, bpfHookHOOK_SYNACK_RETRANSMIT},
-	{"tcp/tcp_send_reset", false, "no resets sent",
-		func(f Features) string {
+			return s.HandleRetransmit, s.HandleRetransmitNested
+		}},
+	{"tcp/tcp_retransmit_synack", false, "no SYN-ACK retransmits", bpfHookHOOK_SYNACK_RETRANSMIT,
+		func(_ Features, s *bpfProgramSpecs) (*ebpf.ProgramSpec, *ebpf.ProgramSpec) {
+			return s.HandleSynackRetransmit, s.HandleSynackRetransmitNested
+		}},
+	{"tcp/tcp_send_reset", false, "no resets sent", bpfHookHOOK_SEND_RESET,
+		func(f Features, s *bpfProgramSpecs) (*ebpf.ProgramSpec, *ebpf.ProgramSpec) {
 			if f.sendResetReason {
-				return "handle_send_reset_reason"
+				return s.HandleSendResetReason, s.HandleSendResetReasonNested
 			}
-			return "handle_send_reset"
-		}, bpfHookHOOK_SEND_RESET},
-	{"tcp/tcp_receive_reset", false, "no resets received",
-		func(Features) string { return "handle_receive_reset" }, bpfHookHOOK_RECEIVE_RESET},
-	{"sock/inet_sk_error_report", false, "no socket errors (ECONNREFUSED, ETIMEDOUT...)",
-		func(Features) string { return "handle_sock_error" }, bpfHookHOOK_SOCK_ERROR},
-	{"skb/kfree_skb", false, "no per-connection accept-queue overflow (kernel counters still count it)",
-		func(Features) string { return "handle_kfree_skb" }, bpfHookHOOK_KFREE_SKB},
+			return s.HandleSendReset, s.HandleSendResetNested
+		}},
+	{"tcp/tcp_receive_reset", false, "no resets received", bpfHookHOOK_RECEIVE_RESET,
+		func(_ Features, s *bpfProgramSpecs) (*ebpf.ProgramSpec, *ebpf.ProgramSpec) {
+			return s.HandleReceiveReset, s.HandleReceiveResetNested
+		}},
+	{"sock/inet_sk_error_report", false, "no socket errors (ECONNREFUSED, ETIMEDOUT...)", bpfHookHOOK_SOCK_ERROR,
+		func(_ Features, s *bpfProgramSpecs) (*ebpf.ProgramSpec, *ebpf.ProgramSpec) {
+			return s.HandleSockError, s.HandleSockErrorNested
+		}},
+	{"skb/kfree_skb", false, "no per-connection accept-queue overflow (kernel counters still count it)", bpfHookHOOK_KFREE_SKB,
+		func(_ Features, s *bpfProgramSpecs) (*ebpf.ProgramSpec, *ebpf.ProgramSpec) {
+			return s.HandleKfreeSkb, s.HandleKfreeSkbNested
+		}},
 }
 
+// attachment is one program Open loads and attaches.
 type attachment struct {
 	tracepoint string
-	program    string
 	hook       bpfHook
 	// nested marks the twin that serves the hook while its main program is
 	// busy on the same CPU (see the running map in bpf/tcpscope.bpf.c).
 	nested bool
+	spec   *ebpf.ProgramSpec
+	prog   *ebpf.Program // once loaded
 }
 
-// nestedSuffix names the twin of each main program.
-const nestedSuffix = "_nested"
+// name is the program's name in the BPF object: "handle_set_state".
+func (a attachment) name() string { return a.spec.Name }
 
-// selectPrograms removes from spec every program this kernel cannot take
-// (absent tracepoint, or the other prototype variant) and returns the rest.
-func (f Features) selectPrograms(spec *ebpf.CollectionSpec) []attachment {
-	keep := map[string]attachment{}
+// choosePrograms lists the programs this kernel takes, in attach order:
+// for every tracepoint present, its main program and then its twin, so
+// the twin's check finds the main one done.
+func (f Features) choosePrograms(s *bpfProgramSpecs) []attachment {
 	var out []attachment
 	for i, h := range hookTable {
-		if f.Hooks[i].Present {
-			main := attachment{tracepoint: h.tracepoint, program: h.programs(f), hook: h.hook}
-			nested := main
-			nested.program += nestedSuffix
-			nested.nested = true
-			keep[main.program], keep[nested.program] = main, nested
-			// The main program first: the twin's check then finds it done.
-			out = append(out, main, nested)
+		if !f.Hooks[i].Present {
+			continue
 		}
+		main, nested := h.programs(f, s)
+		out = append(out,
+			attachment{tracepoint: h.tracepoint, hook: h.hook, spec: main},
+			attachment{tracepoint: h.tracepoint, hook: h.hook, spec: nested, nested: true})
 	}
-	for name := range spec.Programs {
-		if _, ok := keep[name]; !ok {
+	return out
+}
+
+// keepOnly removes from spec every program not chosen: one for an absent
+// tracepoint, or for the prototype variant this kernel lacks, would fail
+// to load.
+func keepOnly(spec *ebpf.CollectionSpec, chosen []attachment) {
+	keep := make(map[*ebpf.ProgramSpec]bool, len(chosen))
+	for _, a := range chosen {
+		keep[a.spec] = true
+	}
+	for name, ps := range spec.Programs {
+		if !keep[ps] {
 			delete(spec.Programs, name)
 		}
 	}
-	return out
 }
 
 // capabilities reads the effective capability set of this process.

@@ -14,11 +14,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// DefaultRingBufferBytes is the ring buffer size when Config leaves it 0.
-const DefaultRingBufferBytes = 16 << 20
+// DefaultRingBufferBytes is the ring buffer size when Config leaves it 0
+// (DEFAULT_RINGBUF_BYTES in bpf/event.h).
+const DefaultRingBufferBytes = int(bpfLimitsDEFAULT_RINGBUF_BYTES)
 
-// MaxFilter is how many ports or namespaces a kernel-side filter holds.
-const MaxFilter = 8
+// MaxFilter is how many ports or namespaces a kernel-side filter holds
+// (MAX_FILTER in bpf/event.h).
+const MaxFilter = int(bpfLimitsMAX_FILTER)
 
 // Config says what to trace. Filters are applied in the kernel.
 type Config struct {
@@ -45,11 +47,11 @@ var ErrNoEvent = errors.New("no event within the poll interval")
 
 // Tracer owns the loaded BPF objects, their links and the ring-buffer reader.
 type Tracer struct {
-	coll     *ebpf.Collection
+	maps     bpfMaps
+	programs []*ebpf.Program // every program loaded
 	links    []link.Link
 	attached []attachment // in the order of links
 	reader   *ringbuf.Reader
-	counters *ebpf.Map
 	rec      ringbuf.Record
 	clock    Clock
 	features Features
@@ -80,31 +82,49 @@ func Open(cfg Config) (t *Tracer, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading BPF object: %w", err)
 	}
-	if err := configure(spec, cfg, feats); err != nil {
+	var specs bpfSpecs
+	if err := spec.Assign(&specs); err != nil {
+		return nil, fmt.Errorf("reading BPF object: %w", err)
+	}
+	if err := configure(&specs, cfg, feats); err != nil {
 		return nil, err
 	}
-	attach := feats.selectPrograms(spec)
+	attach := feats.choosePrograms(&specs.bpfProgramSpecs)
+	keepOnly(spec, attach)
 
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
 		return nil, fmt.Errorf("loading BPF programs: %w", err)
 	}
-	t = &Tracer{coll: coll, counters: coll.Maps["counters"], features: feats, poll: cfg.PollInterval}
+	// Closes what was not handed over below: the .rodata copy, which the
+	// programs hold a reference of their own to.
+	defer coll.Close()
+	t = &Tracer{features: feats, poll: cfg.PollInterval}
 	defer func() {
 		if err != nil {
 			t.Close()
 			t = nil
 		}
 	}()
+	if err := coll.Assign(&t.maps); err != nil {
+		return nil, fmt.Errorf("loading BPF maps: %w", err)
+	}
+	for i := range attach {
+		// The one step from a spec to its loaded program: coll.Assign
+		// cannot fill bpfPrograms, whose programs this kernel does not
+		// take were never loaded.
+		attach[i].prog = coll.DetachProgram(attach[i].spec.Name)
+		t.programs = append(t.programs, attach[i].prog)
+	}
 	for _, a := range attach {
-		l, err := link.AttachTracing(link.TracingOptions{Program: coll.Programs[a.program], AttachType: ebpf.AttachTraceRawTp})
+		l, err := link.AttachTracing(link.TracingOptions{Program: a.prog, AttachType: ebpf.AttachTraceRawTp})
 		if err != nil {
 			return nil, fmt.Errorf("attaching %s: %w", a.tracepoint, err)
 		}
 		t.links = append(t.links, l)
 		t.attached = append(t.attached, a)
 	}
-	if t.reader, err = ringbuf.NewReader(coll.Maps["events"]); err != nil {
+	if t.reader, err = ringbuf.NewReader(t.maps.Events); err != nil {
 		return nil, fmt.Errorf("opening ring buffer reader: %w", err)
 	}
 	if t.clock, err = bootClock(); err != nil {
@@ -137,31 +157,28 @@ func (c *Config) validate() error {
 	return nil
 }
 
-func configure(spec *ebpf.CollectionSpec, cfg Config, f Features) error {
-	spec.Maps["events"].MaxEntries = uint32(cfg.RingBufferBytes)
+// configure sizes the ring buffer and sets the BPF side's constants.
+func configure(s *bpfSpecs, cfg Config, f Features) error {
+	s.Events.MaxEntries = uint32(cfg.RingBufferBytes)
 	var ports [MaxFilter]uint16
 	copy(ports[:], cfg.Ports)
 	var netns [MaxFilter]uint32
 	copy(netns[:], cfg.NetNS)
 	sets := []struct {
-		name  string
+		v     *ebpf.VariableSpec
 		value any
 	}{
-		{"filter_port_count", uint32(len(cfg.Ports))},
-		{"filter_ports", ports},
-		{"filter_netns_count", uint32(len(cfg.NetNS))},
-		{"filter_netns", netns},
-		{"wakeup_bytes", cfg.WakeupBytes},
-		{"listen_overflow_reason", f.listenOverflowReason},
-		{"no_socket_reason", f.noSocketReason},
+		{s.FilterPortCount, uint32(len(cfg.Ports))},
+		{s.FilterPorts, ports},
+		{s.FilterNetnsCount, uint32(len(cfg.NetNS))},
+		{s.FilterNetns, netns},
+		{s.WakeupBytes, cfg.WakeupBytes},
+		{s.ListenOverflowReason, f.listenOverflowReason},
+		{s.NoSocketReason, f.noSocketReason},
 	}
-	for _, s := range sets {
-		v, ok := spec.Variables[s.name]
-		if !ok {
-			return fmt.Errorf("setting %s: no such variable in the BPF object", s.name)
-		}
-		if err := v.Set(s.value); err != nil {
-			return fmt.Errorf("setting %s: %w", s.name, err)
+	for _, set := range sets {
+		if err := set.v.Set(set.value); err != nil {
+			return fmt.Errorf("setting %s: %w", set.v.Name, err)
 		}
 	}
 	return nil
@@ -283,7 +300,7 @@ func (t *Tracer) Counters() (Counters, error) {
 	}
 	read := func(idx bpfCounter) (uint64, error) {
 		var perCPU []uint64
-		if err := t.counters.Lookup(uint32(idx), &perCPU); err != nil {
+		if err := t.maps.Counters.Lookup(uint32(idx), &perCPU); err != nil {
 			return 0, fmt.Errorf("reading counter %d: %w", idx, err)
 		}
 		var sum uint64
@@ -301,9 +318,9 @@ func (t *Tracer) Counters() (Counters, error) {
 	// handled between the two reads.
 	misses := make([]uint64, len(t.attached))
 	for i, a := range t.attached {
-		st, err := t.coll.Programs[a.program].Stats()
+		st, err := a.prog.Stats()
 		if err != nil {
-			return c, fmt.Errorf("reading statistics of %s: %w", a.program, err)
+			return c, fmt.Errorf("reading statistics of %s: %w", a.name(), err)
 		}
 		misses[i] = st.RecursionMisses
 	}
@@ -318,7 +335,7 @@ func (t *Tracer) Counters() (Counters, error) {
 	}
 	for i, a := range t.attached {
 		if !a.nested {
-			c.Recursion = append(c.Recursion, RecursionMisses{Tracepoint: a.tracepoint, Program: a.program, Misses: misses[i]})
+			c.Recursion = append(c.Recursion, RecursionMisses{Tracepoint: a.tracepoint, Program: a.name(), Misses: misses[i]})
 			continue
 		}
 		r := &c.Recursion[len(c.Recursion)-1]
@@ -356,7 +373,7 @@ func (t *Tracer) Stop() error {
 func (t *Tracer) Close() error {
 	t.closeOnce.Do(func() {
 		errs := []error{t.Stop()}
-		if t.counters != nil {
+		if t.maps.Counters != nil {
 			if c, err := t.Counters(); err == nil {
 				t.final.Store(&c)
 			}
@@ -364,9 +381,10 @@ func (t *Tracer) Close() error {
 		if t.reader != nil {
 			errs = append(errs, t.reader.Close())
 		}
-		if t.coll != nil {
-			t.coll.Close()
+		for _, p := range t.programs {
+			p.Close()
 		}
+		errs = append(errs, t.maps.Close())
 		t.closeErr = errors.Join(errs...)
 	})
 	return t.closeErr

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -71,13 +72,8 @@ func serve(c *net.TCPConn, mode string) {
 		c.Read(buf)
 		c.SetLinger(0)
 	case "unread": // close while the request is unread: RST, TCP_ABORT_ON_CLOSE
-		for {
-			// Wait until the request sits in the receive queue, unread.
-			n, err := unix.IoctlGetInt(fd(c), unix.SIOCINQ)
-			if err != nil || n > 0 {
-				break
-			}
-			time.Sleep(time.Millisecond)
+		if err := awaitUnread(c, 10*time.Second); err != nil {
+			fmt.Fprintln(os.Stderr, "helper server:", err)
 		}
 	case "echo": // answer each read until EOF
 		for {
@@ -89,6 +85,37 @@ func serve(c *net.TCPConn, mode string) {
 		}
 	}
 	c.Close()
+}
+
+// awaitUnread waits, without reading, until data sits in c's receive
+// queue: poll(2) for POLLIN, then SIOCINQ to tell data from a bare FIN.
+func awaitUnread(c *net.TCPConn, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	pfd := []unix.PollFd{{Fd: int32(fd(c)), Events: unix.POLLIN}}
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return fmt.Errorf("no data to leave unread within %s", limit)
+		}
+		n, err := unix.Poll(pfd, int(left.Milliseconds())+1)
+		if err == unix.EINTR { // the Go runtime's preemption signal
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("polling for data: %w", err)
+		}
+		if n == 0 {
+			continue
+		}
+		queued, err := unix.IoctlGetInt(fd(c), unix.SIOCINQ)
+		if err != nil {
+			return fmt.Errorf("reading the receive queue length: %w", err)
+		}
+		if queued == 0 {
+			return errors.New("the peer closed without sending data")
+		}
+		return nil
+	}
 }
 
 func fd(c *net.TCPConn) int {
@@ -337,5 +364,53 @@ func dialClose(t *testing.T, ns *netns.NS, addr string, n int) {
 			t.Fatal(err)
 		}
 		c.Close()
+	}
+}
+
+// TestAwaitUnread: the "unread" helper mode gives up when no request comes
+// (it used to poll SIOCINQ forever), reports a peer that closed without
+// sending, and leaves a request that came unread. Loopback, no root.
+func TestAwaitUnread(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	pair := func() (client net.Conn, server *net.TCPConn) {
+		t.Helper()
+		client, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { client.Close(); s.Close() })
+		return client, s.(*net.TCPConn)
+	}
+
+	client, server := pair()
+	start := time.Now()
+	if err := awaitUnread(server, 100*time.Millisecond); err == nil {
+		t.Fatal("awaitUnread succeeded with nothing sent")
+	}
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Errorf("awaitUnread gave up after %s, limit 100ms", waited)
+	}
+	if _, err := client.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	if err := awaitUnread(server, 10*time.Second); err != nil {
+		t.Fatalf("data sent: %v", err)
+	}
+	if n, err := unix.IoctlGetInt(fd(server), unix.SIOCINQ); err != nil || n != 4 {
+		t.Errorf("receive queue holds %d bytes (%v), want the 4 sent, unread", n, err)
+	}
+
+	client, server = pair()
+	client.Close()
+	if err := awaitUnread(server, 10*time.Second); err == nil || !strings.Contains(err.Error(), "closed") {
+		t.Errorf("peer closed without data: %v", err)
 	}
 }

@@ -37,6 +37,8 @@ type Features struct {
 
 	retransmitHasErr bool
 	sendResetReason  bool
+	// closeResetReasons: enum sk_rst_reason names the active resets.
+	closeResetReasons bool
 	// listenOverflowReason is enum skb_drop_reason's TCP_LISTEN_OVERFLOW,
 	// 0 when kfree_skb cannot identify accept-queue overflows here.
 	listenOverflowReason uint32
@@ -87,6 +89,7 @@ func Probe() (Features, error) {
 					hook.Variant = map[bool]string{true: "with err (6.17+)", false: "without err"}[f.retransmitHasErr]
 				case "tcp_send_reset":
 					f.sendResetReason = params >= 4
+					f.closeResetReasons = hasEnumValue(spec, "sk_rst_reason", "SK_RST_REASON_TCP_ABORT_ON_CLOSE")
 					hook.Variant = map[bool]string{true: "with reason (6.10+)", false: "without reason, full sockets only"}[f.sendResetReason]
 				case "kfree_skb":
 					hook.Present, hook.Variant = f.probeOverflowReason(spec, params)
@@ -120,6 +123,73 @@ func (f *Features) probeOverflowReason(spec *btf.Spec, params int) (bool, string
 		}
 	}
 	return false, "no TCP_LISTEN_OVERFLOW drop reason (needs 6.15+)"
+}
+
+// hasEnumValue: the kernel's enum `name` has the value `value`.
+func hasEnumValue(spec *btf.Spec, name, value string) bool {
+	var e *btf.Enum
+	if err := spec.TypeByName(name, &e); err != nil {
+		return false
+	}
+	for _, v := range e.Values {
+		if v.Name == value {
+			return true
+		}
+	}
+	return false
+}
+
+// KernelFeature is something only some kernels offer, on which a part of
+// what tcpscope records depends. Without it tcpscope still works; that
+// part is missing.
+type KernelFeature int
+
+// The kernel features Features.Has knows.
+const (
+	// ResetReasons: tcp_send_reset carries an enum sk_rst_reason and also
+	// fires without a full socket: a refused connect (NO_SOCKET), a reset
+	// from a listener, request or timewait sock (6.10+).
+	ResetReasons KernelFeature = iota + 1
+	// CloseResetReasons: the active resets have reasons of their own,
+	// TCP_ABORT_ON_CLOSE, TCP_STATE, ... instead of NOT_SPECIFIED (6.12+).
+	CloseResetReasons
+	// ListenOverflowDrops: kfree_skb names the listener (rx_sk) of a final
+	// ACK dropped with reason TCP_LISTEN_OVERFLOW (6.15+): per-connection
+	// accept-queue overflows.
+	ListenOverflowDrops
+	// RetransmitResult: tcp_retransmit_skb reports whether the resend
+	// left the host (6.17+).
+	RetransmitResult
+)
+
+var kernelFeatureNames = map[KernelFeature]string{
+	ResetReasons:        "tcp_send_reset with a reset reason, also without a full socket (Linux 6.10+)",
+	CloseResetReasons:   "reset reasons for active resets such as TCP_ABORT_ON_CLOSE (Linux 6.12+)",
+	ListenOverflowDrops: "kfree_skb with rx_sk and the TCP_LISTEN_OVERFLOW drop reason (Linux 6.15+)",
+	RetransmitResult:    "tcp_retransmit_skb with its result (Linux 6.17+)",
+}
+
+// String says what the feature is and which kernels have it.
+func (k KernelFeature) String() string {
+	if n, ok := kernelFeatureNames[k]; ok {
+		return n
+	}
+	return fmt.Sprintf("kernel feature %d", int(k))
+}
+
+// Has reports whether the running kernel offers k.
+func (f Features) Has(k KernelFeature) bool {
+	switch k {
+	case ResetReasons:
+		return f.sendResetReason
+	case CloseResetReasons:
+		return f.sendResetReason && f.closeResetReasons
+	case ListenOverflowDrops:
+		return f.listenOverflowReason != 0
+	case RetransmitResult:
+		return f.retransmitHasErr
+	}
+	return false
 }
 
 // paramCount counts a tracepoint prototype's parameters, the leading

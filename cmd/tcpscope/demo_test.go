@@ -110,8 +110,16 @@ func TestDemo(t *testing.T) {
 		{"clients of :8083 in TIME_WAIT", count(scenario.PortChurn, tracer.RoleClient, tracer.FlagTimeWait)},
 		{"connects that found no local port", count(0, tracer.RoleClient, tracer.FlagPortExhausted)},
 	}
+	// What older kernels do not trace.
+	needs := map[string]tracer.KernelFeature{
+		"refused server records on :8099":                           tracer.ResetReasons,
+		"resets from :8080 with reason TCP_STATE (SO_LINGER 0)":     tracer.CloseResetReasons,
+		"resets from :8080 with reason TCP_ABORT_ON_CLOSE (unread)": tracer.CloseResetReasons,
+	}
 	for _, c := range checks {
-		if c.got == 0 {
+		if k, ok := needs[c.what]; ok && !kernelHas(t, k) {
+			t.Logf("not checked, %s needs %s", c.what, k)
+		} else if c.got == 0 {
 			t.Errorf("demo export has no %s", c.what)
 		}
 	}

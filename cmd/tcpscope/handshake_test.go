@@ -364,6 +364,7 @@ func TestListenerOverflowAndSyncookies(t *testing.T) {
 // names the listener, which identifies the connection.
 func TestFinalACKOverflow(t *testing.T) {
 	t.Parallel()
+	nettest.RequireKernelFeature(t, tracer.ListenOverflowDrops)
 	ns := nettest.New(t)
 	r := startRecord(t, ns, "run.jsonl")
 	to := listenBacklog(t, ns, 4) // SYN queue 4, accept queue 5
@@ -438,6 +439,7 @@ func byListener(it tracer.Item) bool { return it.State == "LISTEN" }
 // fails with ECONNRESET. Each request ends as a reset record.
 func TestAbortOnOverflow(t *testing.T) {
 	t.Parallel()
+	nettest.RequireKernelFeature(t, tracer.ListenOverflowDrops)
 	ns := nettest.New(t)
 	if err := ns.Sysctl("net.ipv4.tcp_abort_on_overflow", "1"); err != nil {
 		t.Fatal(err)
@@ -520,6 +522,7 @@ func TestStraySegmentReset(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			nettest.RequireKernelFeature(t, tracer.ResetReasons) // resets from a listener or no socket
 			ns := nettest.New(t)
 			r := startRecord(t, ns, "run.jsonl")
 			ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
@@ -622,6 +625,7 @@ func TestSyncookieFinalACKOverflow(t *testing.T) {
 	for _, fam := range []struct{ network, addr string }{{"tcp4", "127.0.0.1:0"}, {"tcp6", "[::1]:0"}} {
 		t.Run(fam.network, func(t *testing.T) {
 			t.Parallel()
+			nettest.RequireKernelFeature(t, tracer.ListenOverflowDrops)
 			ns := nettest.New(t)
 			if err := ns.Sysctl("net.ipv4.tcp_syncookies", "2"); err != nil {
 				t.Fatal(err)

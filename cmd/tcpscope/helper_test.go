@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/tcpscope/tcpscope/output"
+	"github.com/tcpscope/tcpscope/tracer"
 	"github.com/tcpscope/tcpscope/tracer/netns"
 	"golang.org/x/sys/unix"
 )
@@ -413,4 +414,16 @@ func TestAwaitUnread(t *testing.T) {
 	if err := awaitUnread(server, 10*time.Second); err == nil || !strings.Contains(err.Error(), "closed") {
 		t.Errorf("peer closed without data: %v", err)
 	}
+}
+
+// kernelHas says whether the running kernel offers k, for a test that
+// checks what k gives only where the kernel has it (nettest.RequireKernelFeature
+// skips whole tests).
+func kernelHas(t *testing.T, k tracer.KernelFeature) bool {
+	t.Helper()
+	f, err := tracer.Probe()
+	if err != nil {
+		t.Fatalf("probing the kernel: %v", err)
+	}
+	return f.Has(k)
 }

@@ -114,6 +114,7 @@ func TestTimeWaitKilledByReset(t *testing.T) {
 	}{{"in-grace", false}, {"written", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			nettest.RequireKernelFeature(t, tracer.ResetReasons) // the listener's reset to the timewait sock
 			ns := nettest.New(t)
 			r := startRecord(t, ns, "run.jsonl")
 			ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
@@ -187,6 +188,7 @@ func TestTimeWaitKilledByReset(t *testing.T) {
 // Either way no TIME_WAIT is left, and the table must say so.
 func TestDataAfterClientClose(t *testing.T) {
 	t.Parallel()
+	nettest.RequireKernelFeature(t, tracer.ResetReasons) // the timewait sock's reset, or the reason of the abort
 	ns := nettest.New(t)
 	r := startRecord(t, ns, "run.jsonl")
 	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")

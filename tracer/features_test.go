@@ -41,3 +41,66 @@ func TestKernelFeatures(t *testing.T) {
 		t.Errorf("unknown feature: %v %q", (Features{}).Has(KernelFeature(99)), KernelFeature(99))
 	}
 }
+
+// The BPF object's filter arrays and ring buffer have the sizes the Go
+// side assumes: both come from bpf/event.h.
+func TestLimitsMatchTheBPFObject(t *testing.T) {
+	spec, err := loadBpf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s bpfSpecs
+	if err := spec.Assign(&s); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.FilterPorts.Size(); got != uint32(MaxFilter*2) {
+		t.Errorf("filter_ports holds %d bytes, want %d ports", got, MaxFilter)
+	}
+	if got := s.FilterNetns.Size(); got != uint32(MaxFilter*4) {
+		t.Errorf("filter_netns holds %d bytes, want %d namespaces", got, MaxFilter)
+	}
+	if got := s.Events.MaxEntries; got != uint32(DefaultRingBufferBytes) {
+		t.Errorf("events ring buffer %d bytes in the object, DefaultRingBufferBytes %d", got, DefaultRingBufferBytes)
+	}
+}
+
+// Every program in the BPF object serves a tracepoint in hookTable on some
+// kernel, each exactly once, and a kernel gets one main program and one
+// twin per tracepoint it has.
+func TestHookTableCoversEveryProgram(t *testing.T) {
+	spec, err := loadBpf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s bpfSpecs
+	if err := spec.Assign(&s); err != nil {
+		t.Fatal(err)
+	}
+	served := map[string]int{}
+	for _, variant := range []Features{{}, {retransmitHasErr: true, sendResetReason: true}} {
+		for range hookTable {
+			variant.Hooks = append(variant.Hooks, Hook{Present: true})
+		}
+		chosen := variant.choosePrograms(&s.bpfProgramSpecs)
+		if len(chosen) != 2*len(hookTable) {
+			t.Fatalf("%d programs chosen for %d tracepoints", len(chosen), len(hookTable))
+		}
+		for i, a := range chosen {
+			if a.spec == nil {
+				t.Fatalf("%s: no program", a.tracepoint)
+			}
+			if a.nested != (i%2 == 1) || (a.nested && a.name() != chosen[i-1].name()+"_nested") {
+				t.Errorf("%s: program %d %s (nested %v) out of main/twin order", a.tracepoint, i, a.name(), a.nested)
+			}
+			if want := hookTable[i/2].event(); a.spec.AttachTo != want {
+				t.Errorf("%s attaches to %s, listed for %s", a.name(), a.spec.AttachTo, want)
+			}
+			served[a.name()]++
+		}
+	}
+	for name := range spec.Programs {
+		if served[name] == 0 {
+			t.Errorf("program %s serves no tracepoint in hookTable", name)
+		}
+	}
+}

@@ -29,8 +29,8 @@ type traceFlags struct {
 func (f *traceFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	// A word in backquotes is the value name --help shows (pflag).
-	fl.UintSliceVar(&f.ports, "port", nil, "only connections with this local or remote `PORT` (repeatable, at most 8; filtered in the kernel)")
-	fl.UintSliceVar(&f.netns, "netns", nil, "only the network namespace with this `INODE`, as printed by: ls -L -i /proc/PID/ns/net (repeatable, at most 8)")
+	fl.UintSliceVar(&f.ports, "port", nil, fmt.Sprintf("only connections with this local or remote `PORT` (repeatable, at most %d; filtered in the kernel)", tracer.MaxFilter))
+	fl.UintSliceVar(&f.netns, "netns", nil, fmt.Sprintf("only the network namespace with this `INODE`, as printed by: ls -L -i /proc/PID/ns/net (repeatable, at most %d)", tracer.MaxFilter))
 	hideEmptyDefault(cmd, "port", "netns")
 	fl.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 30s, 5m); default: until Ctrl-C")
 	fl.StringVar(&f.ringBuffer, "ring-buffer-size", "16MiB", "kernel ring buffer `SIZE`, a power of two up to 256MiB (e.g. 4MiB, 64MiB)")

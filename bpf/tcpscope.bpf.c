@@ -248,10 +248,10 @@ static __always_inline void sk_tuple(const struct sock_common *skc, bool full, s
 }
 
 /*
- * The tuple of a reset sent in answer to a packet: the packet's addresses,
- * reversed, so saddr is the local side. Used whenever there is a packet,
- * because the socket may be absent (no listener: reason NO_SOCKET), a
- * listener (no remote address) or a request/timewait sock.
+ * The tuple of a packet this host answers or drops: its addresses,
+ * reversed, so saddr is the local side. A reset sent takes it whenever
+ * there is a packet, because the socket may be absent (no listener: reason
+ * NO_SOCKET), a listener (no remote address) or a request/timewait sock.
  */
 static __always_inline bool skb_reply_tuple(const struct sk_buff *skb, struct tuple *t)
 {
@@ -372,6 +372,7 @@ static __always_inline struct event *begin_sk_event(__u8 kind, struct sock *sk)
 	return begin_event(kind, &src, NULL);
 }
 
+/* The tcp_sock counters (EVENT_F_TCP_INFO), total_rto* where the kernel has them. */
 static __always_inline void fill_tcp_info(struct event *e, const struct sock *sk)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
@@ -390,6 +391,7 @@ static __always_inline void fill_tcp_info(struct event *e, const struct sock *sk
 	}
 }
 
+/* The owner of the listener sk came from, if its socket storage says (see owners). */
 static __always_inline void fill_owner(struct event *e, struct sock *sk)
 {
 	struct owner *o = bpf_sk_storage_get(&owners, sk, 0, 0);
@@ -600,11 +602,7 @@ HOOK_PROGRAMS(handle_synack_retransmit, "tcp_retransmit_synack", HOOK_SYNACK_RET
 static __always_inline int on_send_reset(struct sock *sk, const struct sk_buff *skb,
 					 __u32 reason, bool has_reason)
 {
-	/*
-	 * The tuple comes from the packet whenever there is one, because the
-	 * socket may be absent (no listener: reason NO_SOCKET), a listener (no
-	 * remote address) or a request/timewait sock.
-	 */
+	/* The tuple is the packet's whenever there is one (skb_reply_tuple()). */
 	struct source src = {.skc = sk ? &sk->__sk_common : NULL, .skb = skb, .cookie_of = sk};
 	struct event *e;
 

@@ -1,7 +1,8 @@
-// Package scenario is tcpscope's built-in demo load: inside one private
+// Package demoload is the load `tcpscope demo` traces: inside one private
 // network namespace it runs small servers and a bounded load that hits the
-// failures load-testers chase, each injected on purpose.
-package scenario
+// failures load-testers chase, each injected on purpose. It is test load,
+// not part of the tracer: only the demo command (and its tests) use it.
+package demoload
 
 import (
 	"context"

@@ -200,6 +200,9 @@ type supervisor struct {
 	stop   func()
 }
 
+// run is one select loop, longer than most functions here: its cases share
+// the state of one stop (stopping, killAt, the timers), and split apart each
+// piece would need all of it.
 func (sv supervisor) run(sigs <-chan os.Signal, exited, traced <-chan struct{}, linger, limit time.Duration) time.Time {
 	p, stop := sv.p, sv.stop
 	var timeout, kill, lingered <-chan time.Time

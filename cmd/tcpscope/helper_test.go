@@ -232,8 +232,9 @@ func (l *lockedBuffer) String() string {
 // attached.
 func startRecord(t *testing.T, ns *netns.NS, name string, args ...string) *recording {
 	t.Helper()
-	dir := t.TempDir()
-	path, ready := filepath.Join(dir, name), filepath.Join(dir, "ready")
+	// The ready file in a directory of its own: tests look at what the
+	// export's directory holds.
+	path, ready := filepath.Join(t.TempDir(), name), filepath.Join(t.TempDir(), "ready")
 	r := &recording{path: path, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan error, 1)}
 	if ns != nil {
 		args = append([]string{"--netns", fmt.Sprint(ns.Inode)}, args...)

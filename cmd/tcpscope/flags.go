@@ -16,67 +16,52 @@ import (
 // flag: why`, which the root command turns into exit status 2 before
 // anything is loaded.
 
-// portsValue is a repeatable --port: each 1-65535, at most max of them
-// (0: any number). Like pflag's lists, a value may hold several, comma
-// separated.
-type portsValue struct {
-	ports *[]uint16
-	max   int
+// uintsValue is a repeatable flag of numbers from 1 to hi, at most max of
+// them (0: any number): --port, --netns. Like pflag's lists, a value may
+// hold several, comma separated.
+type uintsValue[T uint16 | uint32] struct {
+	vals *[]T
+	hi   uint64
+	max  int
+	bad  string // why a value is refused
+	noun string // what is counted against max
+	typ  string
 }
 
-func (v portsValue) String() string {
-	s := make([]string, len(*v.ports))
-	for i, p := range *v.ports {
-		s[i] = strconv.Itoa(int(p))
-	}
-	return strings.Join(s, ",")
+// portsValue is --port: 1-65535.
+func portsValue(ports *[]uint16, max int) uintsValue[uint16] {
+	return uintsValue[uint16]{vals: ports, hi: 65535, max: max, bad: "a port is 1-65535", noun: "ports", typ: "ports"}
 }
 
-func (v portsValue) Set(s string) error {
-	for _, f := range strings.Split(s, ",") {
-		n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 32)
-		if err != nil || n == 0 || n > 65535 {
-			return errors.New("a port is 1-65535")
-		}
-		if v.max > 0 && len(*v.ports) >= v.max {
-			return fmt.Errorf("at most %d ports can be filtered", v.max)
-		}
-		*v.ports = append(*v.ports, uint16(n))
-	}
-	return nil
+// netnsValue is --netns: network namespace inodes.
+func netnsValue(inodes *[]uint32, max int) uintsValue[uint32] {
+	return uintsValue[uint32]{vals: inodes, hi: math.MaxUint32, max: max,
+		bad: "not a namespace inode (list them with: lsns -t net)", noun: "namespaces", typ: "inodes"}
 }
 
-func (portsValue) Type() string { return "ports" }
-
-// netnsValue is a repeatable --netns: network namespace inodes, at most max.
-type netnsValue struct {
-	inodes *[]uint32
-	max    int
-}
-
-func (v netnsValue) String() string {
-	s := make([]string, len(*v.inodes))
-	for i, n := range *v.inodes {
+func (v uintsValue[T]) String() string {
+	s := make([]string, len(*v.vals))
+	for i, n := range *v.vals {
 		s[i] = strconv.FormatUint(uint64(n), 10)
 	}
 	return strings.Join(s, ",")
 }
 
-func (v netnsValue) Set(s string) error {
+func (v uintsValue[T]) Set(s string) error {
 	for _, f := range strings.Split(s, ",") {
-		n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 32)
-		if err != nil || n == 0 {
-			return errors.New("not a namespace inode (list them with: lsns -t net)")
+		n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 64)
+		if err != nil || n == 0 || n > v.hi {
+			return errors.New(v.bad)
 		}
-		if len(*v.inodes) >= v.max {
-			return fmt.Errorf("at most %d namespaces can be filtered", v.max)
+		if v.max > 0 && len(*v.vals) >= v.max {
+			return fmt.Errorf("at most %d %s can be filtered", v.max, v.noun)
 		}
-		*v.inodes = append(*v.inodes, uint32(n))
+		*v.vals = append(*v.vals, T(n))
 	}
 	return nil
 }
 
-func (netnsValue) Type() string { return "inodes" }
+func (v uintsValue[T]) Type() string { return v.typ }
 
 // ringSizeValue is --ring-buffer-size: a power of two from a page to
 // maxRingBuffer, written like 16MiB.

@@ -39,12 +39,12 @@ func parse(v pflag.Value, args ...string) error {
 
 func TestPortsValue(t *testing.T) {
 	var ports []uint16
-	if err := parse(portsValue{&ports, 3}, "--x", "80", "--x", "443,8080"); err != nil || len(ports) != 3 || ports[2] != 8080 {
+	if err := parse(portsValue(&ports, 3), "--x", "80", "--x", "443,8080"); err != nil || len(ports) != 3 || ports[2] != 8080 {
 		t.Errorf("ports %v, %v", ports, err)
 	}
 	for _, bad := range [][]string{{"--x", "0"}, {"--x", "65536"}, {"--x", "http"}, {"--x", "-1"}, {"--x", "1,2,3,4"}} {
 		ports = nil
-		err := parse(portsValue{&ports, 3}, bad...)
+		err := parse(portsValue(&ports, 3), bad...)
 		if err == nil {
 			t.Errorf("%v accepted: %v", bad, ports)
 		} else if !strings.Contains(err.Error(), "1-65535") && !strings.Contains(err.Error(), "at most 3") {
@@ -52,19 +52,19 @@ func TestPortsValue(t *testing.T) {
 		}
 	}
 	ports = nil
-	if err := parse(portsValue{ports: &ports}, "--x", "1,2,3,4,5,6,7,8,9"); err != nil || len(ports) != 9 {
+	if err := parse(portsValue(&ports, 0), "--x", "1,2,3,4,5,6,7,8,9"); err != nil || len(ports) != 9 {
 		t.Errorf("unbounded ports: %v, %v", ports, err)
 	}
 }
 
 func TestNetNSValue(t *testing.T) {
 	var ns []uint32
-	if err := parse(netnsValue{&ns, 2}, "--x", "4026531840", "--x", "7"); err != nil || len(ns) != 2 || ns[0] != 4026531840 {
+	if err := parse(netnsValue(&ns, 2), "--x", "4026531840", "--x", "7"); err != nil || len(ns) != 2 || ns[0] != 4026531840 {
 		t.Errorf("netns %v, %v", ns, err)
 	}
 	for _, bad := range [][]string{{"--x", "0"}, {"--x", "4294967296"}, {"--x", "net:[4026531840]"}, {"--x", "1,2,3"}} {
 		ns = nil
-		if err := parse(netnsValue{&ns, 2}, bad...); err == nil {
+		if err := parse(netnsValue(&ns, 2), bad...); err == nil {
 			t.Errorf("%v accepted: %v", bad, ns)
 		}
 	}

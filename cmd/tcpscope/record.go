@@ -26,8 +26,8 @@ type traceFlags struct {
 func (f *traceFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	// A word in backquotes is the value name --help shows (pflag).
-	fl.Var(portsValue{&f.ports, tracer.MaxFilter}, "port", "only connections with this local or remote `PORT` (repeatable, at most 8; filtered in the kernel)")
-	fl.Var(netnsValue{&f.netns, tracer.MaxFilter}, "netns", "only the network namespace with this `INODE`, as printed by: ls -L -i /proc/PID/ns/net (repeatable, at most 8)")
+	fl.Var(portsValue(&f.ports, tracer.MaxFilter), "port", "only connections with this local or remote `PORT` (repeatable, at most 8; filtered in the kernel)")
+	fl.Var(netnsValue(&f.netns, tracer.MaxFilter), "netns", "only the network namespace with this `INODE`, as printed by: ls -L -i /proc/PID/ns/net (repeatable, at most 8)")
 	fl.Var(durationValue{&f.duration, notNegative}, "duration", "stop after this long (e.g. 30s, 5m); default: until Ctrl-C")
 	hideEmptyDefault(cmd, "port", "netns", "duration")
 	f.ringBuffer = 16 << 20

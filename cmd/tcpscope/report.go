@@ -67,7 +67,7 @@ func newReportCmd() *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringSliceVar(&f.flags, "flag", nil, "only connections with this `FLAG` (repeatable: any of them)")
 	fl.StringSliceVar(&f.outcomes, "outcome", nil, "only connections with this `OUTCOME` (repeatable: any of them)")
-	fl.Var(portsValue{ports: &f.ports}, "port", "only connections with this local or remote `PORT` (repeatable)")
+	fl.Var(portsValue(&f.ports, 0), "port", "only connections with this local or remote `PORT` (repeatable)")
 	fl.StringSliceVar(&f.peers, "peer", nil, "only connections with this remote `ADDR` (repeatable)")
 	hideEmptyDefault(cmd, "port")
 	fl.Uint64Var(&f.id, "id", 0, "print the whole timeline of the connection with this `ID`")

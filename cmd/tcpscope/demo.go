@@ -7,10 +7,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/tcpscope/tcpscope/cmd/internal/demoload"
 	"github.com/tcpscope/tcpscope/output"
 	"github.com/tcpscope/tcpscope/tracer"
-	"github.com/tcpscope/tcpscope/tracer/netns"
-	"github.com/tcpscope/tcpscope/tracer/scenario"
 )
 
 func newDemoCmd() *cobra.Command {
@@ -29,14 +28,12 @@ namespace and everything in it are removed at the end.`,
   sudo tcpscope demo --duration 30s -o demo.jsonl`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if d < 8*time.Second || d > 10*time.Minute {
-				return usagef("--duration %s: the demo runs from 8s to 10m", d)
-			}
 			return runDemo(cmd.Context(), out, d, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "keep the recording in `FILE`: FILE.jsonl or FILE.json")
-	cmd.Flags().DurationVar(&d, "duration", 15*time.Second, "how long the load runs (8s to 10m)")
+	d = 15 * time.Second
+	cmd.Flags().Var(durationValue{&d, between(8*time.Second, 10*time.Minute, "the demo runs")}, "duration", "how long the load runs (8s to 10m)")
 	return cmd
 }
 
@@ -49,21 +46,18 @@ func runDemo(parent context.Context, out string, d time.Duration, stdout, stderr
 			return err
 		}
 	}
-	ns, err := netns.Create()
+	ns, err := demoload.NewNamespace()
 	if err != nil {
-		return fmt.Errorf("creating the demo's network namespace: %w", err)
-	}
-	defer ns.Close()
-	if err := scenario.Setup(ns); err != nil {
 		return err
 	}
+	defer ns.Close()
 	if parent == nil {
 		parent = context.Background()
 	}
 	ctx, cancel := stopContext(parent, 0)
 	defer cancel()
 	findings := newDemoFindings()
-	s, err := openSession(sessionOptions{
+	s, err := newSession(sessionOptions{
 		cfg:          tracer.Config{NetNS: []uint32{ns.Inode}},
 		output:       out,
 		synRecvLimit: time.Second,
@@ -76,12 +70,19 @@ func runDemo(parent context.Context, out string, d time.Duration, stdout, stderr
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "demo: network namespace %d, servers on 127.0.0.1:%d-%d, load for %s\n",
-		ns.Inode, scenario.PortWeb, scenario.PortChurn, d)
 	traceCtx, stopTrace := context.WithCancel(ctx)
+	defer stopTrace()
+	ready := make(chan struct{})
 	done := make(chan error, 1)
-	go func() { done <- s.run(traceCtx) }()
-	injected, loadErr := scenario.Run(ctx, ns, d)
+	go func() { done <- s.record(traceCtx, func() error { close(ready); return nil }) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		return err // tracing never started
+	}
+	fmt.Fprintf(stdout, "demo: network namespace %d, servers on 127.0.0.1:%d-%d, load for %s\n",
+		ns.Inode, demoload.PortWeb, demoload.PortChurn, d)
+	injected, loadErr := ns.Run(ctx, d)
 	// Let the last closes, resets and TIME_WAIT entries land.
 	select {
 	case <-time.After(1500 * time.Millisecond):
@@ -130,13 +131,13 @@ func (f *demoFindings) add(c *tracer.Connection) {
 	}
 }
 
-func (f *demoFindings) legend(in scenario.Injected, listeners []output.ListenerRow) []output.LegendRow {
+func (f *demoFindings) legend(in demoload.Injected, listeners []output.ListenerRow) []output.LegendRow {
 	var tiny, slow output.ListenerRow
 	for _, l := range listeners {
 		switch l.Local.Port() {
-		case scenario.PortTiny:
+		case demoload.PortTiny:
 			tiny = l
-		case scenario.PortSlow:
+		case demoload.PortSlow:
 			slow = l
 		}
 	}
@@ -145,24 +146,24 @@ func (f *demoFindings) legend(in scenario.Injected, listeners []output.ListenerR
 	// and resend their request until the server stops; the kernel then
 	// answers with NO_SOCKET resets.
 	var tinyResets string
-	if n := f.reasons[scenario.PortTiny]["NO_SOCKET"]; n > 0 {
+	if n := f.reasons[demoload.PortTiny]["NO_SOCKET"]; n > 0 {
 		tinyResets = fmt.Sprintf("; %d still resending when the server stopped: reset_sent NO_SOCKET %d", n, n)
 	}
 	return []output.LegendRow{
-		{Fault: fmt.Sprintf("final ACKs of %d clients of :%d dropped for %s", in.SlowClients, scenario.PortSlow, in.AckDropWindow.Round(100*time.Millisecond)),
-			Finding: fmt.Sprintf("synack_retransmitted %d, long_syn_recv %d; SYN_RECV max %s", p(scenario.PortSlow, tracer.FlagSynAckRetransmitted),
-				p(scenario.PortSlow, tracer.FlagLongSynRecv), output.Duration(slow.SynRecv.Max))},
-		{Fault: fmt.Sprintf("burst of %d connects at :%d (backlog %d, accepts every 150ms)", in.TinyBurst, scenario.PortTiny, in.TinyBacklog),
+		{Fault: fmt.Sprintf("final ACKs of %d clients of :%d dropped for %s", in.SlowClients, demoload.PortSlow, in.AckDropWindow.Round(100*time.Millisecond)),
+			Finding: fmt.Sprintf("synack_retransmitted %d, long_syn_recv %d; SYN_RECV max %s", p(demoload.PortSlow, tracer.FlagSynAckRetransmitted),
+				p(demoload.PortSlow, tracer.FlagLongSynRecv), output.Duration(slow.SynRecv.Max))},
+		{Fault: fmt.Sprintf("burst of %d connects at :%d (backlog %d, accepts every 150ms)", in.TinyBurst, demoload.PortTiny, in.TinyBacklog),
 			Finding: fmt.Sprintf("syn_retransmitted %d, listen_overflow %d, syncookie %d; peak accept queue %d/%d, SYN drops attributed %d",
-				p(scenario.PortTiny, tracer.FlagSynRetransmitted), p(scenario.PortTiny, tracer.FlagListenOverflow),
-				p(scenario.PortTiny, tracer.FlagSyncookie), tiny.PeakQueue, tiny.Backlog, tiny.SynDropsAttributed) + tinyResets},
-		{Fault: fmt.Sprintf("%d connects to closed port :%d", in.Refused, scenario.PortClosed),
-			Finding: fmt.Sprintf("refused %d (client and server side records)", p(scenario.PortClosed, tracer.FlagRefused))},
-		{Fault: fmt.Sprintf("server on :%d aborted %d requests with SO_LINGER 0 and closed %d unread", scenario.PortWeb, in.Lingered, in.Unread),
+				p(demoload.PortTiny, tracer.FlagSynRetransmitted), p(demoload.PortTiny, tracer.FlagListenOverflow),
+				p(demoload.PortTiny, tracer.FlagSyncookie), tiny.PeakQueue, tiny.Backlog, tiny.SynDropsAttributed) + tinyResets},
+		{Fault: fmt.Sprintf("%d connects to closed port :%d", in.Refused, demoload.PortClosed),
+			Finding: fmt.Sprintf("refused %d (client and server side records)", p(demoload.PortClosed, tracer.FlagRefused))},
+		{Fault: fmt.Sprintf("server on :%d aborted %d requests with SO_LINGER 0 and closed %d unread", demoload.PortWeb, in.Lingered, in.Unread),
 			Finding: fmt.Sprintf("reset_sent %d (TCP_STATE %d, TCP_ABORT_ON_CLOSE %d), reset_received %d",
-				p(scenario.PortWeb, tracer.FlagResetSent), f.reasons[scenario.PortWeb]["TCP_STATE"], f.reasons[scenario.PortWeb]["TCP_ABORT_ON_CLOSE"], p(scenario.PortWeb, tracer.FlagResetReceived))},
-		{Fault: fmt.Sprintf("%d client-first closes to :%d with %d local ports, tcp_tw_reuse=0", in.Churn, scenario.PortChurn, in.ChurnPorts),
+				p(demoload.PortWeb, tracer.FlagResetSent), f.reasons[demoload.PortWeb]["TCP_STATE"], f.reasons[demoload.PortWeb]["TCP_ABORT_ON_CLOSE"], p(demoload.PortWeb, tracer.FlagResetReceived))},
+		{Fault: fmt.Sprintf("%d client-first closes to :%d with %d local ports, tcp_tw_reuse=0", in.Churn, demoload.PortChurn, in.ChurnPorts),
 			Finding: fmt.Sprintf("time_wait %d, port_exhausted %d (connect() saw EADDRNOTAVAIL %d times)",
-				p(scenario.PortChurn, tracer.FlagTimeWait), p(0, tracer.FlagPortExhausted)+p(scenario.PortChurn, tracer.FlagPortExhausted), in.ChurnFailures)},
+				p(demoload.PortChurn, tracer.FlagTimeWait), p(0, tracer.FlagPortExhausted)+p(demoload.PortChurn, tracer.FlagPortExhausted), in.ChurnFailures)},
 	}
 }

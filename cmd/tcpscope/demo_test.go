@@ -11,11 +11,11 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/tcpscope/tcpscope/cmd/internal/demoload"
 	"github.com/tcpscope/tcpscope/output"
 	"github.com/tcpscope/tcpscope/tracer"
 	"github.com/tcpscope/tcpscope/tracer/netns"
 	"github.com/tcpscope/tcpscope/tracer/nettest"
-	"github.com/tcpscope/tcpscope/tracer/scenario"
 )
 
 // hostState is what the demo must leave as it found: the host namespace's
@@ -90,7 +90,7 @@ func TestDemo(t *testing.T) {
 	reasons := map[string]int{}
 	for _, c := range rec.Connections {
 		for _, it := range c.Timeline {
-			if it.Kind == "reset_sent" && c.Local.Port() == scenario.PortWeb {
+			if it.Kind == "reset_sent" && c.Local.Port() == demoload.PortWeb {
 				reasons[it.Reason]++
 			}
 		}
@@ -99,15 +99,15 @@ func TestDemo(t *testing.T) {
 		what string
 		got  int
 	}{
-		{"servers of :8081 with SYN-ACK retransmits", count(scenario.PortSlow, tracer.RoleServer, tracer.FlagSynAckRetransmitted)},
-		{"servers of :8081 with long SYN_RECV", count(scenario.PortSlow, tracer.RoleServer, tracer.FlagLongSynRecv)},
-		{"clients of :8082 retransmitting SYNs", count(scenario.PortTiny, tracer.RoleClient, tracer.FlagSynRetransmitted)},
-		{"refused clients of :8099", count(scenario.PortClosed, tracer.RoleClient, tracer.FlagRefused)},
-		{"refused server records on :8099", count(scenario.PortClosed, tracer.RoleServer, tracer.FlagRefused)},
+		{"servers of :8081 with SYN-ACK retransmits", count(demoload.PortSlow, tracer.RoleServer, tracer.FlagSynAckRetransmitted)},
+		{"servers of :8081 with long SYN_RECV", count(demoload.PortSlow, tracer.RoleServer, tracer.FlagLongSynRecv)},
+		{"clients of :8082 retransmitting SYNs", count(demoload.PortTiny, tracer.RoleClient, tracer.FlagSynRetransmitted)},
+		{"refused clients of :8099", count(demoload.PortClosed, tracer.RoleClient, tracer.FlagRefused)},
+		{"refused server records on :8099", count(demoload.PortClosed, tracer.RoleServer, tracer.FlagRefused)},
 		{"resets from :8080 with reason TCP_STATE (SO_LINGER 0)", reasons["TCP_STATE"]},
 		{"resets from :8080 with reason TCP_ABORT_ON_CLOSE (unread)", reasons["TCP_ABORT_ON_CLOSE"]},
-		{"clients of :8080 that received a reset", count(scenario.PortWeb, tracer.RoleClient, tracer.FlagResetReceived)},
-		{"clients of :8083 in TIME_WAIT", count(scenario.PortChurn, tracer.RoleClient, tracer.FlagTimeWait)},
+		{"clients of :8080 that received a reset", count(demoload.PortWeb, tracer.RoleClient, tracer.FlagResetReceived)},
+		{"clients of :8083 in TIME_WAIT", count(demoload.PortChurn, tracer.RoleClient, tracer.FlagTimeWait)},
 		{"connects that found no local port", count(0, tracer.RoleClient, tracer.FlagPortExhausted)},
 	}
 	// What older kernels do not trace.

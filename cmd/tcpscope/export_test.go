@@ -202,7 +202,8 @@ func TestReaderGoneKeepsExport(t *testing.T) {
 			t.Fatal(err)
 		}
 		var stderr lockedBuffer
-		cmd := exec.Command(binary, "record", "--events", "--netns", fmt.Sprint(ns.Inode), "-o", path)
+		ready := filepath.Join(t.TempDir(), "ready")
+		cmd := exec.Command(binary, "record", "--events", "--netns", fmt.Sprint(ns.Inode), "-o", path, "--ready-file", ready)
 		cmd.Stdout, cmd.Stderr = pw, &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -211,13 +212,7 @@ func TestReaderGoneKeepsExport(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- cmd.Wait() }()
 		t.Cleanup(func() { cmd.Process.Kill() })
-		deadline := time.Now().Add(30 * time.Second)
-		for !strings.Contains(stderr.String(), "tracing (") {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: tcpscope did not start: %s", name, stderr.String())
-			}
-			time.Sleep(10 * time.Millisecond) // polling with a deadline
-		}
+		waitReady(t, ready, cmd.Process.Pid, done, &stderr)
 		pr.Close() // the reader goes away
 		var werr error
 		for i := 0; ; i++ {

@@ -256,43 +256,54 @@ func (l *lockedBuffer) String() string {
 }
 
 // startRecord runs tcpscope record on one namespace (every namespace when
-// ns is nil) and returns once it says every program is attached.
+// ns is nil) and returns once its --ready-file says every program is
+// attached.
 func startRecord(t *testing.T, ns *netns.NS, name string, args ...string) *recording {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), name)
+	// The ready file in a directory of its own: tests look at what the
+	// export's directory holds.
+	path, ready := filepath.Join(t.TempDir(), name), filepath.Join(t.TempDir(), "ready")
 	r := &recording{path: path, stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan error, 1)}
 	if ns != nil {
 		args = append([]string{"--netns", fmt.Sprint(ns.Inode)}, args...)
 	}
-	args = append([]string{"record", "-o", path, "--duration", "60s"}, args...)
+	args = append([]string{"record", "-o", path, "--duration", "60s", "--ready-file", ready}, args...)
 	r.cmd = exec.Command(binary, args...)
-	r.cmd.Stdout = r.stdout
-	pipe, err := r.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	r.cmd.Stdout, r.cmd.Stderr = r.stdout, r.stderr
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	go func() { r.done <- r.cmd.Wait() }()
 	t.Cleanup(func() { r.cmd.Process.Kill(); <-r.done })
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(pipe)
-		once := sync.Once{}
-		for sc.Scan() {
-			r.stderr.Write(append(sc.Bytes(), '\n'))
-			if strings.Contains(sc.Text(), "tracing (") {
-				once.Do(func() { close(ready) })
-			}
-		}
-		r.done <- r.cmd.Wait()
-		once.Do(func() { close(ready) })
-	}()
-	<-ready
-	if !strings.Contains(r.stderr.String(), "tracing (") {
-		t.Fatalf("tcpscope record did not start: %s", r.stderr.String())
-	}
+	waitReady(t, ready, r.cmd.Process.Pid, r.done, r.stderr)
 	return r
+}
+
+// waitReady waits until tcpscope (pid) has written its --ready-file,
+// failing the test when tcpscope exits first or takes over a minute (which
+// is polling with a deadline). An exit status read from done is put back.
+func waitReady(t *testing.T, path string, pid int, done chan error, stderr fmt.Stringer) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if b, err := os.ReadFile(path); err == nil {
+			if got := strings.TrimSpace(string(b)); got != fmt.Sprint(pid) {
+				t.Fatalf("ready file holds %q, want tcpscope's pid %d", got, pid)
+			}
+			return
+		}
+		select {
+		case err := <-done:
+			done <- err
+			t.Fatalf("tcpscope exited before it was ready (%v): %s", err, stderr.String())
+		case <-tick.C:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tcpscope not ready after a minute: %s", stderr.String())
+		}
+	}
 }
 
 // waitConnections waits until the export holds n connection records: the

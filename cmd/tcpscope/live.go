@@ -8,6 +8,7 @@ import (
 
 	"github.com/tcpscope/tcpscope/output"
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/capture"
 	"golang.org/x/term"
 )
 
@@ -114,25 +115,23 @@ func (v *liveView) finish() {
 	}
 }
 
-// snapshot builds the live numbers of a session.
-func (s *session) snapshot(dt time.Duration) output.Live {
-	opened, closed := s.rec.Builder.Started(), s.stats.Connections
+// live turns a recording's snapshot into the numbers shown, with rates
+// over the dt since the last one.
+func (v *liveView) live(sn capture.Snapshot, dt time.Duration) output.Live {
+	opened, closed := sn.Started, sn.Stats.Connections
 	l := output.Live{
-		Elapsed:      time.Since(s.view.start),
-		OpenedPerS:   float64(opened-s.view.prevOpened) / dt.Seconds(),
-		ClosedPerS:   float64(closed-s.view.prevClosed) / dt.Seconds(),
-		OpenNow:      s.rec.Builder.Open(),
+		Elapsed:      time.Since(v.start),
+		OpenedPerS:   float64(opened-v.prevOpened) / dt.Seconds(),
+		ClosedPerS:   float64(closed-v.prevClosed) / dt.Seconds(),
+		OpenNow:      sn.Open,
 		Connections:  closed,
-		Flags:        s.stats.ByFlag,
-		TimeWaitNow:  s.timeWait.Live(),
-		SynRecvP99Us: s.stats.SynRecv.Quantile(0.99),
+		Flags:        sn.Stats.ByFlag,
+		TimeWaitNow:  sn.TimeWaitNow,
+		SynRecvP99Us: sn.Stats.SynRecv.Quantile(0.99),
+		Lost:         sn.Lost,
 	}
-	s.view.prevOpened, s.view.prevClosed = opened, closed
-	if c, err := s.tr.Counters(); err == nil {
-		l.Lost = c.Dropped()
-	}
-	if top := s.timeWait.Top(1, time.Now()); len(top) > 0 && top[0].Ports > 0 {
-		d := top[0]
+	v.prevOpened, v.prevClosed = opened, closed
+	if d := sn.TimeWaitWorst; sn.TimeWaitWorstOK && d.Ports > 0 {
 		l.TimeWaitWorst = fmt.Sprintf("worst %s -> %s: %d of %d ports", d.Key.Local, d.Key.Remote, d.Now, d.Ports)
 	}
 	return l

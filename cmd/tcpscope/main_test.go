@@ -70,6 +70,15 @@ func TestBadInputExitsTwo(t *testing.T) {
 		{"record", "-o", "run.txt"},
 		{"record", "--syn-recv-threshold", "-1s"},
 		{"record", "--events", "-o", "-"},
+		{"record", "--ready-file", "/nonexistent/dir/ready"},
+		{"record", "--max-connections", "10"},
+		{"record", "--status-interval", "0s"},
+		{"record", "--netns", "0"},
+		{"record", "--port", "1", "--port", "2", "--port", "3", "--port", "4", "--port", "5", "--port", "6", "--port", "7", "--port", "8", "--port", "9"},
+		{"run", "--linger", "-1s", "--", "true"},
+		{"demo", "--duration", "1s"},
+		{"report", "x.jsonl", "--format", "xml"},
+		{"report", "x.jsonl", "--port", "0"},
 		{"report"},
 		{"report", "/nonexistent.jsonl"},
 		{"report", "x.jsonl", "--flag", "bogus"},
@@ -218,32 +227,25 @@ func TestCheckAttaches(t *testing.T) {
 // namespace and checks the events of one connection and the closing tally.
 func TestRecordEventsJSONL(t *testing.T) {
 	ns := nettest.New(t)
-	cmd := exec.Command(binary, "record", "--events", "--format", "jsonl", "--netns", fmt.Sprint(ns.Inode), "--duration", "20s")
-	stdoutPipe, err := cmd.StdoutPipe()
+	ready := filepath.Join(t.TempDir(), "ready")
+	cmd := exec.Command(binary, "record", "--events", "--format", "jsonl", "--netns", fmt.Sprint(ns.Inode), "--duration", "20s", "--ready-file", ready)
+	// An os.Pipe rather than StdoutPipe: Wait runs meanwhile and would
+	// close StdoutPipe's read end under the reader.
+	stdoutPipe, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	stderrPipe, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	defer stdoutPipe.Close()
+	var rest lockedBuffer
+	cmd.Stdout, cmd.Stderr = pw, &rest
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	stderr := bufio.NewScanner(stderrPipe)
-	var rest strings.Builder
-	ready := false
-	for stderr.Scan() {
-		if strings.Contains(stderr.Text(), "tracing (") {
-			ready = true
-			break
-		}
-		rest.WriteString(stderr.Text() + "\n")
-	}
-	if !ready {
-		cmd.Wait()
-		t.Fatalf("tcpscope never said it was tracing: %s", rest.String())
-	}
+	pw.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	waitReady(t, ready, cmd.Process.Pid, done, &rest)
 
 	var ln net.Listener
 	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp4", "127.0.0.1:0"); return }); err != nil {
@@ -285,10 +287,7 @@ func TestRecordEventsJSONL(t *testing.T) {
 	for out.Scan() {
 		t.Errorf("unexpected event after the connection ended: %s", out.Text())
 	}
-	for stderr.Scan() {
-		rest.WriteString(stderr.Text() + "\n")
-	}
-	if err := cmd.Wait(); err != nil {
+	if err := <-done; err != nil {
 		t.Fatalf("tcpscope exited with %v: %s", err, rest.String())
 	}
 	// Listener open and close, 5 transitions on each end.

@@ -2,120 +2,51 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/capture"
 )
 
 // traceFlags are the flags record, run and demo share.
 type traceFlags struct {
-	ports      []uint
-	netns      []uint
+	ports      []uint16
+	netns      []uint32
 	duration   time.Duration
-	ringBuffer string
+	ringBuffer int
 }
 
 func (f *traceFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	// A word in backquotes is the value name --help shows (pflag).
-	fl.UintSliceVar(&f.ports, "port", nil, fmt.Sprintf("only connections with this local or remote `PORT` (repeatable, at most %d; filtered in the kernel)", tracer.MaxFilter))
-	fl.UintSliceVar(&f.netns, "netns", nil, fmt.Sprintf("only the network namespace with this `INODE`, as printed by: ls -L -i /proc/PID/ns/net (repeatable, at most %d)", tracer.MaxFilter))
-	hideEmptyDefault(cmd, "port", "netns")
-	fl.DurationVar(&f.duration, "duration", 0, "stop after this long (e.g. 30s, 5m); default: until Ctrl-C")
-	fl.StringVar(&f.ringBuffer, "ring-buffer-size", "16MiB", "kernel ring buffer `SIZE`, a power of two up to 256MiB (e.g. 4MiB, 64MiB)")
+	fl.Var(portsValue(&f.ports, tracer.MaxFilter), "port", fmt.Sprintf("only connections with this local or remote `PORT` (repeatable, at most %d; filtered in the kernel)", tracer.MaxFilter))
+	fl.Var(netnsValue(&f.netns, tracer.MaxFilter), "netns", fmt.Sprintf("only the network namespace with this `INODE`, as printed by: ls -L -i /proc/PID/ns/net (repeatable, at most %d)", tracer.MaxFilter))
+	fl.Var(durationValue{&f.duration, notNegative}, "duration", "stop after this long (e.g. 30s, 5m); default: until Ctrl-C")
+	hideEmptyDefault(cmd, "port", "netns", "duration")
+	f.ringBuffer = tracer.DefaultRingBufferBytes
+	fl.Var(&ringSizeValue{bytes: &f.ringBuffer, text: fmt.Sprintf("%dMiB", tracer.DefaultRingBufferBytes>>20)}, "ring-buffer-size", "kernel ring buffer `SIZE`, a power of two up to 256MiB (e.g. 4MiB, 64MiB)")
 }
 
-// hideEmptyDefault keeps --help from printing "(default [])" after list
-// flags that are empty by default (pflag hides it only for some list types).
+// hideEmptyDefault keeps --help from printing "(default [])" or "(default
+// 0s)" after flags that are empty by default (pflag hides it only for some
+// of its own types).
 func hideEmptyDefault(cmd *cobra.Command, names ...string) {
 	for _, n := range names {
 		cmd.Flags().Lookup(n).DefValue = ""
 	}
 }
 
-func (f *traceFlags) config() (tracer.Config, error) {
-	var cfg tracer.Config
-	if len(f.ports) > tracer.MaxFilter {
-		return cfg, usagef("--port given %d times: at most %d ports can be filtered", len(f.ports), tracer.MaxFilter)
-	}
-	for _, p := range f.ports {
-		if p == 0 || p > 65535 {
-			return cfg, usagef("--port %d: a port is 1-65535", p)
-		}
-		cfg.Ports = append(cfg.Ports, uint16(p))
-	}
-	if len(f.netns) > tracer.MaxFilter {
-		return cfg, usagef("--netns given %d times: at most %d namespaces can be filtered", len(f.netns), tracer.MaxFilter)
-	}
-	for _, n := range f.netns {
-		if n == 0 || n > 0xffffffff {
-			return cfg, usagef("--netns %d: not a namespace inode", n)
-		}
-		cfg.NetNS = append(cfg.NetNS, uint32(n))
-	}
-	if f.duration < 0 {
-		return cfg, usagef("--duration %s: must not be negative", f.duration)
-	}
-	size, err := parseSize(f.ringBuffer)
-	if err != nil {
-		return cfg, usagef("--ring-buffer-size %q: %v", f.ringBuffer, err)
-	}
-	if size < os.Getpagesize() || size&(size-1) != 0 {
-		return cfg, usagef("--ring-buffer-size %q: must be a power of two of at least %d bytes", f.ringBuffer, os.Getpagesize())
-	}
-	if size > maxRingBuffer {
-		return cfg, usagef("--ring-buffer-size %q: at most 256MiB, which holds 1.4 million events, over 10 s of the busiest load measured; the kernel keeps the whole buffer in memory", f.ringBuffer)
-	}
-	cfg.RingBufferBytes = size
-	return cfg, nil
-}
-
-// maxRingBuffer caps --ring-buffer-size. The kernel's own bound is looser:
-// ringbuf_map_alloc() (kernel/bpf/ringbuf.c) takes any page-aligned power of
-// two in the 32-bit max_entries, so 2 GiB is accepted, and
-// bpf_ringbuf_area_alloc() allocates every page at once, charged to the
-// memory cgroup and never swapped. A buffer only absorbs bursts the reader
-// catches up with: 256 MiB holds about 1.4 million of our 184-byte records
-// (176 bytes of event plus the 8-byte record header), more than ten seconds
-// of the 120,000 events/s of the busiest load measured (README,
-// Performance), while the reader drains 3.7 million events/s. A reader that
-// is behind for longer than that is behind for good; a bigger buffer only
-// takes memory from the host under test.
-const maxRingBuffer = 256 << 20
-
-// parseSize reads "4096", "64KiB", "16MiB", "1GiB" (K/M/G and KB/MB/GB
-// are taken as powers of 1024 too).
-func parseSize(s string) (int, error) {
-	t := strings.TrimSpace(s)
-	mult := 1
-	for _, u := range []struct {
-		suffix string
-		mult   int
-	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}} {
-		if strings.HasSuffix(strings.ToUpper(t), strings.ToUpper(u.suffix)) {
-			t, mult = strings.TrimSpace(t[:len(t)-len(u.suffix)]), u.mult
-			break
-		}
-	}
-	n, err := strconv.Atoi(t)
-	if err != nil || n <= 0 {
-		return 0, errors.New("not a size (e.g. 16MiB)")
-	}
-	if n > math.MaxInt/mult {
-		return 0, errors.New("too large")
-	}
-	return n * mult, nil
+// config is the tracer's configuration; every value was checked while
+// parsing.
+func (f *traceFlags) config() tracer.Config {
+	return tracer.Config{Ports: f.ports, NetNS: f.netns, RingBufferBytes: f.ringBuffer}
 }
 
 type recordFlags struct {
@@ -127,6 +58,7 @@ type recordFlags struct {
 	synRecvLimit time.Duration
 	statusEvery  time.Duration
 	maxConns     int
+	readyFile    string
 }
 
 func (f *recordFlags) registerRecord(cmd *cobra.Command) {
@@ -134,35 +66,27 @@ func (f *recordFlags) registerRecord(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVarP(&f.output, "output", "o", "", "write connections to `FILE`: FILE.jsonl (a line each, as they end), FILE.json (one document at the end) or - (JSONL on stdout)")
 	fl.BoolVar(&f.events, "events", false, "print one line per kernel event as it happens, instead of flagged connections")
-	fl.StringVar(&f.format, "format", "text", "`FORMAT` of the --events lines: text (aligned columns) or jsonl; only with --events")
+	f.format = "text"
+	fl.Var(formatValue{&f.format}, "format", "`FORMAT` of the --events lines: text (aligned columns) or json (an object per line; jsonl is accepted too); only with --events")
 	f.formatSet = func() bool { return fl.Changed("format") }
-	fl.DurationVar(&f.synRecvLimit, "syn-recv-threshold", time.Second, "flag long_syn_recv when a server waited this long for the final ACK")
-	fl.DurationVar(&f.statusEvery, "status-interval", 10*time.Second, "when stderr is not a terminal, print a plain status line this often")
-	fl.IntVar(&f.maxConns, "max-connections", tracer.DefaultMaxConnections, "connections followed at once; past it the least recently active are written early, flagged incomplete")
+	f.synRecvLimit = time.Second
+	fl.Var(durationValue{&f.synRecvLimit, positive}, "syn-recv-threshold", "flag long_syn_recv when a server waited this long for the final ACK")
+	f.statusEvery = 10 * time.Second
+	fl.Var(durationValue{&f.statusEvery, positive}, "status-interval", "when stderr is not a terminal, print a plain status line this often")
+	f.maxConns = tracer.DefaultMaxConnections
+	fl.Var(atLeastValue{&f.maxConns, 1000}, "max-connections", "connections followed at once (at least 1000); past it the least recently active are written early, flagged incomplete")
+	fl.StringVar(&f.readyFile, "ready-file", "", "once every program is attached, write tcpscope's pid to `FILE` (for scripts: from then on nothing is missed)")
 }
 
 func (f *recordFlags) options() (sessionOptions, error) {
-	cfg, err := f.config()
-	if err != nil {
-		return sessionOptions{}, err
-	}
-	if f.format != "text" && f.format != "jsonl" {
-		return sessionOptions{}, usagef("--format %q: use text or jsonl", f.format)
-	}
 	if !f.events && f.formatSet != nil && f.formatSet() {
 		return sessionOptions{}, usagef("--format %s: only applies to --events (connection records are JSONL with -o FILE.jsonl or -o -)", f.format)
 	}
-	if f.synRecvLimit <= 0 {
-		return sessionOptions{}, usagef("--syn-recv-threshold %s: must be positive", f.synRecvLimit)
+	if err := checkReadyFile(f.readyFile); err != nil {
+		return sessionOptions{}, err
 	}
-	if f.statusEvery <= 0 {
-		return sessionOptions{}, usagef("--status-interval %s: must be positive", f.statusEvery)
-	}
-	if f.maxConns < 1000 {
-		return sessionOptions{}, usagef("--max-connections %d: at least 1000", f.maxConns)
-	}
-	return sessionOptions{cfg: cfg, output: f.output, events: f.events, format: f.format,
-		synRecvLimit: f.synRecvLimit, statusEvery: f.statusEvery, maxConns: f.maxConns}, nil
+	return sessionOptions{cfg: f.config(), output: f.output, events: f.events, format: f.format,
+		synRecvLimit: f.synRecvLimit, statusEvery: f.statusEvery, maxConns: f.maxConns, readyFile: f.readyFile}, nil
 }
 
 func newRecordCmd() *cobra.Command {
@@ -187,11 +111,11 @@ ends flagged; at the end, a summary. -o keeps every connection's timeline.`,
 			// interrupt must end the recording, not the process.
 			ctx, cancel := stopContext(cmd.Context(), f.duration)
 			defer cancel()
-			s, err := openSession(opts, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			s, err := newSession(opts, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			return s.run(ctx)
+			return s.record(ctx, nil)
 		},
 	}
 	f.registerRecord(cmd)
@@ -230,9 +154,9 @@ var sigpipeOnce sync.Once
 
 // announce tells, on stderr, that every program is attached: from this line
 // on nothing is missed. Missing optional tracepoints are named once.
-func announce(stderr io.Writer, tr *tracer.Tracer) {
-	for _, h := range tr.Features().Missing() {
+func announce(stderr io.Writer, st capture.Started) {
+	for _, h := range st.Features.Missing() {
 		fmt.Fprintf(stderr, "tcpscope: warning: tracepoint %s is missing on this kernel: %s\n", h.Tracepoint, h.Degrades)
 	}
-	fmt.Fprintf(stderr, "tcpscope: tracing (%d tracepoints attached); Ctrl-C to stop\n", tr.Attached())
+	fmt.Fprintf(stderr, "tcpscope: tracing (%d tracepoints attached); Ctrl-C to stop\n", st.Attached)
 }

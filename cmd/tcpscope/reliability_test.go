@@ -229,7 +229,8 @@ func TestRecordSurvivesTerminalHangup(t *testing.T) {
 	ns := nettest.New(t)
 	master, slave := openPTY(t)
 	path := filepath.Join(t.TempDir(), "run.jsonl")
-	cmd := exec.Command(binary, "record", "--netns", fmt.Sprint(ns.Inode), "--duration", "60s", "-o", path)
+	ready := filepath.Join(t.TempDir(), "ready")
+	cmd := exec.Command(binary, "record", "--netns", fmt.Sprint(ns.Inode), "--duration", "60s", "-o", path, "--ready-file", ready)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
 	if err := cmd.Start(); err != nil {
@@ -241,13 +242,7 @@ func TestRecordSurvivesTerminalHangup(t *testing.T) {
 	go func() { done <- cmd.Wait() }()
 	var screen lockedBuffer
 	go io.Copy(&screen, master)
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(screen.String(), "tracing (") {
-		if time.Now().After(deadline) {
-			t.Fatalf("tcpscope record did not start: %q", screen.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitReady(t, ready, cmd.Process.Pid, done, &screen)
 	master.Close()
 	select {
 	case err := <-done:

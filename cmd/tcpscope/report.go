@@ -16,7 +16,7 @@ import (
 type reportFlags struct {
 	flags    []string
 	outcomes []string
-	ports    []uint
+	ports    []uint16
 	peers    []string
 	id       uint64
 	format   string
@@ -39,10 +39,7 @@ func newReportCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if f.format != "table" && f.format != "json" {
-				return usagef("--format %q: use table or json", f.format)
-			}
-			opts := output.ReadOptions{FlaggedTimelinesOnly: f.id == 0 && f.format == "table", Strict: f.strict}
+			opts := output.ReadOptions{FlaggedTimelinesOnly: f.id == 0 && f.format == "text", Strict: f.strict}
 			name := args[0]
 			var rec *output.Recording
 			if name == "-" {
@@ -70,11 +67,12 @@ func newReportCmd() *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringSliceVar(&f.flags, "flag", nil, "only connections with this `FLAG` (repeatable: any of them)")
 	fl.StringSliceVar(&f.outcomes, "outcome", nil, "only connections with this `OUTCOME` (repeatable: any of them)")
-	fl.UintSliceVar(&f.ports, "port", nil, "only connections with this local or remote `PORT` (repeatable)")
+	fl.Var(portsValue(&f.ports, 0), "port", "only connections with this local or remote `PORT` (repeatable)")
 	fl.StringSliceVar(&f.peers, "peer", nil, "only connections with this remote `ADDR` (repeatable)")
 	hideEmptyDefault(cmd, "port")
 	fl.Uint64Var(&f.id, "id", 0, "print the whole timeline of the connection with this `ID`")
-	fl.StringVar(&f.format, "format", "table", "`FORMAT`: table, or json (the matching connection records, one per line)")
+	f.format = "text"
+	fl.Var(formatValue{&f.format}, "format", "`FORMAT`: text (tables; table is accepted too), or json (the matching connection records, one per line)")
 	fl.BoolVar(&f.strict, "strict", false, "refuse (exit status 2) a file whose last record is cut short or that has no summary, instead of warning")
 	return cmd
 }
@@ -140,11 +138,6 @@ func (f *reportFlags) filter() (func(*tracer.Connection) bool, error) {
 		}
 		outcomes = append(outcomes, tracer.Outcome(s))
 	}
-	for _, p := range f.ports {
-		if p == 0 || p > 65535 {
-			return nil, usagef("--port %d: a port is 1-65535", p)
-		}
-	}
 	var peers []netip.Addr
 	for _, s := range f.peers {
 		a, err := netip.ParseAddr(s)
@@ -160,8 +153,8 @@ func (f *reportFlags) filter() (func(*tracer.Connection) bool, error) {
 		if len(outcomes) > 0 && !slices.Contains(outcomes, c.Outcome) {
 			return false
 		}
-		if len(f.ports) > 0 && !slices.ContainsFunc(f.ports, func(p uint) bool {
-			return uint(c.Local.Port()) == p || uint(c.Remote.Port()) == p
+		if len(f.ports) > 0 && !slices.ContainsFunc(f.ports, func(p uint16) bool {
+			return c.Local.Port() == p || c.Remote.Port() == p
 		}) {
 			return false
 		}

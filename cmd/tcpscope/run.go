@@ -43,9 +43,6 @@ A CMD that exits by itself may leave processes running; tcpscope lets them be.`,
 			if cmd.ArgsLenAtDash() != 0 {
 				return usagef("put the command after --: tcpscope run [flags] -- CMD [ARGS...]")
 			}
-			if linger < 0 {
-				return usagef("--linger %s: must not be negative", linger)
-			}
 			opts, err := f.options()
 			if err != nil {
 				return err
@@ -61,7 +58,7 @@ A CMD that exits by itself may leave processes running; tcpscope lets them be.`,
 			signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 			defer signal.Stop(sigs)
 			catchSIGPIPE()
-			s, err := openSession(opts, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			s, err := newSession(opts, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -70,7 +67,8 @@ A CMD that exits by itself may leave processes running; tcpscope lets them be.`,
 	}
 	f.registerRecord(cmd)
 	cmd.Flags().Lookup("duration").Usage = "interrupt CMD after this long (SIGINT, SIGKILL 2s later); tracing ends once it is gone"
-	cmd.Flags().DurationVar(&linger, "linger", 2*time.Second, "keep tracing this long after CMD exits")
+	linger = 2 * time.Second
+	cmd.Flags().Var(durationValue{&linger, notNegative}, "linger", "keep tracing this long after CMD exits")
 	return cmd
 }
 
@@ -118,42 +116,21 @@ func runCommand(parent context.Context, s *session, path string, args []string, 
 	if parent == nil {
 		parent = context.Background()
 	}
-	// An interrupt before CMD starts (while the programs were being
-	// attached) ends the run: CMD is not started, the export is written.
-	select {
-	case sig := <-sigs:
-		ctx, cancel := context.WithCancel(parent)
-		cancel()
-		if err := s.run(ctx); err != nil {
-			return err
-		}
-		return exitError{code: 128 + int(sig.(syscall.Signal))}
-	default:
-	}
-	child := exec.Command(path, args[1:]...)
-	child.Stdin, child.Stdout, child.Stderr = os.Stdin, s.cmdStdout(), os.Stderr
-	if err := becomeSubreaper(); err != nil {
-		// Only orphans escape then: the stop still signals CMD's tree.
-		fmt.Fprintf(s.stderr, "tcpscope: %v\n", err)
-	}
-	if err := child.Start(); err != nil {
-		s.abort()
-		return startError(args[0], err)
-	}
 	ctx, stop := context.WithCancel(parent)
 	defer stop()
-	waitErr := make(chan error, 1)
-	exited := make(chan struct{})
-	go func() { waitErr <- child.Wait(); close(exited) }()
-	traced := make(chan struct{})
-	sv := supervisor{p: child.Process, name: filepath.Base(args[0]), stderr: s.stderr, stop: stop}
-	stopped := make(chan time.Time, 1)
-	go func() { stopped <- sv.run(sigs, exited, traced, linger, limit) }()
-	runErr := s.run(ctx)
-	close(traced)
-	code := exitStatus(<-waitErr)
-	if killAt := <-stopped; !killAt.IsZero() {
-		reapOrphans(child.Process.Pid, sv.name, killAt, func(format string, args ...any) {
+	c := commandRun{s: s, path: path, args: args, sigs: sigs, stop: stop, linger: linger, limit: limit,
+		waitErr: make(chan error, 1), exited: make(chan struct{}), traced: make(chan struct{}), stopped: make(chan time.Time, 1)}
+	runErr := s.record(ctx, c.start)
+	if c.child == nil {
+		if runErr == nil && c.interrupted != nil {
+			return exitError{code: 128 + int(c.interrupted.(syscall.Signal))}
+		}
+		return runErr
+	}
+	close(c.traced)
+	code := exitStatus(<-c.waitErr)
+	if killAt := <-c.stopped; !killAt.IsZero() {
+		reapOrphans(c.child.Process.Pid, c.sv.name, killAt, func(format string, args ...any) {
 			fmt.Fprintf(s.stderr, "tcpscope: "+format+"\n", args...)
 		})
 	}
@@ -163,6 +140,51 @@ func runCommand(parent context.Context, s *session, path string, args []string, 
 	if code != 0 {
 		return exitError{code: code}
 	}
+	return nil
+}
+
+// commandRun is CMD while it runs under a recording.
+type commandRun struct {
+	s           *session
+	path        string
+	args        []string
+	sigs        chan os.Signal
+	stop        func() // ends tracing
+	linger      time.Duration
+	limit       time.Duration
+	child       *exec.Cmd // nil until CMD started
+	sv          supervisor
+	interrupted os.Signal // an interrupt came before CMD started
+	waitErr     chan error
+	exited      chan struct{}
+	traced      chan struct{}
+	stopped     chan time.Time
+}
+
+// start runs once tracing is attached: it starts CMD and its supervisor.
+func (c *commandRun) start() error {
+	// An interrupt before CMD starts (while the programs were being
+	// attached) ends the run: CMD is not started, the export is written.
+	select {
+	case sig := <-c.sigs:
+		c.interrupted = sig
+		c.stop()
+		return nil
+	default:
+	}
+	child := exec.Command(c.path, c.args[1:]...)
+	child.Stdin, child.Stdout, child.Stderr = os.Stdin, c.s.cmdStdout(), os.Stderr
+	if err := becomeSubreaper(); err != nil {
+		// Only orphans escape then: the stop still signals CMD's tree.
+		fmt.Fprintf(c.s.stderr, "tcpscope: %v\n", err)
+	}
+	if err := child.Start(); err != nil {
+		return startError(c.args[0], err)
+	}
+	c.child = child
+	go func() { c.waitErr <- child.Wait(); close(c.exited) }()
+	c.sv = supervisor{p: child.Process, name: filepath.Base(c.args[0]), stderr: c.s.stderr, stop: c.stop}
+	go func() { c.stopped <- c.sv.run(c.sigs, c.exited, c.traced, c.linger, c.limit) }()
 	return nil
 }
 
@@ -178,6 +200,9 @@ type supervisor struct {
 	stop   func()
 }
 
+// run is one select loop, longer than most functions here: its cases share
+// the state of one stop (stopping, killAt, the timers), and split apart each
+// piece would need all of it.
 func (sv supervisor) run(sigs <-chan os.Signal, exited, traced <-chan struct{}, linger, limit time.Duration) time.Time {
 	p, stop := sv.p, sv.stop
 	var timeout, kill, lingered <-chan time.Time

@@ -1,11 +1,10 @@
-package main
+package capture
 
 import (
 	"cmp"
 	"slices"
 	"time"
 
-	"github.com/tcpscope/tcpscope/output"
 	"github.com/tcpscope/tcpscope/tracer"
 	"github.com/tcpscope/tcpscope/tracer/netns"
 )
@@ -50,36 +49,36 @@ func newCounterBook(census map[uint32]netns.Existing) *counterBook {
 }
 
 // start records the baseline of a namespace opened at the start.
-func (s *session) startCounters(ino uint32, ns *netns.NS) {
+func (r *recording) startCounters(ino uint32, ns *netns.NS) {
 	c, err := ns.Counters()
 	if err != nil {
 		return
 	}
-	s.book.ns[ino] = &nsCounters{baseline: c, last: c, lastRead: time.Now(), listen: listenOf(c)}
+	r.book.ns[ino] = &nsCounters{baseline: c, last: c, lastRead: time.Now(), listen: listenOf(c)}
 }
 
 // adopt takes a namespace first seen in events. Its baseline is its census
 // reading when it is the namespace the census saw under that inode (same
 // SO_NETNS_COOKIE: inodes are reused, cookies are not); otherwise it was
 // created during the recording and its counters started from zero.
-func (s *session) adopt(ino uint32, ns *netns.NS) {
-	s.namespaces[ino] = ns
-	delete(s.book.tried, ino)
-	delete(s.book.lost, ino)
+func (r *recording) adopt(ino uint32, ns *netns.NS) {
+	r.namespaces[ino] = ns
+	delete(r.book.tried, ino)
+	delete(r.book.lost, ino)
 	c, err := ns.Counters()
 	if err != nil {
 		return
 	}
-	r := &nsCounters{baseline: netns.Counters{}, last: c, lastRead: time.Now(), created: true, listen: listenOf(c)}
-	if s.book.census == nil {
+	nc := &nsCounters{baseline: netns.Counters{}, last: c, lastRead: time.Now(), created: true, listen: listenOf(c)}
+	if r.book.census == nil {
 		// No census to tell: the first reading is the baseline.
-		r.baseline, r.created = c, false
-	} else if e, ok := s.book.census[ino]; ok {
+		nc.baseline, nc.created = c, false
+	} else if e, ok := r.book.census[ino]; ok {
 		if cookie, _ := ns.Cookie(); cookie == e.Cookie {
-			r.baseline, r.created = e.Counters, false
+			nc.baseline, nc.created = e.Counters, false
 		}
 	}
-	s.book.ns[ino] = r
+	r.book.ns[ino] = nc
 }
 
 // seeNetNS is the recorder's OnNetNS: it opens the namespace of an event
@@ -87,22 +86,22 @@ func (s *session) adopt(ino uint32, ns *netns.NS) {
 // thread first: setns() moves one thread, not its process. In softirq
 // context the task is whichever one was interrupted, so a few are tried
 // before sampleKernel falls back to a scan of /proc.
-func (s *session) seeNetNS(ev *tracer.Event) bool {
-	if _, ok := s.namespaces[ev.NetNS]; ok || s.book.scanned[ev.NetNS] {
+func (r *recording) seeNetNS(ev *tracer.Event) bool {
+	if _, ok := r.namespaces[ev.NetNS]; ok || r.book.scanned[ev.NetNS] {
 		return true // open, or not found even by a scan of /proc
 	}
-	if s.book.census == nil {
+	if r.book.census == nil {
 		return true // --netns: every namespace traced was opened at the start
 	}
-	if len(s.namespaces) >= maxHeldNamespaces {
-		s.book.lost[ev.NetNS] = true
+	if len(r.namespaces) >= maxHeldNamespaces {
+		r.book.lost[ev.NetNS] = true
 		return true
 	}
-	tried := s.book.tried[ev.NetNS]
+	tried := r.book.tried[ev.NetNS]
 	if tried == nil {
 		tried = map[uint32]bool{}
-		s.book.tried[ev.NetNS] = tried
-		s.book.lost[ev.NetNS] = true
+		r.book.tried[ev.NetNS] = tried
+		r.book.lost[ev.NetNS] = true
 	}
 	for _, pid := range []uint32{ev.PID, ev.TGID, ev.OwnerTGID} {
 		if pid == 0 || tried[pid] || len(tried) >= maxPIDTries {
@@ -110,7 +109,7 @@ func (s *session) seeNetNS(ev *tracer.Event) bool {
 		}
 		tried[pid] = true
 		if ns, err := netns.OpenPID(pid, ev.NetNS); err == nil {
-			s.adopt(ev.NetNS, ns)
+			r.adopt(ev.NetNS, ns)
 			return true
 		}
 	}
@@ -122,24 +121,24 @@ func (s *session) seeNetNS(ev *tracer.Event) bool {
 // accept queues go to the builder with the interval's ListenOverflows and
 // ListenDrops increments. Every held namespace, each second: all its
 // counters, kept as its last reading.
-func (s *session) sampleKernel(now time.Time) {
-	for ino := range s.book.lost {
+func (r *recording) sampleKernel(now time.Time) {
+	for ino := range r.book.lost {
 		// Not found through the events' tasks: one scan of /proc.
-		if s.book.scanned[ino] || len(s.namespaces) >= maxHeldNamespaces {
+		if r.book.scanned[ino] || len(r.namespaces) >= maxHeldNamespaces {
 			continue
 		}
-		s.book.scanned[ino] = true
+		r.book.scanned[ino] = true
 		if ns, err := netns.Find(ino); err == nil {
-			s.adopt(ino, ns)
+			r.adopt(ino, ns)
 		}
 	}
-	live := s.rec.Builder.ListenerNamespaces()
-	for ino, ns := range s.namespaces {
-		r := s.book.ns[ino]
-		if r == nil {
+	live := r.rec.Builder.ListenerNamespaces()
+	for ino, ns := range r.namespaces {
+		nc := r.book.ns[ino]
+		if nc == nil {
 			continue
 		}
-		all := now.Sub(r.lastRead) >= counterEvery
+		all := now.Sub(nc.lastRead) >= counterEvery
 		if !live[ino] && !all {
 			continue
 		}
@@ -152,11 +151,11 @@ func (s *session) sampleKernel(now time.Time) {
 			for i, sk := range sm.Listeners {
 				qs[i] = tracer.QueueSample{Cookie: sk.Cookie, Local: sk.Local, Queue: sk.RQueue, Backlog: sk.WQueue}
 			}
-			s.rec.Builder.SampleQueues(ino, qs, sub(sm.Listen.Overflows, r.listen.Overflows), sub(sm.Listen.Drops, r.listen.Drops))
+			r.rec.Builder.SampleQueues(ino, qs, sub(sm.Listen.Overflows, nc.listen.Overflows), sub(sm.Listen.Drops, nc.listen.Drops))
 		}
-		r.listen = sm.Listen
+		nc.listen = sm.Listen
 		if all {
-			r.last, r.lastRead = sm.Counters, now
+			nc.last, nc.lastRead = sm.Counters, now
 		}
 	}
 }
@@ -175,21 +174,21 @@ func listenOf(c netns.Counters) netns.ListenCounters {
 // counterDeltas reads every held namespace a last time and returns what
 // moved since its baseline; a namespace that cannot be read keeps its last
 // reading.
-func (s *session) counterDeltas() []output.CounterDelta {
-	var deltas []output.CounterDelta
-	for ino, r := range s.book.ns {
-		if ns, ok := s.namespaces[ino]; ok {
+func (r *recording) counterDeltas() []CounterDelta {
+	var deltas []CounterDelta
+	for ino, nc := range r.book.ns {
+		if ns, ok := r.namespaces[ino]; ok {
 			if c, err := ns.Counters(); err == nil {
-				r.last = c
+				nc.last = c
 			}
 		}
-		d := netns.Delta(r.baseline, r.last)
-		overflows, drops, sampled := s.rec.Builder.Unattributed(ino)
-		for _, name := range output.ReportedCounters() {
+		d := netns.Delta(nc.baseline, nc.last)
+		overflows, drops, sampled := r.rec.Builder.Unattributed(ino)
+		for _, name := range r.reported(d) {
 			if d[name] == 0 {
 				continue
 			}
-			cd := output.CounterDelta{NetNS: ino, Counter: name, Delta: d[name], Created: r.created}
+			cd := CounterDelta{NetNS: ino, Counter: name, Delta: d[name], Created: nc.created}
 			switch {
 			case !sampled:
 			case name == "TcpExt.ListenOverflows":
@@ -200,8 +199,21 @@ func (s *session) counterDeltas() []output.CounterDelta {
 			deltas = append(deltas, cd)
 		}
 	}
-	slices.SortFunc(deltas, func(a, b output.CounterDelta) int {
+	slices.SortFunc(deltas, func(a, b CounterDelta) int {
 		return cmp.Or(cmp.Compare(a.NetNS, b.NetNS), cmp.Compare(a.Counter, b.Counter))
 	})
 	return deltas
+}
+
+// reported names the counters of a delta the summary reports: those of
+// Options.Counters, or every one.
+func (r *recording) reported(d netns.Counters) []string {
+	if r.opts.Counters != nil {
+		return r.opts.Counters
+	}
+	names := make([]string, 0, len(d))
+	for name := range d {
+		names = append(names, name)
+	}
+	return names
 }

@@ -1,4 +1,4 @@
-package main
+package capture
 
 import (
 	"testing"
@@ -17,18 +17,18 @@ func TestNamespaceHoldCap(t *testing.T) {
 		t.Skipf("opening this namespace: %v", err)
 	}
 	defer self.Close()
-	s := &session{namespaces: map[uint32]*netns.NS{}, book: newCounterBook(map[uint32]netns.Existing{})}
-	for i := uint32(1); len(s.namespaces) < maxHeldNamespaces; i++ {
+	r := &recording{namespaces: map[uint32]*netns.NS{}, book: newCounterBook(map[uint32]netns.Existing{})}
+	for i := uint32(1); len(r.namespaces) < maxHeldNamespaces; i++ {
 		if i != self.Inode {
-			s.namespaces[i] = nil
+			r.namespaces[i] = nil
 		}
 	}
-	ports, ok := s.portRange(self.Inode)
+	ports, ok := r.portRange(self.Inode)
 	if !ok || ports <= 0 {
 		t.Errorf("port range of this namespace past the cap: %d, %v; want it read", ports, ok)
 	}
-	s.rfc1337(self.Inode)
-	if n := len(s.namespaces); n != maxHeldNamespaces {
+	r.rfc1337(self.Inode)
+	if n := len(r.namespaces); n != maxHeldNamespaces {
 		t.Errorf("%d namespaces held, cap %d", n, maxHeldNamespaces)
 	}
 }

@@ -1,7 +1,8 @@
-// Package scenario is tcpscope's built-in demo load: inside one private
+// Package demoload is the load `tcpscope demo` traces: inside one private
 // network namespace it runs small servers and a bounded load that hits the
-// failures load-testers chase, each injected on purpose.
-package scenario
+// failures load-testers chase, each injected on purpose. It is test load,
+// not part of the tracer: only the demo command (and its tests) use it.
+package demoload
 
 import (
 	"context"
@@ -250,28 +251,32 @@ func webLoad(ctx context.Context, ns *netns.NS, in *Injected) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			tick := time.NewTicker(40 * time.Millisecond) // about 75 requests/s in all
-			defer tick.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-tick.C:
-				}
+			every(ctx, 40*time.Millisecond, func() { // about 75 requests/s in all
 				c, err := dial(ns, PortWeb, 2*time.Second)
 				if err != nil {
-					continue
+					return
 				}
 				atomic.AddInt64(&in.WebRequests, 1)
 				request(ctx, c)
-			}
+			})
 		}()
 	}
 	wg.Wait()
 }
 
 func refusedLoad(ctx context.Context, ns *netns.NS, in *Injected) {
-	tick := time.NewTicker(time.Second)
+	every(ctx, time.Second, func() {
+		if c, err := dial(ns, PortClosed, time.Second); err == nil {
+			c.Close()
+		} else {
+			atomic.AddInt64(&in.Refused, 1)
+		}
+	})
+}
+
+// every runs fn every d until ctx ends.
+func every(ctx context.Context, d time.Duration, fn func()) {
+	tick := time.NewTicker(d)
 	defer tick.Stop()
 	for {
 		select {
@@ -279,11 +284,7 @@ func refusedLoad(ctx context.Context, ns *netns.NS, in *Injected) {
 			return
 		case <-tick.C:
 		}
-		if c, err := dial(ns, PortClosed, time.Second); err == nil {
-			c.Close()
-		} else {
-			atomic.AddInt64(&in.Refused, 1)
-		}
+		fn()
 	}
 }
 

@@ -1,0 +1,264 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Flag values that check themselves while the command line is parsed: a
+// bad value is reported by pflag as `invalid argument "V" for "--flag"
+// flag: why`, which the root command turns into exit status 2 before
+// anything is loaded.
+
+// uintsValue is a repeatable flag of numbers from 1 to hi, at most max of
+// them (0: any number): --port, --netns. Like pflag's lists, a value may
+// hold several, comma separated.
+type uintsValue[T uint16 | uint32] struct {
+	vals *[]T
+	hi   uint64
+	max  int
+	bad  string // why a value is refused
+	noun string // what is counted against max
+	typ  string
+}
+
+// portsValue is --port: 1-65535.
+func portsValue(ports *[]uint16, max int) uintsValue[uint16] {
+	return uintsValue[uint16]{vals: ports, hi: 65535, max: max, bad: "a port is 1-65535", noun: "ports", typ: "ports"}
+}
+
+// netnsValue is --netns: network namespace inodes.
+func netnsValue(inodes *[]uint32, max int) uintsValue[uint32] {
+	return uintsValue[uint32]{vals: inodes, hi: math.MaxUint32, max: max,
+		bad: "not a namespace inode (list them with: lsns -t net)", noun: "namespaces", typ: "inodes"}
+}
+
+func (v uintsValue[T]) String() string {
+	s := make([]string, len(*v.vals))
+	for i, n := range *v.vals {
+		s[i] = strconv.FormatUint(uint64(n), 10)
+	}
+	return strings.Join(s, ",")
+}
+
+func (v uintsValue[T]) Set(s string) error {
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.ParseUint(strings.TrimSpace(f), 10, 64)
+		if err != nil || n == 0 || n > v.hi {
+			return errors.New(v.bad)
+		}
+		if v.max > 0 && len(*v.vals) >= v.max {
+			return fmt.Errorf("at most %d %s can be filtered", v.max, v.noun)
+		}
+		*v.vals = append(*v.vals, T(n))
+	}
+	return nil
+}
+
+func (v uintsValue[T]) Type() string { return v.typ }
+
+// ringSizeValue is --ring-buffer-size: a power of two from a page to
+// maxRingBuffer, written like 16MiB.
+type ringSizeValue struct {
+	bytes *int
+	text  string
+}
+
+func (v *ringSizeValue) String() string { return v.text }
+
+func (v *ringSizeValue) Set(s string) error {
+	size, err := parseSize(s)
+	if err != nil {
+		return err
+	}
+	if size < os.Getpagesize() || size&(size-1) != 0 {
+		return fmt.Errorf("must be a power of two of at least %d bytes", os.Getpagesize())
+	}
+	if size > maxRingBuffer {
+		return errors.New("at most 256MiB, which holds 1.4 million events, over 10 s of the busiest load measured; the kernel keeps the whole buffer in memory")
+	}
+	*v.bytes, v.text = size, s
+	return nil
+}
+
+func (*ringSizeValue) Type() string { return "size" }
+
+// maxRingBuffer caps --ring-buffer-size. The kernel's own bound is looser:
+// ringbuf_map_alloc() (kernel/bpf/ringbuf.c) takes any page-aligned power of
+// two in the 32-bit max_entries, so 2 GiB is accepted, and
+// bpf_ringbuf_area_alloc() allocates every page at once, charged to the
+// memory cgroup and never swapped. A buffer only absorbs bursts the reader
+// catches up with: 256 MiB holds about 1.4 million of our 184-byte records
+// (176 bytes of event plus the 8-byte record header), more than ten seconds
+// of the 120,000 events/s of the busiest load measured (README,
+// Performance), while the reader drains 3.7 million events/s. A reader that
+// is behind for longer than that is behind for good; a bigger buffer only
+// takes memory from the host under test.
+const maxRingBuffer = 256 << 20
+
+// parseSize reads "4096", "64KiB", "16MiB", "1GiB" (K/M/G and KB/MB/GB
+// are taken as powers of 1024 too).
+func parseSize(s string) (int, error) {
+	t := strings.TrimSpace(s)
+	mult := 1
+	for _, u := range []struct {
+		suffix string
+		mult   int
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1 << 10}, {"MB", 1 << 20}, {"GB", 1 << 30}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}} {
+		if strings.HasSuffix(strings.ToUpper(t), strings.ToUpper(u.suffix)) {
+			t, mult = strings.TrimSpace(t[:len(t)-len(u.suffix)]), u.mult
+			break
+		}
+	}
+	n, err := strconv.Atoi(t)
+	if err != nil || n <= 0 {
+		return 0, errors.New("not a size (e.g. 16MiB)")
+	}
+	if n > math.MaxInt/mult {
+		return 0, errors.New("too large")
+	}
+	return n * mult, nil
+}
+
+// durationValue is a duration flag whose value check accepts.
+type durationValue struct {
+	d     *time.Duration
+	check func(time.Duration) error
+}
+
+func (v durationValue) String() string { return v.d.String() }
+
+func (v durationValue) Set(s string) error {
+	d, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return errors.New("not a duration (e.g. 30s, 5m)")
+	}
+	if err := v.check(d); err != nil {
+		return err
+	}
+	*v.d = d
+	return nil
+}
+
+func (durationValue) Type() string { return "duration" }
+
+func notNegative(d time.Duration) error {
+	if d < 0 {
+		return errors.New("must not be negative")
+	}
+	return nil
+}
+
+func positive(d time.Duration) error {
+	if d <= 0 {
+		return errors.New("must be positive")
+	}
+	return nil
+}
+
+// between accepts lo to hi, saying what for.
+func between(lo, hi time.Duration, what string) func(time.Duration) error {
+	return func(d time.Duration) error {
+		if d < lo || d > hi {
+			return fmt.Errorf("%s from %s to %s", what, shortDuration(lo), shortDuration(hi))
+		}
+		return nil
+	}
+}
+
+// shortDuration writes 10m rather than 10m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+// atLeastValue is an int flag with a lower bound.
+type atLeastValue struct {
+	n   *int
+	min int
+}
+
+func (v atLeastValue) String() string { return strconv.Itoa(*v.n) }
+
+func (v atLeastValue) Set(s string) error {
+	n, err := strconv.Atoi(strings.TrimSpace(s))
+	if err != nil {
+		return errors.New("not a number")
+	}
+	if n < v.min {
+		return fmt.Errorf("at least %d", v.min)
+	}
+	*v.n = n
+	return nil
+}
+
+func (atLeastValue) Type() string { return "int" }
+
+// Output formats, the same words in every command: text is for people
+// (aligned columns, tables), json for programs (one JSON object per line,
+// like the JSONL export). The words each command took before are accepted
+// as aliases: jsonl (record --events) and table (report).
+var formatAliases = map[string]string{"text": "text", "json": "json", "jsonl": "json", "table": "text"}
+
+// formatValue is --format: text or json, or an alias of one.
+type formatValue struct{ f *string }
+
+func (v formatValue) String() string { return *v.f }
+
+func (v formatValue) Set(s string) error {
+	f, ok := formatAliases[strings.TrimSpace(s)]
+	if !ok {
+		return errors.New("use text or json")
+	}
+	*v.f = f
+	return nil
+}
+
+func (formatValue) Type() string { return "format" }
+
+// checkReadyFile reports a --ready-file that cannot be written because its
+// directory does not exist, before anything is traced.
+func checkReadyFile(path string) error {
+	if path == "" {
+		return nil
+	}
+	dir := filepath.Dir(path)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return usagef("--ready-file %s: no directory %s", path, dir)
+	}
+	return nil
+}
+
+// writeReadyFile writes tcpscope's pid to path, atomically: a reader sees
+// no file or the whole line. Through a temporary file in the same
+// directory renamed over path.
+func writeReadyFile(path string, pid int) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tcpscope-ready-*")
+	if err != nil {
+		return fmt.Errorf("writing the ready file: %w", err)
+	}
+	_, err = fmt.Fprintf(tmp, "%d\n", pid)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return fmt.Errorf("writing the ready file: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,312 @@
+// Package capture composes one recording: it opens the network namespaces
+// whose kernel counters are read, the tracer, seeds the listeners that
+// predate the trace, runs the recorder loop (events into the builder,
+// periodic expiry and kernel sampling), follows TIME_WAIT pressure, and at
+// the end reconciles what it inferred with what the kernel says (counter
+// deltas, the TIME_WAIT sockets sock_diag lists). What it finds goes to
+// Sinks as it happens and into the Summary at the end; rendering and files
+// are the caller's (capture never imports output).
+package capture
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/netns"
+)
+
+// Options are what one recording traces and how.
+type Options struct {
+	Config tracer.Config
+	// SynRecvThreshold flags long_syn_recv past this wait for the final ACK.
+	SynRecvThreshold time.Duration
+	// MaxConnections bounds the connections followed at once.
+	MaxConnections int
+	// EveryEvent: the Event sink wants each event as it happens, so the
+	// ring buffer wakes the reader on every event.
+	EveryEvent bool
+	// Counters names the kernel counters whose deltas Summary.Counters
+	// reports; nil reports every counter that moved.
+	Counters []string
+}
+
+// Sinks receive a recording as it happens; each is optional. Everything
+// runs on the goroutine that called Run. An error returned by a sink stops
+// the recording at the next tick (Event's and Tick's at once) and Run
+// returns it, with a whole Summary: the connections still followed are
+// handed to Connection first, so whatever was recorded can be completed.
+// Sinks keep being called after an error, so that counts stay whole.
+type Sinks struct {
+	// Ready runs once every program is attached and before any record:
+	// from then on nothing is missed. An error from Ready ends Run at
+	// once, with nothing recorded and a zero Summary.
+	Ready func(Started) error
+	// Connection receives each connection when it ends (or at the end).
+	Connection func(*tracer.Connection) error
+	// Listener receives each listener when it closes (or at the end).
+	Listener func(*tracer.Listener) error
+	// Event sees every event before the builder does; drained tells that
+	// the ring buffer held no more events when it was read (a good time
+	// to flush).
+	Event func(ev *tracer.Event, drained bool) error
+	// Alert receives TIME_WAIT pressure alerts.
+	Alert func(tracer.TimeWaitAlert)
+	// Tick runs about every 200 ms and once more at the end; snap reads
+	// the live numbers (only call it when they are shown: it costs).
+	Tick func(now time.Time, snap func() Snapshot) error
+}
+
+// Started describes a recording whose programs are all attached.
+type Started struct {
+	Start    time.Time
+	Features tracer.Features
+	Attached int // tracepoints attached
+}
+
+// Snapshot is the live state of a recording.
+type Snapshot struct {
+	Started     uint64 // connections started so far
+	Open        int    // connections followed now
+	Stats       *tracer.Stats
+	TimeWaitNow int
+	// TimeWaitWorst is the destination under most TIME_WAIT pressure, if
+	// any (ok false otherwise).
+	TimeWaitWorst   tracer.TimeWaitDest
+	TimeWaitWorstOK bool
+	Lost            uint64 // events the kernel side dropped
+}
+
+// Summary is what a recording found, for the final tables and the export.
+type Summary struct {
+	Start, End time.Time
+	Stats      *tracer.Stats
+	// Kernel are the kernel side's own tallies at the end; KernelErr
+	// tells why they could not all be read.
+	Kernel    tracer.Counters
+	KernelErr error
+	// Undecoded counts records user space could not decode.
+	Undecoded uint64
+	// Events counts the events read, by kind.
+	Events map[tracer.Kind]uint64
+	// From the builder: see tracer.Builder's Orphans, Evicted, Discarded
+	// and Gaps.
+	Orphans, Evicted, Discarded, Gaps uint64
+	// Counters are the kernel counters that moved, per namespace.
+	Counters []CounterDelta
+	// TimeWait are the destinations under most TIME_WAIT pressure, with
+	// the kernel's own count of their TIME_WAIT sockets.
+	TimeWait []TimeWaitPressure
+	// Unopened counts namespaces seen in events that could not be opened:
+	// they have no kernel counters.
+	Unopened int
+	// Listeners are not kept here: each one went to Sinks.Listener, and a
+	// listener holds a whole histogram, too much to keep thousands of.
+}
+
+// CounterDelta is how much one kernel counter moved in one namespace.
+type CounterDelta struct {
+	NetNS   uint32
+	Counter string
+	Delta   uint64
+	// Created: the namespace was created during the recording, so the
+	// delta counts from zero.
+	Created bool
+	// Unattributed, on the ListenOverflows and ListenDrops rows of a
+	// namespace whose listeners were sampled: the part of the delta no
+	// single listener explains.
+	Unattributed *uint64
+}
+
+// TimeWaitPressure is one destination's TIME_WAIT load with the kernel's
+// count of its TIME_WAIT sockets at the end (-1 when not read).
+type TimeWaitPressure struct {
+	tracer.TimeWaitDest
+	KernelCount int
+}
+
+// UsageError is bad input found while opening a recording (a --netns that
+// does not exist): nothing was traced.
+type UsageError struct{ Err error }
+
+func (e UsageError) Error() string { return e.Err.Error() }
+func (e UsageError) Unwrap() error { return e.Err }
+
+// Run records until ctx ends. It returns the summary and the error that
+// stopped the recording, if any; a recording that could not start returns
+// a zero Summary and its error (a UsageError for bad input).
+func Run(ctx context.Context, opts Options, sinks Sinks) (Summary, error) {
+	r, err := open(opts, sinks)
+	if err != nil {
+		return Summary{}, err
+	}
+	defer r.close()
+	if sinks.Ready != nil {
+		if err := sinks.Ready(r.started); err != nil {
+			return Summary{}, err
+		}
+	}
+	runErr := r.rec.Run(ctx)
+	if runErr != nil {
+		// Whatever was recorded still gets a summary; an export is whole.
+		r.rec.Builder.Finish(time.Now())
+	}
+	return r.summary(), runErr
+}
+
+// recording is one Run's state.
+type recording struct {
+	opts    Options
+	sinks   Sinks
+	tr      *tracer.Tracer
+	rec     *tracer.Recorder
+	stats   *tracer.Stats
+	started Started
+	sinkErr error // the first error a sink returned
+
+	namespaces map[uint32]*netns.NS // handles of the namespaces whose counters are read
+	book       *counterBook
+	timeWait   *tracer.TimeWaitTracker
+}
+
+// open opens the namespaces and then the tracer; nothing is traced before
+// both succeed.
+func open(opts Options, sinks Sinks) (*recording, error) {
+	// Batch ring-buffer wakeups: one per quarter megabyte of events rather
+	// than one per event, which at load costs more than the events
+	// themselves; the reader also polls every 100 ms, which bounds how late
+	// a flagged line can be. EveryEvent keeps a wakeup per event.
+	opts.Config.PollInterval = 100 * time.Millisecond
+	if !opts.EveryEvent && opts.Config.RingBufferBytes >= 4<<20 {
+		opts.Config.WakeupBytes = 256 << 10
+	}
+	namespaces, err := openNamespaces(opts.Config.NetNS)
+	if err != nil {
+		return nil, err
+	}
+	// Tracing everywhere: which namespaces exist now, and their counters,
+	// so that one first seen later is known as created meanwhile or not.
+	var census map[uint32]netns.Existing
+	if len(opts.Config.NetNS) == 0 {
+		census = netns.Census()
+	}
+	tr, err := tracer.Open(opts.Config)
+	if err != nil {
+		closeNamespaces(namespaces)
+		return nil, err
+	}
+	r := &recording{opts: opts, sinks: sinks, tr: tr, stats: tracer.NewStats(), namespaces: namespaces}
+	r.book = newCounterBook(census)
+	for ino, ns := range namespaces {
+		r.startCounters(ino, ns)
+	}
+	r.timeWait = tracer.NewTimeWaitTracker()
+	r.timeWait.Ports = r.portRange
+	r.timeWait.OnAlert = func(a tracer.TimeWaitAlert) {
+		if sinks.Alert != nil {
+			sinks.Alert(a)
+		}
+	}
+	r.started = Started{Start: time.Now(), Features: tr.Features(), Attached: tr.Attached()}
+	b := tracer.NewBuilder(tracer.BuilderConfig{
+		SynRecvThreshold: opts.SynRecvThreshold,
+		MaxConnections:   opts.MaxConnections,
+		Clock:            tr.Clock(),
+		Emit:             r.emit,
+		EmitListener:     r.emitListener,
+		OnTimeWait:       r.timeWait.Enter,
+		OnTimeWaitUndone: r.timeWait.Undo,
+		OnTimeWaitKilled: r.timeWait.Release,
+		RFC1337:          r.rfc1337,
+	})
+	r.rec = &tracer.Recorder{Tracer: tr, Builder: b, OnTick: r.tick, OnSample: r.sampleKernel, OnNetNS: r.seeNetNS}
+	r.seedListeners()
+	if sinks.Event != nil {
+		r.rec.OnEvent = func(ev *tracer.Event) error { return sinks.Event(ev, tr.Pending() == 0) }
+	}
+	return r, nil
+}
+
+// seedListeners tells the builder about listeners that predate the trace:
+// their owners and backlogs, from /proc/net/tcp and the processes holding
+// their sockets.
+func (r *recording) seedListeners() {
+	for ino, ns := range r.namespaces {
+		ls, err := ns.Listeners()
+		if err != nil {
+			continue
+		}
+		for _, l := range ls {
+			r.rec.Builder.SeedListener(ino, l.Local, l.PID, l.Comm, l.Backlog, l.Queue, r.started.Start)
+		}
+	}
+}
+
+func (r *recording) close() {
+	r.tr.Close()
+	closeNamespaces(r.namespaces)
+}
+
+// keep remembers the first error a sink returned.
+func (r *recording) keep(err error) {
+	if err != nil && r.sinkErr == nil {
+		r.sinkErr = err
+	}
+}
+
+func (r *recording) emit(c *tracer.Connection) {
+	r.stats.Add(c)
+	if r.sinks.Connection != nil {
+		r.keep(r.sinks.Connection(c))
+	}
+}
+
+func (r *recording) emitListener(l *tracer.Listener) {
+	if r.sinks.Listener != nil {
+		r.keep(r.sinks.Listener(l))
+	}
+}
+
+func (r *recording) tick(now time.Time) error {
+	r.timeWait.Expire(now)
+	if r.sinks.Tick != nil {
+		if err := r.sinks.Tick(now, r.snapshot); err != nil {
+			return err
+		}
+	}
+	return r.sinkErr
+}
+
+// snapshot reads the live numbers.
+func (r *recording) snapshot() Snapshot {
+	s := Snapshot{Started: r.rec.Builder.Started(), Open: r.rec.Builder.Open(), Stats: r.stats, TimeWaitNow: r.timeWait.Live()}
+	if c, err := r.tr.Counters(); err == nil {
+		s.Lost = c.Dropped()
+	}
+	if top := r.timeWait.Top(1, time.Now()); len(top) > 0 {
+		s.TimeWaitWorst, s.TimeWaitWorstOK = top[0], true
+	}
+	return s
+}
+
+// summary reads what the kernel says at the end and sums up.
+func (r *recording) summary() Summary {
+	b := r.rec.Builder
+	s := Summary{Start: r.started.Start, Stats: r.stats, Undecoded: r.rec.DecodeErrors, Events: map[tracer.Kind]uint64{},
+		Orphans: b.Orphans(), Evicted: b.Evicted(), Discarded: b.Discarded(), Gaps: b.Gaps()}
+	s.Kernel, s.KernelErr = r.tr.Counters()
+	for _, k := range tracer.Kinds() {
+		s.Events[k] = r.rec.Events[k]
+	}
+	s.End = time.Now()
+	s.Counters, s.TimeWait = r.kernelEnd(s.End)
+	s.Unopened = len(r.book.lost)
+	return s
+}
+
+// IsUsage tells whether err is bad input found by Run.
+func IsUsage(err error) bool {
+	var ue UsageError
+	return errors.As(err, &ue)
+}

@@ -9,19 +9,6 @@ import (
 	"github.com/tcpscope/tcpscope/tracer"
 )
 
-// FormatVersion is the export format's version; readers reject newer ones.
-const FormatVersion = 1
-
-// Meta describes a recording.
-type Meta struct {
-	FormatVersion int       `json:"format_version"`
-	Tcpscope      string    `json:"tcpscope"`
-	Kernel        string    `json:"kernel"`
-	Hostname      string    `json:"hostname"`
-	Start         time.Time `json:"start"`
-	Command       []string  `json:"command,omitempty"`
-}
-
 // Extra is what a summary holds besides the connection statistics.
 type Extra struct {
 	End        time.Time

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
 )
@@ -42,46 +41,6 @@ func (r *Recording) Warnings(name string) []string {
 	return w
 }
 
-// SummaryRecord is the part of a saved summary that cannot be recomputed
-// from the connections.
-type SummaryRecord struct {
-	End             time.Time       `json:"end"`
-	Connections     uint64          `json:"connections"`
-	LostEvents      uint64          `json:"lost_events"`
-	UnmatchedEvents uint64          `json:"unmatched_events"`
-	Evicted         uint64          `json:"evicted_connections"`
-	Unreadable      uint64          `json:"unreadable_events"`
-	Undecoded       uint64          `json:"undecoded_events"`
-	Discarded       uint64          `json:"discarded_children"`
-	Gaps            uint64          `json:"state_gaps"`
-	Recursion       []recursionJSON `json:"recursion_misses"`
-	Kernel          string          `json:"kernel"`
-	Tcpscope        string          `json:"tcpscope"`
-	Counters        []CounterDelta  `json:"kernel_counters"`
-	TimeWait        []timeWaitJSON  `json:"time_wait"`
-}
-
-type recursionJSON struct {
-	Tracepoint   string `json:"tracepoint"`
-	Program      string `json:"program"`
-	Misses       uint64 `json:"misses"`
-	Nested       uint64 `json:"handled_nested"`
-	NestedMisses uint64 `json:"nested_misses"`
-}
-
-type timeWaitJSON struct {
-	NetNS       uint32 `json:"netns"`
-	LocalAddr   string `json:"local_addr"`
-	RemoteAddr  string `json:"remote_addr"`
-	RemotePort  uint16 `json:"remote_port"`
-	Peak        int    `json:"peak"`
-	LiveAtEnd   int    `json:"live_at_end"`
-	KernelCount *int   `json:"kernel_count_at_end"`
-	Ports       int    `json:"usable_ports"`
-	Entered     uint64 `json:"entered"`
-	Warned      bool   `json:"warned"`
-}
-
 // Extra rebuilds the summary's kernel-side parts for the tables.
 func (s *SummaryRecord) Extra() Extra {
 	x := Extra{End: s.End, LostEvents: s.LostEvents, Orphans: s.UnmatchedEvents, Evicted: s.Evicted, Counters: s.Counters,
@@ -90,55 +49,32 @@ func (s *SummaryRecord) Extra() Extra {
 		x.Recursion = append(x.Recursion, tracer.RecursionMisses{Tracepoint: r.Tracepoint, Program: r.Program,
 			Misses: r.Misses, Nested: r.Nested, NestedMisses: r.NestedMisses})
 	}
-	for _, t := range s.TimeWait {
-		p := TimeWaitPressure{KernelCount: -1}
-		if t.KernelCount != nil {
-			p.KernelCount = *t.KernelCount
-		}
-		local, _ := netip.ParseAddr(t.LocalAddr)
-		remote, _ := netip.ParseAddr(t.RemoteAddr)
-		p.Key = tracer.TimeWaitKey{NetNS: t.NetNS, Local: local, Remote: netip.AddrPortFrom(remote, t.RemotePort)}
-		p.Peak, p.Now, p.Ports, p.Total, p.Warned = t.Peak, t.LiveAtEnd, t.Ports, t.Entered, t.Warned
-		x.TimeWait = append(x.TimeWait, p)
+	for i := range s.TimeWait {
+		x.TimeWait = append(x.TimeWait, timeWaitFromRecord(&s.TimeWait[i]))
 	}
 	return x
 }
 
-type connectionJSON struct {
-	Type        string          `json:"type"`
-	ID          uint64          `json:"id"`
-	PeerID      uint64          `json:"peer_id"`
-	ListenerID  uint64          `json:"listener_id"`
-	Role        tracer.Role     `json:"role"`
-	Family      string          `json:"family"`
-	LocalAddr   *string         `json:"local_addr"`
-	LocalPort   uint16          `json:"local_port"`
-	RemoteAddr  *string         `json:"remote_addr"`
-	RemotePort  uint16          `json:"remote_port"`
-	NetNS       uint32          `json:"netns"`
-	PID         uint32          `json:"pid"`
-	Comm        string          `json:"comm"`
-	Start       time.Time       `json:"start"`
-	End         time.Time       `json:"end"`
-	DurationUs  int64           `json:"duration_us"`
-	HandshakeUs *int64          `json:"handshake_us"`
-	SynRecvUs   *int64          `json:"syn_recv_us"`
-	SynRecvHow  string          `json:"syn_recv_method"`
-	Retransmits retransmits     `json:"retransmits"`
-	BytesRecv   uint64          `json:"bytes_received"`
-	BytesAcked  uint64          `json:"bytes_acked"`
-	ClosedBy    string          `json:"closed_by"`
-	Outcome     string          `json:"outcome"`
-	Errno       string          `json:"errno"`
-	Flags       []tracer.Flag   `json:"flags"`
-	Timeline    json.RawMessage `json:"timeline"`
+// timeWaitFromRecord converts a "time_wait" entry; appendTimeWait is its
+// inverse.
+func timeWaitFromRecord(t *TimeWaitRecord) TimeWaitPressure {
+	p := TimeWaitPressure{KernelCount: -1}
+	if t.KernelCount != nil {
+		p.KernelCount = *t.KernelCount
+	}
+	local, _ := netip.ParseAddr(t.LocalAddr)
+	remote, _ := netip.ParseAddr(t.RemoteAddr)
+	p.Key = tracer.TimeWaitKey{NetNS: t.NetNS, Local: local, Remote: netip.AddrPortFrom(remote, t.RemotePort)}
+	p.Peak, p.Now, p.Ports, p.Total, p.Warned = t.Peak, t.LiveAtEnd, t.Ports, t.Entered, t.Warned
+	return p
 }
 
-type retransmits struct {
-	Syn    uint32 `json:"syn"`
-	SynAck uint32 `json:"synack"`
-	Data   uint32 `json:"data"`
-	Fin    uint32 `json:"fin"`
+// connectionInput is a ConnectionRecord as the reader decodes it: the
+// timeline stays raw until the options say it is wanted (timelines are
+// most of a big file).
+type connectionInput struct {
+	ConnectionRecord
+	Timeline json.RawMessage `json:"timeline"`
 }
 
 // ReadOptions tune ReadExport.
@@ -152,19 +88,32 @@ type ReadOptions struct {
 	Strict bool
 }
 
-func (j *connectionJSON) connection(opts ReadOptions) (tracer.Connection, error) {
-	c := tracer.Connection{
-		ID: j.ID, PeerID: j.PeerID, ListenerID: j.ListenerID, Role: j.Role, Family: j.Family,
-		NetNS: j.NetNS, PID: j.PID, Comm: j.Comm, Start: j.Start, End: j.End, DurationUs: j.DurationUs,
-		HandshakeUs: -1, SynRecvUs: -1, SynRecvHow: j.SynRecvHow,
-		Retransmits:   tracer.Retransmits{Syn: j.Retransmits.Syn, SynAck: j.Retransmits.SynAck, Data: j.Retransmits.Data, Fin: j.Retransmits.Fin},
-		BytesReceived: j.BytesRecv, BytesAcked: j.BytesAcked,
-		ClosedBy: j.ClosedBy, Outcome: tracer.Outcome(j.Outcome), Errno: j.Errno, Flags: j.Flags,
+func (j *connectionInput) connection(opts ReadOptions) (tracer.Connection, error) {
+	c, err := connectionFromRecord(&j.ConnectionRecord)
+	if err != nil {
+		return c, fmt.Errorf("connection %d: %w", j.ID, err)
 	}
 	if len(j.Timeline) > 0 && (!opts.FlaggedTimelinesOnly || c.Flagged()) {
-		if err := json.Unmarshal(j.Timeline, &c.Timeline); err != nil {
+		var items []ItemRecord
+		if err := json.Unmarshal(j.Timeline, &items); err != nil {
 			return c, fmt.Errorf("connection %d: timeline: %w", j.ID, err)
 		}
+		c.Timeline = timelineFromRecords(items)
+	}
+	return c, nil
+}
+
+// connectionFromRecord converts a connection record, but its timeline
+// (timelineFromRecords), to the timeline model; AppendConnectionJSON is
+// its inverse.
+func connectionFromRecord(j *ConnectionRecord) (tracer.Connection, error) {
+	c := tracer.Connection{
+		ID: j.ID, PeerID: j.PeerID, ListenerID: j.ListenerID, Role: tracer.Role(j.Role), Family: j.Family,
+		NetNS: j.NetNS, PID: j.PID, Comm: j.Comm, Start: j.Start, End: j.End, DurationUs: j.DurationUs,
+		HandshakeUs: -1, SynRecvUs: -1, SynRecvHow: j.SynRecvMethod,
+		Retransmits:   tracer.Retransmits{Syn: j.Retransmits.Syn, SynAck: j.Retransmits.SynAck, Data: j.Retransmits.Data, Fin: j.Retransmits.Fin},
+		BytesReceived: j.BytesReceived, BytesAcked: j.BytesAcked,
+		ClosedBy: j.ClosedBy, Outcome: tracer.Outcome(j.Outcome), Errno: j.Errno, Flags: flagsFromRecord(j.Flags),
 	}
 	if j.HandshakeUs != nil {
 		c.HandshakeUs = *j.HandshakeUs
@@ -172,20 +121,50 @@ func (j *connectionJSON) connection(opts ReadOptions) (tracer.Connection, error)
 	if j.SynRecvUs != nil {
 		c.SynRecvUs = *j.SynRecvUs
 	}
-	if j.Role != tracer.RoleClient && j.Role != tracer.RoleServer {
-		return c, fmt.Errorf("connection %d: unknown role %q", j.ID, j.Role)
+	if c.Role != tracer.RoleClient && c.Role != tracer.RoleServer {
+		return c, fmt.Errorf("unknown role %q", j.Role)
 	}
 	if !validOutcome(c.Outcome) {
-		return c, fmt.Errorf("connection %d: unknown outcome %q", j.ID, j.Outcome)
+		return c, fmt.Errorf("unknown outcome %q", j.Outcome)
 	}
 	var err error
 	if c.Local, err = maybeAddrPort(j.LocalAddr, j.LocalPort); err != nil {
-		return c, fmt.Errorf("connection %d: %w", j.ID, err)
+		return c, err
 	}
 	if c.Remote, err = maybeAddrPort(j.RemoteAddr, j.RemotePort); err != nil {
-		return c, fmt.Errorf("connection %d: %w", j.ID, err)
+		return c, err
 	}
 	return c, nil
+}
+
+// flagsFromRecord converts a connection's "flags"; none is nil.
+func flagsFromRecord(fs []string) []tracer.Flag {
+	if len(fs) == 0 {
+		return nil
+	}
+	out := make([]tracer.Flag, len(fs))
+	for i, f := range fs {
+		out[i] = tracer.Flag(f)
+	}
+	return out
+}
+
+// timelineFromRecords converts a connection's "timeline" (appendItem is
+// the inverse of each item); an empty one is nil.
+func timelineFromRecords(items []ItemRecord) []tracer.Item {
+	if len(items) == 0 {
+		return nil
+	}
+	out := make([]tracer.Item, len(items))
+	for i := range items {
+		out[i] = itemFromRecord(&items[i])
+	}
+	return out
+}
+
+func itemFromRecord(r *ItemRecord) tracer.Item {
+	return tracer.Item{At: r.At, OffsetUs: r.OffsetUs, Kind: r.Kind, From: r.From, To: r.To, State: r.State,
+		Reason: r.Reason, Errno: r.Errno, Detail: r.Detail, PrevStateUs: r.PrevStateUs}
 }
 
 // maybeAddrPort reads an address that may be null (unknown to the kernel).
@@ -319,7 +298,7 @@ func (r *recordReader) add(raw []byte, line int) error {
 		}
 		return checkMeta(r.name, line, r.rec.Meta)
 	case "connection":
-		var j connectionJSON
+		var j connectionInput
 		if err := json.Unmarshal(raw, &j); err != nil {
 			return fmt.Errorf("%s:%d: invalid connection record: %v", r.name, line, err)
 		}
@@ -329,11 +308,11 @@ func (r *recordReader) add(raw []byte, line int) error {
 		}
 		r.rec.Connections = append(r.rec.Connections, c)
 	case "listener":
-		var j listenerJSON
+		var j ListenerRecord
 		if err := json.Unmarshal(raw, &j); err != nil {
 			return fmt.Errorf("%s:%d: invalid listener record: %v", r.name, line, err)
 		}
-		l, err := j.row()
+		l, err := listenerFromRecord(&j)
 		if err != nil {
 			return fmt.Errorf("%s:%d: %v", r.name, line, err)
 		}
@@ -412,21 +391,20 @@ func readJSONL(name string, br *bufio.Reader, line int, opts ReadOptions) (*Reco
 	return r.finish()
 }
 
-// documentJSON is a .json export; Type is set instead when the first value
-// is a record of a reformatted .jsonl.
-type documentJSON struct {
-	Type        *string          `json:"type"`
-	Meta        *Meta            `json:"meta"`
-	Connections []connectionJSON `json:"connections"`
-	Listeners   []listenerJSON   `json:"listeners"`
-	Summary     *SummaryRecord   `json:"summary"`
+// documentInput is a Document as the reader decodes it, connections as
+// connectionInput. Type is set instead when the first value is a record of
+// a reformatted .jsonl.
+type documentInput struct {
+	Type *string `json:"type"`
+	Document
+	Connections []connectionInput `json:"connections"`
 }
 
 // readDocument reads a whole input that is not tcpscope's own .jsonl
 // layout: a .json document in any formatting, or records reformatted (each
 // spread over lines, or with their keys reordered).
 func readDocument(name string, data []byte, skipped int, opts ReadOptions) (*Recording, error) {
-	var doc documentJSON
+	var doc documentInput
 	err := json.Unmarshal(data, &doc)
 	var se *json.SyntaxError
 	switch {
@@ -450,7 +428,7 @@ func readDocument(name string, data []byte, skipped int, opts ReadOptions) (*Rec
 	}
 	rec := &Recording{Meta: *doc.Meta, Summary: doc.Summary}
 	for i := range doc.Listeners {
-		l, err := doc.Listeners[i].row()
+		l, err := listenerFromRecord(&doc.Listeners[i])
 		if err != nil {
 			return nil, fmt.Errorf("%s: listener %d: %v", name, i+1, err)
 		}

@@ -111,6 +111,9 @@ func listenerFromRecord(j *ListenerRecord) (ListenerRow, error) {
 	if r.Local, err = maybeAddrPort(j.LocalAddr, j.LocalPort); err != nil {
 		return r, fmt.Errorf("listener %d: %w", j.ID, err)
 	}
+	if err := checkTimes(j.Start, j.End); err != nil {
+		return r, fmt.Errorf("listener %d: %w", j.ID, err)
+	}
 	return r, nil
 }
 

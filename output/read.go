@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
 )
@@ -98,6 +99,11 @@ func (j *connectionInput) connection(opts ReadOptions) (tracer.Connection, error
 		if err := json.Unmarshal(j.Timeline, &items); err != nil {
 			return c, fmt.Errorf("connection %d: timeline: %w", j.ID, err)
 		}
+		for i := range items {
+			if err := checkTimes(items[i].At); err != nil {
+				return c, fmt.Errorf("connection %d: timeline: %w", j.ID, err)
+			}
+		}
 		c.Timeline = timelineFromRecords(items)
 	}
 	return c, nil
@@ -115,11 +121,15 @@ func connectionFromRecord(j *ConnectionRecord) (tracer.Connection, error) {
 		BytesReceived: j.BytesReceived, BytesAcked: j.BytesAcked,
 		ClosedBy: j.ClosedBy, Outcome: tracer.Outcome(j.Outcome), Errno: j.Errno, Flags: flagsFromRecord(j.Flags),
 	}
-	if j.HandshakeUs != nil {
+	// Unknown (-1) is null in a file, as is any negative (optDuration).
+	if j.HandshakeUs != nil && *j.HandshakeUs >= 0 {
 		c.HandshakeUs = *j.HandshakeUs
 	}
-	if j.SynRecvUs != nil {
+	if j.SynRecvUs != nil && *j.SynRecvUs >= 0 {
 		c.SynRecvUs = *j.SynRecvUs
+	}
+	if err := checkTimes(j.Start, j.End); err != nil {
+		return c, err
 	}
 	if c.Role != tracer.RoleClient && c.Role != tracer.RoleServer {
 		return c, fmt.Errorf("unknown role %q", j.Role)
@@ -259,6 +269,39 @@ func checkMeta(name string, line int, m Meta) error {
 	if m.FormatVersion > FormatVersion {
 		return fmt.Errorf("%s:%d: export format version %d is newer than this tcpscope reads (%d): upgrade tcpscope", name, line, m.FormatVersion, FormatVersion)
 	}
+	if err := checkTimes(m.Start); err != nil {
+		return fmt.Errorf("%s:%d: meta: %w", name, line, err)
+	}
+	return nil
+}
+
+// checkTimes refuses a time the writer could not write back: RFC 3339 in
+// UTC has years 0 to 9999 (an offset can push one out).
+func checkTimes(ts ...time.Time) error {
+	for _, t := range ts {
+		if y := t.UTC().Year(); y < 0 || y > 9999 {
+			return fmt.Errorf("time %s out of range (years 0 to 9999 in UTC)", t.Format(time.RFC3339Nano))
+		}
+	}
+	return nil
+}
+
+// checkSummary refuses what the writer could not write back (a TIME_WAIT
+// destination's negative count), and spells its addresses as the writer
+// does (netip.Addr's String: "invalid IP" for one it cannot read).
+func checkSummary(s *SummaryRecord) error {
+	if err := checkTimes(s.Start, s.End); err != nil {
+		return err
+	}
+	for i := range s.TimeWait {
+		t := &s.TimeWait[i]
+		local, _ := netip.ParseAddr(t.LocalAddr)
+		remote, _ := netip.ParseAddr(t.RemoteAddr)
+		t.LocalAddr, t.RemoteAddr = local.String(), remote.String()
+		if t.Peak < 0 || t.LiveAtEnd < 0 || t.Ports < 0 || t.KernelCount != nil && *t.KernelCount < 0 {
+			return fmt.Errorf("time_wait toward %s: a negative count", t.RemoteAddr)
+		}
+	}
 	return nil
 }
 
@@ -320,6 +363,9 @@ func (r *recordReader) add(raw []byte, line int) error {
 	case "summary":
 		var s SummaryRecord
 		if err := json.Unmarshal(raw, &s); err != nil {
+			return fmt.Errorf("%s:%d: invalid summary record: %v", r.name, line, err)
+		}
+		if err := checkSummary(&s); err != nil {
 			return fmt.Errorf("%s:%d: invalid summary record: %v", r.name, line, err)
 		}
 		r.rec.Summary = &s
@@ -425,6 +471,11 @@ func readDocument(name string, data []byte, skipped int, opts ReadOptions) (*Rec
 	}
 	if doc.Summary == nil && opts.Strict {
 		return nil, fmt.Errorf("%s: no summary: the recording did not finish", name)
+	}
+	if doc.Summary != nil {
+		if err := checkSummary(doc.Summary); err != nil {
+			return nil, fmt.Errorf("%s: invalid summary: %v", name, err)
+		}
 	}
 	rec := &Recording{Meta: *doc.Meta, Summary: doc.Summary}
 	for i := range doc.Listeners {

@@ -230,7 +230,8 @@ type Document struct {
 	Summary     *SummaryRecord     `json:"summary"`
 }
 
-// UnmarshalJSON reads null quantiles as -1.
+// UnmarshalJSON reads null quantiles, and negative ones (which the writer
+// writes as null), as -1.
 func (q *Quantiles) UnmarshalJSON(b []byte) error {
 	var raw struct {
 		Count              uint64
@@ -240,7 +241,7 @@ func (q *Quantiles) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	val := func(p *int64) int64 {
-		if p == nil {
+		if p == nil || *p < 0 {
 			return -1
 		}
 		return *p

@@ -66,7 +66,7 @@ func RowOfListener(l *tracer.Listener) ListenerRow {
 func AppendListenerJSON(b []byte, l *ListenerRow, withType bool) []byte {
 	o := newObj(b)
 	if withType {
-		o.str("type", "listener")
+		o.str("type", RecordListener)
 	}
 	o.uint("id", l.ID)
 	o.addrOrNull("local_addr", l.Local.Addr())

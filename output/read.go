@@ -327,11 +327,11 @@ func (r *recordReader) add(raw []byte, line int) error {
 		}
 		return fmt.Errorf("%s:%d: invalid JSON: %v", r.name, line, err)
 	}
-	if !r.sawMeta && typ.Type != "meta" {
+	if !r.sawMeta && typ.Type != RecordMeta {
 		return fmt.Errorf("%s:%d: not a tcpscope export (the first record is not its meta record)", r.name, line)
 	}
 	switch typ.Type {
-	case "meta":
+	case RecordMeta:
 		if r.sawMeta {
 			return fmt.Errorf("%s:%d: a second meta record", r.name, line)
 		}
@@ -340,7 +340,7 @@ func (r *recordReader) add(raw []byte, line int) error {
 			return fmt.Errorf("%s:%d: invalid meta record: %v", r.name, line, err)
 		}
 		return checkMeta(r.name, line, r.rec.Meta)
-	case "connection":
+	case RecordConnection:
 		var j connectionInput
 		if err := json.Unmarshal(raw, &j); err != nil {
 			return fmt.Errorf("%s:%d: invalid connection record: %v", r.name, line, err)
@@ -350,7 +350,7 @@ func (r *recordReader) add(raw []byte, line int) error {
 			return fmt.Errorf("%s:%d: %v", r.name, line, err)
 		}
 		r.rec.Connections = append(r.rec.Connections, c)
-	case "listener":
+	case RecordListener:
 		var j ListenerRecord
 		if err := json.Unmarshal(raw, &j); err != nil {
 			return fmt.Errorf("%s:%d: invalid listener record: %v", r.name, line, err)
@@ -360,7 +360,7 @@ func (r *recordReader) add(raw []byte, line int) error {
 			return fmt.Errorf("%s:%d: %v", r.name, line, err)
 		}
 		r.rec.Listeners = append(r.rec.Listeners, l)
-	case "summary":
+	case RecordSummary:
 		var s SummaryRecord
 		if err := json.Unmarshal(raw, &s); err != nil {
 			return fmt.Errorf("%s:%d: invalid summary record: %v", r.name, line, err)

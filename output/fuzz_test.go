@@ -207,30 +207,34 @@ func emptyToNil(v reflect.Value) {
 // connection, typed field by typed field (strings made valid UTF-8, an
 // unknown duration -1, as the writer spells them).
 func FuzzConnectionRoundTrip(f *testing.F) {
-	f.Add(uint64(4834), uint64(4835), uint64(0), uint8(0), uint8(2), "ipv4", []byte{10, 0, 0, 2}, []byte{10, 0, 0, 1}, uint16(40000), uint16(80),
-		uint32(4026531833), uint32(100), "wrk", int64(1_795_000_000_123_456_789), int64(279), int64(122), int64(-1), "",
-		uint32(0x01020304), uint64(43), uint64(18), "local", "", uint32(1<<9), "state", "SYN_SENT", "ESTABLISHED", "", "", int64(122))
-	f.Add(uint64(1<<52+1), uint64(0), uint64(5), uint8(1), uint8(4), "ipv6", []byte{}, bytes.Repeat([]byte{0x20}, 16), uint16(1), uint16(5000),
-		uint32(1), uint32(0), "we\"ird\x01\xff", int64(-5), int64(0), int64(-7), int64(3_000_000), tracer.SynRecvFromSynAck,
-		uint32(0), uint64(0), uint64(0), "", "ECONNREFUSED", uint32(0xffff), "reset_sent", "", "", "NO_SOCKET", "no\tsocket", int64(0))
-	f.Fuzz(func(t *testing.T, id, peer, listener uint64, role, outcome uint8, family string, local, remote []byte, lport, rport uint16,
-		netns, pid uint32, comm string, start, duration, handshake, synRecv int64, synRecvHow string,
-		rtx uint32, received, acked uint64, closedBy, errno string, flags uint32, kind, from, to, reason, detail string, prev int64) {
+	// Names from the schema's enums (and a few of the free-text ones): the
+	// reader reads names, the writer writes them.
+	f.Add(uint64(4834), uint64(4835), uint64(0), uint8(0), uint8(2), []byte{10, 0, 0, 2}, []byte{10, 0, 0, 1}, uint16(40000), uint16(80),
+		uint32(4026531833), uint32(100), "wrk", int64(1_795_000_000_123_456_789), int64(279), int64(122), int64(-1), uint64(0x5a5a5a5a5a5a5a5a),
+		uint32(0x01020304), uint64(43), uint64(18), uint32(1<<9|3<<28), "until later", int64(122))
+	f.Add(uint64(1<<52+1), uint64(0), uint64(5), uint8(1), uint8(4), []byte{}, bytes.Repeat([]byte{0x20}, 16), uint16(1), uint16(5000),
+		uint32(1), uint32(0), "we\"ird\x01\xff", int64(-5), int64(0), int64(-7), int64(3_000_000), uint64(1<<63-1),
+		uint32(0), uint64(0), uint64(0), uint32(0xffff|1<<28), "no\tsocket \xfe", int64(0))
+	f.Fuzz(func(t *testing.T, id, peer, listener uint64, role, outcome uint8, local, remote []byte, lport, rport uint16,
+		netns, pid uint32, comm string, start, duration, handshake, synRecv int64, names uint64,
+		rtx uint32, received, acked uint64, flags uint32, detail string, prev int64) {
 		t0 := time.Unix(0, start).UTC()
 		c := tracer.Connection{ID: id, PeerID: peer, ListenerID: listener, Role: []tracer.Role{tracer.RoleClient, tracer.RoleServer}[role%2],
-			Family: family, Local: fuzzAddrPort(local, lport), Remote: fuzzAddrPort(remote, rport), NetNS: netns, PID: pid, Comm: comm,
+			Family: pick(names, "family"), Local: fuzzAddrPort(local, lport), Remote: fuzzAddrPort(remote, rport), NetNS: netns, PID: pid, Comm: comm,
 			Start: t0, End: t0.Add(time.Duration(duration) * time.Microsecond), DurationUs: duration, HandshakeUs: handshake, SynRecvUs: synRecv,
-			SynRecvHow: synRecvHow, Retransmits: tracer.Retransmits{Syn: rtx & 0xff, SynAck: rtx >> 8 & 0xff, Data: rtx >> 16 & 0xff, Fin: rtx >> 24},
-			BytesReceived: received, BytesAcked: acked, ClosedBy: closedBy, Outcome: tracer.AllOutcomes[int(outcome)%len(tracer.AllOutcomes)],
-			Errno: errno}
+			SynRecvHow: pick(names>>2, "syn_recv_method"), Retransmits: tracer.Retransmits{Syn: rtx & 0xff, SynAck: rtx >> 8 & 0xff, Data: rtx >> 16 & 0xff, Fin: rtx >> 24},
+			BytesReceived: received, BytesAcked: acked, ClosedBy: pick(names>>5, "closed_by"), Outcome: tracer.AllOutcomes[int(outcome)%len(tracer.AllOutcomes)],
+			Errno: pick(names>>7, "errno")}
 		for i, fl := range tracer.AllFlags {
 			if flags&(1<<i) != 0 {
 				c.Flags = append(c.Flags, fl)
 			}
 		}
 		for i := int64(0); i < int64(flags>>28); i++ { // up to 15 items
+			n := names >> (10 + 4*i)
 			c.Timeline = append(c.Timeline, tracer.Item{At: t0.Add(time.Duration(i*prev) * time.Microsecond), OffsetUs: i * prev,
-				Kind: kind, From: from, To: to, State: from, Reason: reason, Errno: errno, Detail: detail, PrevStateUs: prev})
+				Kind: pick(n, "kind"), From: pick(n>>1, "state"), To: pick(n>>2, "state"), State: pick(n>>3, "state"),
+				Reason: pick(n, "reason"), Errno: pick(n>>1, "errno"), Detail: detail, PrevStateUs: prev})
 		}
 		line := AppendConnectionJSON([]byte(`{"type":"meta","format_version":1,"start":"2026-11-21T12:00:00Z"}`+"\n"), &c)
 		rec, err := ReadExportFrom(bytes.NewReader(append(line, '\n')), "c.jsonl", ReadOptions{})
@@ -257,6 +261,24 @@ func FuzzConnectionRoundTrip(f *testing.F) {
 			t.Fatalf("read back:\n got %+v\nwant %+v\n%s", rec.Connections, want, line)
 		}
 	})
+}
+
+// fuzzNames are the names pick chooses from: the schema's enums, and
+// examples of the free-text names (reset reasons, errnos); "" none.
+var fuzzNames = map[string][]string{
+	"family":          {"ipv4", "ipv6", ""},
+	"syn_recv_method": {tracer.SynRecvFromSynAck, tracer.SynRecvFromSRTT, tracer.SynRecvFromRTOTime, tracer.SynRecvFromChildAge, ""},
+	"closed_by":       {"local", "remote", ""},
+	"errno":           {"", "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EADDRNOTAVAIL", "EPIPE"},
+	"kind":            {"state", "retransmit", "synack_retransmit", "reset_sent", "reset_received", "error", "time_wait", "time_wait_killed", "synack", "listen_overflow"},
+	"state":           {"", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV"},
+	"reason":          {"", "NO_SOCKET", "TCP_FLAGS", "TCP_ABORT_ON_CLOSE", "NOT_SPECIFIED"},
+}
+
+// pick chooses one of the names of what by the low bits of n.
+func pick(n uint64, what string) string {
+	names := fuzzNames[what]
+	return names[n%uint64(len(names))]
 }
 
 // fuzzAddrPort makes an IPv4 address of 4 bytes, an IPv6 one of 16, and

@@ -99,12 +99,9 @@ func (j *connectionInput) connection(opts ReadOptions) (tracer.Connection, error
 		if err := json.Unmarshal(j.Timeline, &items); err != nil {
 			return c, fmt.Errorf("connection %d: timeline: %w", j.ID, err)
 		}
-		for i := range items {
-			if err := checkTimes(items[i].At); err != nil {
-				return c, fmt.Errorf("connection %d: timeline: %w", j.ID, err)
-			}
+		if c.Timeline, err = timelineFromRecords(items); err != nil {
+			return c, fmt.Errorf("connection %d: timeline: %w", j.ID, err)
 		}
-		c.Timeline = timelineFromRecords(items)
 	}
 	return c, nil
 }
@@ -159,22 +156,29 @@ func flagsFromRecord(fs []string) []tracer.Flag {
 	return out
 }
 
-// timelineFromRecords converts a connection's "timeline" (appendItem is
-// the inverse of each item); an empty one is nil.
-func timelineFromRecords(items []ItemRecord) []tracer.Item {
+// timelineFromRecords converts a connection's "timeline"; an empty one is
+// nil.
+func timelineFromRecords(items []ItemRecord) ([]tracer.Item, error) {
 	if len(items) == 0 {
-		return nil
+		return nil, nil
 	}
 	out := make([]tracer.Item, len(items))
 	for i := range items {
-		out[i] = itemFromRecord(&items[i])
+		if err := itemFromRecord(&items[i], &out[i]); err != nil {
+			return nil, fmt.Errorf("item %d: %w", i, err)
+		}
 	}
-	return out
+	return out, nil
 }
 
-func itemFromRecord(r *ItemRecord) tracer.Item {
-	return tracer.Item{At: r.At, OffsetUs: r.OffsetUs, Kind: r.Kind, From: r.From, To: r.To, State: r.State,
+// itemFromRecord converts one timeline item; appendItem is its inverse.
+func itemFromRecord(r *ItemRecord, it *tracer.Item) error {
+	if err := checkTimes(r.At); err != nil {
+		return err
+	}
+	*it = tracer.Item{At: r.At, OffsetUs: r.OffsetUs, Kind: r.Kind, From: r.From, To: r.To, State: r.State,
 		Reason: r.Reason, Errno: r.Errno, Detail: r.Detail, PrevStateUs: r.PrevStateUs}
+	return nil
 }
 
 // maybeAddrPort reads an address that may be null (unknown to the kernel).

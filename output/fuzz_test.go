@@ -2,6 +2,7 @@ package output
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -203,9 +204,10 @@ func emptyToNil(v reflect.Value) {
 	}
 }
 
-// FuzzConnectionRoundTrip: a connection written and read back is the same
-// connection, typed field by typed field (strings made valid UTF-8, an
-// unknown duration -1, as the writer spells them).
+// FuzzConnectionRoundTrip: a connection record converted to a connection
+// (as the reader does) and written is the same record, key by key; read
+// back, the same connection, typed field by typed field (texts spelt as
+// the writer does: invalid UTF-8 replaced).
 func FuzzConnectionRoundTrip(f *testing.F) {
 	// Names from the schema's enums (and a few of the free-text ones): the
 	// reader reads names, the writer writes them.
@@ -219,46 +221,55 @@ func FuzzConnectionRoundTrip(f *testing.F) {
 		netns, pid uint32, comm string, start, duration, handshake, synRecv int64, names uint64,
 		rtx uint32, received, acked uint64, flags uint32, detail string, prev int64) {
 		t0 := time.Unix(0, start).UTC()
-		c := tracer.Connection{ID: id, PeerID: peer, ListenerID: listener, Role: []tracer.Role{tracer.RoleClient, tracer.RoleServer}[role%2],
-			Family: pick(names, "family"), Local: fuzzAddrPort(local, lport), Remote: fuzzAddrPort(remote, rport), NetNS: netns, PID: pid, Comm: comm,
-			Start: t0, End: t0.Add(time.Duration(duration) * time.Microsecond), DurationUs: duration, HandshakeUs: handshake, SynRecvUs: synRecv,
-			SynRecvHow: pick(names>>2, "syn_recv_method"), Retransmits: tracer.Retransmits{Syn: rtx & 0xff, SynAck: rtx >> 8 & 0xff, Data: rtx >> 16 & 0xff, Fin: rtx >> 24},
-			BytesReceived: received, BytesAcked: acked, ClosedBy: pick(names>>5, "closed_by"), Outcome: tracer.AllOutcomes[int(outcome)%len(tracer.AllOutcomes)],
-			Errno: pick(names>>7, "errno")}
-		for i, fl := range tracer.AllFlags {
+		r := ConnectionRecord{ID: id, PeerID: peer, ListenerID: listener, Role: []string{"client", "server"}[role%2],
+			Family: pick(names, "family"), LocalAddr: fuzzAddr(local), RemoteAddr: fuzzAddr(remote), LocalPort: lport, RemotePort: rport,
+			NetNS: netns, PID: pid, Comm: comm, Start: t0, End: t0.Add(time.Duration(duration) * time.Microsecond), DurationUs: duration,
+			HandshakeUs: &handshake, SynRecvUs: &synRecv, SynRecvMethod: pick(names>>2, "syn_recv_method"),
+			Retransmits:   RetransmitsRecord{Syn: rtx & 0xff, SynAck: rtx >> 8 & 0xff, Data: rtx >> 16 & 0xff, Fin: rtx >> 24},
+			BytesReceived: received, BytesAcked: acked, ClosedBy: pick(names>>5, "closed_by"),
+			Outcome: pick(uint64(outcome), "outcome"), Errno: pick(names>>7, "errno")}
+		for i, fl := range fuzzNames["flag"] {
 			if flags&(1<<i) != 0 {
-				c.Flags = append(c.Flags, fl)
+				r.Flags = append(r.Flags, fl)
 			}
 		}
 		for i := int64(0); i < int64(flags>>28); i++ { // up to 15 items
 			n := names >> (10 + 4*i)
-			c.Timeline = append(c.Timeline, tracer.Item{At: t0.Add(time.Duration(i*prev) * time.Microsecond), OffsetUs: i * prev,
+			r.Timeline = append(r.Timeline, ItemRecord{At: t0.Add(time.Duration(i*prev) * time.Microsecond), OffsetUs: i * prev,
 				Kind: pick(n, "kind"), From: pick(n>>1, "state"), To: pick(n>>2, "state"), State: pick(n>>3, "state"),
 				Reason: pick(n, "reason"), Errno: pick(n>>1, "errno"), Detail: detail, PrevStateUs: prev})
 		}
-		line := AppendConnectionJSON([]byte(`{"type":"meta","format_version":1,"start":"2026-11-21T12:00:00Z"}`+"\n"), &c)
-		rec, err := ReadExportFrom(bytes.NewReader(append(line, '\n')), "c.jsonl", ReadOptions{})
+		// The connection, as typed values; then the record as the writer
+		// spells it: texts with invalid UTF-8 replaced, a negative
+		// duration unknown (null).
+		c := fromRecord(r)
+		r.Comm = asWritten(r.Comm)
+		for i := range r.Timeline {
+			r.Timeline[i].Detail = asWritten(r.Timeline[i].Detail)
+		}
+		if handshake < 0 {
+			r.HandshakeUs = nil
+		}
+		if synRecv < 0 {
+			r.SynRecvUs = nil
+		}
+		want := fromRecord(r)
+		line := AppendConnectionJSON(nil, &c)
+		var written ConnectionRecord
+		if err := json.Unmarshal(line, &written); err != nil {
+			t.Fatalf("%v\n%s", err, line)
+		}
+		emptyToNil(reflect.ValueOf(&written).Elem())
+		emptyToNil(reflect.ValueOf(&r).Elem())
+		if !reflect.DeepEqual(written, r) {
+			t.Fatalf("the record written differs: %s\n%s", diff(written, r), line)
+		}
+		rec, err := ReadExportFrom(bytes.NewReader(append(append([]byte(`{"type":"meta","format_version":1,"start":"2026-11-21T12:00:00Z"}`+"\n"), line...), '\n')), "c.jsonl", ReadOptions{})
 		if err != nil {
 			t.Fatalf("%v\n%s", err, line)
 		}
-		want := c
-		for _, s := range []*string{&want.Family, &want.Comm, &want.SynRecvHow, &want.ClosedBy, &want.Errno} {
-			*s = asWritten(*s)
-		}
-		if want.HandshakeUs < 0 {
-			want.HandshakeUs = -1
-		}
-		if want.SynRecvUs < 0 {
-			want.SynRecvUs = -1
-		}
-		for i := range want.Timeline {
-			it := &want.Timeline[i]
-			for _, s := range []*string{&it.Kind, &it.From, &it.To, &it.State, &it.Reason, &it.Errno, &it.Detail} {
-				*s = asWritten(*s)
-			}
-		}
 		if len(rec.Connections) != 1 || !reflect.DeepEqual(rec.Connections[0], want) {
-			t.Fatalf("read back:\n got %+v\nwant %+v\n%s", rec.Connections, want, line)
+			t.Fatalf("read back: %s\n%s", diff(rec.Connections, []tracer.Connection{want}), line)
 		}
 	})
 }
@@ -266,8 +277,12 @@ func FuzzConnectionRoundTrip(f *testing.F) {
 // fuzzNames are the names pick chooses from: the schema's enums, and
 // examples of the free-text names (reset reasons, errnos); "" none.
 var fuzzNames = map[string][]string{
+	"outcome": {"open", "closed", "time_wait", "reset", "refused", "timeout", "abandoned_by_app", "failed"},
+	"flag": {"syn_retransmitted", "synack_retransmitted", "long_syn_recv", "reset_sent", "reset_received", "refused",
+		"handshake_timeout", "data_retransmitted", "fin_retransmitted", "time_wait", "preexisting", "incomplete",
+		"listen_overflow", "syncookie", "port_exhausted", "time_wait_killed"}, // in report order
 	"family":          {"ipv4", "ipv6", ""},
-	"syn_recv_method": {tracer.SynRecvFromSynAck, tracer.SynRecvFromSRTT, tracer.SynRecvFromRTOTime, tracer.SynRecvFromChildAge, ""},
+	"syn_recv_method": {"synack_timestamp", "srtt", "total_rto_time", "child_socket", ""},
 	"closed_by":       {"local", "remote", ""},
 	"errno":           {"", "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EADDRNOTAVAIL", "EPIPE"},
 	"kind":            {"state", "retransmit", "synack_retransmit", "reset_sent", "reset_received", "error", "time_wait", "time_wait_killed", "synack", "listen_overflow"},
@@ -281,11 +296,15 @@ func pick(n uint64, what string) string {
 	return names[n%uint64(len(names))]
 }
 
-// fuzzAddrPort makes an IPv4 address of 4 bytes, an IPv6 one of 16, and
-// none (unknown to the kernel) of any other length.
-func fuzzAddrPort(b []byte, port uint16) netip.AddrPort {
-	a, _ := netip.AddrFromSlice(b)
-	return netip.AddrPortFrom(a, port)
+// fuzzAddr makes an IPv4 address of 4 bytes, an IPv6 one of 16, and null
+// (unknown to the kernel) of any other length.
+func fuzzAddr(b []byte) *string {
+	a, ok := netip.AddrFromSlice(b)
+	if !ok {
+		return nil
+	}
+	s := a.String()
+	return &s
 }
 
 // asWritten is s as the writer spells it: each byte of invalid UTF-8

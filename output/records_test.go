@@ -246,16 +246,37 @@ type exportInput struct {
 	x         Extra
 }
 
+// fromRecord converts a connection record, timeline included, as the
+// reader does: tests spell connections by their names in a file.
+func fromRecord(r ConnectionRecord) tracer.Connection {
+	c, err := connectionFromRecord(&r)
+	if err == nil {
+		c.Timeline, err = timelineFromRecords(r.Timeline)
+	}
+	if err != nil {
+		panic(err)
+	}
+	return c
+}
+
 // fullRecords sets every field of every record, optional ones included.
 func fullRecords() exportInput {
+	t0 := time.Date(2026, 11, 21, 12, 0, 0, 123456789, time.UTC)
+	us := func(n int64) time.Time { return t0.Add(time.Duration(n) * time.Microsecond) }
+	local, remote, handshake, synRecv := "10.0.0.2", "10.0.0.1", int64(122), int64(40)
 	conns := sampleConnections()
-	c := &conns[0]
-	c.ListenerID, c.SynRecvHow, c.Errno, c.SynRecvUs = 9, tracer.SynRecvFromSRTT, "ECONNRESET", 40
-	c.Retransmits = tracer.Retransmits{Syn: 1, SynAck: 2, Data: 3, Fin: 4}
-	c.Flags = append(c.Flags, tracer.FlagResetReceived)
-	c.Timeline = append([]tracer.Item{{At: c.Start, OffsetUs: 1, Kind: "state", From: "ESTABLISHED", To: "CLOSE",
-		State: "ESTABLISHED", Reason: "TCP_ABORT_ON_CLOSE", Errno: "ECONNRESET", Detail: "d", PrevStateUs: 7}}, c.Timeline...)
-	t0 := c.Start
+	conns[0] = fromRecord(ConnectionRecord{ID: 4834, PeerID: 4835, ListenerID: 9, Role: "client", Family: "ipv4",
+		LocalAddr: &local, RemoteAddr: &remote, LocalPort: 40000, RemotePort: 80, NetNS: 4026531833, PID: 100, Comm: "wrk",
+		Start: t0, End: us(279), DurationUs: 279, HandshakeUs: &handshake, SynRecvUs: &synRecv, SynRecvMethod: "srtt",
+		Retransmits: RetransmitsRecord{Syn: 1, SynAck: 2, Data: 3, Fin: 4}, BytesReceived: 43, BytesAcked: 18,
+		ClosedBy: "local", Outcome: "time_wait", Errno: "ECONNRESET", Flags: []string{"reset_received", "time_wait"},
+		Timeline: []ItemRecord{
+			{At: us(1), OffsetUs: 1, Kind: "state", From: "ESTABLISHED", To: "CLOSE", State: "ESTABLISHED",
+				Reason: "TCP_ABORT_ON_CLOSE", Errno: "ECONNRESET", Detail: "d", PrevStateUs: 7},
+			{At: t0, Kind: "state", From: "CLOSE", To: "SYN_SENT"},
+			{At: us(122), OffsetUs: 122, Kind: "state", From: "SYN_SENT", To: "ESTABLISHED", PrevStateUs: 122},
+			{At: us(279), OffsetUs: 279, Kind: "time_wait", State: "TIME_WAIT", Detail: "until later"},
+		}})
 	unattributed := uint64(3)
 	ls := []ListenerRow{{ID: 5, NetNS: 1, Local: netip.MustParseAddrPort("10.0.0.1:80"), PID: 2, Comm: "srv", Backlog: 4,
 		PeakQueue: 5, Connections: 6, SynAcks: 7, Abandoned: 8, Resets: 9, Overflows: 10, Syncookies: 11, QueueSamples: 12,
@@ -277,9 +298,9 @@ func fullRecords() exportInput {
 // array holds one element, itself minimal.
 func minimalRecords() exportInput {
 	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
-	conns := []tracer.Connection{{ID: 1, Role: tracer.RoleClient, Outcome: tracer.OutcomeReset, Start: t0, End: t0,
-		HandshakeUs: -1, SynRecvUs: -1, Remote: netip.MustParseAddrPort("10.0.0.1:80"), Flags: []tracer.Flag{tracer.FlagResetReceived},
-		Timeline: []tracer.Item{{At: t0, Kind: "reset_received"}}}}
+	remote := "10.0.0.1"
+	conns := []tracer.Connection{fromRecord(ConnectionRecord{ID: 1, Role: "client", Outcome: "reset", Start: t0, End: t0,
+		RemoteAddr: &remote, RemotePort: 80, Flags: []string{"reset_received"}, Timeline: []ItemRecord{{At: t0, Kind: "reset_received"}}})}
 	ls := []ListenerRow{{ID: 5}}
 	x := Extra{End: t0,
 		Recursion: []tracer.RecursionMisses{{Tracepoint: "sock/inet_sock_set_state"}},

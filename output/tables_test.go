@@ -198,7 +198,7 @@ func TestTimelineTable(t *testing.T) {
 	out := render(t, func(b *strings.Builder) error { return TimelineTable(b, &c) })
 	lines := strings.SplitN(out, "\n", 4)
 	if lines[0] != "connection 4834: client 10.0.0.2:40000 -> 10.0.0.1:80 wrk/100, netns 4026531833" ||
-		lines[1] != "outcome time_wait, closed by local, flags [time_wait,reset_received], peer 4835" ||
+		lines[1] != "outcome time_wait, closed by local, flags [reset_received,time_wait], peer 4835" ||
 		!strings.HasPrefix(lines[2], "started ") || !strings.HasSuffix(lines[2], "; SYN x1, SYN-ACK x2, data rtx x3, FIN rtx x4, handshake 122us, lived 279us") {
 		t.Errorf("header lines:\n%s", strings.Join(lines[:3], "\n"))
 	}

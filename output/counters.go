@@ -7,21 +7,6 @@ import (
 	"strconv"
 )
 
-// CounterDelta is how much one kernel counter moved in one namespace while
-// recording.
-type CounterDelta struct {
-	NetNS   uint32 `json:"netns"`
-	Counter string `json:"counter"`
-	Delta   uint64 `json:"delta"`
-	// Created: the namespace was created during the recording, so the
-	// delta counts from zero.
-	Created bool `json:"netns_created,omitempty"`
-	// Unattributed, on the ListenOverflows and ListenDrops rows of a
-	// namespace whose listeners were sampled: the part of the delta no
-	// single listener explains.
-	Unattributed *uint64 `json:"unattributed,omitempty"`
-}
-
 // counterMeaning says what a counter's rise means, in a load-tester's words.
 // %d is the delta.
 // TcpExt.TW is LINUX_MIB_TIMEWAITED, which __inet_twsk_schedule()

@@ -9,19 +9,6 @@ import (
 	"github.com/tcpscope/tcpscope/tracer"
 )
 
-// FormatVersion is the export format's version; readers reject newer ones.
-const FormatVersion = 1
-
-// Meta describes a recording.
-type Meta struct {
-	FormatVersion int       `json:"format_version"`
-	Tcpscope      string    `json:"tcpscope"`
-	Kernel        string    `json:"kernel"`
-	Hostname      string    `json:"hostname"`
-	Start         time.Time `json:"start"`
-	Command       []string  `json:"command,omitempty"`
-}
-
 // Extra is what a summary holds besides the connection statistics.
 type Extra struct {
 	End        time.Time
@@ -49,7 +36,7 @@ type Extra struct {
 // AppendConnectionJSON appends one connection as a JSON object (no newline).
 func AppendConnectionJSON(b []byte, c *tracer.Connection) []byte {
 	o := newObj(b)
-	o.str("type", "connection")
+	o.str("type", RecordConnection)
 	o.uint("id", c.ID)
 	optUint(&o, "peer_id", c.PeerID)
 	optUint(&o, "listener_id", c.ListenerID)
@@ -136,7 +123,7 @@ func optDuration(o *obj, k string, us int64) {
 func AppendSummaryJSON(b []byte, s *tracer.Stats, meta Meta, x Extra, withType bool) []byte {
 	o := newObj(b)
 	if withType {
-		o.str("type", "summary")
+		o.str("type", RecordSummary)
 	}
 	o.time("start", meta.Start)
 	o.time("end", x.End)
@@ -245,7 +232,7 @@ func flagNames() []string {
 func appendMeta(b []byte, m Meta, withType bool) []byte {
 	o := newObj(b)
 	if withType {
-		o.str("type", "meta")
+		o.str("type", RecordMeta)
 	}
 	o.int("format_version", int64(m.FormatVersion))
 	o.str("tcpscope", m.Tcpscope)

@@ -1,5 +1,3 @@
-// Package output renders tcpscope's events, connections and summaries as
-// text, tables and JSON. Every renderer is a pure function of its input.
 package output
 
 import (

@@ -11,34 +11,6 @@ import (
 	"github.com/tcpscope/tcpscope/tracer"
 )
 
-// Quantiles summarise a duration distribution in microseconds; -1 unknown.
-type Quantiles struct {
-	Count uint64 `json:"count"`
-	P50   int64  `json:"p50"`
-	P90   int64  `json:"p90"`
-	P99   int64  `json:"p99"`
-	Max   int64  `json:"max"`
-}
-
-// UnmarshalJSON reads null quantiles as -1.
-func (q *Quantiles) UnmarshalJSON(b []byte) error {
-	var raw struct {
-		Count              uint64
-		P50, P90, P99, Max *int64
-	}
-	if err := jsonUnmarshal(b, &raw); err != nil {
-		return err
-	}
-	val := func(p *int64) int64 {
-		if p == nil {
-			return -1
-		}
-		return *p
-	}
-	*q = Quantiles{Count: raw.Count, P50: val(raw.P50), P90: val(raw.P90), P99: val(raw.P99), Max: val(raw.Max)}
-	return nil
-}
-
 // QuantilesOf reads a histogram.
 func QuantilesOf(h *tracer.Histogram) Quantiles {
 	q := Quantiles{Count: h.Count(), P50: h.Quantile(0.5), P90: h.Quantile(0.9), P99: h.Quantile(0.99), Max: -1}
@@ -94,7 +66,7 @@ func RowOfListener(l *tracer.Listener) ListenerRow {
 func AppendListenerJSON(b []byte, l *ListenerRow, withType bool) []byte {
 	o := newObj(b)
 	if withType {
-		o.str("type", "listener")
+		o.str("type", RecordListener)
 	}
 	o.uint("id", l.ID)
 	o.addrOrNull("local_addr", l.Local.Addr())
@@ -126,37 +98,9 @@ func AppendListenerJSON(b []byte, l *ListenerRow, withType bool) []byte {
 	return o.end()
 }
 
-type listenerJSON struct {
-	ID          uint64  `json:"id"`
-	LocalAddr   *string `json:"local_addr"`
-	LocalPort   uint16  `json:"local_port"`
-	NetNS       uint32  `json:"netns"`
-	PID         uint32  `json:"pid"`
-	Comm        string  `json:"comm"`
-	Backlog     uint32  `json:"backlog"`
-	PeakQueue   uint32  `json:"peak_accept_queue"`
-	Connections uint64  `json:"connections"`
-	SynAcks     uint64  `json:"synack_retransmits"`
-	Abandoned   uint64  `json:"abandoned_requests"`
-	Resets      uint64  `json:"resets_sent"`
-	Overflows   uint64  `json:"overflow_drops"`
-	Syncookies  uint64  `json:"syncookie_connections"`
-	// Absent from exports of earlier versions: read as 0.
-	QueueSamples         uint64    `json:"queue_samples"`
-	FullSamples          uint64    `json:"full_queue_samples"`
-	OverflowsAttributed  uint64    `json:"overflow_drops_attributed"`
-	SynDropsAttributed   uint64    `json:"syn_drops_attributed"`
-	DropsAttributed      uint64    `json:"listen_drops_attributed"`
-	SynRetransmitClients uint64    `json:"syn_retransmit_clients"`
-	ClientSynRetransmits uint64    `json:"client_syn_retransmits"`
-	SynRecv              Quantiles `json:"syn_recv_us"`
-	Start                time.Time `json:"start"`
-	End                  time.Time `json:"end"`
-	Preexisting          bool      `json:"preexisting"`
-	Open                 bool      `json:"open"`
-}
-
-func (j *listenerJSON) row() (ListenerRow, error) {
+// listenerFromRecord converts a listener record; AppendListenerJSON is
+// its inverse.
+func listenerFromRecord(j *ListenerRecord) (ListenerRow, error) {
 	r := ListenerRow{ID: j.ID, NetNS: j.NetNS, PID: j.PID, Comm: j.Comm, Backlog: j.Backlog, PeakQueue: j.PeakQueue,
 		Connections: j.Connections, SynAcks: j.SynAcks, Abandoned: j.Abandoned, Resets: j.Resets, Overflows: j.Overflows,
 		Syncookies: j.Syncookies, SynRecv: j.SynRecv, Start: j.Start, End: j.End, Preexisting: j.Preexisting, Open: j.Open,
@@ -165,6 +109,9 @@ func (j *listenerJSON) row() (ListenerRow, error) {
 		SynRetransmitClients: j.SynRetransmitClients, ClientSynRetransmits: j.ClientSynRetransmits}
 	var err error
 	if r.Local, err = maybeAddrPort(j.LocalAddr, j.LocalPort); err != nil {
+		return r, fmt.Errorf("listener %d: %w", j.ID, err)
+	}
+	if err := checkTimes(j.Start, j.End); err != nil {
 		return r, fmt.Errorf("listener %d: %w", j.ID, err)
 	}
 	return r, nil

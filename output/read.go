@@ -42,46 +42,6 @@ func (r *Recording) Warnings(name string) []string {
 	return w
 }
 
-// SummaryRecord is the part of a saved summary that cannot be recomputed
-// from the connections.
-type SummaryRecord struct {
-	End             time.Time       `json:"end"`
-	Connections     uint64          `json:"connections"`
-	LostEvents      uint64          `json:"lost_events"`
-	UnmatchedEvents uint64          `json:"unmatched_events"`
-	Evicted         uint64          `json:"evicted_connections"`
-	Unreadable      uint64          `json:"unreadable_events"`
-	Undecoded       uint64          `json:"undecoded_events"`
-	Discarded       uint64          `json:"discarded_children"`
-	Gaps            uint64          `json:"state_gaps"`
-	Recursion       []recursionJSON `json:"recursion_misses"`
-	Kernel          string          `json:"kernel"`
-	Tcpscope        string          `json:"tcpscope"`
-	Counters        []CounterDelta  `json:"kernel_counters"`
-	TimeWait        []timeWaitJSON  `json:"time_wait"`
-}
-
-type recursionJSON struct {
-	Tracepoint   string `json:"tracepoint"`
-	Program      string `json:"program"`
-	Misses       uint64 `json:"misses"`
-	Nested       uint64 `json:"handled_nested"`
-	NestedMisses uint64 `json:"nested_misses"`
-}
-
-type timeWaitJSON struct {
-	NetNS       uint32 `json:"netns"`
-	LocalAddr   string `json:"local_addr"`
-	RemoteAddr  string `json:"remote_addr"`
-	RemotePort  uint16 `json:"remote_port"`
-	Peak        int    `json:"peak"`
-	LiveAtEnd   int    `json:"live_at_end"`
-	KernelCount *int   `json:"kernel_count_at_end"`
-	Ports       int    `json:"usable_ports"`
-	Entered     uint64 `json:"entered"`
-	Warned      bool   `json:"warned"`
-}
-
 // Extra rebuilds the summary's kernel-side parts for the tables.
 func (s *SummaryRecord) Extra() Extra {
 	x := Extra{End: s.End, LostEvents: s.LostEvents, Orphans: s.UnmatchedEvents, Evicted: s.Evicted, Counters: s.Counters,
@@ -90,55 +50,32 @@ func (s *SummaryRecord) Extra() Extra {
 		x.Recursion = append(x.Recursion, tracer.RecursionMisses{Tracepoint: r.Tracepoint, Program: r.Program,
 			Misses: r.Misses, Nested: r.Nested, NestedMisses: r.NestedMisses})
 	}
-	for _, t := range s.TimeWait {
-		p := TimeWaitPressure{KernelCount: -1}
-		if t.KernelCount != nil {
-			p.KernelCount = *t.KernelCount
-		}
-		local, _ := netip.ParseAddr(t.LocalAddr)
-		remote, _ := netip.ParseAddr(t.RemoteAddr)
-		p.Key = tracer.TimeWaitKey{NetNS: t.NetNS, Local: local, Remote: netip.AddrPortFrom(remote, t.RemotePort)}
-		p.Peak, p.Now, p.Ports, p.Total, p.Warned = t.Peak, t.LiveAtEnd, t.Ports, t.Entered, t.Warned
-		x.TimeWait = append(x.TimeWait, p)
+	for i := range s.TimeWait {
+		x.TimeWait = append(x.TimeWait, timeWaitFromRecord(&s.TimeWait[i]))
 	}
 	return x
 }
 
-type connectionJSON struct {
-	Type        string          `json:"type"`
-	ID          uint64          `json:"id"`
-	PeerID      uint64          `json:"peer_id"`
-	ListenerID  uint64          `json:"listener_id"`
-	Role        tracer.Role     `json:"role"`
-	Family      string          `json:"family"`
-	LocalAddr   *string         `json:"local_addr"`
-	LocalPort   uint16          `json:"local_port"`
-	RemoteAddr  *string         `json:"remote_addr"`
-	RemotePort  uint16          `json:"remote_port"`
-	NetNS       uint32          `json:"netns"`
-	PID         uint32          `json:"pid"`
-	Comm        string          `json:"comm"`
-	Start       time.Time       `json:"start"`
-	End         time.Time       `json:"end"`
-	DurationUs  int64           `json:"duration_us"`
-	HandshakeUs *int64          `json:"handshake_us"`
-	SynRecvUs   *int64          `json:"syn_recv_us"`
-	SynRecvHow  string          `json:"syn_recv_method"`
-	Retransmits retransmits     `json:"retransmits"`
-	BytesRecv   uint64          `json:"bytes_received"`
-	BytesAcked  uint64          `json:"bytes_acked"`
-	ClosedBy    string          `json:"closed_by"`
-	Outcome     string          `json:"outcome"`
-	Errno       string          `json:"errno"`
-	Flags       []tracer.Flag   `json:"flags"`
-	Timeline    json.RawMessage `json:"timeline"`
+// timeWaitFromRecord converts a "time_wait" entry; appendTimeWait is its
+// inverse.
+func timeWaitFromRecord(t *TimeWaitRecord) TimeWaitPressure {
+	p := TimeWaitPressure{KernelCount: -1}
+	if t.KernelCount != nil {
+		p.KernelCount = *t.KernelCount
+	}
+	local, _ := netip.ParseAddr(t.LocalAddr)
+	remote, _ := netip.ParseAddr(t.RemoteAddr)
+	p.Key = tracer.TimeWaitKey{NetNS: t.NetNS, Local: local, Remote: netip.AddrPortFrom(remote, t.RemotePort)}
+	p.Peak, p.Now, p.Ports, p.Total, p.Warned = t.Peak, t.LiveAtEnd, t.Ports, t.Entered, t.Warned
+	return p
 }
 
-type retransmits struct {
-	Syn    uint32 `json:"syn"`
-	SynAck uint32 `json:"synack"`
-	Data   uint32 `json:"data"`
-	Fin    uint32 `json:"fin"`
+// connectionInput is a ConnectionRecord as the reader decodes it: the
+// timeline stays raw until the options say it is wanted (timelines are
+// most of a big file).
+type connectionInput struct {
+	ConnectionRecord
+	Timeline json.RawMessage `json:"timeline"`
 }
 
 // ReadOptions tune ReadExport.
@@ -152,40 +89,96 @@ type ReadOptions struct {
 	Strict bool
 }
 
-func (j *connectionJSON) connection(opts ReadOptions) (tracer.Connection, error) {
-	c := tracer.Connection{
-		ID: j.ID, PeerID: j.PeerID, ListenerID: j.ListenerID, Role: j.Role, Family: j.Family,
-		NetNS: j.NetNS, PID: j.PID, Comm: j.Comm, Start: j.Start, End: j.End, DurationUs: j.DurationUs,
-		HandshakeUs: -1, SynRecvUs: -1, SynRecvHow: j.SynRecvHow,
-		Retransmits:   tracer.Retransmits{Syn: j.Retransmits.Syn, SynAck: j.Retransmits.SynAck, Data: j.Retransmits.Data, Fin: j.Retransmits.Fin},
-		BytesReceived: j.BytesRecv, BytesAcked: j.BytesAcked,
-		ClosedBy: j.ClosedBy, Outcome: tracer.Outcome(j.Outcome), Errno: j.Errno, Flags: j.Flags,
+func (j *connectionInput) connection(opts ReadOptions) (tracer.Connection, error) {
+	c, err := connectionFromRecord(&j.ConnectionRecord)
+	if err != nil {
+		return c, fmt.Errorf("connection %d: %w", j.ID, err)
 	}
 	if len(j.Timeline) > 0 && (!opts.FlaggedTimelinesOnly || c.Flagged()) {
-		if err := json.Unmarshal(j.Timeline, &c.Timeline); err != nil {
+		var items []ItemRecord
+		if err := json.Unmarshal(j.Timeline, &items); err != nil {
+			return c, fmt.Errorf("connection %d: timeline: %w", j.ID, err)
+		}
+		if c.Timeline, err = timelineFromRecords(items); err != nil {
 			return c, fmt.Errorf("connection %d: timeline: %w", j.ID, err)
 		}
 	}
-	if j.HandshakeUs != nil {
+	return c, nil
+}
+
+// connectionFromRecord converts a connection record, but its timeline
+// (timelineFromRecords), to the timeline model; AppendConnectionJSON is
+// its inverse.
+func connectionFromRecord(j *ConnectionRecord) (tracer.Connection, error) {
+	c := tracer.Connection{
+		ID: j.ID, PeerID: j.PeerID, ListenerID: j.ListenerID, Role: tracer.Role(j.Role), Family: j.Family,
+		NetNS: j.NetNS, PID: j.PID, Comm: j.Comm, Start: j.Start, End: j.End, DurationUs: j.DurationUs,
+		HandshakeUs: -1, SynRecvUs: -1, SynRecvHow: j.SynRecvMethod,
+		Retransmits:   tracer.Retransmits{Syn: j.Retransmits.Syn, SynAck: j.Retransmits.SynAck, Data: j.Retransmits.Data, Fin: j.Retransmits.Fin},
+		BytesReceived: j.BytesReceived, BytesAcked: j.BytesAcked,
+		ClosedBy: j.ClosedBy, Outcome: tracer.Outcome(j.Outcome), Errno: j.Errno, Flags: flagsFromRecord(j.Flags),
+	}
+	// Unknown (-1) is null in a file, as is any negative (optDuration).
+	if j.HandshakeUs != nil && *j.HandshakeUs >= 0 {
 		c.HandshakeUs = *j.HandshakeUs
 	}
-	if j.SynRecvUs != nil {
+	if j.SynRecvUs != nil && *j.SynRecvUs >= 0 {
 		c.SynRecvUs = *j.SynRecvUs
 	}
-	if j.Role != tracer.RoleClient && j.Role != tracer.RoleServer {
-		return c, fmt.Errorf("connection %d: unknown role %q", j.ID, j.Role)
+	if err := checkTimes(j.Start, j.End); err != nil {
+		return c, err
+	}
+	if c.Role != tracer.RoleClient && c.Role != tracer.RoleServer {
+		return c, fmt.Errorf("unknown role %q", j.Role)
 	}
 	if !validOutcome(c.Outcome) {
-		return c, fmt.Errorf("connection %d: unknown outcome %q", j.ID, j.Outcome)
+		return c, fmt.Errorf("unknown outcome %q", j.Outcome)
 	}
 	var err error
 	if c.Local, err = maybeAddrPort(j.LocalAddr, j.LocalPort); err != nil {
-		return c, fmt.Errorf("connection %d: %w", j.ID, err)
+		return c, err
 	}
 	if c.Remote, err = maybeAddrPort(j.RemoteAddr, j.RemotePort); err != nil {
-		return c, fmt.Errorf("connection %d: %w", j.ID, err)
+		return c, err
 	}
 	return c, nil
+}
+
+// flagsFromRecord converts a connection's "flags"; none is nil.
+func flagsFromRecord(fs []string) []tracer.Flag {
+	if len(fs) == 0 {
+		return nil
+	}
+	out := make([]tracer.Flag, len(fs))
+	for i, f := range fs {
+		out[i] = tracer.Flag(f)
+	}
+	return out
+}
+
+// timelineFromRecords converts a connection's "timeline"; an empty one is
+// nil.
+func timelineFromRecords(items []ItemRecord) ([]tracer.Item, error) {
+	if len(items) == 0 {
+		return nil, nil
+	}
+	out := make([]tracer.Item, len(items))
+	for i := range items {
+		if err := itemFromRecord(&items[i], &out[i]); err != nil {
+			return nil, fmt.Errorf("item %d: %w", i, err)
+		}
+	}
+	return out, nil
+}
+
+// itemFromRecord converts one timeline item; appendItem is its inverse.
+func itemFromRecord(r *ItemRecord, it *tracer.Item) error {
+	if err := checkTimes(r.At); err != nil {
+		return err
+	}
+	*it = tracer.Item{At: r.At, OffsetUs: r.OffsetUs, Kind: r.Kind, From: r.From, To: r.To, State: r.State,
+		Reason: r.Reason, Errno: r.Errno, Detail: r.Detail, PrevStateUs: r.PrevStateUs}
+	return nil
 }
 
 // maybeAddrPort reads an address that may be null (unknown to the kernel).
@@ -280,6 +273,39 @@ func checkMeta(name string, line int, m Meta) error {
 	if m.FormatVersion > FormatVersion {
 		return fmt.Errorf("%s:%d: export format version %d is newer than this tcpscope reads (%d): upgrade tcpscope", name, line, m.FormatVersion, FormatVersion)
 	}
+	if err := checkTimes(m.Start); err != nil {
+		return fmt.Errorf("%s:%d: meta: %w", name, line, err)
+	}
+	return nil
+}
+
+// checkTimes refuses a time the writer could not write back: RFC 3339 in
+// UTC has years 0 to 9999 (an offset can push one out).
+func checkTimes(ts ...time.Time) error {
+	for _, t := range ts {
+		if y := t.UTC().Year(); y < 0 || y > 9999 {
+			return fmt.Errorf("time %s out of range (years 0 to 9999 in UTC)", t.Format(time.RFC3339Nano))
+		}
+	}
+	return nil
+}
+
+// checkSummary refuses what the writer could not write back (a TIME_WAIT
+// destination's negative count), and spells its addresses as the writer
+// does (netip.Addr's String: "invalid IP" for one it cannot read).
+func checkSummary(s *SummaryRecord) error {
+	if err := checkTimes(s.Start, s.End); err != nil {
+		return err
+	}
+	for i := range s.TimeWait {
+		t := &s.TimeWait[i]
+		local, _ := netip.ParseAddr(t.LocalAddr)
+		remote, _ := netip.ParseAddr(t.RemoteAddr)
+		t.LocalAddr, t.RemoteAddr = local.String(), remote.String()
+		if t.Peak < 0 || t.LiveAtEnd < 0 || t.Ports < 0 || t.KernelCount != nil && *t.KernelCount < 0 {
+			return fmt.Errorf("time_wait toward %s: a negative count", t.RemoteAddr)
+		}
+	}
 	return nil
 }
 
@@ -305,11 +331,11 @@ func (r *recordReader) add(raw []byte, line int) error {
 		}
 		return fmt.Errorf("%s:%d: invalid JSON: %v", r.name, line, err)
 	}
-	if !r.sawMeta && typ.Type != "meta" {
+	if !r.sawMeta && typ.Type != RecordMeta {
 		return fmt.Errorf("%s:%d: not a tcpscope export (the first record is not its meta record)", r.name, line)
 	}
 	switch typ.Type {
-	case "meta":
+	case RecordMeta:
 		if r.sawMeta {
 			return fmt.Errorf("%s:%d: a second meta record", r.name, line)
 		}
@@ -318,8 +344,8 @@ func (r *recordReader) add(raw []byte, line int) error {
 			return fmt.Errorf("%s:%d: invalid meta record: %v", r.name, line, err)
 		}
 		return checkMeta(r.name, line, r.rec.Meta)
-	case "connection":
-		var j connectionJSON
+	case RecordConnection:
+		var j connectionInput
 		if err := json.Unmarshal(raw, &j); err != nil {
 			return fmt.Errorf("%s:%d: invalid connection record: %v", r.name, line, err)
 		}
@@ -328,19 +354,22 @@ func (r *recordReader) add(raw []byte, line int) error {
 			return fmt.Errorf("%s:%d: %v", r.name, line, err)
 		}
 		r.rec.Connections = append(r.rec.Connections, c)
-	case "listener":
-		var j listenerJSON
+	case RecordListener:
+		var j ListenerRecord
 		if err := json.Unmarshal(raw, &j); err != nil {
 			return fmt.Errorf("%s:%d: invalid listener record: %v", r.name, line, err)
 		}
-		l, err := j.row()
+		l, err := listenerFromRecord(&j)
 		if err != nil {
 			return fmt.Errorf("%s:%d: %v", r.name, line, err)
 		}
 		r.rec.Listeners = append(r.rec.Listeners, l)
-	case "summary":
+	case RecordSummary:
 		var s SummaryRecord
 		if err := json.Unmarshal(raw, &s); err != nil {
+			return fmt.Errorf("%s:%d: invalid summary record: %v", r.name, line, err)
+		}
+		if err := checkSummary(&s); err != nil {
 			return fmt.Errorf("%s:%d: invalid summary record: %v", r.name, line, err)
 		}
 		r.rec.Summary = &s
@@ -412,21 +441,20 @@ func readJSONL(name string, br *bufio.Reader, line int, opts ReadOptions) (*Reco
 	return r.finish()
 }
 
-// documentJSON is a .json export; Type is set instead when the first value
-// is a record of a reformatted .jsonl.
-type documentJSON struct {
-	Type        *string          `json:"type"`
-	Meta        *Meta            `json:"meta"`
-	Connections []connectionJSON `json:"connections"`
-	Listeners   []listenerJSON   `json:"listeners"`
-	Summary     *SummaryRecord   `json:"summary"`
+// documentInput is a Document as the reader decodes it, connections as
+// connectionInput. Type is set instead when the first value is a record of
+// a reformatted .jsonl.
+type documentInput struct {
+	Type *string `json:"type"`
+	Document
+	Connections []connectionInput `json:"connections"`
 }
 
 // readDocument reads a whole input that is not tcpscope's own .jsonl
 // layout: a .json document in any formatting, or records reformatted (each
 // spread over lines, or with their keys reordered).
 func readDocument(name string, data []byte, skipped int, opts ReadOptions) (*Recording, error) {
-	var doc documentJSON
+	var doc documentInput
 	err := json.Unmarshal(data, &doc)
 	var se *json.SyntaxError
 	switch {
@@ -448,9 +476,14 @@ func readDocument(name string, data []byte, skipped int, opts ReadOptions) (*Rec
 	if doc.Summary == nil && opts.Strict {
 		return nil, fmt.Errorf("%s: no summary: the recording did not finish", name)
 	}
+	if doc.Summary != nil {
+		if err := checkSummary(doc.Summary); err != nil {
+			return nil, fmt.Errorf("%s: invalid summary: %v", name, err)
+		}
+	}
 	rec := &Recording{Meta: *doc.Meta, Summary: doc.Summary}
 	for i := range doc.Listeners {
-		l, err := doc.Listeners[i].row()
+		l, err := listenerFromRecord(&doc.Listeners[i])
 		if err != nil {
 			return nil, fmt.Errorf("%s: listener %d: %v", name, i+1, err)
 		}

@@ -52,6 +52,11 @@ func ValidateExportSample(path string, n int) error {
 	if err != nil {
 		return err
 	}
+	return validateData(sch, path, data, strings.HasSuffix(path, ".json"), n)
+}
+
+// validateData checks data, a .json document or a .jsonl, named path.
+func validateData(sch *jsonschema.Schema, path string, data []byte, document bool, n int) error {
 	validate := func(where string, raw []byte) error {
 		v, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
 		if err != nil {
@@ -62,7 +67,7 @@ func ValidateExportSample(path string, n int) error {
 		}
 		return nil
 	}
-	if strings.HasSuffix(path, ".json") {
+	if document {
 		if !json.Valid(data) {
 			return fmt.Errorf("%s: invalid JSON", path)
 		}

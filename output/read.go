@@ -109,7 +109,7 @@ type connectionJSON struct {
 	ID          uint64          `json:"id"`
 	PeerID      uint64          `json:"peer_id"`
 	ListenerID  uint64          `json:"listener_id"`
-	Role        tracer.Role     `json:"role"`
+	Role        string          `json:"role"`
 	Family      string          `json:"family"`
 	LocalAddr   *string         `json:"local_addr"`
 	LocalPort   uint16          `json:"local_port"`
@@ -130,7 +130,7 @@ type connectionJSON struct {
 	ClosedBy    string          `json:"closed_by"`
 	Outcome     string          `json:"outcome"`
 	Errno       string          `json:"errno"`
-	Flags       []tracer.Flag   `json:"flags"`
+	Flags       []string        `json:"flags"`
 	Timeline    json.RawMessage `json:"timeline"`
 }
 
@@ -154,15 +154,16 @@ type ReadOptions struct {
 
 func (j *connectionJSON) connection(opts ReadOptions) (tracer.Connection, error) {
 	c := tracer.Connection{
-		ID: j.ID, PeerID: j.PeerID, ListenerID: j.ListenerID, Role: j.Role, Family: j.Family,
+		ID: j.ID, PeerID: j.PeerID, ListenerID: j.ListenerID,
 		NetNS: j.NetNS, PID: j.PID, Comm: j.Comm, Start: j.Start, End: j.End, DurationUs: j.DurationUs,
-		HandshakeUs: -1, SynRecvUs: -1, SynRecvHow: j.SynRecvHow,
+		HandshakeUs: -1, SynRecvUs: -1,
 		Retransmits:   tracer.Retransmits{Syn: j.Retransmits.Syn, SynAck: j.Retransmits.SynAck, Data: j.Retransmits.Data, Fin: j.Retransmits.Fin},
 		BytesReceived: j.BytesRecv, BytesAcked: j.BytesAcked,
-		ClosedBy: j.ClosedBy, Outcome: tracer.Outcome(j.Outcome), Errno: j.Errno, Flags: j.Flags,
 	}
+	namesErr := j.parseNames(&c)
 	if len(j.Timeline) > 0 && (!opts.FlaggedTimelinesOnly || c.Flagged()) {
-		if err := json.Unmarshal(j.Timeline, &c.Timeline); err != nil {
+		var err error
+		if c.Timeline, err = readTimeline(j.Timeline); err != nil {
 			return c, fmt.Errorf("connection %d: timeline: %w", j.ID, err)
 		}
 	}
@@ -172,11 +173,8 @@ func (j *connectionJSON) connection(opts ReadOptions) (tracer.Connection, error)
 	if j.SynRecvUs != nil {
 		c.SynRecvUs = *j.SynRecvUs
 	}
-	if j.Role != tracer.RoleClient && j.Role != tracer.RoleServer {
-		return c, fmt.Errorf("connection %d: unknown role %q", j.ID, j.Role)
-	}
-	if !validOutcome(c.Outcome) {
-		return c, fmt.Errorf("connection %d: unknown outcome %q", j.ID, j.Outcome)
+	if namesErr != nil {
+		return c, fmt.Errorf("connection %d: %w", j.ID, namesErr)
 	}
 	var err error
 	if c.Local, err = maybeAddrPort(j.LocalAddr, j.LocalPort); err != nil {
@@ -186,6 +184,104 @@ func (j *connectionJSON) connection(opts ReadOptions) (tracer.Connection, error)
 		return c, fmt.Errorf("connection %d: %w", j.ID, err)
 	}
 	return c, nil
+}
+
+// parseNames reads the connection's names into typed values: role,
+// family, syn_recv_method, closed_by, outcome, errno, flags.
+func (j *connectionJSON) parseNames(c *tracer.Connection) error {
+	var ok bool
+	if c.Role, ok = tracer.ParseRole(j.Role); !ok || c.Role == tracer.RoleUnknown {
+		return fmt.Errorf("unknown role %q", j.Role)
+	}
+	if c.Outcome, ok = tracer.ParseOutcome(j.Outcome); !ok {
+		return fmt.Errorf("unknown outcome %q", j.Outcome)
+	}
+	if c.Family, ok = tracer.ParseFamily(j.Family); !ok {
+		return fmt.Errorf("unknown family %q", j.Family)
+	}
+	if c.SynRecvHow, ok = tracer.ParseSynRecvHow(j.SynRecvHow); !ok {
+		return fmt.Errorf("unknown syn_recv_method %q", j.SynRecvHow)
+	}
+	if c.ClosedBy, ok = tracer.ParseClosedBy(j.ClosedBy); !ok {
+		return fmt.Errorf("unknown closed_by %q", j.ClosedBy)
+	}
+	if j.Errno != "" {
+		if c.Errno, ok = tracer.ParseErrno(j.Errno); !ok {
+			return fmt.Errorf("unknown errno %q", j.Errno)
+		}
+	}
+	for _, name := range j.Flags {
+		f, ok := tracer.ParseFlag(name)
+		if !ok {
+			return fmt.Errorf("unknown flag %q", name)
+		}
+		c.Flags = c.Flags.With(f)
+	}
+	return nil
+}
+
+// itemJSON is one timeline item as exported.
+type itemJSON struct {
+	At          time.Time `json:"at"`
+	OffsetUs    int64     `json:"offset_us"`
+	Kind        string    `json:"kind"`
+	From        string    `json:"from"`
+	To          string    `json:"to"`
+	State       string    `json:"state"`
+	Reason      string    `json:"reason"`
+	Errno       string    `json:"errno"`
+	Detail      string    `json:"detail"`
+	PrevStateUs int64     `json:"prev_state_us"`
+}
+
+// readTimeline reads a timeline, its names into typed values.
+func readTimeline(raw json.RawMessage) ([]tracer.Item, error) {
+	var items []itemJSON
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return nil, err
+	}
+	if items == nil {
+		return nil, nil
+	}
+	out := make([]tracer.Item, len(items))
+	for i := range items {
+		if err := items[i].item(&out[i]); err != nil {
+			return nil, fmt.Errorf("item %d: %w", i, err)
+		}
+	}
+	return out, nil
+}
+
+func (j *itemJSON) item(it *tracer.Item) error {
+	*it = tracer.Item{At: j.At, OffsetUs: j.OffsetUs, PrevStateUs: j.PrevStateUs}
+	var ok bool
+	if it.Kind, ok = tracer.ParseItemKind(j.Kind); !ok {
+		return fmt.Errorf("unknown kind %q", j.Kind)
+	}
+	for _, s := range []struct {
+		name string
+		to   *tracer.State
+	}{{j.From, &it.From}, {j.To, &it.To}, {j.State, &it.State}} {
+		if s.name == "" {
+			continue
+		}
+		if *s.to, ok = tracer.ParseState(s.name); !ok {
+			return fmt.Errorf("unknown state %q", s.name)
+		}
+	}
+	if j.Reason != "" {
+		if it.Reason, ok = tracer.ParseRSTReason(j.Reason); !ok {
+			return fmt.Errorf("unknown reason %q", j.Reason)
+		}
+		it.HasReason = true
+	}
+	if j.Errno != "" {
+		if it.Errno, ok = tracer.ParseErrno(j.Errno); !ok {
+			return fmt.Errorf("unknown errno %q", j.Errno)
+		}
+	}
+	parseDetail(it, j.Detail)
+	return nil
 }
 
 // maybeAddrPort reads an address that may be null (unknown to the kernel).
@@ -198,15 +294,6 @@ func maybeAddrPort(s *string, port uint16) (netip.AddrPort, error) {
 		return netip.AddrPort{}, err
 	}
 	return netip.AddrPortFrom(a, port), nil
-}
-
-func validOutcome(o tracer.Outcome) bool {
-	for _, x := range tracer.AllOutcomes {
-		if x == o {
-			return true
-		}
-	}
-	return false
 }
 
 // ReadExport reads a .jsonl or .json export, naming the file and line of

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
@@ -46,7 +48,6 @@ func run(s *script, finishAt time.Duration) map[uint64]Connection {
 	b := NewBuilder(BuilderConfig{Clock: Clock{OffsetNs: t0.UnixNano()}, Emit: func(c *Connection) {
 		cp := *c
 		cp.Timeline = slices.Clone(c.Timeline)
-		cp.Flags = slices.Clone(c.Flags)
 		out[c.ID] = cp
 	}})
 	for i := range s.events {
@@ -73,13 +74,13 @@ func serverHandshake(s *script, ck uint64, srttUs uint32) {
 	s.at(260 * time.Microsecond).ev(est)
 }
 
-func check(t *testing.T, c Connection, outcome Outcome, closedBy string, flags ...Flag) {
+func check(t *testing.T, c Connection, outcome Outcome, closedBy ClosedBy, flags ...Flag) {
 	t.Helper()
 	if c.Outcome != outcome || c.ClosedBy != closedBy {
 		t.Errorf("conn %d: outcome %s closed_by %q, want %s %q", c.ID, c.Outcome, c.ClosedBy, outcome, closedBy)
 	}
-	if !slices.Equal(c.Flags, flags) && !(len(c.Flags) == 0 && len(flags) == 0) {
-		t.Errorf("conn %d: flags %v, want %v", c.ID, c.Flags, flags)
+	if c.Flags != FlagsOf(flags...) {
+		t.Errorf("conn %d: flags %v, want %v", c.ID, c.Flags, FlagsOf(flags...))
 	}
 }
 
@@ -95,8 +96,8 @@ func TestClientClosesFirst(t *testing.T) {
 	s.at(11*time.Millisecond + 20*time.Microsecond).ev(st(11, StateLastAck, StateClose, srv, cli))
 	got := run(s, time.Second)
 	c, sv := got[10], got[11]
-	check(t, c, OutcomeTimeWait, "local", FlagTimeWait)
-	check(t, sv, OutcomeClosed, "remote")
+	check(t, c, OutcomeTimeWait, ClosedByLocal, FlagTimeWait)
+	check(t, sv, OutcomeClosed, ClosedByRemote)
 	if c.Role != RoleClient || c.PID != 100 || c.Comm != "wrk" || c.Local != cli || c.Remote != srv {
 		t.Errorf("client record: %+v", c)
 	}
@@ -110,10 +111,10 @@ func TestClientClosesFirst(t *testing.T) {
 		t.Errorf("server syn_recv %d via %s start %s", sv.SynRecvUs, sv.SynRecvHow, sv.Start)
 	}
 	last := c.Timeline[len(c.Timeline)-1]
-	if last.Kind != ItemTimeWait || last.State != "TIME_WAIT" {
+	if last.Kind != ItemTimeWait || last.State != StateTimeWait {
 		t.Errorf("client timeline ends with %+v, want a TIME_WAIT step", last)
 	}
-	if fw2 := c.Timeline[3]; fw2.From != "FIN_WAIT1" || fw2.PrevStateUs != 20 {
+	if fw2 := c.Timeline[3]; fw2.From != StateFinWait1 || fw2.PrevStateUs != 20 {
 		t.Errorf("FIN_WAIT1->FIN_WAIT2 item %+v, want 20us in FIN_WAIT1", fw2)
 	}
 	if c.DurationUs != 11010 {
@@ -134,8 +135,8 @@ func TestRefused(t *testing.T) {
 		t.Fatalf("%d records, want client and server: %v", len(got), got)
 	}
 	c := got[20]
-	check(t, c, OutcomeRefused, "remote", FlagResetReceived, FlagRefused)
-	if c.Errno != "ECONNREFUSED" || c.HandshakeUs != -1 {
+	check(t, c, OutcomeRefused, ClosedByRemote, FlagResetReceived, FlagRefused)
+	if c.Errno != ErrnoConnRefused || c.HandshakeUs != -1 {
 		t.Errorf("client errno %q handshake %d", c.Errno, c.HandshakeUs)
 	}
 	var sv Connection
@@ -144,11 +145,11 @@ func TestRefused(t *testing.T) {
 			sv = r
 		}
 	}
-	check(t, sv, OutcomeRefused, "local", FlagResetSent, FlagRefused)
+	check(t, sv, OutcomeRefused, ClosedByLocal, FlagResetSent, FlagRefused)
 	if sv.Role != RoleServer || sv.Local != srv || sv.Remote != cli || sv.PeerID != 20 || c.PeerID != sv.ID {
 		t.Errorf("server refused record %+v (client peer %d)", sv, c.PeerID)
 	}
-	if sv.Timeline[0].Reason != "NO_SOCKET" {
+	if it := sv.Timeline[0]; !it.HasReason || it.Reason != 1 || it.Detail != DetailNoSocket {
 		t.Errorf("server timeline %+v", sv.Timeline)
 	}
 }
@@ -164,11 +165,11 @@ func TestSynTimeout(t *testing.T) {
 	s.at(7 * time.Second).ev(st(30, StateSynSent, StateClose, cli, srv))
 	s.at(7 * time.Second).ev(Event{Kind: KindError, Cookie: 30, Err: 110, State: StateClose, Local: cli, Remote: srv})
 	c := run(s, 10*time.Second)[30]
-	check(t, c, OutcomeTimeout, "", FlagSynRetransmitted, FlagHandshakeTimeout)
-	if c.Retransmits.Syn != 3 || c.Errno != "ETIMEDOUT" {
+	check(t, c, OutcomeTimeout, ClosedByNone, FlagSynRetransmitted, FlagHandshakeTimeout)
+	if c.Retransmits.Syn != 3 || c.Errno != ErrnoTimedOut {
 		t.Errorf("syn retransmits %d errno %q", c.Retransmits.Syn, c.Errno)
 	}
-	if it := c.Timeline[4]; it.Errno != "EPERM" || it.Detail != "SYN not sent" {
+	if it := c.Timeline[4]; it.Errno != Errno(unix.EPERM) || it.Detail != DetailResentSyn {
 		t.Errorf("failed retransmit item %+v", it)
 	}
 }
@@ -180,7 +181,7 @@ func TestResetMidStream(t *testing.T) {
 		s.at(time.Millisecond).ev(Event{Kind: KindResetReceived, Cookie: 40, State: StateEstablished, Local: cli, Remote: srv})
 		s.ev(st(40, StateEstablished, StateClose, cli, srv))
 		s.ev(Event{Kind: KindError, Cookie: 40, Err: 104, State: StateClose})
-		check(t, run(s, time.Second)[40], OutcomeReset, "remote", FlagResetReceived)
+		check(t, run(s, time.Second)[40], OutcomeReset, ClosedByRemote, FlagResetReceived)
 	})
 	t.Run("sent after close", func(t *testing.T) {
 		// __tcp_close(): ESTABLISHED->CLOSE first, then the reset's trace.
@@ -189,8 +190,8 @@ func TestResetMidStream(t *testing.T) {
 		s.at(time.Millisecond).ev(st(41, StateEstablished, StateClose, srv, cli))
 		s.at(time.Millisecond + 5*time.Microsecond).ev(Event{Kind: KindResetSent, Cookie: 41, State: StateClose, HasReason: true, Reason: 11, Local: srv, Remote: cli})
 		c := run(s, time.Second)[41]
-		check(t, c, OutcomeReset, "local", FlagResetSent)
-		if it := c.Timeline[len(c.Timeline)-1]; it.Reason != "TCP_ABORT_ON_CLOSE" {
+		check(t, c, OutcomeReset, ClosedByLocal, FlagResetSent)
+		if it := c.Timeline[len(c.Timeline)-1]; !it.HasReason || it.Reason != 11 {
 			t.Errorf("last item %+v", it)
 		}
 	})
@@ -201,7 +202,7 @@ func TestResetMidStream(t *testing.T) {
 		s.ev(st(42, StateFinWait1, StateFinWait2, cli, srv))
 		s.at(60 * time.Second).ev(Event{Kind: KindResetSent, Cookie: 42, State: StateFinWait2, HasReason: true, Reason: 14, Local: cli, Remote: srv})
 		s.ev(st(42, StateFinWait2, StateClose, cli, srv))
-		check(t, run(s, 70*time.Second)[42], OutcomeReset, "local", FlagResetSent)
+		check(t, run(s, 70*time.Second)[42], OutcomeReset, ClosedByLocal, FlagResetSent)
 	})
 }
 
@@ -259,9 +260,9 @@ func TestPointerReuseAndUnknownSockets(t *testing.T) {
 	if len(got) != 3 {
 		t.Fatalf("%d records, want 3", len(got))
 	}
-	check(t, got[60], OutcomeClosed, "")
-	check(t, got[61], OutcomeOpen, "")
-	check(t, got[62], OutcomeOpen, "", FlagDataRetransmitted, FlagPreexisting)
+	check(t, got[60], OutcomeClosed, ClosedByNone)
+	check(t, got[61], OutcomeOpen, ClosedByNone)
+	check(t, got[62], OutcomeOpen, ClosedByNone, FlagDataRetransmitted, FlagPreexisting)
 	if got[62].Retransmits.Data != 1 {
 		t.Errorf("preexisting retransmits %+v", got[62].Retransmits)
 	}
@@ -275,7 +276,7 @@ func TestPreexistingOwnerFromClose(t *testing.T) {
 	s.ev(st(70, StateFinWait1, StateFinWait2, cli, srv))
 	s.ev(st(70, StateFinWait2, StateClose, cli, srv))
 	c := run(s, time.Second)[70]
-	check(t, c, OutcomeTimeWait, "local", FlagTimeWait, FlagPreexisting)
+	check(t, c, OutcomeTimeWait, ClosedByLocal, FlagTimeWait, FlagPreexisting)
 	if c.PID != 300 || c.Comm != "redis" {
 		t.Errorf("owner %d %q", c.PID, c.Comm)
 	}
@@ -296,7 +297,7 @@ func TestSynAckRetransmitsThenChild(t *testing.T) {
 	est.HasTCPInfo, est.TotalRetrans, est.HasRTO, est.TotalRTO, est.TotalRTOTimeMs = true, 2, true, 2, 3499
 	s.at(3500*time.Millisecond + 20*time.Microsecond).ev(est)
 	c := run(s, 4*time.Second)[80]
-	check(t, c, OutcomeOpen, "", FlagSynAckRetransmitted, FlagLongSynRecv)
+	check(t, c, OutcomeOpen, ClosedByNone, FlagSynAckRetransmitted, FlagLongSynRecv)
 	if c.SynRecvUs != 3499020 || c.SynRecvHow != SynRecvFromSynAck || c.Retransmits.SynAck != 2 {
 		t.Errorf("syn_recv %d via %s, synack %d", c.SynRecvUs, c.SynRecvHow, c.Retransmits.SynAck)
 	}
@@ -323,7 +324,7 @@ func TestAbandonedRequest(t *testing.T) {
 	if len(got) != 1 {
 		t.Fatalf("abandoned request not emitted")
 	}
-	check(t, got[0], OutcomeTimeout, "", FlagSynAckRetransmitted, FlagHandshakeTimeout)
+	check(t, got[0], OutcomeTimeout, ClosedByNone, FlagSynAckRetransmitted, FlagHandshakeTimeout)
 	if got[0].Role != RoleServer || got[0].Retransmits.SynAck != 2 || got[0].End != t0.Add(7*time.Second) {
 		t.Errorf("abandoned request record %+v", got[0])
 	}
@@ -364,7 +365,7 @@ func TestDuplicateCookieChildIsNotAConnection(t *testing.T) {
 	if _, ok := got[101]; ok || len(got) != 1 {
 		t.Fatalf("records %v: the discarded twin must not be one", got)
 	}
-	check(t, got[100], OutcomeOpen, "", FlagSyncookie)
+	check(t, got[100], OutcomeOpen, ClosedByNone, FlagSyncookie)
 }
 
 func TestMaxConnectionsEvictsOldestAsIncomplete(t *testing.T) {
@@ -382,7 +383,7 @@ func TestMaxConnectionsEvictsOldestAsIncomplete(t *testing.T) {
 		t.Fatalf("%d emitted, %d evicted", len(got), b.Evicted())
 	}
 	for _, c := range got {
-		if c.ID >= 1000+50 || c.Outcome != OutcomeOpen || !slices.Contains(c.Flags, FlagIncomplete) {
+		if c.ID >= 1000+50 || c.Outcome != OutcomeOpen || !c.Flags.Has(FlagIncomplete) {
 			t.Errorf("evicted %d: outcome %s flags %v; want the oldest, open and incomplete", c.ID, c.Outcome, c.Flags)
 		}
 	}
@@ -442,7 +443,6 @@ func TestListenerResets(t *testing.T) {
 			emits++
 			cp := *c
 			cp.Timeline = slices.Clone(c.Timeline)
-			cp.Flags = slices.Clone(c.Flags)
 			out[c.ID] = cp
 		},
 		EmitListener: func(l *Listener) { listeners = append(listeners, *l) }})
@@ -461,7 +461,7 @@ func TestListenerResets(t *testing.T) {
 		t.Errorf("listener resets %d abandoned %d, want 4 and 0", listeners[0].Resets, listeners[0].Abandoned)
 	}
 	r := out[90]
-	check(t, r, OutcomeReset, "local", FlagSynAckRetransmitted, FlagResetSent)
+	check(t, r, OutcomeReset, ClosedByLocal, FlagSynAckRetransmitted, FlagResetSent)
 	if !r.End.Equal(t0.Add(1500*time.Millisecond)) || r.Remote != req {
 		t.Errorf("request ended %s toward %s, want at the reset toward %s", r.End, r.Remote, req)
 	}
@@ -471,13 +471,13 @@ func TestListenerResets(t *testing.T) {
 			strayRec = c
 		}
 	}
-	check(t, strayRec, OutcomeReset, "local", FlagResetSent)
+	check(t, strayRec, OutcomeReset, ClosedByLocal, FlagResetSent)
 	if strayRec.Role != RoleServer || strayRec.Remote != stray || strayRec.Local != srv || strayRec.PID != 200 || strayRec.ListenerID != listener {
 		t.Errorf("stray reset record: %+v", strayRec)
 	}
 	c := out[11]
-	check(t, c, OutcomeClosed, "remote")
-	if last := c.Timeline[len(c.Timeline)-1]; last.Kind != KindResetSent.String() || last.State != "LISTEN" {
+	check(t, c, OutcomeClosed, ClosedByRemote)
+	if last := c.Timeline[len(c.Timeline)-1]; last.Kind != ItemResetSent || last.State != StateListen || last.Effect != ResetAfterClose {
 		t.Errorf("closed connection's last item %+v, want the listener's reset", last)
 	}
 }
@@ -495,13 +495,13 @@ func TestSocketlessResetOfAKnownConnection(t *testing.T) {
 	if len(got) != 2 {
 		t.Fatalf("%d records, want client and the server's reset: %v", len(got), got)
 	}
-	check(t, got[10], OutcomeReset, "remote", FlagResetReceived)
+	check(t, got[10], OutcomeReset, ClosedByRemote, FlagResetReceived)
 	for id, c := range got {
 		if id == 10 {
 			continue
 		}
-		check(t, c, OutcomeReset, "local", FlagResetSent)
-		if c.Role != RoleServer || c.PeerID != 10 || c.Timeline[0].Detail != "no socket for this PSH|ACK segment" {
+		check(t, c, OutcomeReset, ClosedByLocal, FlagResetSent)
+		if c.Role != RoleServer || c.PeerID != 10 || c.Timeline[0].Detail != DetailNoSocketSegment || c.Timeline[0].Segment != TCPPsh|TCPAck {
 			t.Errorf("server-side reset record: %+v", c)
 		}
 	}
@@ -530,14 +530,14 @@ func TestOverflowJoinsTheConnection(t *testing.T) {
 	s.at(time.Millisecond).ev(drop(false))
 	got := run(s, time.Second)
 	c := got[11]
-	check(t, c, OutcomeOpen, "", FlagListenOverflow)
-	var details []string
+	check(t, c, OutcomeOpen, ClosedByNone, FlagListenOverflow)
+	var details []Detail
 	for _, it := range c.Timeline {
-		if it.Kind == KindListenOverflow.String() {
+		if it.Kind == ItemListenOverflow {
 			details = append(details, it.Detail)
 		}
 	}
-	want := []string{"final ACK (SYN cookie) dropped: accept queue full", "final ACK dropped: accept queue full"}
+	want := []Detail{DetailOverflowCookie, DetailOverflow}
 	if !slices.Equal(details, want) {
 		t.Errorf("overflow items %q, want %q", details, want)
 	}

@@ -165,8 +165,10 @@ func ErrnoOf(v int32) Errno {
 
 // String spells the errno as ErrnoName does; "" for none.
 func (e Errno) String() string {
-	if name, ok := unknownErrnos.name(uint32(e)); ok {
-		return name
+	if e >= unknownErrnoBase {
+		if name, ok := unknownErrnos.name(uint32(e)); ok {
+			return name
+		}
 	}
 	return ErrnoName(int32(e))
 }

@@ -306,9 +306,6 @@ var inferredItemNames = [...]string{
 // and render.
 var unknownItemKinds = newRegistry(uint32(itemInferredEnd), 256)
 
-// ItemKindOf is the item kind of an event kind.
-func ItemKindOf(k Kind) ItemKind { return ItemKind(k) }
-
 func (k ItemKind) String() string {
 	switch {
 	case k < ItemSynAck:

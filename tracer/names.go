@@ -145,13 +145,18 @@ type Errno int32
 
 // Errnos the builder reasons about.
 const (
-	ErrnoConnRefused   = Errno(unix.ECONNREFUSED)
-	ErrnoConnReset     = Errno(unix.ECONNRESET)
-	ErrnoPipe          = Errno(unix.EPIPE)
-	ErrnoTimedOut      = Errno(unix.ETIMEDOUT)
-	ErrnoAddrNotAvail  = Errno(unix.EADDRNOTAVAIL)
-	unknownErrnoBase   = 1 << 20
-	errnoNamesScanning = 4096
+	ErrnoConnRefused  = Errno(unix.ECONNREFUSED)
+	ErrnoConnReset    = Errno(unix.ECONNRESET)
+	ErrnoPipe         = Errno(unix.EPIPE)
+	ErrnoTimedOut     = Errno(unix.ETIMEDOUT)
+	ErrnoAddrNotAvail = Errno(unix.EADDRNOTAVAIL)
+)
+
+// Errnos from unknownErrnoBase up are names read back that this system
+// does not have; ParseErrno looks for known names below maxErrno.
+const (
+	unknownErrnoBase = 1 << 20
+	maxErrno         = 4096
 )
 
 // ErrnoOf is the errno of a kernel value: negative return codes are taken
@@ -187,7 +192,7 @@ func ParseErrno(name string) (Errno, bool) {
 	}
 	errnoByNameSet.Do(func() {
 		errnoByNameMap = map[string]Errno{}
-		for e := Errno(1); e < errnoNamesScanning; e++ {
+		for e := Errno(1); e < maxErrno; e++ {
 			errnoByNameMap[e.String()] = e
 		}
 	})

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/tcpscope/tcpscope/output"
+	"github.com/tcpscope/tcpscope/tracer"
 	"github.com/tcpscope/tcpscope/tracer/netns"
 	"golang.org/x/sys/unix"
 )
@@ -324,6 +325,19 @@ func (r *recording) stopSample(t *testing.T, n int) *output.Recording {
 }
 
 func dumpJSON(v any) string {
+	// Connections as the export spells them: their fields are typed.
+	switch c := v.(type) {
+	case tracer.Connection:
+		return string(output.AppendConnectionJSON(nil, &c))
+	case *tracer.Connection:
+		return string(output.AppendConnectionJSON(nil, c))
+	case []tracer.Connection:
+		var b []byte
+		for i := range c {
+			b = append(output.AppendConnectionJSON(b, &c[i]), '\n')
+		}
+		return string(b)
+	}
 	b, _ := json.MarshalIndent(v, "", " ")
 	return string(b)
 }

@@ -3,6 +3,8 @@ package tracer
 // State changes, socket errors and retransmits of sockets the builder
 // follows.
 
+// onState follows a state change: a listener opening or closing, or a
+// connection socket moving on.
 func (b *Builder) onState(ev *Event) {
 	switch {
 	case ev.NewState == StateListen:

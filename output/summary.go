@@ -134,7 +134,7 @@ func SummaryTables(w io.Writer, s *tracer.Stats, x Extra) error {
 		if cl+sv == 0 {
 			continue
 		}
-		rows = append(rows, []string{string(o), strconv.FormatUint(cl, 10), strconv.FormatUint(sv, 10), strconv.FormatUint(cl+sv, 10)})
+		rows = append(rows, []string{o.String(), strconv.FormatUint(cl, 10), strconv.FormatUint(sv, 10), strconv.FormatUint(cl+sv, 10)})
 	}
 	if len(rows) > 0 {
 		if err := renderTable(w, []string{"OUTCOME", "CLIENT", "SERVER", "TOTAL"}, rows); err != nil {
@@ -144,7 +144,7 @@ func SummaryTables(w io.Writer, s *tracer.Stats, x Extra) error {
 	rows = rows[:0]
 	for _, f := range tracer.AllFlags {
 		if n := s.ByFlag[f]; n > 0 {
-			rows = append(rows, []string{string(f), strconv.FormatUint(n, 10), flagMeaning[f]})
+			rows = append(rows, []string{f.String(), strconv.FormatUint(n, 10), flagMeaning[f]})
 		}
 	}
 	if len(rows) > 0 {

@@ -87,3 +87,19 @@ func TestRecursionLine(t *testing.T) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }
+
+// The summary tables name outcomes and flags.
+func TestSummaryTablesNameOutcomesAndFlags(t *testing.T) {
+	s := tracer.NewStats()
+	s.Add(&tracer.Connection{Role: tracer.RoleClient, Outcome: tracer.OutcomeAbandoned, HandshakeUs: -1, SynRecvUs: -1,
+		Flags: tracer.FlagsOf(tracer.FlagSynRetransmitted)})
+	var b strings.Builder
+	if err := SummaryTables(&b, s, Extra{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"| abandoned_by_app |", "| syn_retransmitted |"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, b.String())
+		}
+	}
+}

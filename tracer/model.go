@@ -22,7 +22,12 @@ const (
 
 var roleNames = [...]string{RoleUnknown: "", RoleClient: "client", RoleServer: "server"}
 
-func (r Role) String() string { return nameOf(roleNames[:], r) }
+func (r Role) String() string {
+	if int(r) < len(roleNames) {
+		return roleNames[r]
+	}
+	return ""
+}
 
 // ParseRole reads a role name; "" is RoleUnknown.
 func ParseRole(s string) (Role, bool) { return parseName[Role](roleNames[:], s) }
@@ -58,7 +63,12 @@ var outcomeNames = [...]string{
 	OutcomeAbandoned: "abandoned_by_app",
 }
 
-func (o Outcome) String() string { return nameOf(outcomeNames[:], o) }
+func (o Outcome) String() string {
+	if int(o) < len(outcomeNames) {
+		return outcomeNames[o]
+	}
+	return ""
+}
 
 // ParseOutcome reads an outcome name; ok is false for "" and unknown names.
 func ParseOutcome(s string) (Outcome, bool) {
@@ -221,7 +231,12 @@ const (
 
 var familyNames = [...]string{FamilyUnknown: "", FamilyIPv4: "ipv4", FamilyIPv6: "ipv6"}
 
-func (f Family) String() string { return nameOf(familyNames[:], f) }
+func (f Family) String() string {
+	if int(f) < len(familyNames) {
+		return familyNames[f]
+	}
+	return ""
+}
 
 // ParseFamily reads a family name; "" is FamilyUnknown.
 func ParseFamily(s string) (Family, bool) { return parseName[Family](familyNames[:], s) }
@@ -238,7 +253,12 @@ const (
 
 var closedByNames = [...]string{ClosedByNone: "", ClosedByLocal: "local", ClosedByRemote: "remote"}
 
-func (c ClosedBy) String() string { return nameOf(closedByNames[:], c) }
+func (c ClosedBy) String() string {
+	if int(c) < len(closedByNames) {
+		return closedByNames[c]
+	}
+	return ""
+}
 
 // ParseClosedBy reads a closed_by name; "" is ClosedByNone.
 func ParseClosedBy(s string) (ClosedBy, bool) { return parseName[ClosedBy](closedByNames[:], s) }
@@ -263,7 +283,12 @@ var synRecvHowNames = [...]string{
 	SynRecvFromChildAge: "child_socket",
 }
 
-func (h SynRecvHow) String() string { return nameOf(synRecvHowNames[:], h) }
+func (h SynRecvHow) String() string {
+	if int(h) < len(synRecvHowNames) {
+		return synRecvHowNames[h]
+	}
+	return ""
+}
 
 // ParseSynRecvHow reads a syn_recv_method name; "" is SynRecvUnknown.
 func ParseSynRecvHow(s string) (SynRecvHow, bool) {
@@ -313,6 +338,10 @@ func (k ItemKind) String() string {
 	case k < itemInferredEnd:
 		return inferredItemNames[k-ItemSynAck]
 	}
+	return unknownItemKindName(k)
+}
+
+func unknownItemKindName(k ItemKind) string {
 	name, _ := unknownItemKinds.name(uint32(k))
 	return name
 }
@@ -424,13 +453,6 @@ func (r *registry) name(v uint32) (string, bool) {
 		return "", false
 	}
 	return r.names[v-r.base], true
-}
-
-func nameOf[T ~uint8](table []string, v T) string {
-	if int(v) < len(table) {
-		return table[v]
-	}
-	return ""
 }
 
 func parseName[T ~uint8](table []string, s string) (T, bool) {

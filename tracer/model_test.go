@@ -99,6 +99,9 @@ func TestUnknownNamesSurvive(t *testing.T) {
 	if !ok || e.String() != "EFROMELSEWHERE" {
 		t.Errorf("unknown errno: %d %q", e, e)
 	}
+	if s, ok := ParseState("TCP_NEW_STATE"); !ok || s.String() != "TCP_NEW_STATE" || s <= StateNewSynRecv {
+		t.Errorf("unknown state: %d %q", s, s)
+	}
 	if _, ok := ParseOutcome("exploded"); ok {
 		t.Error("an unknown outcome was read")
 	}

@@ -39,6 +39,13 @@ func (s State) String() string {
 	if t := &kernelNames().stateTable; t[s] != "" {
 		return t[s]
 	}
+	return unknownStateName(s)
+}
+
+func unknownStateName(s State) string {
+	if name, ok := unknownStates.name(uint32(s)); ok {
+		return name
+	}
 	return fmt.Sprintf("STATE_%d", uint8(s))
 }
 
@@ -69,6 +76,9 @@ type RSTReason uint32
 // prefix: "NO_SOCKET", "TCP_ABORT_ON_CLOSE".
 func (r RSTReason) String() string {
 	n := kernelNames()
+	if r < RSTReason(len(n.rstTable)) && n.rstTable[r] != "" {
+		return n.rstTable[r]
+	}
 	if name, ok := n.rstReasons[uint32(r)]; ok {
 		return name
 	}
@@ -220,6 +230,7 @@ func ErrnoName(errno int32) string {
 
 type names struct {
 	stateTable  [256]string // states by number, for the hot path
+	rstTable    [64]string  // the first reset reasons, for the export writer
 	states      map[uint32]string
 	rstReasons  map[uint32]string
 	dropReasons map[uint32]string
@@ -232,23 +243,31 @@ var (
 )
 
 // kernelNames reads enum names from the running kernel's BTF once. Without
-// BTF it falls back to the names every kernel since 6.12 uses.
+// BTF it falls back to the names every kernel since 6.12 uses. Small
+// enough to inline: the export writer asks for every state it writes.
 func kernelNames() *names {
-	namesOnce.Do(func() {
-		spec, err := btf.LoadKernelSpec()
-		if err == nil {
-			namesVal = namesFromBTF(spec)
-		}
-		if namesVal == nil {
-			namesVal = fallbackNames()
-		}
-		for v, name := range namesVal.states {
-			if v < uint32(len(namesVal.stateTable)) {
-				namesVal.stateTable[v] = name
-			}
-		}
-	})
+	namesOnce.Do(loadNames)
 	return namesVal
+}
+
+func loadNames() {
+	spec, err := btf.LoadKernelSpec()
+	if err == nil {
+		namesVal = namesFromBTF(spec)
+	}
+	if namesVal == nil {
+		namesVal = fallbackNames()
+	}
+	for v, name := range namesVal.states {
+		if v < uint32(len(namesVal.stateTable)) {
+			namesVal.stateTable[v] = name
+		}
+	}
+	for v, name := range namesVal.rstReasons {
+		if v < uint32(len(namesVal.rstTable)) {
+			namesVal.rstTable[v] = name
+		}
+	}
 }
 
 func namesFromBTF(spec *btf.Spec) *names {

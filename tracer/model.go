@@ -332,14 +332,22 @@ var inferredItemNames = [...]string{
 var unknownItemKinds = newRegistry(uint32(itemInferredEnd), 256)
 
 func (k ItemKind) String() string {
-	switch {
-	case k < ItemSynAck:
-		return Kind(k).String()
-	case k < itemInferredEnd:
-		return inferredItemNames[k-ItemSynAck]
+	if name := itemKindNames[k]; name != "" {
+		return name
 	}
 	return unknownItemKindName(k)
 }
+
+// itemKindNames holds every known item kind's name, for the export writer.
+var itemKindNames = func() (t [256]string) {
+	for _, k := range Kinds() {
+		t[k] = k.String()
+	}
+	for i, name := range inferredItemNames {
+		t[ItemSynAck+ItemKind(i)] = name
+	}
+	return t
+}()
 
 func unknownItemKindName(k ItemKind) string {
 	name, _ := unknownItemKinds.name(uint32(k))

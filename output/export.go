@@ -40,8 +40,8 @@ func AppendConnectionJSON(b []byte, c *tracer.Connection) []byte {
 	o.uint("id", c.ID)
 	optUint(&o, "peer_id", c.PeerID)
 	optUint(&o, "listener_id", c.ListenerID)
-	o.str("role", string(c.Role))
-	o.str("family", c.Family)
+	o.str("role", c.Role.String())
+	o.str("family", c.Family.String())
 	o.addrOrNull("local_addr", c.Local.Addr())
 	o.addrOrNull("remote_addr", c.Remote.Addr())
 	o.uint("local_port", uint64(c.Local.Port()))
@@ -54,7 +54,7 @@ func AppendConnectionJSON(b []byte, c *tracer.Connection) []byte {
 	o.int("duration_us", c.DurationUs)
 	optDuration(&o, "handshake_us", c.HandshakeUs)
 	optDuration(&o, "syn_recv_us", c.SynRecvUs)
-	o.strOmit("syn_recv_method", c.SynRecvHow)
+	o.strOmit("syn_recv_method", c.SynRecvHow.String())
 	o.key("retransmits")
 	r := newObj(o.b)
 	r.uint("syn", uint64(c.Retransmits.Syn))
@@ -64,16 +64,18 @@ func AppendConnectionJSON(b []byte, c *tracer.Connection) []byte {
 	o.b = r.end()
 	o.uint("bytes_received", c.BytesReceived)
 	o.uint("bytes_acked", c.BytesAcked)
-	o.str("closed_by", c.ClosedBy)
-	o.str("outcome", string(c.Outcome))
-	o.strOmit("errno", c.Errno)
+	o.str("closed_by", c.ClosedBy.String())
+	o.str("outcome", c.Outcome.String())
+	o.errno("errno", c.Errno)
 	o.key("flags")
 	o.b = append(o.b, '[')
-	for i, f := range c.Flags {
-		if i > 0 {
+	sep := false
+	for f := range c.Flags.All() {
+		if sep {
 			o.b = append(o.b, ',')
 		}
-		o.b = appendString(o.b, string(f))
+		sep = true
+		o.b = appendString(o.b, f.String())
 	}
 	o.b = append(o.b, ']')
 	o.key("timeline")
@@ -92,17 +94,48 @@ func appendItem(b []byte, it *tracer.Item) []byte {
 	o := newObj(b)
 	o.time("at", it.At)
 	o.int("offset_us", it.OffsetUs)
-	o.str("kind", it.Kind)
-	o.strOmit("from", it.From)
-	o.strOmit("to", it.To)
-	o.strOmit("state", it.State)
-	o.strOmit("reason", it.Reason)
-	o.strOmit("errno", it.Errno)
-	o.strOmit("detail", it.Detail)
+	o.str("kind", it.Kind.String())
+	o.state("from", it.From)
+	o.state("to", it.To)
+	o.state("state", it.State)
+	if it.HasReason {
+		o.str("reason", it.Reason.String())
+	}
+	o.errno("errno", it.Errno)
+	o.detail(it)
 	if it.PrevStateUs != 0 {
 		o.int("prev_state_us", it.PrevStateUs)
 	}
 	return o.end()
+}
+
+// state writes a state, omitted when there is none (0).
+func (o *obj) state(k string, s tracer.State) {
+	if s != 0 {
+		o.str(k, s.String())
+	}
+}
+
+// errno writes an errno, omitted when there is none.
+func (o *obj) errno(k string, e tracer.Errno) {
+	if e != 0 {
+		o.str(k, e.String())
+	}
+}
+
+// detail writes an item's detail text, omitted when there is none. The
+// texts of this build need no escaping: they go straight to the buffer.
+func (o *obj) detail(it *tracer.Item) {
+	switch {
+	case it.Detail == tracer.DetailNone:
+	case it.Detail >= tracer.DetailCount:
+		o.str("detail", DetailText(it))
+	default:
+		o.key("detail")
+		o.b = append(o.b, '"')
+		o.b = appendDetail(o.b, it)
+		o.b = append(o.b, '"')
+	}
 }
 
 func optUint(o *obj, k string, v uint64) {
@@ -129,16 +162,16 @@ func AppendSummaryJSON(b []byte, s *tracer.Stats, meta Meta, x Extra, withType b
 	o.time("end", x.End)
 	o.uint("connections", s.Connections)
 	o.key("by_outcome")
-	o.b = appendCounts(o.b, outcomeNames(), func(k string) uint64 { return s.ByOutcome[tracer.Outcome(k)] })
+	o.b = appendCounts(o.b, outcomeNames(), func(k string) uint64 { return s.ByOutcome[outcomeNamed(k)] })
 	o.key("by_role")
 	r := newObj(o.b)
 	for _, role := range []tracer.Role{tracer.RoleClient, tracer.RoleServer} {
-		r.key(string(role))
-		r.b = appendCounts(r.b, outcomeNames(), func(k string) uint64 { return s.ByRole[role][tracer.Outcome(k)] })
+		r.key(role.String())
+		r.b = appendCounts(r.b, outcomeNames(), func(k string) uint64 { return s.ByRole[role][outcomeNamed(k)] })
 	}
 	o.b = r.end()
 	o.key("flags")
-	o.b = appendCounts(o.b, flagNames(), func(k string) uint64 { return s.ByFlag[tracer.Flag(k)] })
+	o.b = appendCounts(o.b, flagNames(), func(k string) uint64 { f, _ := tracer.ParseFlag(k); return s.ByFlag[f] })
 	o.key("handshake_us")
 	o.b = appendQuantiles(o.b, &s.Handshake)
 	o.key("syn_recv_us")
@@ -216,15 +249,20 @@ func appendQuantileValues(b []byte, q Quantiles) []byte {
 func outcomeNames() []string {
 	out := make([]string, len(tracer.AllOutcomes))
 	for i, o := range tracer.AllOutcomes {
-		out[i] = string(o)
+		out[i] = o.String()
 	}
 	return out
+}
+
+func outcomeNamed(name string) tracer.Outcome {
+	o, _ := tracer.ParseOutcome(name)
+	return o
 }
 
 func flagNames() []string {
 	out := make([]string, len(tracer.AllFlags))
 	for i, f := range tracer.AllFlags {
-		out[i] = string(f)
+		out[i] = f.String()
 	}
 	return out
 }

@@ -16,35 +16,41 @@ func sampleConnections() []tracer.Connection {
 	t0 := time.Date(2026, 11, 21, 12, 0, 0, 123456789, time.UTC)
 	return []tracer.Connection{
 		{
-			ID: 4834, PeerID: 4835, Role: tracer.RoleClient, Family: "ipv4",
+			ID: 4834, PeerID: 4835, Role: tracer.RoleClient, Family: tracer.FamilyIPv4,
 			Local: netip.MustParseAddrPort("10.0.0.2:40000"), Remote: netip.MustParseAddrPort("10.0.0.1:80"),
 			NetNS: 4026531833, PID: 100, Comm: "wrk", Start: t0, End: t0.Add(279 * time.Microsecond), DurationUs: 279,
-			HandshakeUs: 122, SynRecvUs: -1, ClosedBy: "local", Outcome: tracer.OutcomeTimeWait,
+			HandshakeUs: 122, SynRecvUs: -1, ClosedBy: tracer.ClosedByLocal, Outcome: tracer.OutcomeTimeWait,
 			BytesReceived: 43, BytesAcked: 18,
-			Flags: []tracer.Flag{tracer.FlagTimeWait},
+			Flags: tracer.FlagsOf(tracer.FlagTimeWait),
 			Timeline: []tracer.Item{
-				{At: t0, Kind: "state", From: "CLOSE", To: "SYN_SENT"},
-				{At: t0.Add(122 * time.Microsecond), OffsetUs: 122, Kind: "state", From: "SYN_SENT", To: "ESTABLISHED", PrevStateUs: 122},
-				{At: t0.Add(279 * time.Microsecond), OffsetUs: 279, Kind: "time_wait", State: "TIME_WAIT", Detail: "until later"},
+				{At: t0, Kind: tracer.ItemState, From: tracer.StateClose, To: tracer.StateSynSent},
+				{At: t0.Add(122 * time.Microsecond), OffsetUs: 122, Kind: tracer.ItemState, From: tracer.StateSynSent, To: tracer.StateEstablished, PrevStateUs: 122},
+				{At: t0.Add(279 * time.Microsecond), OffsetUs: 279, Kind: tracer.ItemTimeWait, State: tracer.StateTimeWait, Detail: tracer.DetailTimeWaitHolds},
 			},
 		},
 		{
-			ID: 1<<52 + 1, Role: tracer.RoleServer, Family: "ipv6",
+			ID: 1<<52 + 1, Role: tracer.RoleServer, Family: tracer.FamilyIPv6,
 			Local: netip.MustParseAddrPort("[2001:db8::1]:1"), Remote: netip.MustParseAddrPort("[2001:db8::2]:5000"),
-			NetNS: 1, Start: t0, End: t0, HandshakeUs: -1, SynRecvUs: -1, ClosedBy: "local", Outcome: tracer.OutcomeRefused,
-			Errno: "", Flags: []tracer.Flag{tracer.FlagResetSent, tracer.FlagRefused},
-			Timeline: []tracer.Item{{At: t0, Kind: "reset_sent", Reason: "NO_SOCKET", Detail: "no socket"}},
+			NetNS: 1, Start: t0, End: t0, HandshakeUs: -1, SynRecvUs: -1, ClosedBy: tracer.ClosedByLocal, Outcome: tracer.OutcomeRefused,
+			Flags:    tracer.FlagsOf(tracer.FlagResetSent, tracer.FlagRefused),
+			Timeline: []tracer.Item{{At: t0, Kind: tracer.ItemResetSent, Reason: rstReason("NO_SOCKET"), HasReason: true, Detail: tracer.DetailNoSocket}},
 		},
 		{
-			ID: 77, Role: tracer.RoleServer, Family: "ipv4", ListenerID: 5,
+			ID: 77, Role: tracer.RoleServer, Family: tracer.FamilyIPv4, ListenerID: 5,
 			Local: netip.MustParseAddrPort("10.0.0.1:80"), Remote: netip.MustParseAddrPort("10.0.0.3:41000"),
 			Comm: "we\"ird\x01", Start: t0, End: t0.Add(3 * time.Second), DurationUs: 3_000_000,
 			HandshakeUs: -1, SynRecvUs: 3_000_000, SynRecvHow: tracer.SynRecvFromSynAck,
 			Retransmits: tracer.Retransmits{SynAck: 2}, Outcome: tracer.OutcomeOpen,
-			Flags:    []tracer.Flag{tracer.FlagSynAckRetransmitted, tracer.FlagLongSynRecv},
-			Timeline: []tracer.Item{{At: t0, Kind: "synack", State: "SYN_RECV"}},
+			Flags:    tracer.FlagsOf(tracer.FlagSynAckRetransmitted, tracer.FlagLongSynRecv),
+			Timeline: []tracer.Item{{At: t0, Kind: tracer.ItemSynAck, State: tracer.StateSynRecv}},
 		},
 	}
+}
+
+// rstReason is the running kernel's value of a reset reason name.
+func rstReason(name string) tracer.RSTReason {
+	r, _ := tracer.ParseRSTReason(name)
+	return r
 }
 
 func writeExport(t *testing.T, name string, conns []tracer.Connection) (string, *tracer.Stats) {

@@ -16,13 +16,14 @@ type obj struct {
 func newObj(b []byte) obj { return obj{b: append(b, '{'), first: true} }
 
 func (o *obj) key(k string) {
+	b := o.b // a local: the compiler keeps it in registers
 	if !o.first {
-		o.b = append(o.b, ',')
+		b = append(b, ',')
 	}
 	o.first = false
-	o.b = append(o.b, '"')
-	o.b = append(o.b, k...)
-	o.b = append(o.b, '"', ':')
+	b = append(b, '"')
+	b = append(b, k...)
+	o.b = append(b, '"', ':')
 }
 
 func (o *obj) str(k, v string) { o.key(k); o.b = appendString(o.b, v) }

@@ -96,8 +96,8 @@ type collapseKey struct {
 	netns   uint32
 	remote  string
 	outcome tracer.Outcome
-	errno   string
-	flags   string
+	errno   tracer.Errno
+	flags   tracer.FlagSet
 }
 
 type collapseBucket struct {
@@ -120,12 +120,8 @@ func collapsible(c *tracer.Connection) bool {
 }
 
 func keyOf(c *tracer.Connection) collapseKey {
-	var flags []string
-	for _, f := range c.Flags {
-		flags = append(flags, string(f))
-	}
 	return collapseKey{role: c.Role, netns: c.NetNS, remote: Endpoint(c.Remote), outcome: c.Outcome, errno: c.Errno,
-		flags: strings.Join(flags, ",")}
+		flags: c.Flags}
 }
 
 // Add takes a flagged connection at now and returns the lines to print:

@@ -52,8 +52,8 @@ func TestStatusLineHasNoControlCharacters(t *testing.T) {
 
 func exhausted(at time.Time) *tracer.Connection {
 	return &tracer.Connection{Role: tracer.RoleClient, NetNS: 7, Remote: netip.MustParseAddrPort("127.0.0.1:8083"),
-		Start: at, End: at, Outcome: tracer.OutcomeFailed, Errno: "EADDRNOTAVAIL", Comm: "storm", PID: 42,
-		Flags: []tracer.Flag{tracer.FlagPortExhausted}}
+		Start: at, End: at, Outcome: tracer.OutcomeFailed, Errno: tracer.ErrnoAddrNotAvail, Comm: "storm", PID: 42,
+		Flags: tracer.FlagsOf(tracer.FlagPortExhausted)}
 }
 
 // TestCollapserCountsRepeats: 12,001 identical failures in 2.5 s print as
@@ -106,9 +106,9 @@ func TestCollapserKeepsDistinctAndQuietKeys(t *testing.T) {
 	other := exhausted(t0)
 	other.Remote = netip.MustParseAddrPort("127.0.0.1:9000")
 	refused := exhausted(t0)
-	refused.Outcome, refused.Errno, refused.Flags = tracer.OutcomeRefused, "ECONNREFUSED", []tracer.Flag{tracer.FlagRefused}
+	refused.Outcome, refused.Errno, refused.Flags = tracer.OutcomeRefused, tracer.ErrnoConnRefused, tracer.FlagsOf(tracer.FlagRefused)
 	reset := exhausted(t0)
-	reset.Outcome, reset.Errno, reset.Flags = tracer.OutcomeReset, "", []tracer.Flag{tracer.FlagResetReceived}
+	reset.Outcome, reset.Errno, reset.Flags = tracer.OutcomeReset, 0, tracer.FlagsOf(tracer.FlagResetReceived)
 	var lines []string
 	for _, c := range []*tracer.Connection{exhausted(t0), other, refused, reset, reset} {
 		lines = append(lines, k.Add(c, t0)...)

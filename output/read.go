@@ -111,12 +111,11 @@ func (j *connectionInput) connection(opts ReadOptions) (tracer.Connection, error
 // its inverse.
 func connectionFromRecord(j *ConnectionRecord) (tracer.Connection, error) {
 	c := tracer.Connection{
-		ID: j.ID, PeerID: j.PeerID, ListenerID: j.ListenerID, Role: tracer.Role(j.Role), Family: j.Family,
+		ID: j.ID, PeerID: j.PeerID, ListenerID: j.ListenerID,
 		NetNS: j.NetNS, PID: j.PID, Comm: j.Comm, Start: j.Start, End: j.End, DurationUs: j.DurationUs,
-		HandshakeUs: -1, SynRecvUs: -1, SynRecvHow: j.SynRecvMethod,
+		HandshakeUs: -1, SynRecvUs: -1,
 		Retransmits:   tracer.Retransmits{Syn: j.Retransmits.Syn, SynAck: j.Retransmits.SynAck, Data: j.Retransmits.Data, Fin: j.Retransmits.Fin},
 		BytesReceived: j.BytesReceived, BytesAcked: j.BytesAcked,
-		ClosedBy: j.ClosedBy, Outcome: tracer.Outcome(j.Outcome), Errno: j.Errno, Flags: flagsFromRecord(j.Flags),
 	}
 	// Unknown (-1) is null in a file, as is any negative (optDuration).
 	if j.HandshakeUs != nil && *j.HandshakeUs >= 0 {
@@ -128,11 +127,8 @@ func connectionFromRecord(j *ConnectionRecord) (tracer.Connection, error) {
 	if err := checkTimes(j.Start, j.End); err != nil {
 		return c, err
 	}
-	if c.Role != tracer.RoleClient && c.Role != tracer.RoleServer {
-		return c, fmt.Errorf("unknown role %q", j.Role)
-	}
-	if !validOutcome(c.Outcome) {
-		return c, fmt.Errorf("unknown outcome %q", j.Outcome)
+	if err := namesFromRecord(j, &c); err != nil {
+		return c, err
 	}
 	var err error
 	if c.Local, err = maybeAddrPort(j.LocalAddr, j.LocalPort); err != nil {
@@ -144,16 +140,38 @@ func connectionFromRecord(j *ConnectionRecord) (tracer.Connection, error) {
 	return c, nil
 }
 
-// flagsFromRecord converts a connection's "flags"; none is nil.
-func flagsFromRecord(fs []string) []tracer.Flag {
-	if len(fs) == 0 {
-		return nil
+// namesFromRecord reads the connection's names into typed values: role,
+// family, syn_recv_method, closed_by, outcome, errno, flags.
+func namesFromRecord(j *ConnectionRecord, c *tracer.Connection) error {
+	var ok bool
+	if c.Role, ok = tracer.ParseRole(j.Role); !ok || c.Role == tracer.RoleUnknown {
+		return fmt.Errorf("unknown role %q", j.Role)
 	}
-	out := make([]tracer.Flag, len(fs))
-	for i, f := range fs {
-		out[i] = tracer.Flag(f)
+	if c.Outcome, ok = tracer.ParseOutcome(j.Outcome); !ok {
+		return fmt.Errorf("unknown outcome %q", j.Outcome)
 	}
-	return out
+	if c.Family, ok = tracer.ParseFamily(j.Family); !ok {
+		return fmt.Errorf("unknown family %q", j.Family)
+	}
+	if c.SynRecvHow, ok = tracer.ParseSynRecvHow(j.SynRecvMethod); !ok {
+		return fmt.Errorf("unknown syn_recv_method %q", j.SynRecvMethod)
+	}
+	if c.ClosedBy, ok = tracer.ParseClosedBy(j.ClosedBy); !ok {
+		return fmt.Errorf("unknown closed_by %q", j.ClosedBy)
+	}
+	if j.Errno != "" {
+		if c.Errno, ok = tracer.ParseErrno(j.Errno); !ok {
+			return fmt.Errorf("unknown errno %q", j.Errno)
+		}
+	}
+	for _, name := range j.Flags {
+		f, ok := tracer.ParseFlag(name)
+		if !ok {
+			return fmt.Errorf("unknown flag %q", name)
+		}
+		c.Flags = c.Flags.With(f)
+	}
+	return nil
 }
 
 // timelineFromRecords converts a connection's "timeline"; an empty one is
@@ -172,12 +190,38 @@ func timelineFromRecords(items []ItemRecord) ([]tracer.Item, error) {
 }
 
 // itemFromRecord converts one timeline item; appendItem is its inverse.
-func itemFromRecord(r *ItemRecord, it *tracer.Item) error {
-	if err := checkTimes(r.At); err != nil {
+func itemFromRecord(j *ItemRecord, it *tracer.Item) error {
+	if err := checkTimes(j.At); err != nil {
 		return err
 	}
-	*it = tracer.Item{At: r.At, OffsetUs: r.OffsetUs, Kind: r.Kind, From: r.From, To: r.To, State: r.State,
-		Reason: r.Reason, Errno: r.Errno, Detail: r.Detail, PrevStateUs: r.PrevStateUs}
+	*it = tracer.Item{At: j.At, OffsetUs: j.OffsetUs, PrevStateUs: j.PrevStateUs}
+	var ok bool
+	if it.Kind, ok = tracer.ParseItemKind(j.Kind); !ok {
+		return fmt.Errorf("unknown kind %q", j.Kind)
+	}
+	for _, s := range []struct {
+		name string
+		to   *tracer.State
+	}{{j.From, &it.From}, {j.To, &it.To}, {j.State, &it.State}} {
+		if s.name == "" {
+			continue
+		}
+		if *s.to, ok = tracer.ParseState(s.name); !ok {
+			return fmt.Errorf("unknown state %q", s.name)
+		}
+	}
+	if j.Reason != "" {
+		if it.Reason, ok = tracer.ParseRSTReason(j.Reason); !ok {
+			return fmt.Errorf("unknown reason %q", j.Reason)
+		}
+		it.HasReason = true
+	}
+	if j.Errno != "" {
+		if it.Errno, ok = tracer.ParseErrno(j.Errno); !ok {
+			return fmt.Errorf("unknown errno %q", j.Errno)
+		}
+	}
+	parseDetail(it, j.Detail)
 	return nil
 }
 
@@ -191,15 +235,6 @@ func maybeAddrPort(s *string, port uint16) (netip.AddrPort, error) {
 		return netip.AddrPort{}, err
 	}
 	return netip.AddrPortFrom(a, port), nil
-}
-
-func validOutcome(o tracer.Outcome) bool {
-	for _, x := range tracer.AllOutcomes {
-		if x == o {
-			return true
-		}
-	}
-	return false
 }
 
 // ReadExport reads a .jsonl or .json export, naming the file and line of

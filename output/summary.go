@@ -33,14 +33,10 @@ func FlaggedLine(c *tracer.Connection) string {
 		fmt.Fprintf(&b, " %s/%d", orDash(c.Comm), c.PID)
 	}
 	fmt.Fprintf(&b, " %s", c.Outcome)
-	if c.Errno != "" {
+	if c.Errno != 0 {
 		fmt.Fprintf(&b, " (%s)", c.Errno)
 	}
-	var flags []string
-	for _, f := range c.Flags {
-		flags = append(flags, string(f))
-	}
-	fmt.Fprintf(&b, " [%s]", strings.Join(flags, ","))
+	fmt.Fprintf(&b, " [%s]", joinFlags(c.Flags))
 	if d := Details(c); d != "" {
 		b.WriteString(" " + d)
 	}
@@ -77,11 +73,11 @@ func Details(c *tracer.Connection) string {
 		parts = append(parts, "handshake "+Duration(c.HandshakeUs))
 	}
 	for _, it := range c.Timeline {
-		if it.Kind == tracer.KindResetSent.String() && it.Reason != "" {
-			if it.State == tracer.StateListen.String() {
-				parts = append(parts, "RST sent by the listener: "+it.Reason)
+		if it.Kind == tracer.ItemResetSent && it.HasReason {
+			if it.State == tracer.StateListen {
+				parts = append(parts, "RST sent by the listener: "+it.Reason.String())
 			} else {
-				parts = append(parts, "RST sent: "+it.Reason)
+				parts = append(parts, "RST sent: "+it.Reason.String())
 			}
 			break
 		}
@@ -138,7 +134,7 @@ func SummaryTables(w io.Writer, s *tracer.Stats, x Extra) error {
 		if cl+sv == 0 {
 			continue
 		}
-		rows = append(rows, []string{string(o), strconv.FormatUint(cl, 10), strconv.FormatUint(sv, 10), strconv.FormatUint(cl+sv, 10)})
+		rows = append(rows, []string{o.String(), strconv.FormatUint(cl, 10), strconv.FormatUint(sv, 10), strconv.FormatUint(cl+sv, 10)})
 	}
 	if len(rows) > 0 {
 		if err := renderTable(w, []string{"OUTCOME", "CLIENT", "SERVER", "TOTAL"}, rows); err != nil {
@@ -148,7 +144,7 @@ func SummaryTables(w io.Writer, s *tracer.Stats, x Extra) error {
 	rows = rows[:0]
 	for _, f := range tracer.AllFlags {
 		if n := s.ByFlag[f]; n > 0 {
-			rows = append(rows, []string{string(f), strconv.FormatUint(n, 10), flagMeaning[f]})
+			rows = append(rows, []string{f.String(), strconv.FormatUint(n, 10), flagMeaning[f]})
 		}
 	}
 	if len(rows) > 0 {
@@ -219,7 +215,7 @@ func TimelineTable(w io.Writer, c *tracer.Connection) error {
 		fmt.Fprintf(w, " %s/%d", orDash(c.Comm), c.PID)
 	}
 	fmt.Fprintf(w, ", netns %d\n", c.NetNS)
-	fmt.Fprintf(w, "outcome %s, closed by %s, flags [%s]", c.Outcome, orDash(c.ClosedBy), joinFlags(c.Flags))
+	fmt.Fprintf(w, "outcome %s, closed by %s, flags [%s]", c.Outcome, orDash(c.ClosedBy.String()), joinFlags(c.Flags))
 	if c.PeerID != 0 {
 		fmt.Fprintf(w, ", peer %d", c.PeerID)
 	}
@@ -230,37 +226,32 @@ func TimelineTable(w io.Writer, c *tracer.Connection) error {
 	// Details ends with the lifetime.
 	fmt.Fprintf(w, "\n%s %s; %s\n", started, c.Start.Local().Format(time.RFC3339Nano), Details(c))
 	var rows [][]string
-	for _, it := range c.Timeline {
-		step := it.Kind
-		if it.Kind == tracer.KindState.String() {
-			step = it.From + " -> " + it.To
+	for i := range c.Timeline {
+		it := &c.Timeline[i]
+		step := it.Kind.String()
+		if it.Kind == tracer.ItemState {
+			step = it.From.String() + " -> " + it.To.String()
 		}
 		var detail []string
-		if it.Detail != "" {
-			detail = append(detail, it.Detail)
+		if it.Detail != tracer.DetailNone {
+			detail = append(detail, DetailText(it))
 		}
-		if it.State != "" && it.Kind != tracer.KindState.String() {
-			detail = append(detail, "in "+it.State)
+		if it.State != 0 && it.Kind != tracer.ItemState {
+			detail = append(detail, "in "+it.State.String())
 		}
-		if it.Reason != "" {
-			detail = append(detail, "reason "+it.Reason)
+		if it.HasReason {
+			detail = append(detail, "reason "+it.Reason.String())
 		}
-		if it.Errno != "" {
-			detail = append(detail, it.Errno)
+		if it.Errno != 0 {
+			detail = append(detail, it.Errno.String())
 		}
 		prev := ""
-		if it.Kind == tracer.KindState.String() && it.PrevStateUs > 0 {
-			prev = Duration(it.PrevStateUs) + " in " + it.From
+		if it.Kind == tracer.ItemState && it.PrevStateUs > 0 {
+			prev = Duration(it.PrevStateUs) + " in " + it.From.String()
 		}
 		rows = append(rows, []string{"+" + Duration(it.OffsetUs), step, strings.Join(detail, ", "), prev})
 	}
 	return renderTable(w, []string{"OFFSET", "STATE OR EVENT", "DETAIL", "TIME IN PREVIOUS STATE"}, rows)
 }
 
-func joinFlags(fs []tracer.Flag) string {
-	s := make([]string, len(fs))
-	for i, f := range fs {
-		s[i] = string(f)
-	}
-	return strings.Join(s, ",")
-}
+func joinFlags(fs tracer.FlagSet) string { return fs.String() }

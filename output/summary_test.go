@@ -9,13 +9,14 @@ import (
 
 func TestDetailsNamesWhoSentTheReset(t *testing.T) {
 	for _, tc := range []struct {
-		state, want string
+		state tracer.State
+		want  string
 	}{
-		{"ESTABLISHED", "RST sent: TCP_ABORT_ON_CLOSE, lived 12us"},
-		{"LISTEN", "RST sent by the listener: TCP_ABORT_ON_CLOSE, lived 12us"},
+		{tracer.StateEstablished, "RST sent: TCP_ABORT_ON_CLOSE, lived 12us"},
+		{tracer.StateListen, "RST sent by the listener: TCP_ABORT_ON_CLOSE, lived 12us"},
 	} {
 		c := &tracer.Connection{Role: tracer.RoleServer, SynRecvUs: -1, HandshakeUs: -1, DurationUs: 12,
-			Timeline: []tracer.Item{{Kind: tracer.KindResetSent.String(), State: tc.state, Reason: "TCP_ABORT_ON_CLOSE"}}}
+			Timeline: []tracer.Item{{Kind: tracer.ItemResetSent, State: tc.state, Reason: rstReason("TCP_ABORT_ON_CLOSE"), HasReason: true}}}
 		if got := Details(c); got != tc.want {
 			t.Errorf("reset in %s: %q, want %q", tc.state, got, tc.want)
 		}
@@ -27,20 +28,20 @@ func TestDetailsNamesWhoSentTheReset(t *testing.T) {
 func TestLifetimeSaysWhatIsKnown(t *testing.T) {
 	for _, tc := range []struct {
 		outcome tracer.Outcome
-		flags   []tracer.Flag
+		flags   tracer.FlagSet
 		want    string
 	}{
-		{tracer.OutcomeOpen, []tracer.Flag{tracer.FlagPreexisting}, "seen for ≥ 4.00s"},
-		{tracer.OutcomeClosed, []tracer.Flag{tracer.FlagPreexisting}, "seen for ≥ 4.00s"},
-		{tracer.OutcomeOpen, nil, "lived ≥ 4.00s"},
-		{tracer.OutcomeClosed, nil, "lived 4.00s"},
+		{tracer.OutcomeOpen, tracer.FlagsOf(tracer.FlagPreexisting), "seen for ≥ 4.00s"},
+		{tracer.OutcomeClosed, tracer.FlagsOf(tracer.FlagPreexisting), "seen for ≥ 4.00s"},
+		{tracer.OutcomeOpen, 0, "lived ≥ 4.00s"},
+		{tracer.OutcomeClosed, 0, "lived 4.00s"},
 	} {
 		c := &tracer.Connection{Role: tracer.RoleClient, Outcome: tc.outcome, Flags: tc.flags, SynRecvUs: -1, HandshakeUs: -1, DurationUs: 4_000_000}
 		if got := Details(c); got != tc.want {
 			t.Errorf("%s %v: %q, want %q", tc.outcome, tc.flags, got, tc.want)
 		}
 	}
-	c := &tracer.Connection{Role: tracer.RoleClient, Outcome: tracer.OutcomeOpen, Flags: []tracer.Flag{tracer.FlagPreexisting},
+	c := &tracer.Connection{Role: tracer.RoleClient, Outcome: tracer.OutcomeOpen, Flags: tracer.FlagsOf(tracer.FlagPreexisting),
 		SynRecvUs: -1, HandshakeUs: -1, DurationUs: 4_000_000}
 	var b strings.Builder
 	if err := TimelineTable(&b, c); err != nil {
@@ -84,5 +85,21 @@ func TestRecursionLine(t *testing.T) {
 	}
 	if got, want := RecursionLine(rs[1:]), "recursion misses: 0; lost 0"; got != want {
 		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+// The summary tables name outcomes and flags.
+func TestSummaryTablesNameOutcomesAndFlags(t *testing.T) {
+	s := tracer.NewStats()
+	s.Add(&tracer.Connection{Role: tracer.RoleClient, Outcome: tracer.OutcomeAbandoned, HandshakeUs: -1, SynRecvUs: -1,
+		Flags: tracer.FlagsOf(tracer.FlagSynRetransmitted)})
+	var b strings.Builder
+	if err := SummaryTables(&b, s, Extra{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"| abandoned_by_app |", "| syn_retransmitted |"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, b.String())
+		}
 	}
 }

@@ -22,16 +22,16 @@ func TestLinger0SenderHasNoErrno(t *testing.T) {
 	s.at(at + 6*time.Microsecond).ev(Event{Kind: KindError, Cookie: 11, Err: 104, State: StateClose, Local: srv, Remote: cli})
 	got := run(s, time.Second)
 	cl, sv := got[10], got[11]
-	check(t, cl, OutcomeReset, "remote", FlagResetReceived)
-	check(t, sv, OutcomeReset, "local", FlagResetSent)
-	if cl.Errno != "ECONNRESET" {
+	check(t, cl, OutcomeReset, ClosedByRemote, FlagResetReceived)
+	check(t, sv, OutcomeReset, ClosedByLocal, FlagResetSent)
+	if cl.Errno != ErrnoConnReset {
 		t.Errorf("receiver errno %q, want ECONNRESET", cl.Errno)
 	}
-	if sv.Errno != "" {
+	if sv.Errno != 0 {
 		t.Errorf("sender errno %q, want none: its process closed the socket", sv.Errno)
 	}
 	last := sv.Timeline[len(sv.Timeline)-1]
-	if last.Kind != KindError.String() || last.Errno != "ECONNRESET" || last.Detail == "" {
+	if last.Kind != ItemError || last.Errno != ErrnoConnReset || last.Detail != DetailOwnAbort {
 		t.Errorf("sender's last item %+v, want the report kept with an explanation", last)
 	}
 }
@@ -52,17 +52,17 @@ func TestFinRetransmits(t *testing.T) {
 	s.at(60 * time.Millisecond).ev(st(10, StateFinWait1, StateFinWait2, cli, srv))
 	s.at(70 * time.Millisecond).ev(st(10, StateFinWait2, StateClose, cli, srv))
 	c := run(s, time.Second)[10]
-	check(t, c, OutcomeTimeWait, "local", FlagDataRetransmitted, FlagFinRetransmitted, FlagTimeWait)
+	check(t, c, OutcomeTimeWait, ClosedByLocal, FlagDataRetransmitted, FlagFinRetransmitted, FlagTimeWait)
 	if c.Retransmits != (Retransmits{Data: 2, Fin: 2}) {
 		t.Errorf("retransmits %+v, want 2 data (one with FIN) and 2 FIN", c.Retransmits)
 	}
-	var details []string
+	var details []Detail
 	for _, it := range c.Timeline {
-		if it.Kind == KindRetransmit.String() {
+		if it.Kind == ItemRetransmit {
 			details = append(details, it.Detail)
 		}
 	}
-	if want := []string{"data", "data, with FIN", "FIN", "FIN"}; !slices.Equal(details, want) {
+	if want := []Detail{DetailResentData, DetailResentDataFin, DetailResentFin, DetailResentFin}; !slices.Equal(details, want) {
 		t.Errorf("retransmit items %q, want %q", details, want)
 	}
 
@@ -114,8 +114,8 @@ func TestAbandonedByApp(t *testing.T) {
 		connect(s, 10)
 		s.at(200 * time.Millisecond).ev(st(10, StateSynSent, StateClose, cli, srv))
 		c := run(s, time.Second)[10]
-		check(t, c, OutcomeAbandoned, "")
-		if c.Errno != "" || c.DurationUs != 200000 {
+		check(t, c, OutcomeAbandoned, ClosedByNone)
+		if c.Errno != 0 || c.DurationUs != 200000 {
 			t.Errorf("errno %q duration %d", c.Errno, c.DurationUs)
 		}
 	})
@@ -125,8 +125,8 @@ func TestAbandonedByApp(t *testing.T) {
 		synRtx(s, 10, time.Second)
 		s.at(1500 * time.Millisecond).ev(st(10, StateSynSent, StateClose, cli, srv))
 		c := run(s, 3*time.Second)[10]
-		check(t, c, OutcomeAbandoned, "", FlagSynRetransmitted)
-		if c.Errno != "" || c.Retransmits.Syn != 1 {
+		check(t, c, OutcomeAbandoned, ClosedByNone, FlagSynRetransmitted)
+		if c.Errno != 0 || c.Retransmits.Syn != 1 {
 			t.Errorf("errno %q syn retransmits %d", c.Errno, c.Retransmits.Syn)
 		}
 	})
@@ -137,8 +137,8 @@ func TestAbandonedByApp(t *testing.T) {
 		s.at(100 * time.Millisecond).ev(st(10, StateSynSent, StateClose, cli, srv))
 		s.at(100*time.Millisecond + time.Microsecond).ev(Event{Kind: KindError, Cookie: 10, Err: 104, State: StateClose, Local: cli, Remote: srv})
 		c := run(s, time.Second)[10]
-		check(t, c, OutcomeAbandoned, "")
-		if c.Errno != "" {
+		check(t, c, OutcomeAbandoned, ClosedByNone)
+		if c.Errno != 0 {
 			t.Errorf("errno %q, want none", c.Errno)
 		}
 	})
@@ -149,14 +149,14 @@ func TestAbandonedByApp(t *testing.T) {
 		s.at(3 * time.Second).ev(Event{Kind: KindError, Cookie: 10, Err: 110, State: StateSynSent, Local: cli, Remote: srv})
 		s.at(3 * time.Second).ev(st(10, StateSynSent, StateClose, cli, srv))
 		c := run(s, 5*time.Second)[10]
-		check(t, c, OutcomeTimeout, "", FlagSynRetransmitted, FlagHandshakeTimeout)
+		check(t, c, OutcomeTimeout, ClosedByNone, FlagSynRetransmitted, FlagHandshakeTimeout)
 	})
 	t.Run("no free port", func(t *testing.T) {
 		s := &script{}
 		connect(s, 10)
 		s.at(time.Microsecond).ev(st(10, StateSynSent, StateClose, cliSS, srv))
 		c := run(s, time.Second)[10]
-		check(t, c, OutcomeFailed, "", FlagPortExhausted)
+		check(t, c, OutcomeFailed, ClosedByNone, FlagPortExhausted)
 	})
 }
 
@@ -166,7 +166,7 @@ func TestPreexistingOpenAtEnd(t *testing.T) {
 	s := &script{}
 	s.at(time.Second).ev(Event{Kind: KindRetransmit, Cookie: 10, State: StateEstablished, SegFlags: TCPPsh | TCPAck, SegData: true, HasErr: true, Local: cli, Remote: srv})
 	c := run(s, 5*time.Second)[10]
-	check(t, c, OutcomeOpen, "", FlagDataRetransmitted, FlagPreexisting)
+	check(t, c, OutcomeOpen, ClosedByNone, FlagDataRetransmitted, FlagPreexisting)
 	if c.DurationUs != 4_000_000 || !c.End.Equal(t0.Add(5*time.Second)) {
 		t.Errorf("duration %d us, end %s: want 4s, until tracing stopped", c.DurationUs, c.End)
 	}

@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -38,8 +39,35 @@ func (s State) String() string {
 	if t := &kernelNames().stateTable; t[s] != "" {
 		return t[s]
 	}
+	return unknownStateName(s)
+}
+
+func unknownStateName(s State) string {
+	if name, ok := unknownStates.name(uint32(s)); ok {
+		return name
+	}
 	return fmt.Sprintf("STATE_%d", uint8(s))
 }
+
+// ParseState reads a state name as String spells it. The states are
+// kernel ABI, the same on every kernel; a name this kernel does not have
+// gets a process-local value from the top of the range.
+func ParseState(name string) (State, bool) {
+	if name == "" {
+		return 0, false
+	}
+	for v, n := range &kernelNames().stateTable {
+		if n == name {
+			return State(v), true
+		}
+	}
+	if v, ok := unknownStates.value(name); ok {
+		return State(v), true
+	}
+	return 0, false
+}
+
+var unknownStates = newRegistry(200, 256)
 
 // RSTReason is an enum sk_rst_reason value (6.10+).
 type RSTReason uint32
@@ -48,10 +76,45 @@ type RSTReason uint32
 // prefix: "NO_SOCKET", "TCP_ABORT_ON_CLOSE".
 func (r RSTReason) String() string {
 	n := kernelNames()
+	if r < RSTReason(len(n.rstTable)) && n.rstTable[r] != "" {
+		return n.rstTable[r]
+	}
 	if name, ok := n.rstReasons[uint32(r)]; ok {
 		return name
 	}
+	if name, ok := unknownRSTReasons.name(uint32(r)); ok {
+		return name
+	}
 	return fmt.Sprintf("REASON_%d", uint32(r))
+}
+
+// Reason names that the running kernel does not have (an export recorded
+// on another kernel, whose enum numbers differ) get process-local values
+// far above any enum value, so that a read export renders them unchanged.
+const unknownReasonBase = 1 << 24
+
+var (
+	unknownRSTReasons  = newRegistry(unknownReasonBase, 1<<31)
+	unknownDropReasons = newRegistry(unknownReasonBase, 1<<31)
+)
+
+// ParseRSTReason finds the running kernel's number for a reset reason
+// name as String spells it; an unknown name gets a process-local value.
+func ParseRSTReason(name string) (RSTReason, bool) {
+	v, ok := parseReason(kernelNames().rstReasons, unknownRSTReasons, name)
+	return RSTReason(v), ok
+}
+
+func parseReason(known map[uint32]string, unknown *registry, name string) (uint32, bool) {
+	if name == "" {
+		return 0, false
+	}
+	for v, n := range known {
+		if n == name {
+			return v, true
+		}
+	}
+	return unknown.value(name)
 }
 
 // DropReason is an enum skb_drop_reason value; its numbers differ between
@@ -62,6 +125,9 @@ type DropReason uint32
 func (r DropReason) String() string {
 	n := kernelNames()
 	if name, ok := n.dropReasons[uint32(r)]; ok {
+		return name
+	}
+	if name, ok := unknownDropReasons.name(uint32(r)); ok {
 		return name
 	}
 	return fmt.Sprintf("DROP_%d", uint32(r))
@@ -75,6 +141,76 @@ func DropReasonValue(name string) (DropReason, bool) {
 		}
 	}
 	return 0, false
+}
+
+// ParseDropReason is DropReasonValue for a name read back: an unknown name
+// gets a process-local value.
+func ParseDropReason(name string) (DropReason, bool) {
+	v, ok := parseReason(kernelNames().dropReasons, unknownDropReasons, name)
+	return DropReason(v), ok
+}
+
+// Errno is a positive errno value; 0 is none.
+type Errno int32
+
+// Errnos the builder reasons about.
+const (
+	ErrnoConnRefused  = Errno(unix.ECONNREFUSED)
+	ErrnoConnReset    = Errno(unix.ECONNRESET)
+	ErrnoPipe         = Errno(unix.EPIPE)
+	ErrnoTimedOut     = Errno(unix.ETIMEDOUT)
+	ErrnoAddrNotAvail = Errno(unix.EADDRNOTAVAIL)
+)
+
+// Errnos from unknownErrnoBase up are names read back that this system
+// does not have; ParseErrno looks for known names below maxErrno.
+const (
+	unknownErrnoBase = 1 << 20
+	maxErrno         = 4096
+)
+
+// ErrnoOf is the errno of a kernel value: negative return codes are taken
+// by magnitude.
+func ErrnoOf(v int32) Errno {
+	if v < 0 {
+		v = -v
+	}
+	return Errno(v)
+}
+
+// String spells the errno as ErrnoName does; "" for none.
+func (e Errno) String() string {
+	if e >= unknownErrnoBase {
+		if name, ok := unknownErrnos.name(uint32(e)); ok {
+			return name
+		}
+	}
+	return ErrnoName(int32(e))
+}
+
+var (
+	unknownErrnos  = newRegistry(unknownErrnoBase, 1<<30)
+	errnoByNameMap map[string]Errno
+	errnoByNameSet sync.Once
+)
+
+// ParseErrno reads an errno as String spells it; a name unknown here
+// gets a process-local value.
+func ParseErrno(name string) (Errno, bool) {
+	if name == "" {
+		return 0, false
+	}
+	errnoByNameSet.Do(func() {
+		errnoByNameMap = map[string]Errno{}
+		for e := Errno(1); e < maxErrno; e++ {
+			errnoByNameMap[e.String()] = e
+		}
+	})
+	if e, ok := errnoByNameMap[name]; ok {
+		return e, true
+	}
+	v, ok := unknownErrnos.value(name)
+	return Errno(v), ok
 }
 
 // ErrnoName spells an errno as in <errno.h>: 111 -> "ECONNREFUSED". Negative
@@ -94,6 +230,7 @@ func ErrnoName(errno int32) string {
 
 type names struct {
 	stateTable  [256]string // states by number, for the hot path
+	rstTable    [64]string  // the first reset reasons, for the export writer
 	states      map[uint32]string
 	rstReasons  map[uint32]string
 	dropReasons map[uint32]string
@@ -106,23 +243,31 @@ var (
 )
 
 // kernelNames reads enum names from the running kernel's BTF once. Without
-// BTF it falls back to the names every kernel since 6.12 uses.
+// BTF it falls back to the names every kernel since 6.12 uses. Small
+// enough to inline: the export writer asks for every state it writes.
 func kernelNames() *names {
-	namesOnce.Do(func() {
-		spec, err := btf.LoadKernelSpec()
-		if err == nil {
-			namesVal = namesFromBTF(spec)
-		}
-		if namesVal == nil {
-			namesVal = fallbackNames()
-		}
-		for v, name := range namesVal.states {
-			if v < uint32(len(namesVal.stateTable)) {
-				namesVal.stateTable[v] = name
-			}
-		}
-	})
+	namesOnce.Do(loadNames)
 	return namesVal
+}
+
+func loadNames() {
+	spec, err := btf.LoadKernelSpec()
+	if err == nil {
+		namesVal = namesFromBTF(spec)
+	}
+	if namesVal == nil {
+		namesVal = fallbackNames()
+	}
+	for v, name := range namesVal.states {
+		if v < uint32(len(namesVal.stateTable)) {
+			namesVal.stateTable[v] = name
+		}
+	}
+	for v, name := range namesVal.rstReasons {
+		if v < uint32(len(namesVal.rstTable)) {
+			namesVal.rstTable[v] = name
+		}
+	}
 }
 
 func namesFromBTF(spec *btf.Spec) *names {
@@ -185,4 +330,17 @@ func fallbackNames() *names {
 		n.rstReasons[uint32(i)] = s
 	}
 	return n
+}
+
+// ParseTCPFlags reads flags as TCPFlags.String spells them: "PSH|ACK".
+func ParseTCPFlags(s string) (TCPFlags, bool) {
+	var f TCPFlags
+	for _, name := range strings.Split(s, "|") {
+		i := slices.Index(tcpFlagNames[:], name)
+		if i < 0 {
+			return 0, false
+		}
+		f |= 1 << i
+	}
+	return f, true
 }

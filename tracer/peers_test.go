@@ -22,7 +22,6 @@ func runTW(s *script, finishAt time.Duration, rfc1337 bool) (map[uint64]Connecti
 		Emit: func(c *Connection) {
 			cp := *c
 			cp.Timeline = slices.Clone(c.Timeline)
-			cp.Flags = slices.Clone(c.Flags)
 			out[c.ID] = cp
 		},
 		OnTimeWait: func(netns uint32, local, remote netip.AddrPort, at time.Time) {
@@ -73,7 +72,7 @@ func TestAbortOnDataIsNoTimeWait(t *testing.T) {
 	s.at(11*time.Millisecond + time.Microsecond).ev(st(10, StateFinWait2, StateClose, cli, srv))
 	s.at(11*time.Millisecond + 5*time.Microsecond).ev(Event{Kind: KindResetSent, Cookie: 10, State: StateClose, HasReason: true, Reason: 8, Local: cli, Remote: srv})
 	got, calls := runTW(s, 5*time.Second, false)
-	check(t, got[10], OutcomeReset, "local", FlagResetSent)
+	check(t, got[10], OutcomeReset, ClosedByLocal, FlagResetSent)
 	// Told at the close (warnings must not wait), taken back at the
 	// conclusion.
 	if len(calls.entered) != len(calls.undone) || calls.tracker.Live() != 0 {
@@ -113,16 +112,16 @@ func TestTimeWaitKilledByPeerReset(t *testing.T) {
 				t.Errorf("TIME_WAIT entries %v, want one at the close", calls.entered)
 			}
 			if tc.killed {
-				check(t, c, OutcomeTimeWait, "local", FlagTimeWait, FlagTimeWaitKilled)
+				check(t, c, OutcomeTimeWait, ClosedByLocal, FlagTimeWait, FlagTimeWaitKilled)
 				last := c.Timeline[len(c.Timeline)-1]
-				if last.Kind != ItemTimeWaitKilled || !last.At.Equal(t0.Add(tc.at)) || last.Reason != RSTReason(6).String() {
+				if last.Kind != ItemTimeWaitKilled || !last.At.Equal(t0.Add(tc.at)) || !last.HasReason || last.Reason != 6 || last.Detail != DetailTimeWaitKill {
 					t.Errorf("last item %+v, want the kill at the reset", last)
 				}
-				if tw := c.Timeline[len(c.Timeline)-2]; tw.Kind != ItemTimeWait || !tw.At.Equal(t0.Add(twClosedAt)) {
+				if tw := c.Timeline[len(c.Timeline)-2]; tw.Kind != ItemTimeWait || tw.Detail != DetailTimeWaitHanded || !tw.At.Equal(t0.Add(twClosedAt)) {
 					t.Errorf("item before the kill %+v, want TIME_WAIT at the close", tw)
 				}
 			} else {
-				check(t, c, OutcomeTimeWait, "local", FlagTimeWait)
+				check(t, c, OutcomeTimeWait, ClosedByLocal, FlagTimeWait)
 			}
 			if want := map[bool]int{true: 1}[tc.freed]; len(calls.killed) != want {
 				t.Errorf("%d kills told the tracker, want %d", len(calls.killed), want)
@@ -150,7 +149,7 @@ func TestTimeWaitSockResetKillsIt(t *testing.T) {
 	s.at(11*time.Millisecond + time.Microsecond).ev(st(10, StateFinWait2, StateClose, cli, srv))
 	s.at(20 * time.Millisecond).ev(Event{Kind: KindResetSent, Cookie: 10, State: StateTimeWait, HasReason: true, Reason: 9, Local: cli, Remote: srv})
 	got, calls := runTW(s, 5*time.Second, false)
-	check(t, got[10], OutcomeTimeWait, "local", FlagTimeWait, FlagTimeWaitKilled)
+	check(t, got[10], OutcomeTimeWait, ClosedByLocal, FlagTimeWait, FlagTimeWaitKilled)
 	if len(calls.entered) != 1 || len(calls.killed) != 1 || calls.tracker.Live() != 0 {
 		t.Errorf("entries %v kills %v live %d; want one each and none live", calls.entered, calls.killed, calls.tracker.Live())
 	}

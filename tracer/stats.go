@@ -119,7 +119,7 @@ func (s *Stats) Add(c *Connection) {
 	}
 	byOutcome[c.Outcome]++
 	s.ByOutcome[c.Outcome]++
-	for _, f := range c.Flags {
+	for f := range c.Flags.All() {
 		s.ByFlag[f]++
 	}
 	if c.Role == RoleClient && c.HandshakeUs >= 0 {

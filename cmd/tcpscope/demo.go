@@ -118,15 +118,15 @@ func (f *demoFindings) add(c *tracer.Connection) {
 		m = map[tracer.Flag]int{}
 		f.byPort[port] = m
 	}
-	for _, fl := range c.Flags {
+	for fl := range c.Flags.All() {
 		m[fl]++
 	}
 	for _, it := range c.Timeline {
-		if it.Kind == tracer.KindResetSent.String() && it.Reason != "" && c.Has(tracer.FlagResetSent) {
+		if it.Kind == tracer.ItemResetSent && it.HasReason && c.Has(tracer.FlagResetSent) {
 			if f.reasons[port] == nil {
 				f.reasons[port] = map[string]int{}
 			}
-			f.reasons[port][it.Reason]++
+			f.reasons[port][it.Reason.String()]++
 		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -81,7 +80,7 @@ func TestDemo(t *testing.T) {
 			if c.Role == tracer.RoleServer {
 				p = c.Local.Port()
 			}
-			if c.Role == role && (p == port || port == 0) && slices.Contains(c.Flags, f) {
+			if c.Role == role && (p == port || port == 0) && c.Flags.Has(f) {
 				n++
 			}
 		}
@@ -90,8 +89,8 @@ func TestDemo(t *testing.T) {
 	reasons := map[string]int{}
 	for _, c := range rec.Connections {
 		for _, it := range c.Timeline {
-			if it.Kind == "reset_sent" && c.Local.Port() == demoload.PortWeb {
-				reasons[it.Reason]++
+			if it.Kind == tracer.ItemResetSent && c.Local.Port() == demoload.PortWeb {
+				reasons[reasonName(it)]++
 			}
 		}
 	}

@@ -97,8 +97,8 @@ func TestSynRecvStay(t *testing.T) {
 				t.Errorf("syn_recv_us %d via %s; the client waited %d us", s.SynRecvUs, s.SynRecvHow, waited)
 			}
 			want := netns.Delta(before, after)["TcpExt.TCPSynRetrans"]
-			if want == 0 || uint64(s.Retransmits.SynAck) != want || !slices.Contains(s.Flags, tracer.FlagSynAckRetransmitted) ||
-				!slices.Contains(s.Flags, tracer.FlagLongSynRecv) {
+			if want == 0 || uint64(s.Retransmits.SynAck) != want || !s.Flags.Has(tracer.FlagSynAckRetransmitted) ||
+				!s.Flags.Has(tracer.FlagLongSynRecv) {
 				t.Errorf("server: synack retransmits %d (kernel counted %d), flags %v", s.Retransmits.SynAck, want, s.Flags)
 			}
 			if len(rec.Listeners) != 1 || rec.Listeners[0].SynAcks != want || rec.Listeners[0].Connections != 1 {
@@ -140,7 +140,7 @@ func TestAbandonedHandshake(t *testing.T) {
 	rec := r.stop(t)
 	sv, cl := one(t, rec, tracer.RoleServer), one(t, rec, tracer.RoleClient)
 	if sv.Outcome != tracer.OutcomeTimeout || sv.Retransmits.SynAck != 1 ||
-		!slices.Equal(sv.Flags, []tracer.Flag{tracer.FlagSynAckRetransmitted, tracer.FlagHandshakeTimeout}) {
+		!slices.Equal(sv.Flags.List(), []tracer.Flag{tracer.FlagSynAckRetransmitted, tracer.FlagHandshakeTimeout}) {
 		t.Errorf("abandoned request: %s", dumpJSON(sv))
 	}
 	if d := sv.End.Sub(sv.Start); d < 2900*time.Millisecond || d > 3500*time.Millisecond {
@@ -224,9 +224,9 @@ func TestTimeWaitExhaustion(t *testing.T) {
 	rec := r.stop(t)
 	exhausted := 0
 	for _, c := range rec.Connections {
-		if slices.Contains(c.Flags, tracer.FlagPortExhausted) {
+		if c.Flags.Has(tracer.FlagPortExhausted) {
 			exhausted++
-			if c.Outcome != tracer.OutcomeFailed || c.Errno != "EADDRNOTAVAIL" || c.Local.Port() != 0 {
+			if c.Outcome != tracer.OutcomeFailed || c.Errno.String() != "EADDRNOTAVAIL" || c.Local.Port() != 0 {
 				t.Errorf("exhausted connect recorded as %s", dumpJSON(c))
 			}
 		}
@@ -324,11 +324,11 @@ func TestListenerOverflowAndSyncookies(t *testing.T) {
 			var overflowItems, cookies uint64
 			for _, c := range rec.Connections {
 				for _, it := range c.Timeline {
-					if it.Kind == "listen_overflow" {
+					if it.Kind == tracer.ItemListenOverflow {
 						overflowItems++
 					}
 				}
-				if slices.Contains(c.Flags, tracer.FlagSyncookie) {
+				if c.Flags.Has(tracer.FlagSyncookie) {
 					cookies++
 				}
 			}
@@ -399,7 +399,7 @@ func TestFinalACKOverflow(t *testing.T) {
 	d := netns.Delta(before, after)
 	flagged := 0
 	for _, c := range rec.Connections {
-		if slices.Contains(c.Flags, tracer.FlagListenOverflow) {
+		if c.Flags.Has(tracer.FlagListenOverflow) {
 			flagged++
 			if c.Role != tracer.RoleServer || c.Local != to {
 				t.Errorf("overflow flagged on %s", dumpJSON(c))
@@ -421,7 +421,7 @@ func TestFinalACKOverflow(t *testing.T) {
 func resetsSent(rec *output.Recording, match func(tracer.Item) bool) (out []tracer.Connection, items []tracer.Item) {
 	for _, c := range rec.Connections {
 		for _, it := range c.Timeline {
-			if it.Kind == "reset_sent" && match(it) {
+			if it.Kind == tracer.ItemResetSent && match(it) {
 				out = append(out, c)
 				items = append(items, it)
 			}
@@ -431,7 +431,7 @@ func resetsSent(rec *output.Recording, match func(tracer.Item) bool) (out []trac
 }
 
 // byListener: resets the listening socket itself sent.
-func byListener(it tracer.Item) bool { return it.State == "LISTEN" }
+func byListener(it tracer.Item) bool { return it.State == tracer.StateListen }
 
 // TestAbortOnOverflow: as TestFinalACKOverflow, with
 // net.ipv4.tcp_abort_on_overflow=1: the listener answers each final ACK that
@@ -490,13 +490,13 @@ func TestAbortOnOverflow(t *testing.T) {
 			len(resets), l.Resets, l.Overflows, d["TcpExt.ListenOverflows"], d["TcpExt.EmbryonicRsts"], dumpJSON(resets))
 	}
 	for i, c := range resets {
-		if c.Role != tracer.RoleServer || c.Local != to || c.Outcome != tracer.OutcomeReset || items[i].Reason != "INVALID_SYN" ||
-			!slices.Contains(c.Flags, tracer.FlagListenOverflow) || !slices.Contains(c.Flags, tracer.FlagResetSent) || c.PeerID == 0 {
-			t.Errorf("request reset by the listener (reason %s): %s", items[i].Reason, dumpJSON(c))
+		if c.Role != tracer.RoleServer || c.Local != to || c.Outcome != tracer.OutcomeReset || reasonName(items[i]) != "INVALID_SYN" ||
+			!c.Flags.Has(tracer.FlagListenOverflow) || !c.Flags.Has(tracer.FlagResetSent) || c.PeerID == 0 {
+			t.Errorf("request reset by the listener (reason %s): %s", reasonName(items[i]), dumpJSON(c))
 		}
 	}
 	for _, c := range byRole(t, rec, tracer.RoleClient) {
-		if c.Outcome == tracer.OutcomeReset && (c.Errno != "ECONNRESET" || !slices.Contains(c.Flags, tracer.FlagResetReceived)) {
+		if c.Outcome == tracer.OutcomeReset && (c.Errno.String() != "ECONNRESET" || !c.Flags.Has(tracer.FlagResetReceived)) {
 			t.Errorf("reset client: %s", dumpJSON(c))
 		}
 	}
@@ -578,18 +578,18 @@ func TestStraySegmentReset(t *testing.T) {
 				t.Fatalf("%d records, want %d: %s", len(rec.Connections), want, dumpJSON(rec.Connections))
 			}
 			client := one(t, rec, tracer.RoleClient)
-			stray, items := resetsSent(rec, func(it tracer.Item) bool { return it.Reason == tc.reason })
+			stray, items := resetsSent(rec, func(it tracer.Item) bool { return reasonName(it) == tc.reason })
 			if len(stray) != 1 {
 				t.Fatalf("%d records with a %s reset: %s", len(stray), tc.reason, dumpJSON(rec.Connections))
 			}
 			s := stray[0]
-			if s.Role != tracer.RoleServer || s.Outcome != tracer.OutcomeReset || slices.Contains(s.Flags, tracer.FlagRefused) ||
+			if s.Role != tracer.RoleServer || s.Outcome != tracer.OutcomeReset || s.Flags.Has(tracer.FlagRefused) ||
 				s.Local != to || s.Remote != client.Local {
 				t.Errorf("stray segment's reset: %s", dumpJSON(s))
 			}
 			if tc.late {
 				// The aborted child itself, its own reset first.
-				if s.ID != client.PeerID || !strings.Contains(items[0].Detail, "after the close") || s.Timeline[len(s.Timeline)-1] != items[0] {
+				if s.ID != client.PeerID || !strings.Contains(output.DetailText(&items[0]), "after the close") || s.Timeline[len(s.Timeline)-1] != items[0] {
 					t.Errorf("the late reset is not the child's last item: %s", dumpJSON(s))
 				}
 			} else if s.PeerID != client.ID || client.PeerID == s.ID || client.PeerID == 0 {
@@ -598,7 +598,7 @@ func TestStraySegmentReset(t *testing.T) {
 			if !tc.closeListener && (s.ListenerID == 0 || s.PID == 0) {
 				t.Errorf("the listener's reset names no listener or owner: %s", dumpJSON(s))
 			}
-			if client.Outcome != tracer.OutcomeReset || client.Errno != "ECONNRESET" {
+			if client.Outcome != tracer.OutcomeReset || client.Errno.String() != "ECONNRESET" {
 				t.Errorf("client: %s", dumpJSON(client))
 			}
 			var resets uint64
@@ -708,7 +708,7 @@ func TestSyncookieFinalACKOverflow(t *testing.T) {
 			l := rec.Listeners[0]
 			var flagged []tracer.Connection
 			for _, c := range serverRecords(rec) {
-				if slices.Contains(c.Flags, tracer.FlagListenOverflow) {
+				if c.Flags.Has(tracer.FlagListenOverflow) {
 					flagged = append(flagged, c)
 				}
 			}
@@ -721,13 +721,13 @@ func TestSyncookieFinalACKOverflow(t *testing.T) {
 					sm.UnmatchedEvents, sm.Gaps, sm.Discarded, dumpJSON(sm.Recursion), dumpJSON(rec.Connections))
 			}
 			for _, c := range flagged {
-				if !slices.Contains(c.Flags, tracer.FlagSyncookie) {
+				if !c.Flags.Has(tracer.FlagSyncookie) {
 					t.Errorf("overflowed cookie connection not flagged syncookie: %s", dumpJSON(c))
 				}
 				var detail string
 				for _, it := range c.Timeline {
-					if it.Kind == "listen_overflow" {
-						detail = it.Detail
+					if it.Kind == tracer.ItemListenOverflow {
+						detail = output.DetailText(&it)
 					}
 				}
 				if !strings.Contains(detail, "SYN cookie") {

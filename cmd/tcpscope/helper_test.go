@@ -363,6 +363,19 @@ func (r *recording) stopSample(t *testing.T, n int) *output.Recording {
 }
 
 func dumpJSON(v any) string {
+	// Connections as the export spells them: their fields are typed.
+	switch c := v.(type) {
+	case tracer.Connection:
+		return string(output.AppendConnectionJSON(nil, &c))
+	case *tracer.Connection:
+		return string(output.AppendConnectionJSON(nil, c))
+	case []tracer.Connection:
+		var b []byte
+		for i := range c {
+			b = append(output.AppendConnectionJSON(b, &c[i]), '\n')
+		}
+		return string(b)
+	}
 	b, _ := json.MarshalIndent(v, "", " ")
 	return string(b)
 }

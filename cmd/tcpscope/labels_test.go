@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcpscope/tcpscope/output"
 	"github.com/tcpscope/tcpscope/tracer"
 	"github.com/tcpscope/tcpscope/tracer/netns"
 	"github.com/tcpscope/tcpscope/tracer/nettest"
@@ -55,11 +56,11 @@ func TestRecordFinRetransmit(t *testing.T) {
 		sv.Retransmits != (tracer.Retransmits{}) {
 		t.Errorf("retransmits: client %+v, server %+v; Tcp.RetransSegs delta %d; want one bare FIN, the client's", cl.Retransmits, sv.Retransmits, got)
 	}
-	if !slices.Equal(cl.Flags, []tracer.Flag{tracer.FlagFinRetransmitted, tracer.FlagTimeWait}) {
+	if !slices.Equal(cl.Flags.List(), []tracer.Flag{tracer.FlagFinRetransmitted, tracer.FlagTimeWait}) {
 		t.Errorf("client flags %v, want fin_retransmitted and time_wait (no data_retransmitted)", cl.Flags)
 	}
 	for _, it := range cl.Timeline {
-		if it.Kind == tracer.KindRetransmit.String() && (it.Detail != "FIN" || it.State != "FIN_WAIT1") {
+		if it.Kind == tracer.ItemRetransmit && (output.DetailText(&it) != "FIN" || it.State != tracer.StateFinWait1) {
 			t.Errorf("client retransmit item %+v, want a FIN in FIN_WAIT1", it)
 		}
 	}
@@ -133,7 +134,7 @@ func TestRecordAbandonedConnect(t *testing.T) {
 			if tc.retransmits > 0 {
 				wantFlags = []tracer.Flag{tracer.FlagSynRetransmitted}
 			}
-			if cl.Outcome != tracer.OutcomeAbandoned || cl.Errno != "" || !slices.Equal(cl.Flags, wantFlags) {
+			if cl.Outcome != tracer.OutcomeAbandoned || cl.Errno != 0 || !slices.Equal(cl.Flags.List(), wantFlags) {
 				t.Errorf("client: outcome %s errno %q flags %v; want abandoned_by_app, no errno, flags %v\n%s",
 					cl.Outcome, cl.Errno, cl.Flags, wantFlags, dumpJSON(cl))
 			}
@@ -142,7 +143,7 @@ func TestRecordAbandonedConnect(t *testing.T) {
 			}
 			if tc.linger0 {
 				// The kernel did report ECONNRESET; it stays in the timeline.
-				if it := cl.Timeline[len(cl.Timeline)-1]; it.Kind != tracer.KindError.String() || it.Errno != "ECONNRESET" {
+				if it := cl.Timeline[len(cl.Timeline)-1]; it.Kind != tracer.ItemError || it.Errno.String() != "ECONNRESET" {
 					t.Errorf("last item %+v, want tcp_disconnect()'s ECONNRESET report", it)
 				}
 			}
@@ -207,7 +208,7 @@ func TestRecordPreexistingOpenAtEnd(t *testing.T) {
 		t.Fatalf("%d records, want both ends: %s", len(rec.Connections), dumpJSON(rec.Connections))
 	}
 	for _, c := range rec.Connections {
-		if c.Outcome != tracer.OutcomeOpen || !slices.Contains(c.Flags, tracer.FlagPreexisting) {
+		if c.Outcome != tracer.OutcomeOpen || !c.Flags.Has(tracer.FlagPreexisting) {
 			t.Errorf("%s: outcome %s flags %v, want open and preexisting", c.Role, c.Outcome, c.Flags)
 		}
 		if c.End.Before(stopAt) || c.DurationUs != c.End.Sub(c.Start).Microseconds() || c.DurationUs <= 0 {

@@ -117,7 +117,7 @@ func TestSynOverflowAttributed(t *testing.T) {
 	}
 	var clients, linked, syns uint64
 	for _, c := range rec.Connections {
-		if c.Role != tracer.RoleClient || !slices.Contains(c.Flags, tracer.FlagSynRetransmitted) {
+		if c.Role != tracer.RoleClient || !c.Flags.Has(tracer.FlagSynRetransmitted) {
 			continue
 		}
 		clients++

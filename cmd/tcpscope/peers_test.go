@@ -155,18 +155,18 @@ func TestTimeWaitKilledByReset(t *testing.T) {
 					kept = c
 				}
 			}
-			if kept.Outcome != tracer.OutcomeTimeWait || slices.Contains(kept.Flags, tracer.FlagTimeWaitKilled) {
+			if kept.Outcome != tracer.OutcomeTimeWait || kept.Flags.Has(tracer.FlagTimeWaitKilled) {
 				t.Errorf("client left alone: %s", dumpJSON(kept))
 			}
-			if killed.Outcome != tracer.OutcomeTimeWait || !slices.Contains(killed.Flags, tracer.FlagTimeWait) {
+			if killed.Outcome != tracer.OutcomeTimeWait || !killed.Flags.Has(tracer.FlagTimeWait) {
 				t.Errorf("killed client's outcome: %s", dumpJSON(killed))
 			}
 			i := slices.IndexFunc(killed.Timeline, func(it tracer.Item) bool { return it.Kind == tracer.ItemTimeWaitKilled })
 			if tc.written {
-				if i >= 0 || slices.Contains(killed.Flags, tracer.FlagTimeWaitKilled) {
+				if i >= 0 || killed.Flags.Has(tracer.FlagTimeWaitKilled) {
 					t.Errorf("a record written before the reset cannot know it: %s", dumpJSON(killed))
 				}
-			} else if i < 0 || !slices.Contains(killed.Flags, tracer.FlagTimeWaitKilled) || killed.Timeline[i].Reason != "TCP_FLAGS" {
+			} else if i < 0 || !killed.Flags.Has(tracer.FlagTimeWaitKilled) || reasonName(killed.Timeline[i]) != "TCP_FLAGS" {
 				t.Errorf("killed client without the kill: %s", dumpJSON(killed))
 			}
 			tw := rec.Summary.TimeWait
@@ -225,8 +225,8 @@ func TestDataAfterClientClose(t *testing.T) {
 	r.waitConnections(t, 2, 15*time.Second)
 	rec := r.stop(t)
 	cl := one(t, rec, tracer.RoleClient)
-	killed := cl.Outcome == tracer.OutcomeTimeWait && slices.Contains(cl.Flags, tracer.FlagTimeWaitKilled)
-	aborted := cl.Outcome == tracer.OutcomeReset && slices.ContainsFunc(cl.Timeline, func(it tracer.Item) bool { return it.Reason == "TCP_ABORT_ON_DATA" })
+	killed := cl.Outcome == tracer.OutcomeTimeWait && cl.Flags.Has(tracer.FlagTimeWaitKilled)
+	aborted := cl.Outcome == tracer.OutcomeReset && slices.ContainsFunc(cl.Timeline, func(it tracer.Item) bool { return reasonName(it) == "TCP_ABORT_ON_DATA" })
 	if !killed && !aborted {
 		t.Errorf("client: %s", dumpJSON(cl))
 	}

@@ -73,7 +73,7 @@ func TestRecordCleanConnections(t *testing.T) {
 			r.waitConnections(t, 2, 15*time.Second)
 			rec := r.stop(t)
 			cl, sv := one(t, rec, tracer.RoleClient), one(t, rec, tracer.RoleServer)
-			if cl.Outcome != tc.client || sv.Outcome != tc.server || cl.ClosedBy != tc.clientBy || sv.ClosedBy != tc.serverBy {
+			if cl.Outcome != tc.client || sv.Outcome != tc.server || cl.ClosedBy.String() != tc.clientBy || sv.ClosedBy.String() != tc.serverBy {
 				t.Errorf("client %s closed_by %s, server %s closed_by %s; want %s %s, %s %s",
 					cl.Outcome, cl.ClosedBy, sv.Outcome, sv.ClosedBy, tc.client, tc.clientBy, tc.server, tc.serverBy)
 			}
@@ -95,7 +95,7 @@ func TestRecordCleanConnections(t *testing.T) {
 			if tc.mode == "server-closes" {
 				closer = sv
 			}
-			if !slices.Equal(closer.Flags, []tracer.Flag{tracer.FlagTimeWait}) || closer.Timeline[len(closer.Timeline)-1].State != "TIME_WAIT" {
+			if !slices.Equal(closer.Flags.List(), []tracer.Flag{tracer.FlagTimeWait}) || closer.Timeline[len(closer.Timeline)-1].State != tracer.StateTimeWait {
 				t.Errorf("active closer flags %v, last step %+v", closer.Flags, closer.Timeline[len(closer.Timeline)-1])
 			}
 		})
@@ -113,11 +113,11 @@ func TestRecordRefused(t *testing.T) {
 	}
 	rec := r.stop(t)
 	cl, sv := one(t, rec, tracer.RoleClient), one(t, rec, tracer.RoleServer)
-	if cl.Outcome != tracer.OutcomeRefused || cl.Errno != "ECONNREFUSED" || !slices.Contains(cl.Flags, tracer.FlagRefused) || cl.PID != uint32(os.Getpid()) {
+	if cl.Outcome != tracer.OutcomeRefused || cl.Errno.String() != "ECONNREFUSED" || !cl.Flags.Has(tracer.FlagRefused) || cl.PID != uint32(os.Getpid()) {
 		t.Errorf("client: %s", dumpJSON(cl))
 	}
 	if sv.Outcome != tracer.OutcomeRefused || sv.Local.Port() != 9 || sv.Remote != cl.Local || sv.PeerID != cl.ID ||
-		!slices.Contains(sv.Flags, tracer.FlagResetSent) || sv.Timeline[0].Reason != "NO_SOCKET" {
+		!sv.Flags.Has(tracer.FlagResetSent) || reasonName(sv.Timeline[0]) != "NO_SOCKET" {
 		t.Errorf("server refused record: %s", dumpJSON(sv))
 	}
 }
@@ -148,8 +148,8 @@ func TestRecordSynTimeout(t *testing.T) {
 	rec := r.stop(t)
 	cl := one(t, rec, tracer.RoleClient)
 	want := netns.Delta(before, after)["TcpExt.TCPSynRetrans"]
-	if cl.Outcome != tracer.OutcomeTimeout || cl.Errno != "ETIMEDOUT" ||
-		!slices.Equal(cl.Flags, []tracer.Flag{tracer.FlagSynRetransmitted, tracer.FlagHandshakeTimeout}) {
+	if cl.Outcome != tracer.OutcomeTimeout || cl.Errno.String() != "ETIMEDOUT" ||
+		!slices.Equal(cl.Flags.List(), []tracer.Flag{tracer.FlagSynRetransmitted, tracer.FlagHandshakeTimeout}) {
 		t.Errorf("client: %s", dumpJSON(cl))
 	}
 	if want == 0 || uint64(cl.Retransmits.Syn) != want {
@@ -180,15 +180,15 @@ func TestRecordResets(t *testing.T) {
 			r.waitConnections(t, 2, 15*time.Second)
 			rec := r.stop(t)
 			cl, sv := one(t, rec, tracer.RoleClient), one(t, rec, tracer.RoleServer)
-			if cl.Outcome != tracer.OutcomeReset || cl.ClosedBy != "remote" || !slices.Contains(cl.Flags, tracer.FlagResetReceived) || cl.Errno != "ECONNRESET" {
+			if cl.Outcome != tracer.OutcomeReset || cl.ClosedBy != tracer.ClosedByRemote || !cl.Flags.Has(tracer.FlagResetReceived) || cl.Errno.String() != "ECONNRESET" {
 				t.Errorf("client: %s", dumpJSON(cl))
 			}
-			if sv.Outcome != tracer.OutcomeReset || sv.ClosedBy != "local" || !slices.Contains(sv.Flags, tracer.FlagResetSent) {
+			if sv.Outcome != tracer.OutcomeReset || sv.ClosedBy != tracer.ClosedByLocal || !sv.Flags.Has(tracer.FlagResetSent) {
 				t.Errorf("server: %s", dumpJSON(sv))
 			}
 			// The aborting end's process got no error: with SO_LINGER 0,
 			// tcp_disconnect() reports ECONNRESET to the closing socket itself.
-			if sv.Errno != "" {
+			if sv.Errno != 0 {
 				t.Errorf("server errno %q, want none (only the client saw ECONNRESET)", sv.Errno)
 			}
 			for _, l := range strings.Split(r.stdout.String(), "\n") {
@@ -198,8 +198,8 @@ func TestRecordResets(t *testing.T) {
 			}
 			var reason string
 			for _, it := range sv.Timeline {
-				if it.Kind == "reset_sent" {
-					reason = it.Reason
+				if it.Kind == tracer.ItemResetSent {
+					reason = reasonName(it)
 				}
 			}
 			if !kernelHas(t, tracer.CloseResetReasons) {
@@ -253,7 +253,7 @@ func TestRecordDataRetransmits(t *testing.T) {
 	// side needed (a tail loss probe of the echo when the client is slow).
 	want := netns.Delta(before, after)["Tcp.RetransSegs"]
 	// Tail loss probes of a close resend bare FINs, counted apart.
-	if !slices.Contains(cl.Flags, tracer.FlagDataRetransmitted) || cl.Retransmits.Data < 3 ||
+	if !cl.Flags.Has(tracer.FlagDataRetransmitted) || cl.Retransmits.Data < 3 ||
 		uint64(cl.Retransmits.Data+sv.Retransmits.Data+cl.Retransmits.Fin+sv.Retransmits.Fin) != want {
 		t.Errorf("data retransmits: client %+v, server %+v; Tcp RetransSegs delta %d; client flags %v",
 			cl.Retransmits, sv.Retransmits, want, cl.Flags)
@@ -339,7 +339,7 @@ func TestRecordV4MappedServer(t *testing.T) {
 	rec := r.stop(t)
 	cl, sv := one(t, rec, tracer.RoleClient), one(t, rec, tracer.RoleServer)
 	want := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
-	if sv.Family != "ipv4" || sv.Local != want || sv.Remote != client || sv.PeerID != cl.ID || cl.PeerID != sv.ID {
+	if sv.Family != tracer.FamilyIPv4 || sv.Local != want || sv.Remote != client || sv.PeerID != cl.ID || cl.PeerID != sv.ID {
 		t.Errorf("server of a dual-stack listener: %s %s -> %s peer %d; want ipv4 %s -> %s linked to %d",
 			sv.Family, sv.Local, sv.Remote, sv.PeerID, want, client, cl.ID)
 	}
@@ -365,7 +365,7 @@ func TestRecordPreexisting(t *testing.T) {
 	port := netipAddrPort(t, addr).Port()
 	var pre, fresh []tracer.Connection
 	for _, c := range rec.Connections {
-		if slices.Contains(c.Flags, tracer.FlagPreexisting) {
+		if c.Flags.Has(tracer.FlagPreexisting) {
 			pre = append(pre, c)
 		} else {
 			fresh = append(fresh, c)

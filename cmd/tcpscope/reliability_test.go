@@ -166,7 +166,7 @@ func TestLossesAreCountedAndFlagged(t *testing.T) {
 	}
 	incomplete := 0
 	for _, c := range rec.Connections {
-		if slices.Contains(c.Flags, tracer.FlagIncomplete) {
+		if c.Flags.Has(tracer.FlagIncomplete) {
 			incomplete++
 		}
 	}

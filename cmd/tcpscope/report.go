@@ -126,17 +126,19 @@ func (f *reportFlags) render(w io.Writer, rec *output.Recording, name string, fi
 func (f *reportFlags) filter() (func(*tracer.Connection) bool, error) {
 	var flags []tracer.Flag
 	for _, s := range f.flags {
-		if !slices.Contains(tracer.AllFlags, tracer.Flag(s)) {
+		i := slices.IndexFunc(tracer.AllFlags, func(fl tracer.Flag) bool { return fl.String() == s })
+		if i < 0 {
 			return nil, usagef("--flag %q: not a flag; flags are %s", s, joinNames(tracer.AllFlags))
 		}
-		flags = append(flags, tracer.Flag(s))
+		flags = append(flags, tracer.AllFlags[i])
 	}
 	var outcomes []tracer.Outcome
 	for _, s := range f.outcomes {
-		if !slices.Contains(tracer.AllOutcomes, tracer.Outcome(s)) {
+		i := slices.IndexFunc(tracer.AllOutcomes, func(o tracer.Outcome) bool { return o.String() == s })
+		if i < 0 {
 			return nil, usagef("--outcome %q: not an outcome; outcomes are %s", s, joinNames(tracer.AllOutcomes))
 		}
-		outcomes = append(outcomes, tracer.Outcome(s))
+		outcomes = append(outcomes, tracer.AllOutcomes[i])
 	}
 	var peers []netip.Addr
 	for _, s := range f.peers {
@@ -147,7 +149,7 @@ func (f *reportFlags) filter() (func(*tracer.Connection) bool, error) {
 		peers = append(peers, a.Unmap())
 	}
 	return func(c *tracer.Connection) bool {
-		if len(flags) > 0 && !slices.ContainsFunc(flags, func(fl tracer.Flag) bool { return slices.Contains(c.Flags, fl) }) {
+		if len(flags) > 0 && !slices.ContainsFunc(flags, c.Flags.Has) {
 			return false
 		}
 		if len(outcomes) > 0 && !slices.Contains(outcomes, c.Outcome) {
@@ -165,10 +167,10 @@ func (f *reportFlags) filter() (func(*tracer.Connection) bool, error) {
 	}, nil
 }
 
-func joinNames[T ~string](xs []T) string {
+func joinNames[T fmt.Stringer](xs []T) string {
 	s := make([]string, len(xs))
 	for i, x := range xs {
-		s[i] = string(x)
+		s[i] = x.String()
 	}
 	return strings.Join(s, ", ")
 }

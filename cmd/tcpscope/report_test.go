@@ -50,16 +50,16 @@ func writeTestExport(t *testing.T, path string, n int) {
 	s := tracer.NewStats()
 	for i := 0; i < n; i++ {
 		c := tracer.Connection{
-			ID: uint64(i + 1), Role: tracer.RoleClient, Family: "ipv4",
+			ID: uint64(i + 1), Role: tracer.RoleClient, Family: tracer.FamilyIPv4,
 			Local:  netip.AddrPortFrom(netip.MustParseAddr("10.0.0.2"), uint16(40000+i)),
 			Remote: netip.MustParseAddrPort("10.0.0.1:8080"), Comm: "client", PID: 42,
 			Start: t0.Add(time.Duration(i) * time.Millisecond), HandshakeUs: 100 + int64(i), SynRecvUs: -1,
-			ClosedBy: "local", Outcome: tracer.OutcomeTimeWait, Flags: []tracer.Flag{tracer.FlagTimeWait},
-			Timeline: []tracer.Item{{At: t0, Kind: "state", From: "CLOSE", To: "SYN_SENT"}},
+			ClosedBy: tracer.ClosedByLocal, Outcome: tracer.OutcomeTimeWait, Flags: tracer.FlagsOf(tracer.FlagTimeWait),
+			Timeline: []tracer.Item{{At: t0, Kind: tracer.ItemState, From: tracer.StateClose, To: tracer.StateSynSent}},
 		}
 		if i%3 == 0 {
-			c.HandshakeUs, c.ClosedBy, c.Outcome, c.Errno = -1, "remote", tracer.OutcomeRefused, "ECONNREFUSED"
-			c.Flags = []tracer.Flag{tracer.FlagResetReceived, tracer.FlagRefused}
+			c.HandshakeUs, c.ClosedBy, c.Outcome, c.Errno = -1, tracer.ClosedByRemote, tracer.OutcomeRefused, tracer.ErrnoConnRefused
+			c.Flags = tracer.FlagsOf(tracer.FlagResetReceived, tracer.FlagRefused)
 		}
 		c.End = c.Start.Add(time.Millisecond)
 		s.Add(&c)

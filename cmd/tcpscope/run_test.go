@@ -153,7 +153,7 @@ func TestRunAb(t *testing.T) {
 			open++
 		case c.Role == tracer.RoleServer:
 			servers++
-		case c.Outcome == tracer.OutcomeClosed && c.ClosedBy == "remote" && c.BytesReceived > 0:
+		case c.Outcome == tracer.OutcomeClosed && c.ClosedBy == tracer.ClosedByRemote && c.BytesReceived > 0:
 			completed++
 		case c.Outcome == tracer.OutcomeTimeWait:
 			aborted++

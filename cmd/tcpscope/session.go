@@ -171,7 +171,7 @@ func (s *session) sample(c *tracer.Connection) {
 		s.shown = map[tracer.Flag]int{}
 	}
 	show := false
-	for _, f := range c.Flags {
+	for f := range c.Flags.All() {
 		if f != tracer.FlagTimeWait && f != tracer.FlagPreexisting && s.shown[f] < s.opts.samplePerFlag {
 			show = true
 		}
@@ -180,7 +180,7 @@ func (s *session) sample(c *tracer.Connection) {
 		s.omitted++
 		return
 	}
-	for _, f := range c.Flags {
+	for f := range c.Flags.All() {
 		s.shown[f]++
 	}
 	s.view.line(output.FlaggedLine(c))

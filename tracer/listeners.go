@@ -192,6 +192,24 @@ func (b *Builder) SampleQueues(netns uint32, samples []QueueSample, overflows, d
 		}
 		l.sawQueue(q.Queue, q.Backlog)
 	}
+	observed := b.observedOverflows(netns, prev, now, cur)
+	if prev != nil && prev.pending != nil {
+		for id := range observed {
+			prev.pending.candidates[id] = true
+			if _, ok := prev.pending.traced[id]; !ok {
+				prev.pending.traced[id] = cur.traced[id]
+			}
+		}
+		b.attribute(prev.pending)
+	}
+	now.pending = cur
+	b.queues[netns] = now
+}
+
+// observedOverflows notes each traced listener's overflow count in now,
+// and returns (and makes candidates of cur) those whose final-ACK overflow
+// drops were observed since the previous sample.
+func (b *Builder) observedOverflows(netns uint32, prev, now *nsQueues, cur *interval) map[uint64]bool {
 	observed := map[uint64]bool{}
 	for _, l := range b.listenerSet {
 		if l.NetNS != netns {
@@ -215,17 +233,7 @@ func (b *Builder) SampleQueues(netns uint32, samples []QueueSample, overflows, d
 			}
 		}
 	}
-	if prev != nil && prev.pending != nil {
-		for id := range observed {
-			prev.pending.candidates[id] = true
-			if _, ok := prev.pending.traced[id]; !ok {
-				prev.pending.traced[id] = cur.traced[id]
-			}
-		}
-		b.attribute(prev.pending)
-	}
-	now.pending = cur
-	b.queues[netns] = now
+	return observed
 }
 
 // attribute decides one interval.
@@ -321,11 +329,11 @@ type overflowDrop struct {
 
 func (c *Connection) overflowed(d overflowDrop) {
 	c.setFlag(FlagListenOverflow)
-	detail := "final ACK dropped: accept queue full"
+	detail := DetailOverflow
 	if d.cookie {
-		detail = "final ACK (SYN cookie) dropped: accept queue full"
+		detail = DetailOverflowCookie
 	}
-	c.item(d.at, Item{Kind: KindListenOverflow.String(), Detail: detail})
+	c.item(d.at, Item{Kind: ItemListenOverflow, Detail: detail})
 	sortTimeline(c.Timeline)
 }
 
@@ -354,24 +362,4 @@ func (b *Builder) SeedListener(netns uint32, local netip.AddrPort, pid uint32, c
 		PeakQueue: queue, Start: now, Preexisting: true}
 	b.listenerSet[l.ID] = l
 	b.listenerByPort[key] = l.ID
-}
-
-// onListenerReset: a reset sent by the listening socket itself, answering
-// the segment whose addresses the event carries. Two kernel paths do this:
-//   - tcp_check_req() matched the segment to a request and dropped it, with
-//     SK_RST_REASON_INVALID_SYN: the final ACK met a full accept queue while
-//     net.ipv4.tcp_abort_on_overflow=1 (the drop that follows is the
-//     TCP_LISTEN_OVERFLOW skb drop onOverflow sees), or the segment was not
-//     acceptable to the request;
-//   - tcp_v4_do_rcv()/tcp_v6_do_rcv() gave the listener a segment that no
-//     connection or request matched, and tcp_rcv_state_process() in
-//     TCP_LISTEN refuses any ACK (SKB_DROP_REASON_TCP_FLAGS, reason
-//     TCP_FLAGS): data from a client whose handshake the server abandoned
-//     or whose connection it already destroyed.
-//
-// Either way the peer sees ECONNRESET; strayReset places it.
-func (b *Builder) onListenerReset(ev *Event) {
-	l := b.listener(ev, ev.Cookie)
-	l.Resets++
-	b.strayReset(ev, "sent by the listener", l)
 }

@@ -71,33 +71,11 @@ func (r *Recorder) Run(ctx context.Context) error {
 		err := r.Tracer.Read(&ev)
 		switch {
 		case err == nil:
-			if int(ev.Kind) < len(r.Events) {
-				r.Events[ev.Kind]++
+			if err := r.handle(&ev); err != nil {
+				return err
 			}
-			if r.OnNetNS != nil && ev.NetNS != r.lastNS {
-				// Consecutive events are mostly of one namespace.
-				if r.netns[ev.NetNS] || r.OnNetNS(&ev) {
-					r.netns[ev.NetNS] = true
-					r.lastNS = ev.NetNS
-				}
-			}
-			if r.OnEvent != nil {
-				if err := r.OnEvent(&ev); err != nil {
-					return err
-				}
-			}
-			r.Builder.Add(&ev)
 		case errors.Is(err, ErrClosed):
-			now := time.Now()
-			r.checkLoss()
-			if r.OnSample != nil {
-				r.OnSample(now)
-			}
-			r.Builder.Finish(now)
-			if r.OnTick != nil {
-				return r.OnTick(now)
-			}
-			return nil
+			return r.finish(time.Now())
 		case errors.Is(err, ErrNoEvent):
 		default:
 			r.DecodeErrors++
@@ -108,16 +86,60 @@ func (r *Recorder) Run(ctx context.Context) error {
 		}
 		if now := time.Now(); now.After(next) {
 			next = now.Add(r.TickInterval)
-			r.checkLoss()
-			r.Builder.Expire(now)
-			if r.OnSample != nil {
-				r.OnSample(now)
-			}
-			if r.OnTick != nil {
-				if err := r.OnTick(now); err != nil {
-					return err
-				}
+			if err := r.periodic(now); err != nil {
+				return err
 			}
 		}
 	}
+}
+
+// handle counts one event, shows it to OnNetNS and OnEvent, and gives it
+// to the builder.
+func (r *Recorder) handle(ev *Event) error {
+	if int(ev.Kind) < len(r.Events) {
+		r.Events[ev.Kind]++
+	}
+	if r.OnNetNS != nil && ev.NetNS != r.lastNS {
+		// Consecutive events are mostly of one namespace.
+		if r.netns[ev.NetNS] || r.OnNetNS(ev) {
+			r.netns[ev.NetNS] = true
+			r.lastNS = ev.NetNS
+		}
+	}
+	if r.OnEvent != nil {
+		if err := r.OnEvent(ev); err != nil {
+			return err
+		}
+	}
+	r.Builder.Add(ev)
+	return nil
+}
+
+// periodic is the work of each tick: loss check, expiry, kernel samples,
+// then OnTick.
+func (r *Recorder) periodic(now time.Time) error {
+	r.checkLoss()
+	r.Builder.Expire(now)
+	if r.OnSample != nil {
+		r.OnSample(now)
+	}
+	if r.OnTick != nil {
+		return r.OnTick(now)
+	}
+	return nil
+}
+
+// finish runs once the ring buffer is drained after Stop: a last loss
+// check and sample while every listener is still followed, then the
+// builder hands out what it still follows, and a last OnTick.
+func (r *Recorder) finish(now time.Time) error {
+	r.checkLoss()
+	if r.OnSample != nil {
+		r.OnSample(now)
+	}
+	r.Builder.Finish(now)
+	if r.OnTick != nil {
+		return r.OnTick(now)
+	}
+	return nil
 }

@@ -78,20 +78,10 @@ func Open(cfg Config) (t *Tracer, err error) {
 	if err := feats.Usable(); err != nil {
 		return nil, err
 	}
-	spec, err := loadBpf()
+	spec, attach, err := prepare(cfg, feats)
 	if err != nil {
-		return nil, fmt.Errorf("loading BPF object: %w", err)
-	}
-	var specs bpfSpecs
-	if err := spec.Assign(&specs); err != nil {
-		return nil, fmt.Errorf("reading BPF object: %w", err)
-	}
-	if err := configure(&specs, cfg, feats); err != nil {
 		return nil, err
 	}
-	attach := feats.choosePrograms(&specs.bpfProgramSpecs)
-	keepOnly(spec, attach)
-
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
 		return nil, fmt.Errorf("loading BPF programs: %w", err)
@@ -116,13 +106,8 @@ func Open(cfg Config) (t *Tracer, err error) {
 		attach[i].prog = coll.DetachProgram(attach[i].spec.Name)
 		t.programs = append(t.programs, attach[i].prog)
 	}
-	for _, a := range attach {
-		l, err := link.AttachTracing(link.TracingOptions{Program: a.prog, AttachType: ebpf.AttachTraceRawTp})
-		if err != nil {
-			return nil, fmt.Errorf("attaching %s: %w", a.tracepoint, err)
-		}
-		t.links = append(t.links, l)
-		t.attached = append(t.attached, a)
+	if err := t.attach(attach); err != nil {
+		return nil, err
 	}
 	if t.reader, err = ringbuf.NewReader(t.maps.Events); err != nil {
 		return nil, fmt.Errorf("opening ring buffer reader: %w", err)
@@ -134,6 +119,39 @@ func Open(cfg Config) (t *Tracer, err error) {
 		t.poll = 200 * time.Millisecond
 	}
 	return t, nil
+}
+
+// prepare reads the BPF object, sets its load-time constants and sizes,
+// and keeps only the programs this kernel's tracepoints take.
+func prepare(cfg Config, feats Features) (*ebpf.CollectionSpec, []attachment, error) {
+	spec, err := loadBpf()
+	if err != nil {
+		return nil, nil, fmt.Errorf("loading BPF object: %w", err)
+	}
+	var specs bpfSpecs
+	if err := spec.Assign(&specs); err != nil {
+		return nil, nil, fmt.Errorf("reading BPF object: %w", err)
+	}
+	if err := configure(&specs, cfg, feats); err != nil {
+		return nil, nil, err
+	}
+	attach := feats.choosePrograms(&specs.bpfProgramSpecs)
+	keepOnly(spec, attach)
+	return spec, attach, nil
+}
+
+// attach links every loaded program to its tracepoint; on an error the
+// links made so far stay in t for Close.
+func (t *Tracer) attach(progs []attachment) error {
+	for _, a := range progs {
+		l, err := link.AttachTracing(link.TracingOptions{Program: a.prog, AttachType: ebpf.AttachTraceRawTp})
+		if err != nil {
+			return fmt.Errorf("attaching %s: %w", a.tracepoint, err)
+		}
+		t.links = append(t.links, l)
+		t.attached = append(t.attached, a)
+	}
+	return nil
 }
 
 func (c *Config) validate() error {

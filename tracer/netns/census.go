@@ -25,6 +25,21 @@ type Existing struct {
 // held only by sockets is not found. Each namespace found costs one entry
 // into it.
 func Census() map[uint32]Existing {
+	paths := namespacePaths()
+	mounts, _ := filepath.Glob("/run/netns/*")
+	out := make(map[uint32]Existing, len(paths)+len(mounts))
+	for _, m := range mounts {
+		censusOf(out, m, 0)
+	}
+	for ino, path := range paths {
+		censusOf(out, path, ino)
+	}
+	return out
+}
+
+// namespacePaths finds a path to every network namespace a task is in or a
+// file descriptor holds, by inode.
+func namespacePaths() map[uint32]string {
 	paths := map[uint32]string{}
 	add := func(path string) {
 		l, err := os.Readlink(path)
@@ -43,7 +58,6 @@ func Census() map[uint32]Existing {
 			paths[uint32(n)] = path
 		}
 	}
-	mounts, _ := filepath.Glob("/run/netns/*")
 	procs, _ := os.ReadDir("/proc")
 	for _, p := range procs {
 		if _, err := strconv.Atoi(p.Name()); err != nil {
@@ -59,35 +73,31 @@ func Census() map[uint32]Existing {
 			add(base + "/fd/" + f.Name())
 		}
 	}
-	out := make(map[uint32]Existing, len(paths)+len(mounts))
-	read := func(path string, want uint32) {
-		ns, err := open(path)
-		if err != nil {
-			return
-		}
-		defer ns.Close()
-		if want != 0 && ns.Inode != want {
-			return // the task moved or exited meanwhile
-		}
-		if _, done := out[ns.Inode]; done {
-			return
-		}
-		var e Existing
-		if ns.Do(func() (err error) {
-			e.Cookie, _ = cookieHere()
-			e.Counters, err = ReadCounters()
-			return err
-		}) == nil {
-			out[ns.Inode] = e
-		}
+	return paths
+}
+
+// censusOf reads the namespace at path into out, unless it is known
+// already or is no longer the one wanted (want 0: any).
+func censusOf(out map[uint32]Existing, path string, want uint32) {
+	ns, err := open(path)
+	if err != nil {
+		return
 	}
-	for _, m := range mounts {
-		read(m, 0)
+	defer ns.Close()
+	if want != 0 && ns.Inode != want {
+		return // the task moved or exited meanwhile
 	}
-	for ino, path := range paths {
-		read(path, ino)
+	if _, done := out[ns.Inode]; done {
+		return
 	}
-	return out
+	var e Existing
+	if ns.Do(func() (err error) {
+		e.Cookie, _ = cookieHere()
+		e.Counters, err = ReadCounters()
+		return err
+	}) == nil {
+		out[ns.Inode] = e
+	}
 }
 
 // OpenPID opens the network namespace of process pid if it is the one

@@ -3,6 +3,8 @@ package tracer
 import (
 	"strings"
 	"testing"
+
+	"github.com/cilium/ebpf"
 )
 
 // Has answers from what Probe found, each feature from its own evidence,
@@ -45,14 +47,7 @@ func TestKernelFeatures(t *testing.T) {
 // The BPF object's filter arrays and ring buffer have the sizes the Go
 // side assumes: both come from bpf/event.h.
 func TestLimitsMatchTheBPFObject(t *testing.T) {
-	spec, err := loadBpf()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s bpfSpecs
-	if err := spec.Assign(&s); err != nil {
-		t.Fatal(err)
-	}
+	_, s := objectSpecs(t)
 	if got := s.FilterPorts.Size(); got != uint32(MaxFilter*2) {
 		t.Errorf("filter_ports holds %d bytes, want %d ports", got, MaxFilter)
 	}
@@ -68,14 +63,7 @@ func TestLimitsMatchTheBPFObject(t *testing.T) {
 // kernel, each exactly once, and a kernel gets one main program and one
 // twin per tracepoint it has.
 func TestHookTableCoversEveryProgram(t *testing.T) {
-	spec, err := loadBpf()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s bpfSpecs
-	if err := spec.Assign(&s); err != nil {
-		t.Fatal(err)
-	}
+	spec, s := objectSpecs(t)
 	served := map[string]int{}
 	for _, variant := range []Features{{}, {retransmitHasErr: true, sendResetReason: true}} {
 		for range hookTable {
@@ -103,4 +91,18 @@ func TestHookTableCoversEveryProgram(t *testing.T) {
 			t.Errorf("program %s serves no tracepoint in hookTable", name)
 		}
 	}
+}
+
+// objectSpecs reads the committed BPF object and its typed specs.
+func objectSpecs(t *testing.T) (*ebpf.CollectionSpec, bpfSpecs) {
+	t.Helper()
+	spec, err := loadBpf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s bpfSpecs
+	if err := spec.Assign(&s); err != nil {
+		t.Fatal(err)
+	}
+	return spec, s
 }

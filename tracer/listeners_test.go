@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"fmt"
+	"net/netip"
 	"testing"
 )
 
@@ -15,13 +16,7 @@ func show(l *Listener) string {
 // the one listener of the namespace that was full, at either end of the
 // interval or by an observed final-ACK drop.
 func TestSampleQueuesAttribution(t *testing.T) {
-	var got []*Listener
-	b := NewBuilder(BuilderConfig{EmitListener: func(l *Listener) { got = append(got, l) }})
-	a, c := ap("127.0.0.1:80"), ap("127.0.0.1:81")
-	for _, e := range []Event{st(10, StateClose, StateListen, a, ap("0.0.0.0:0")), st(11, StateClose, StateListen, c, ap("0.0.0.0:0"))} {
-		e.NetNS, e.MaxBacklog = 7, 2
-		b.Add(&e)
-	}
+	b, got, _, c := twoListeners()
 	b.SeedListener(7, ap("0.0.0.0:82"), 1, "old", 4, 0, t0) // known by port only
 	q := func(cookie uint64, local string, queue, backlog uint32) QueueSample {
 		return QueueSample{Cookie: cookie, Local: ap(local), Queue: queue, Backlog: backlog}
@@ -48,7 +43,7 @@ func TestSampleQueuesAttribution(t *testing.T) {
 	b.Finish(t0)
 
 	by := map[uint16]*Listener{}
-	for _, l := range got {
+	for _, l := range *got {
 		by[l.Local.Port()] = l
 	}
 	l80, l81, l82 := by[80], by[81], by[82]
@@ -111,13 +106,7 @@ func TestClientSynRetransmitsLinkedToListener(t *testing.T) {
 // the builder only after that interval's sample (events trail the counters
 // by up to a ring-buffer poll): the interval still goes to that listener.
 func TestSampleQueuesLateEvent(t *testing.T) {
-	var got []*Listener
-	b := NewBuilder(BuilderConfig{EmitListener: func(l *Listener) { got = append(got, l) }})
-	a, c := ap("127.0.0.1:80"), ap("127.0.0.1:81")
-	for _, e := range []Event{st(10, StateClose, StateListen, a, ap("0.0.0.0:0")), st(11, StateClose, StateListen, c, ap("0.0.0.0:0"))} {
-		e.NetNS, e.MaxBacklog = 7, 2
-		b.Add(&e)
-	}
+	b, got, a, c := twoListeners()
 	empty := []QueueSample{{Cookie: 10, Local: a, Backlog: 2}, {Cookie: 11, Local: c, Backlog: 2}}
 	b.SampleQueues(7, empty, 0, 0)
 	b.SampleQueues(7, empty, 4, 4) // the drops happened here...
@@ -125,7 +114,7 @@ func TestSampleQueuesLateEvent(t *testing.T) {
 	b.Add(&ov) // ...and their event arrives now
 	b.SampleQueues(7, empty, 0, 0)
 	b.Finish(t0)
-	for _, l := range got {
+	for _, l := range *got {
 		want := uint64(0)
 		if l.ID == 10 {
 			want = 4
@@ -137,4 +126,17 @@ func TestSampleQueuesLateEvent(t *testing.T) {
 	if o, _, _ := b.Unattributed(7); o != 0 {
 		t.Errorf("%d unattributed", o)
 	}
+}
+
+// twoListeners is a builder that follows two listeners of namespace 7
+// (cookies 10 and 11, backlog 2) and collects the listeners it emits.
+func twoListeners() (b *Builder, got *[]*Listener, a, c netip.AddrPort) {
+	got = new([]*Listener)
+	b = NewBuilder(BuilderConfig{EmitListener: func(l *Listener) { *got = append(*got, l) }})
+	a, c = ap("127.0.0.1:80"), ap("127.0.0.1:81")
+	for _, e := range []Event{st(10, StateClose, StateListen, a, ap("0.0.0.0:0")), st(11, StateClose, StateListen, c, ap("0.0.0.0:0"))} {
+		e.NetNS, e.MaxBacklog = 7, 2
+		b.Add(&e)
+	}
+	return b, got, a, c
 }

@@ -110,6 +110,26 @@ func recursionLost(rs []tracer.RecursionMisses) uint64 {
 
 // SummaryTables renders the end-of-recording summary.
 func SummaryTables(w io.Writer, s *tracer.Stats, x Extra) error {
+	summaryHeader(w, s, x)
+	for _, table := range []func() error{
+		func() error { return outcomeTable(w, s) },
+		func() error { return flagTable(w, s) },
+		func() error { return latencyTable(w, s) },
+		func() error { return ListenerTable(w, x.Listeners) },
+		func() error { return TimeWaitTable(w, x.TimeWait) },
+		func() error { return CounterTable(w, x.Counters) },
+		func() error { return peerTable(w, s) },
+	} {
+		if err := table(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// summaryHeader is the line that counts the connections, and a warning for
+// each way the recording may be incomplete.
+func summaryHeader(w io.Writer, s *tracer.Stats, x Extra) {
 	fmt.Fprintf(w, "\n%d connections", s.Connections)
 	if !s.Start.IsZero() {
 		fmt.Fprintf(w, " from %s to %s", s.Start.Local().Format("15:04:05"), s.End.Local().Format("15:04:05"))
@@ -128,6 +148,17 @@ func SummaryTables(w io.Writer, s *tracer.Stats, x Extra) error {
 	if x.Evicted > 0 {
 		fmt.Fprintf(w, "WARNING: %d connections were written early, flagged incomplete: more were open than --max-connections\n", x.Evicted)
 	}
+}
+
+// tableIfAny draws a table only when it has rows.
+func tableIfAny(w io.Writer, header []string, rows [][]string) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	return renderTable(w, header, rows)
+}
+
+func outcomeTable(w io.Writer, s *tracer.Stats) error {
 	var rows [][]string
 	for _, o := range tracer.AllOutcomes {
 		cl, sv := s.ByRole[tracer.RoleClient][o], s.ByRole[tracer.RoleServer][o]
@@ -136,23 +167,21 @@ func SummaryTables(w io.Writer, s *tracer.Stats, x Extra) error {
 		}
 		rows = append(rows, []string{o.String(), strconv.FormatUint(cl, 10), strconv.FormatUint(sv, 10), strconv.FormatUint(cl+sv, 10)})
 	}
-	if len(rows) > 0 {
-		if err := renderTable(w, []string{"OUTCOME", "CLIENT", "SERVER", "TOTAL"}, rows); err != nil {
-			return err
-		}
-	}
-	rows = rows[:0]
+	return tableIfAny(w, []string{"OUTCOME", "CLIENT", "SERVER", "TOTAL"}, rows)
+}
+
+func flagTable(w io.Writer, s *tracer.Stats) error {
+	var rows [][]string
 	for _, f := range tracer.AllFlags {
 		if n := s.ByFlag[f]; n > 0 {
 			rows = append(rows, []string{f.String(), strconv.FormatUint(n, 10), flagMeaning[f]})
 		}
 	}
-	if len(rows) > 0 {
-		if err := renderTable(w, []string{"FLAG", "CONNECTIONS", "MEANING"}, rows); err != nil {
-			return err
-		}
-	}
-	rows = rows[:0]
+	return tableIfAny(w, []string{"FLAG", "CONNECTIONS", "MEANING"}, rows)
+}
+
+func latencyTable(w io.Writer, s *tracer.Stats) error {
+	var rows [][]string
 	for _, h := range []struct {
 		name string
 		h    *tracer.Histogram
@@ -163,30 +192,15 @@ func SummaryTables(w io.Writer, s *tracer.Stats, x Extra) error {
 		rows = append(rows, []string{h.name, strconv.FormatUint(h.h.Count(), 10), Duration(h.h.Quantile(0.5)),
 			Duration(h.h.Quantile(0.9)), Duration(h.h.Quantile(0.99)), Duration(h.h.Max())})
 	}
-	if len(rows) > 0 {
-		if err := renderTable(w, []string{"LATENCY", "N", "P50", "P90", "P99", "MAX"}, rows); err != nil {
-			return err
-		}
+	return tableIfAny(w, []string{"LATENCY", "N", "P50", "P90", "P99", "MAX"}, rows)
+}
+
+func peerTable(w io.Writer, s *tracer.Stats) error {
+	var rows [][]string
+	for _, p := range s.TopPeers(5) {
+		rows = append(rows, []string{p.Addr, strconv.FormatUint(p.Count, 10)})
 	}
-	if err := ListenerTable(w, x.Listeners); err != nil {
-		return err
-	}
-	if err := TimeWaitTable(w, x.TimeWait); err != nil {
-		return err
-	}
-	if err := CounterTable(w, x.Counters); err != nil {
-		return err
-	}
-	if peers := s.TopPeers(5); len(peers) > 0 {
-		rows = rows[:0]
-		for _, p := range peers {
-			rows = append(rows, []string{p.Addr, strconv.FormatUint(p.Count, 10)})
-		}
-		if err := renderTable(w, []string{"PEER", "FLAGGED CONNECTIONS"}, rows); err != nil {
-			return err
-		}
-	}
-	return nil
+	return tableIfAny(w, []string{"PEER", "FLAGGED CONNECTIONS"}, rows)
 }
 
 var flagMeaning = map[tracer.Flag]string{

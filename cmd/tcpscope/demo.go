@@ -100,8 +100,11 @@ func runDemo(parent context.Context, out string, d time.Duration, stdout, stderr
 
 // demoFindings tallies, per demo server port, what tcpscope flagged.
 type demoFindings struct {
-	byPort  map[uint16]map[tracer.Flag]int
-	reasons map[uint16]map[string]int // reset reasons sent, by port
+	byPort map[uint16]map[tracer.Flag]int
+	// Reset reasons sent, by port, by name: sk_rst_reason values are
+	// numbered differently across kernels (names come from BTF), and the
+	// demo expects reasons by name.
+	reasons map[uint16]map[string]int
 }
 
 func newDemoFindings() *demoFindings {

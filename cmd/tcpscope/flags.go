@@ -226,14 +226,23 @@ func (v formatValue) Set(s string) error {
 func (formatValue) Type() string { return "format" }
 
 // checkReadyFile reports a --ready-file that cannot be written because its
-// directory does not exist, before anything is traced.
+// directory is missing or unreadable, before anything is traced, and
+// removes one a previous recording left: a script waiting for the file
+// must not find it before this recording is attached.
 func checkReadyFile(path string) error {
 	if path == "" {
 		return nil
 	}
 	dir := filepath.Dir(path)
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		return usagef("--ready-file %s: no directory %s", path, dir)
+	st, err := os.Stat(dir)
+	if err != nil {
+		return usageError{fmt.Errorf("--ready-file %s: %w", path, err)}
+	}
+	if !st.IsDir() {
+		return usagef("--ready-file %s: %s is not a directory", path, dir)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return usageError{fmt.Errorf("--ready-file %s: removing the previous one: %w", path, err)}
 	}
 	return nil
 }

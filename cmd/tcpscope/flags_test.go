@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -158,5 +159,13 @@ func TestWriteReadyFile(t *testing.T) {
 	}
 	if err := checkReadyFile(filepath.Join(dir, "nodir", "ready")); err == nil {
 		t.Error("ready file in a missing directory accepted")
+	}
+	// A ready file a previous recording left is gone before this one
+	// traces: a script must not take it for this recording's.
+	if err := checkReadyFile(path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale ready file still there: %v", err)
 	}
 }

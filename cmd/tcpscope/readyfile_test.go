@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -35,6 +37,9 @@ func TestReadyFileRun(t *testing.T) {
 	}
 	if err := output.ValidateExport(path); err != nil {
 		t.Errorf("export: %v", err)
+	}
+	if _, err := os.Stat(ready); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("ready file still there after tracing ended: %v", err)
 	}
 }
 

@@ -80,7 +80,7 @@ func (f *recordFlags) registerRecord(cmd *cobra.Command) {
 
 func (f *recordFlags) options() (sessionOptions, error) {
 	if !f.events && f.formatSet != nil && f.formatSet() {
-		return sessionOptions{}, usagef("--format %s: only applies to --events (connection records are JSONL with -o FILE.jsonl or -o -)", f.format)
+		return sessionOptions{}, usagef("--format only applies to --events (connection records are JSONL with -o FILE.jsonl or -o -)")
 	}
 	if err := checkReadyFile(f.readyFile); err != nil {
 		return sessionOptions{}, err

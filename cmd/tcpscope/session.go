@@ -96,6 +96,11 @@ func newSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error)
 // (run starts its command there); its error ends the recording at once.
 // An export is completed even when recording failed midway.
 func (s *session) record(ctx context.Context, onReady func() error) error {
+	if s.opts.readyFile != "" {
+		// The ready file says "tracing now": gone once tracing ended, or
+		// when the recording could not start after it was written.
+		defer os.Remove(s.opts.readyFile)
+	}
 	sinks := capture.Sinks{
 		Ready:      func(st capture.Started) error { return s.start(st, onReady) },
 		Connection: s.emit,

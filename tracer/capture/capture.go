@@ -11,6 +11,7 @@ package capture
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
@@ -136,12 +137,16 @@ func (e UsageError) Unwrap() error { return e.Err }
 // Run records until ctx ends. It returns the summary and the error that
 // stopped the recording, if any; a recording that could not start returns
 // a zero Summary and its error (a UsageError for bad input).
-func Run(ctx context.Context, opts Options, sinks Sinks) (Summary, error) {
+func Run(ctx context.Context, opts Options, sinks Sinks) (sum Summary, err error) {
 	r, err := open(opts, sinks)
 	if err != nil {
 		return Summary{}, err
 	}
-	defer r.close()
+	defer func() {
+		if cerr := r.close(); err == nil {
+			err = cerr
+		}
+	}()
 	if sinks.Ready != nil {
 		if err := sinks.Ready(r.started); err != nil {
 			return Summary{}, err
@@ -243,9 +248,15 @@ func (r *recording) seedListeners() {
 	}
 }
 
-func (r *recording) close() {
-	r.tr.Close()
+// close detaches and frees the tracer and the namespace handles; the
+// tracer's error (stopping it, closing the ring-buffer reader) is returned.
+func (r *recording) close() error {
+	err := r.tr.Close()
 	closeNamespaces(r.namespaces)
+	if err != nil {
+		return fmt.Errorf("closing the tracer: %w", err)
+	}
+	return nil
 }
 
 // keep remembers the first error a sink returned.

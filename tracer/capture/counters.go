@@ -48,7 +48,7 @@ func newCounterBook(census map[uint32]netns.Existing) *counterBook {
 		scanned: map[uint32]bool{}, lost: map[uint32]bool{}}
 }
 
-// start records the baseline of a namespace opened at the start.
+// startCounters records the baseline of a namespace opened at the start.
 func (r *recording) startCounters(ino uint32, ns *netns.NS) {
 	c, err := ns.Counters()
 	if err != nil {

@@ -71,10 +71,27 @@ func waitTimeWait(t *testing.T, ns *netns.NS, local, remote netip.AddrPort, want
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s -> %s in TIME_WAIT: %v after %s, want %v", local, remote, found, limit, want)
+			t.Fatalf("%s -> %s in TIME_WAIT: %v after %s, want %v; sockets of that pair now: %s",
+				local, remote, found, limit, want, pairStates(ns, local, remote))
 		}
 		time.Sleep(10 * time.Millisecond) // polling with a deadline
 	}
+}
+
+// pairStates lists the states of every socket of a tuple, either way,
+// for a failure message.
+func pairStates(ns *netns.NS, a, b netip.AddrPort) string {
+	socks, err := ns.TCPSockets(^uint32(0))
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, s := range socks {
+		if (s.Local == a && s.Remote == b) || (s.Local == b && s.Remote == a) {
+			out = append(out, fmt.Sprintf("%s->%s %s", s.Local, s.Remote, tracer.State(s.State)))
+		}
+	}
+	return fmt.Sprint(out)
 }
 
 // serveUntilEOF accepts connections and closes each one after the

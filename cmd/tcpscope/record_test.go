@@ -153,7 +153,9 @@ func TestRecordSynTimeout(t *testing.T) {
 		t.Errorf("client: %s", dumpJSON(cl))
 	}
 	if want == 0 || uint64(cl.Retransmits.Syn) != want {
-		t.Errorf("SYN retransmits %d, TcpExtTCPSynRetrans delta %d", cl.Retransmits.Syn, want)
+		// The timeline shows whether a retransmit failed (errno, "not
+		// sent") or is missing altogether.
+		t.Errorf("SYN retransmits %d, TcpExtTCPSynRetrans delta %d; client: %s", cl.Retransmits.Syn, want, dumpJSON(cl))
 	}
 }
 

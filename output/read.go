@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/findings"
 )
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
@@ -52,6 +53,9 @@ func (s *SummaryRecord) Extra() Extra {
 	}
 	for i := range s.TimeWait {
 		x.TimeWait = append(x.TimeWait, timeWaitFromRecord(&s.TimeWait[i]))
+	}
+	for _, v := range s.Sysctls {
+		x.Sysctls = append(x.Sysctls, findings.Sysctl{NetNS: v.NetNS, Name: v.Name, Value: v.Value})
 	}
 	return x
 }

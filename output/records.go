@@ -161,6 +161,7 @@ type SummaryRecord struct {
 	Recursion       []RecursionRecord `json:"recursion_misses" export:"optional"`
 	Counters        []CounterDelta    `json:"kernel_counters"`
 	TimeWait        []TimeWaitRecord  `json:"time_wait"`
+	Sysctls         []SysctlRecord    `json:"sysctls" export:"optional"`
 	Kernel          string            `json:"kernel"`
 	Tcpscope        string            `json:"tcpscope"`
 }
@@ -219,6 +220,14 @@ type TimeWaitRecord struct {
 	Ports       int    `json:"usable_ports"`
 	Entered     uint64 `json:"entered"`
 	Warned      bool   `json:"warned"`
+}
+
+// SysctlRecord is one of the summary's "sysctls": one setting's value in
+// one namespace at the end (findings.Sysctl).
+type SysctlRecord struct {
+	NetNS uint32 `json:"netns"`
+	Name  string `json:"name"`
+	Value string `json:"value"`
 }
 
 // Document is a .json export: the records of a .jsonl in one object.

@@ -297,7 +297,7 @@ func (s *session) notes(sum capture.Summary) {
 func extraOf(sum capture.Summary, listeners []output.ListenerRow) output.Extra {
 	x := output.Extra{End: sum.End, LostEvents: sum.Kernel.Lost, Orphans: sum.Orphans, Listeners: listeners,
 		Evicted: sum.Evicted, Unreadable: sum.Kernel.Unreadable, Undecoded: sum.Undecoded, Recursion: sum.Kernel.Recursion,
-		Discarded: sum.Discarded, Gaps: sum.Gaps}
+		Discarded: sum.Discarded, Gaps: sum.Gaps, Sysctls: sum.Sysctls}
 	for _, d := range sum.Counters {
 		x.Counters = append(x.Counters, output.CounterDelta{NetNS: d.NetNS, Counter: d.Counter, Delta: d.Delta,
 			Created: d.Created, Unattributed: d.Unattributed})

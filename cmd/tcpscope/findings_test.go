@@ -11,7 +11,9 @@ import (
 )
 
 // setSysctls sets per-namespace settings inside a private namespace.
-func setSysctls(t *testing.T, ns interface{ Sysctl(name, value string) error }, values map[string]string) {
+func setSysctls(t *testing.T, ns interface {
+	Sysctl(name, value string) error
+}, values map[string]string) {
 	t.Helper()
 	for k, v := range values {
 		if err := ns.Sysctl(k, v); err != nil {

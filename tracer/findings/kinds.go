@@ -1,0 +1,250 @@
+package findings
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// acceptQueue: listeners whose accept queue turned connections away.
+func (a *Accumulator) acceptQueue(env *Env) []Finding {
+	var out []Finding
+	for i := range env.Listeners {
+		l := &env.Listeners[i]
+		flagged := clientGroups(a.overflowByDst, l)
+		if g, ok := a.overflowByID[l.ID]; ok {
+			flagged.n += g.n
+			merge(&flagged.span, g.span)
+		}
+		// Overflows are the final ACKs seen dropped; SynDropsAttributed,
+		// the namespace's ListenOverflows the listener explains beyond
+		// them: together every drop attributed to it.
+		drops := l.Overflows + l.SynDropsAttributed
+		if drops == 0 && flagged.n == 0 {
+			continue
+		}
+		f := Finding{Kind: AcceptQueueOverflow, Severity: Critical, NetNS: l.NetNS, Subject: listenerSubject(l),
+			Sysctls: env.quote(l.NetNS, SomaxConn, AbortOnOverflow), First: flagged.span.first, Last: flagged.span.last}
+		if f.First.IsZero() {
+			f.First, f.Last = l.Start, l.End
+		}
+		overflows := env.counter(l.NetNS, "TcpExt.ListenOverflows")
+		f.Evidence = facts(6,
+			Fact{"accept_queue_drops", drops},
+			Fact{"overflow_drops", l.Overflows},
+			Fact{"syn_drops_attributed", l.SynDropsAttributed},
+			Fact{"listen_overflow_connections", flagged.n},
+			Fact{"backlog", uint64(l.Backlog)},
+			Fact{"peak_accept_queue", uint64(l.PeakQueue)},
+			Fact{"full_queue_samples", l.FullSamples},
+			Fact{"syn_retransmit_clients", l.SynRetransmitClients},
+			Fact{"client_syn_retransmits", l.ClientSynRetransmits},
+			Fact{"TcpExt.ListenOverflows", overflows},
+			Fact{"TcpExt.ListenDrops", env.counter(l.NetNS, "TcpExt.ListenDrops")},
+		)
+		f.Mechanism = fmt.Sprintf("The accept queue of %s holds at most %d connections (its backlog: the smaller of the listen() argument and %s) and peaked at %d: "+
+			"the application accepted slower than connections arrived, so the kernel dropped %d SYNs or final ACKs (TcpExt.ListenOverflows +%d in namespace %d). "+
+			"A client whose SYN was dropped resends it after 1 s, then 3 s; one whose final ACK was dropped believes it is connected and its request waits for seconds until the server's SYN-ACK retransmit.",
+			l.Local, l.Backlog, env.value(l.NetNS, SomaxConn), l.PeakQueue, drops, overflows, l.NetNS)
+		abort := "net.ipv4.tcp_abort_on_overflow (not read)"
+		switch env.sysctl(l.NetNS, AbortOnOverflow) {
+		case "0":
+			abort = "net.ipv4.tcp_abort_on_overflow = 0 keeps these drops silent; set to 1 it turns them into resets (\"connection reset by peer\" in ab), which fail at once instead of waiting"
+		case "1":
+			abort = "net.ipv4.tcp_abort_on_overflow = 1 turns these drops into resets (\"connection reset by peer\" in ab); set to 0 the clients would wait and retry instead"
+		}
+		f.Advice = fmt.Sprintf("Accept faster (more accepting threads or processes, less work before accept()), and raise the listen() backlog (now %d) together with %s: the smaller of the two applies. %s.",
+			l.Backlog, env.value(l.NetNS, SomaxConn), abort)
+		out = append(out, f)
+	}
+	return out
+}
+
+// synCookies: listeners that answered SYNs with cookies, and namespaces
+// whose counters say cookies were sent for no traced listener.
+func (a *Accumulator) synCookies(env *Env) []Finding {
+	var out []Finding
+	covered := map[uint32]bool{}
+	for i := range env.Listeners {
+		l := &env.Listeners[i]
+		flagged := clientGroups(a.cookieByDst, l)
+		if g, ok := a.cookieByID[l.ID]; ok {
+			flagged.n += g.n
+			merge(&flagged.span, g.span)
+		}
+		if l.Syncookies == 0 && flagged.n == 0 {
+			continue
+		}
+		covered[l.NetNS] = true
+		f := a.cookieFinding(env, l.NetNS, listenerSubject(l), flagged.span,
+			Fact{"syncookie_connections", l.Syncookies}, Fact{"syncookie_flagged_connections", flagged.n}, Fact{"backlog", uint64(l.Backlog)})
+		if f.First.IsZero() {
+			f.First, f.Last = l.Start, l.End
+		}
+		f.Mechanism = fmt.Sprintf("The SYN queue of %s was full (it holds as many requests as the backlog, %d), so the kernel answered SYNs with SYN cookies (%s) and logged \"Possible SYN flooding on port %d. Sending cookies.\"; %d connections completed through a cookie. ",
+			l.Local, l.Backlog, env.value(l.NetNS, Syncookies), l.Local.Port(), l.Syncookies) + cookieLoss
+		f.Advice = fmt.Sprintf("If this is your load test and not an attack, raise the listen() backlog (now %d) and %s, and accept faster. %s only limits the SYN queue when syncookies are off.",
+			l.Backlog, env.value(l.NetNS, SomaxConn), env.value(l.NetNS, MaxSynBacklog))
+		out = append(out, f)
+	}
+	seen := map[uint32]bool{}
+	for _, c := range env.Counters {
+		if c.Name != "TcpExt.SyncookiesSent" || c.Delta == 0 || covered[c.NetNS] || seen[c.NetNS] {
+			continue
+		}
+		seen[c.NetNS] = true
+		f := a.cookieFinding(env, c.NetNS, fmt.Sprintf("namespace %d", c.NetNS), span{env.Start, env.End})
+		f.Mechanism = fmt.Sprintf("A listener of namespace %d had a full SYN queue, so the kernel answered SYNs with SYN cookies (%s) and logged \"Possible SYN flooding on port ... Sending cookies.\"; no traced listener completed a cookie connection. ",
+			c.NetNS, env.value(c.NetNS, Syncookies)) + cookieLoss
+		f.Advice = fmt.Sprintf("Find the listener (its port is in the kernel log), raise its listen() backlog and %s, and accept faster. %s only limits the SYN queue when syncookies are off.",
+			env.value(c.NetNS, SomaxConn), env.value(c.NetNS, MaxSynBacklog))
+		out = append(out, f)
+	}
+	return out
+}
+
+// cookieLoss is what a SYN cookie connection loses.
+const cookieLoss = "A cookie remembers only an approximate MSS and, without TCP timestamps, no window scaling or SACK: cookie connections can be slower."
+
+// cookieFinding is a syn_flood_cookies finding with its counters and
+// settings; first holds the connection counts, if any.
+func (a *Accumulator) cookieFinding(env *Env, netnsIno uint32, subject string, sp span, first ...Fact) Finding {
+	counters := []Fact{
+		{"TcpExt.SyncookiesSent", env.counter(netnsIno, "TcpExt.SyncookiesSent")},
+		{"TcpExt.TCPReqQFullDoCookies", env.counter(netnsIno, "TcpExt.TCPReqQFullDoCookies")},
+		{"TcpExt.SyncookiesRecv", env.counter(netnsIno, "TcpExt.SyncookiesRecv")},
+		{"TcpExt.SyncookiesFailed", env.counter(netnsIno, "TcpExt.SyncookiesFailed")},
+	}
+	keep := len(first)
+	if keep == 0 {
+		keep = 1 // the SyncookiesSent that found it
+	}
+	return Finding{Kind: SynFloodCookies, Severity: Warning, NetNS: netnsIno, Subject: subject,
+		Evidence: facts(keep, append(first, counters...)...),
+		Sysctls:  env.quote(netnsIno, Syncookies, MaxSynBacklog, SomaxConn), First: sp.first, Last: sp.last}
+}
+
+// timeWaitExhaustion: destinations toward which connects found no local
+// port, or whose TIME_WAIT sockets neared the usable local ports.
+func (a *Accumulator) timeWaitExhaustion(env *Env) []Finding {
+	var out []Finding
+	dests := map[dest]bool{}
+	for d := range a.exhausted {
+		dests[d] = true
+	}
+	pressure := map[dest]*TimeWait{}
+	for i := range env.TimeWait {
+		t := &env.TimeWait[i]
+		d := dest{t.NetNS, t.Remote}
+		if p, ok := pressure[d]; !ok || t.Peak > p.Peak {
+			pressure[d] = t
+		}
+		if t.Warned {
+			dests[d] = true
+		}
+	}
+	for d := range dests {
+		failed := a.exhausted[d]
+		if failed == nil {
+			failed = &group{}
+		}
+		tw := a.timeWait[d]
+		if tw == nil {
+			tw = &group{}
+		}
+		var p TimeWait
+		if pp := pressure[d]; pp != nil {
+			p = *pp
+		}
+		sev := Warning
+		if failed.n > 0 {
+			sev = Critical
+		}
+		sp := failed.span
+		merge(&sp, tw.span)
+		// The rate of new TIME_WAIT sockets over the connections toward
+		// the destination; each holds its port for TCP_TIMEWAIT_LEN (60 s,
+		// hard-coded in the kernel).
+		var ratePerS uint64
+		if secs := tw.span.last.Sub(tw.span.first).Seconds(); secs >= 1 {
+			ratePerS = uint64(float64(tw.n) / secs)
+		} else {
+			ratePerS = tw.n
+		}
+		f := Finding{Kind: TimeWaitExhaustion, Severity: sev, NetNS: d.netns, Subject: d.to.String(),
+			Sysctls: env.quote(d.netns, LocalPortRange, TwReuse), First: sp.first, Last: sp.last}
+		f.Evidence = facts(5,
+			Fact{"port_exhausted_connections", failed.n},
+			Fact{"time_wait_peak", uint64(p.Peak)},
+			Fact{"usable_ports", uint64(p.Ports)},
+			Fact{"time_wait_connections", tw.n},
+			Fact{"time_wait_per_second", ratePerS},
+			Fact{"closed_first_by_client", tw.closedHere},
+		)
+		ports := "the usable local ports"
+		if p.Ports > 0 {
+			ports = fmt.Sprintf("%d usable local ports (%s)", p.Ports, env.value(d.netns, LocalPortRange))
+		}
+		var mech strings.Builder
+		fmt.Fprintf(&mech, "Connections toward %s were opened at about %d/s and closed first by the client (%d of %d), so the client's end holds each local port in TIME_WAIT for 60 s: %d/s × 60 s = %d ports needed, against %s; TIME_WAIT peaked at %d.",
+			d.to, ratePerS, tw.closedHere, tw.n, ratePerS, ratePerS*60, ports, p.Peak)
+		if failed.n > 0 {
+			fmt.Fprintf(&mech, " %d connects failed with EADDRNOTAVAIL: no local port was left for this destination.", failed.n)
+		}
+		f.Mechanism = mech.String()
+		f.Advice = fmt.Sprintf("In order of preference: reuse connections (HTTP keep-alive, a connection pool) instead of one per request; "+
+			"spread over more local addresses or destination ports (each pair has its own ports); widen %s; "+
+			"set net.ipv4.tcp_tw_reuse to 1 (now %s) so that outgoing connects may reuse a TIME_WAIT port. "+
+			"Having the server close first would move TIME_WAIT to the server instead.",
+			env.value(d.netns, LocalPortRange), orNotRead(env.sysctl(d.netns, TwReuse)))
+		out = append(out, f)
+	}
+	return out
+}
+
+func orNotRead(v string) string {
+	if v == "" {
+		return "not read"
+	}
+	return v
+}
+
+// connectionRefused: destinations where connects met no listener.
+func (a *Accumulator) connectionRefused(env *Env) []Finding {
+	var out []Finding
+	for d, g := range a.refused {
+		f := Finding{Kind: ConnectionRefused, Severity: Warning, NetNS: d.netns, Subject: d.to.String(), First: g.span.first, Last: g.span.last}
+		// A listener on that port that started after the first refusal:
+		// the server (re)started during the test.
+		var later *Listener
+		for i := range env.Listeners {
+			l := &env.Listeners[i]
+			if l.NetNS == d.netns && serves(l, d.to) && l.Start.After(g.span.first) {
+				later = l
+				break
+			}
+		}
+		appeared := uint64(0)
+		if later != nil {
+			appeared = 1
+		}
+		f.Evidence = []Fact{{"refused_connections", g.n}, {"listener_appeared_later", appeared}}
+		var mech strings.Builder
+		fmt.Fprintf(&mech, "%d connects to %s between %s and %s met a reset: nothing listened on that port, so the kernel refused them (ECONNREFUSED).",
+			g.n, d.to, clock(g.span.first), clock(g.span.last))
+		if later != nil {
+			fmt.Fprintf(&mech, " A listener (%s) started there at %s, after the first refusal: the server was (re)starting during the test.",
+				listenerSubject(later), clock(later.Start))
+			f.Advice = "Start the load only once the server listens (wait for its port, or a readiness check), and restart servers without closing the listening socket (socket handoff, SO_REUSEPORT)."
+		} else {
+			f.Advice = "Check the address and port the clients use, and that the server runs and listens there (ss -ltn) in the same network namespace."
+		}
+		f.Mechanism = mech.String()
+		out = append(out, f)
+	}
+	return out
+}
+
+// clock is a time of day for a sentence, in UTC so that a report gives
+// the same words anywhere.
+func clock(t time.Time) string { return t.UTC().Format("15:04:05.000") }

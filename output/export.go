@@ -33,6 +33,8 @@ type Extra struct {
 	Listeners []ListenerRow
 	TimeWait  []TimeWaitPressure
 	Sysctls   []findings.Sysctl
+	// Findings, most severe first (findings.Accumulator.Finish).
+	Findings []findings.Finding
 }
 
 // AppendConnectionJSON appends one connection as a JSON object (no newline).
@@ -205,6 +207,8 @@ func AppendSummaryJSON(b []byte, s *tracer.Stats, meta Meta, x Extra, withType b
 	o.b = appendTimeWait(o.b, x.TimeWait)
 	o.key("sysctls")
 	o.b = appendSysctls(o.b, x.Sysctls)
+	o.key("findings")
+	o.b = appendFindings(o.b, x.Findings)
 	o.str("kernel", meta.Kernel)
 	o.str("tcpscope", meta.Tcpscope)
 	return o.end()

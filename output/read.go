@@ -43,7 +43,8 @@ func (r *Recording) Warnings(name string) []string {
 	return w
 }
 
-// Extra rebuilds the summary's kernel-side parts for the tables.
+// Extra rebuilds the summary's kernel-side parts for the tables. Its
+// Findings are the ones the file holds.
 func (s *SummaryRecord) Extra() Extra {
 	x := Extra{End: s.End, LostEvents: s.LostEvents, Orphans: s.UnmatchedEvents, Evicted: s.Evicted, Counters: s.Counters,
 		Unreadable: s.Unreadable, Undecoded: s.Undecoded, Discarded: s.Discarded, Gaps: s.Gaps}
@@ -57,6 +58,7 @@ func (s *SummaryRecord) Extra() Extra {
 	for _, v := range s.Sysctls {
 		x.Sysctls = append(x.Sysctls, findings.Sysctl{NetNS: v.NetNS, Name: v.Name, Value: v.Value})
 	}
+	x.Findings = findingsFromRecords(s.Findings)
 	return x
 }
 

@@ -292,6 +292,10 @@ func fullRecords() exportInput {
 			Local: netip.MustParseAddr("10.0.0.2"), Remote: netip.MustParseAddrPort("10.0.0.1:80")},
 			Now: 1, Peak: 2, Total: 3, Ports: 4, Warned: true}, KernelCount: 1}},
 		Sysctls: []findings.Sysctl{{NetNS: 1, Name: findings.SomaxConn, Value: "7"}},
+		Findings: []findings.Finding{{Kind: findings.SynFloodCookies, Severity: findings.Warning, NetNS: 1, Subject: "10.0.0.1:80 (srv/2)",
+			Evidence: []findings.Fact{{Name: "syncookie_connections", Value: 11}},
+			Sysctls:  []findings.Sysctl{{NetNS: 1, Name: findings.Syncookies, Value: "1"}},
+			First:    t0, Last: t0.Add(time.Second), Mechanism: "m", Advice: "a"}},
 	}
 	return exportInput{conns, ls, meta, x}
 }
@@ -309,6 +313,7 @@ func minimalRecords() exportInput {
 		Counters:  []CounterDelta{{NetNS: 1, Counter: "TcpExt.ListenOverflows"}},
 		TimeWait:  []TimeWaitPressure{{KernelCount: -1}},
 		Sysctls:   []findings.Sysctl{{}},
+		Findings:  []findings.Finding{{Evidence: []findings.Fact{{}}, Sysctls: []findings.Sysctl{{}}}},
 	}
 	return exportInput{conns, ls, Meta{Start: t0}, x}
 }

@@ -2,11 +2,15 @@ package main
 
 import (
 	"fmt"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/tcpscope/tcpscope/output"
+	"github.com/tcpscope/tcpscope/tracer"
 	"github.com/tcpscope/tcpscope/tracer/findings"
+	"github.com/tcpscope/tcpscope/tracer/netns"
 	"github.com/tcpscope/tcpscope/tracer/nettest"
 )
 
@@ -68,4 +72,179 @@ func TestRecordSysctls(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("sysctls of namespace %d: %v, want %v", ns.Inode, got, want)
 	}
+}
+
+// findingsSection is the FINDINGS section of a printed summary, "" when
+// there is none.
+func findingsSection(out string) string {
+	i := strings.Index(out, "\nFINDINGS (")
+	if i < 0 {
+		return ""
+	}
+	var lines []string
+	for j, l := range strings.Split(out[i+1:], "\n") {
+		if j > 0 && !strings.HasPrefix(l, "   ") && (l == "" || l[0] < '0' || l[0] > '9') {
+			break
+		}
+		lines = append(lines, l)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// checkedFindings returns the findings of a stopped recording's export,
+// once it has checked that they are computed from the export alone (what
+// report computes from the records equals what the live run stored), that
+// report prints the section the live run printed, and that every setting
+// a finding quotes is its namespace's value in the summary's sysctls.
+func checkedFindings(t *testing.T, r *recording, rec *output.Recording) []findings.Finding {
+	t.Helper()
+	x := rec.Summary.Extra()
+	stored := x.Findings
+	x.Listeners = rec.Listeners
+	if again := recordingFindings(rec, x); !reflect.DeepEqual(again, stored) {
+		t.Errorf("findings from the records:\n%s\nstored by the live run:\n%s", dumpJSON(again), dumpJSON(stored))
+	}
+	out, err := runBinary(t, "report", r.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("live run's findings:\n%s", findingsSection(r.stdout.String()))
+	if live, again := findingsSection(r.stdout.String()), findingsSection(out); live != again {
+		t.Errorf("live run printed:\n%s\nreport printed:\n%s", live, again)
+	}
+	for _, f := range stored {
+		values := sysctlsOf(rec, f.NetNS)
+		for _, s := range f.Sysctls {
+			if s.NetNS != f.NetNS || values[s.Name] != s.Value || s.Value == "" {
+				t.Errorf("%s quotes %s = %q in namespace %d; the summary holds %q", f.Kind, s.Name, s.Value, s.NetNS, values[s.Name])
+			}
+		}
+	}
+	return stored
+}
+
+// findingOf returns the one finding of a kind, failing otherwise.
+func findingOf(t *testing.T, fs []findings.Finding, k findings.Kind) *findings.Finding {
+	t.Helper()
+	var out *findings.Finding
+	for i := range fs {
+		if fs[i].Kind == k {
+			if out != nil {
+				t.Fatalf("two %s findings: %s", k, dumpJSON(fs))
+			}
+			out = &fs[i]
+		}
+	}
+	if out == nil {
+		t.Fatalf("no %s finding: %s", k, dumpJSON(fs))
+	}
+	return out
+}
+
+// fact returns one number of a finding's evidence (0 when absent: the
+// evidence leaves out counters that did not move).
+func fact(f *findings.Finding, name string) uint64 {
+	v, _ := f.Fact(name)
+	return v
+}
+
+// counterOf is a namespace counter's delta in the summary.
+func counterOf(rec *output.Recording, netnsIno uint32, name string) uint64 {
+	for _, c := range rec.Summary.Counters {
+		if c.NetNS == netnsIno && c.Counter == name {
+			return c.Delta
+		}
+	}
+	return 0
+}
+
+// quoted checks the settings a finding quotes against the namespace's
+// own values, read now.
+func quoted(t *testing.T, f *findings.Finding, ns *netns.NS, names ...string) {
+	t.Helper()
+	var want []findings.Sysctl
+	for _, n := range names {
+		v, err := ns.ReadSysctl(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, findings.Sysctl{NetNS: ns.Inode, Name: n, Value: strings.Join(strings.Fields(v), " ")})
+	}
+	if !reflect.DeepEqual(f.Sysctls, want) {
+		t.Errorf("%s quotes %v, the namespace holds %v", f.Kind, f.Sysctls, want)
+	}
+}
+
+// checkAcceptQueueFinding checks the accept_queue_overflow finding of a
+// recording's only listener against the listener's record, the
+// connections flagged listen_overflow and the namespace's counters;
+// wantFlagged < 0 skips the count of flagged connections.
+func checkAcceptQueueFinding(t *testing.T, r *recording, rec *output.Recording, ns *netns.NS, wantFlagged int) *findings.Finding {
+	t.Helper()
+	if len(rec.Listeners) != 1 {
+		t.Fatalf("listeners: %s", dumpJSON(rec.Listeners))
+	}
+	l := rec.Listeners[0]
+	var flagged uint64
+	for _, c := range rec.Connections {
+		if c.Flags.Has(tracer.FlagListenOverflow) && (c.ListenerID == l.ID || c.Role == tracer.RoleClient && c.Remote == l.Local) {
+			flagged++
+		}
+	}
+	f := findingOf(t, checkedFindings(t, r, rec), findings.AcceptQueueOverflow)
+	if f.Severity != findings.Critical || f.Subject != fmt.Sprintf("%s (%s/%d)", l.Local, l.Comm, l.PID) || f.NetNS != ns.Inode ||
+		fact(f, "backlog") != uint64(l.Backlog) || fact(f, "peak_accept_queue") != uint64(l.PeakQueue) ||
+		fact(f, "overflow_drops") != l.Overflows || fact(f, "syn_drops_attributed") != l.SynDropsAttributed ||
+		fact(f, "accept_queue_drops") != l.Overflows+l.SynDropsAttributed || fact(f, "listen_overflow_connections") != flagged ||
+		fact(f, "full_queue_samples") != l.FullSamples ||
+		fact(f, "TcpExt.ListenOverflows") != counterOf(rec, ns.Inode, "TcpExt.ListenOverflows") ||
+		fact(f, "TcpExt.ListenDrops") != counterOf(rec, ns.Inode, "TcpExt.ListenDrops") {
+		t.Errorf("finding against listener %s and %d flagged connections: %s", dumpJSON(l), flagged, dumpJSON(f))
+	}
+	if fact(f, "accept_queue_drops") == 0 && flagged == 0 {
+		t.Errorf("a finding without drops: %s", dumpJSON(f))
+	}
+	quoted(t, f, ns, findings.SomaxConn, findings.AbortOnOverflow)
+	if !strings.Contains(f.Mechanism, fmt.Sprintf("holds %d connections (its backlog %d", l.Backlog+1, l.Backlog)) {
+		t.Errorf("mechanism: %s", f.Mechanism)
+	}
+	return f
+}
+
+// checkQueueFindings: a listener with backlog 1 that never accepts, hit by
+// a burst (TestListenerOverflowAndSyncookies): its accept queue overflowed;
+// with tcp_syncookies 1 or 2 and cookies sent, a syn_flood_cookies finding
+// quotes the setting.
+func checkQueueFindings(t *testing.T, r *recording, rec *output.Recording, ns *netns.NS, syncookies string) {
+	t.Helper()
+	checkAcceptQueueFinding(t, r, rec, ns, -1)
+	fs := rec.Summary.Extra().Findings
+	sent := counterOf(rec, ns.Inode, "TcpExt.SyncookiesSent")
+	var cookies []findings.Finding
+	for _, f := range fs {
+		if f.Kind == findings.SynFloodCookies {
+			cookies = append(cookies, f)
+		}
+	}
+	if sent == 0 {
+		if len(cookies) != 0 {
+			t.Errorf("no cookie sent, yet %s", dumpJSON(cookies))
+		}
+		return
+	}
+	if len(cookies) != 1 {
+		t.Fatalf("%d cookies sent, findings %s", sent, dumpJSON(fs))
+	}
+	f := &cookies[0]
+	l := rec.Listeners[0]
+	subject := fmt.Sprintf("%s (%s/%d)", l.Local, l.Comm, l.PID)
+	if l.Syncookies == 0 {
+		subject = fmt.Sprintf("namespace %d", ns.Inode)
+	}
+	if f.Subject != subject || f.NetNS != ns.Inode || fact(f, "TcpExt.SyncookiesSent") != sent || fact(f, "syncookie_connections") != l.Syncookies ||
+		fact(f, "TcpExt.SyncookiesRecv") != counterOf(rec, ns.Inode, "TcpExt.SyncookiesRecv") ||
+		!strings.Contains(f.Mechanism, "net.ipv4.tcp_syncookies = "+syncookies) {
+		t.Errorf("finding against listener %s: %s", dumpJSON(l), dumpJSON(f))
+	}
+	quoted(t, f, ns, findings.Syncookies, findings.MaxSynBacklog, findings.SomaxConn)
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tcpscope/tcpscope/output"
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/findings"
 	"github.com/tcpscope/tcpscope/tracer/netns"
 	"github.com/tcpscope/tcpscope/tracer/nettest"
 )
@@ -98,6 +99,9 @@ func TestRecordCleanConnections(t *testing.T) {
 			if !slices.Equal(closer.Flags.List(), []tracer.Flag{tracer.FlagTimeWait}) || closer.Timeline[len(closer.Timeline)-1].State != tracer.StateTimeWait {
 				t.Errorf("active closer flags %v, last step %+v", closer.Flags, closer.Timeline[len(closer.Timeline)-1])
 			}
+			if fs := checkedFindings(t, r, rec); len(fs) != 0 {
+				t.Errorf("clean connections, findings: %s", dumpJSON(fs))
+			}
 		})
 	}
 }
@@ -119,6 +123,11 @@ func TestRecordRefused(t *testing.T) {
 	if sv.Outcome != tracer.OutcomeRefused || sv.Local.Port() != 9 || sv.Remote != cl.Local || sv.PeerID != cl.ID ||
 		!sv.Flags.Has(tracer.FlagResetSent) || reasonName(sv.Timeline[0]) != "NO_SOCKET" {
 		t.Errorf("server refused record: %s", dumpJSON(sv))
+	}
+	f := findingOf(t, checkedFindings(t, r, rec), findings.ConnectionRefused)
+	if f.Subject != "127.0.0.1:9" || f.NetNS != ns.Inode || fact(f, "refused_connections") != 1 || fact(f, "listener_appeared_later") != 0 ||
+		!f.First.Equal(cl.Start) || !f.Last.Equal(cl.End) {
+		t.Errorf("finding: %s", dumpJSON(f))
 	}
 }
 

@@ -98,7 +98,7 @@ func TestAcceptQueueOverflow(t *testing.T) {
 	if len(f.Sysctls) != 2 || f.Sysctls[0] != (Sysctl{1, SomaxConn, "7"}) || f.Sysctls[1] != (Sysctl{1, AbortOnOverflow, "0"}) {
 		t.Errorf("sysctls quoted: %+v", f.Sysctls)
 	}
-	for _, want := range []string{"holds at most 5 connections", "net.core.somaxconn = 7", "dropped 10 SYNs or final ACKs", "ListenOverflows +12"} {
+	for _, want := range []string{"holds 6 connections (its backlog 5", "net.core.somaxconn = 7", "dropped 10 SYNs or final ACKs", "ListenOverflows +12"} {
 		if !strings.Contains(f.Mechanism, want) {
 			t.Errorf("mechanism lacks %q: %s", want, f.Mechanism)
 		}

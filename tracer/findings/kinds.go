@@ -42,10 +42,12 @@ func (a *Accumulator) acceptQueue(env *Env) []Finding {
 			Fact{"TcpExt.ListenOverflows", overflows},
 			Fact{"TcpExt.ListenDrops", env.counter(l.NetNS, "TcpExt.ListenDrops")},
 		)
-		f.Mechanism = fmt.Sprintf("The accept queue of %s holds at most %d connections (its backlog: the smaller of the listen() argument and %s) and peaked at %d: "+
+		// sk_acceptq_is_full() is sk_ack_backlog > sk_max_ack_backlog: the
+		// queue takes one connection more than the backlog before it drops.
+		f.Mechanism = fmt.Sprintf("The accept queue of %s holds %d connections (its backlog %d, the smaller of the listen() argument and %s, plus one) and peaked at %d: "+
 			"the application accepted slower than connections arrived, so the kernel dropped %d SYNs or final ACKs (TcpExt.ListenOverflows +%d in namespace %d). "+
 			"A client whose SYN was dropped resends it after 1 s, then 3 s; one whose final ACK was dropped believes it is connected and its request waits for seconds until the server's SYN-ACK retransmit.",
-			l.Local, l.Backlog, env.value(l.NetNS, SomaxConn), l.PeakQueue, drops, overflows, l.NetNS)
+			l.Local, l.Backlog+1, l.Backlog, env.value(l.NetNS, SomaxConn), l.PeakQueue, drops, overflows, l.NetNS)
 		abort := "net.ipv4.tcp_abort_on_overflow (not read)"
 		switch env.sysctl(l.NetNS, AbortOnOverflow) {
 		case "0":
@@ -81,8 +83,8 @@ func (a *Accumulator) synCookies(env *Env) []Finding {
 		if f.First.IsZero() {
 			f.First, f.Last = l.Start, l.End
 		}
-		f.Mechanism = fmt.Sprintf("The SYN queue of %s was full (it holds as many requests as the backlog, %d), so the kernel answered SYNs with SYN cookies (%s) and logged \"Possible SYN flooding on port %d. Sending cookies.\"; %d connections completed through a cookie. ",
-			l.Local, l.Backlog, env.value(l.NetNS, Syncookies), l.Local.Port(), l.Syncookies) + cookieLoss
+		f.Mechanism = fmt.Sprintf("The SYN queue of %s was full (it holds as many requests as the backlog, %d: inet_csk_reqsk_queue_is_full()), so the kernel answered SYNs with SYN cookies (%s) and logged \"Possible SYN flooding on port %d. Sending cookies.\"; %s completed through a cookie. ",
+			l.Local, l.Backlog, env.value(l.NetNS, Syncookies), l.Local.Port(), plural(l.Syncookies, "connection")) + cookieLoss
 		f.Advice = fmt.Sprintf("If this is your load test and not an attack, raise the listen() backlog (now %d) and %s, and accept faster. %s only limits the SYN queue when syncookies are off.",
 			l.Backlog, env.value(l.NetNS, SomaxConn), env.value(l.NetNS, MaxSynBacklog))
 		out = append(out, f)
@@ -189,7 +191,7 @@ func (a *Accumulator) timeWaitExhaustion(env *Env) []Finding {
 		fmt.Fprintf(&mech, "Connections toward %s were opened at about %d/s and closed first by the client (%d of %d), so the client's end holds each local port in TIME_WAIT for 60 s: %d/s × 60 s = %d ports needed, against %s; TIME_WAIT peaked at %d.",
 			d.to, ratePerS, tw.closedHere, tw.n, ratePerS, ratePerS*60, ports, p.Peak)
 		if failed.n > 0 {
-			fmt.Fprintf(&mech, " %d connects failed with EADDRNOTAVAIL: no local port was left for this destination.", failed.n)
+			fmt.Fprintf(&mech, " %s failed with EADDRNOTAVAIL: no local port was left for this destination.", plural(failed.n, "connect"))
 		}
 		f.Mechanism = mech.String()
 		f.Advice = fmt.Sprintf("In order of preference: reuse connections (HTTP keep-alive, a connection pool) instead of one per request; "+
@@ -200,6 +202,14 @@ func (a *Accumulator) timeWaitExhaustion(env *Env) []Finding {
 		out = append(out, f)
 	}
 	return out
+}
+
+// plural counts things: "1 connect", "2 connects".
+func plural(n uint64, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }
 
 func orNotRead(v string) string {
@@ -230,8 +240,8 @@ func (a *Accumulator) connectionRefused(env *Env) []Finding {
 		}
 		f.Evidence = []Fact{{"refused_connections", g.n}, {"listener_appeared_later", appeared}}
 		var mech strings.Builder
-		fmt.Fprintf(&mech, "%d connects to %s between %s and %s met a reset: nothing listened on that port, so the kernel refused them (ECONNREFUSED).",
-			g.n, d.to, clock(g.span.first), clock(g.span.last))
+		fmt.Fprintf(&mech, "%s to %s between %s and %s met a reset: nothing listened on that port, so the kernel refused them (ECONNREFUSED).",
+			plural(g.n, "connect"), d.to, clock(g.span.first), clock(g.span.last))
 		if later != nil {
 			fmt.Fprintf(&mech, " A listener (%s) started there at %s, after the first refusal: the server was (re)starting during the test.",
 				listenerSubject(later), clock(later.Start))

@@ -749,6 +749,7 @@ func TestSyncookieFinalACKOverflow(t *testing.T) {
 					t.Errorf("overflow item %q does not name the SYN cookie", detail)
 				}
 			}
+			checkQueueFindings(t, r, rec, ns, "2")
 		})
 	}
 }

@@ -125,13 +125,18 @@ func TestSynFloodCookies(t *testing.T) {
 	if _, ok := f.Fact("TcpExt.SyncookiesFailed"); ok {
 		t.Errorf("a counter that did not move is evidence: %+v", f.Evidence)
 	}
-	for _, want := range []string{"net.ipv4.tcp_syncookies = 1", "Possible SYN flooding on port 8080"} {
+	for _, want := range []string{"net.ipv4.tcp_syncookies = 1", "Possible SYN flooding on port ...:8080", "3 connections completed through a cookie"} {
 		if !strings.Contains(f.Mechanism, want) {
 			t.Errorf("mechanism lacks %q: %s", want, f.Mechanism)
 		}
 	}
 	if !strings.Contains(f.Advice, "net.ipv4.tcp_max_syn_backlog = 128") || len(f.Sysctls) != 3 {
 		t.Errorf("advice %s, sysctls %+v", f.Advice, f.Sysctls)
+	}
+	env.Sysctls = sysctls(Syncookies, "2")
+	if f := only(t, a.Finish(env), SynFloodCookies); !strings.Contains(f.Mechanism, "every SYN") || strings.Contains(f.Mechanism, "Possible SYN flooding") ||
+		!strings.Contains(f.Advice, "back to 1") {
+		t.Errorf("tcp_syncookies 2: %+v", f)
 	}
 	// Cookies counted in a namespace with no traced listener that took one.
 	fs := New().Finish(Env{Start: at(0), End: at(1000), Counters: []Counter{{2, "TcpExt.SyncookiesSent", 4}}})

@@ -83,10 +83,19 @@ func (a *Accumulator) synCookies(env *Env) []Finding {
 		if f.First.IsZero() {
 			f.First, f.Last = l.Start, l.End
 		}
-		f.Mechanism = fmt.Sprintf("The SYN queue of %s was full (it holds as many requests as the backlog, %d: inet_csk_reqsk_queue_is_full()), so the kernel answered SYNs with SYN cookies (%s) and logged \"Possible SYN flooding on port %d. Sending cookies.\"; %s completed through a cookie. ",
-			l.Local, l.Backlog, env.value(l.NetNS, Syncookies), l.Local.Port(), plural(l.Syncookies, "connection")) + cookieLoss
-		f.Advice = fmt.Sprintf("If this is your load test and not an attack, raise the listen() backlog (now %d) and %s, and accept faster. %s only limits the SYN queue when syncookies are off.",
-			l.Backlog, env.value(l.NetNS, SomaxConn), env.value(l.NetNS, MaxSynBacklog))
+		// tcp_conn_request() sends a cookie when tcp_syncookies is 2 or
+		// inet_csk_reqsk_queue_is_full(); tcp_syn_flood_action() logs
+		// "Possible SYN flooding" once per listener, but never at 2.
+		if env.sysctl(l.NetNS, Syncookies) == "2" {
+			f.Mechanism = fmt.Sprintf("net.ipv4.tcp_syncookies = 2 makes the kernel answer every SYN to %s with a SYN cookie, its SYN queue full or not, without logging; %s completed through a cookie. ",
+				l.Local, plural(l.Syncookies, "connection")) + cookieLoss
+			f.Advice = "Set net.ipv4.tcp_syncookies back to 1 (the default): cookies only when the SYN queue is full."
+		} else {
+			f.Mechanism = fmt.Sprintf("The SYN queue of %s was full (it holds as many requests as the backlog, %d), so the kernel answered SYNs with SYN cookies (%s) and logged \"Possible SYN flooding on port ...:%d. Sending cookies.\"; %s completed through a cookie. ",
+				l.Local, l.Backlog, env.value(l.NetNS, Syncookies), l.Local.Port(), plural(l.Syncookies, "connection")) + cookieLoss
+			f.Advice = fmt.Sprintf("If this is your load test and not an attack, raise the listen() backlog (now %d) and %s, and accept faster. %s only limits the SYN queue when syncookies are off.",
+				l.Backlog, env.value(l.NetNS, SomaxConn), env.value(l.NetNS, MaxSynBacklog))
+		}
 		out = append(out, f)
 	}
 	seen := map[uint32]bool{}
@@ -96,7 +105,7 @@ func (a *Accumulator) synCookies(env *Env) []Finding {
 		}
 		seen[c.NetNS] = true
 		f := a.cookieFinding(env, c.NetNS, fmt.Sprintf("namespace %d", c.NetNS), span{env.Start, env.End})
-		f.Mechanism = fmt.Sprintf("A listener of namespace %d had a full SYN queue, so the kernel answered SYNs with SYN cookies (%s) and logged \"Possible SYN flooding on port ... Sending cookies.\"; no traced listener completed a cookie connection. ",
+		f.Mechanism = fmt.Sprintf("A listener of namespace %d had a full SYN queue, or net.ipv4.tcp_syncookies is 2, so the kernel answered SYNs with SYN cookies (%s); no traced listener completed a cookie connection. ",
 			c.NetNS, env.value(c.NetNS, Syncookies)) + cookieLoss
 		f.Advice = fmt.Sprintf("Find the listener (its port is in the kernel log), raise its listen() backlog and %s, and accept faster. %s only limits the SYN queue when syncookies are off.",
 			env.value(c.NetNS, SomaxConn), env.value(c.NetNS, MaxSynBacklog))

@@ -52,6 +52,7 @@ func TestRecordSysctls(t *testing.T) {
 		findings.AbortOnOverflow: "1",
 		findings.LocalPortRange:  "41000 41999",
 		findings.TwReuse:         "0",
+		findings.SynRetries:      "3",
 	}
 	setSysctls(t, ns, want)
 	r := startRecord(t, ns, "run.jsonl")

@@ -164,6 +164,14 @@ func TestRecordSynTimeout(t *testing.T) {
 	if want == 0 || uint64(cl.Retransmits.Syn) != want {
 		t.Errorf("SYN retransmits %d, TcpExtTCPSynRetrans delta %d", cl.Retransmits.Syn, want)
 	}
+	f := findingOf(t, checkedFindings(t, r, rec), findings.HandshakeTimeout)
+	if f.Subject != "127.0.0.1:7" || f.NetNS != ns.Inode || fact(f, "handshake_timeout_connections") != 1 ||
+		fact(f, "syn_retransmits") != uint64(cl.Retransmits.Syn) || fact(f, "listener_drops") != 0 ||
+		fact(f, "TcpExt.TCPSynRetrans") != counterOf(rec, ns.Inode, "TcpExt.TCPSynRetrans") ||
+		!strings.Contains(f.Mechanism, "No traced listener") || !f.First.Equal(cl.Start) || !f.Last.Equal(cl.End) {
+		t.Errorf("finding: %s", dumpJSON(f))
+	}
+	quoted(t, f, ns, findings.SynRetries)
 }
 
 // TestRecordResets: the server aborts, with SO_LINGER 0 and by closing with

@@ -103,9 +103,9 @@ type Summary struct {
 	// they have no kernel counters.
 	Unopened int
 	// Sysctls are findings.SysctlNames read at the end in each namespace
-	// with a traced listener, a TIME_WAIT destination or a connect that
-	// found no local port, by namespace then name; a namespace gone by
-	// then has none.
+	// with a traced listener, a TIME_WAIT destination, or a connect that
+	// found no local port or timed out, by namespace then name; a
+	// namespace gone by then has none.
 	Sysctls []findings.Sysctl
 	// Listeners are not kept here: each one went to Sinks.Listener, and a
 	// listener holds a whole histogram, too much to keep thousands of.
@@ -265,7 +265,7 @@ func (r *recording) keep(err error) {
 
 func (r *recording) emit(c *tracer.Connection) {
 	r.stats.Add(c)
-	if c.Flags.Has(tracer.FlagPortExhausted) {
+	if c.Flags.Has(tracer.FlagPortExhausted) || c.Role == tracer.RoleClient && c.Flags.Has(tracer.FlagHandshakeTimeout) {
 		r.settingsOf[c.NetNS] = true
 	}
 	if r.sinks.Connection != nil {

@@ -26,6 +26,7 @@ type Kind uint8
 const (
 	AcceptQueueOverflow Kind = iota
 	TimeWaitExhaustion
+	HandshakeTimeout
 	SynFloodCookies
 	ConnectionRefused
 	kindCount
@@ -34,6 +35,7 @@ const (
 var kindNames = [...]string{
 	AcceptQueueOverflow: "accept_queue_overflow",
 	TimeWaitExhaustion:  "time_wait_exhaustion",
+	HandshakeTimeout:    "handshake_timeout",
 	SynFloodCookies:     "syn_flood_cookies",
 	ConnectionRefused:   "connection_refused",
 }
@@ -229,6 +231,7 @@ type Accumulator struct {
 	overflowByID, cookieByID     map[uint64]*group
 	overflowByDst, cookieByDst   map[dest]*group
 	refused, exhausted, timeWait map[dest]*group
+	timedOut                     map[dest]*group // connects that timed out
 }
 
 // dest is a namespace and a destination.
@@ -243,6 +246,8 @@ type group struct {
 	span       span
 	closedHere uint64 // of TIME_WAIT connections: this end closed first
 	server     uint64 // of refused ones: seen on the server side only
+	synRtx     uint64 // of timed-out connects: their SYN retransmits
+	longest    time.Duration
 }
 
 func (g *group) add(c *tracer.Connection) {
@@ -255,7 +260,7 @@ func New() *Accumulator {
 	return &Accumulator{
 		overflowByID: map[uint64]*group{}, cookieByID: map[uint64]*group{},
 		overflowByDst: map[dest]*group{}, cookieByDst: map[dest]*group{},
-		refused: map[dest]*group{}, exhausted: map[dest]*group{}, timeWait: map[dest]*group{},
+		refused: map[dest]*group{}, exhausted: map[dest]*group{}, timeWait: map[dest]*group{}, timedOut: map[dest]*group{},
 	}
 }
 
@@ -298,6 +303,12 @@ func (a *Accumulator) Add(c *tracer.Connection) {
 	if c.Flags.Has(tracer.FlagPortExhausted) {
 		groupOf(a.exhausted, dest{c.NetNS, c.Remote}).add(c)
 	}
+	if c.Role == tracer.RoleClient && c.Flags.Has(tracer.FlagHandshakeTimeout) {
+		g := groupOf(a.timedOut, dest{c.NetNS, c.Remote})
+		g.add(c)
+		g.synRtx += uint64(c.Retransmits.Syn)
+		g.longest = max(g.longest, c.End.Sub(c.Start))
+	}
 	if c.Outcome == tracer.OutcomeTimeWait && c.Role == tracer.RoleClient {
 		g := groupOf(a.timeWait, dest{c.NetNS, c.Remote})
 		g.add(c)
@@ -313,6 +324,7 @@ func (a *Accumulator) Finish(env Env) []Finding {
 	out = append(out, a.acceptQueue(&env)...)
 	out = append(out, a.synCookies(&env)...)
 	out = append(out, a.timeWaitExhaustion(&env)...)
+	out = append(out, a.handshakeTimeout(&env)...)
 	out = append(out, a.connectionRefused(&env)...)
 	slices.SortStableFunc(out, func(x, y Finding) int {
 		if c := cmp.Compare(y.Severity, x.Severity); c != 0 {

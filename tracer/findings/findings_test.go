@@ -209,6 +209,36 @@ func TestConnectionRefused(t *testing.T) {
 	}
 }
 
+func TestHandshakeTimeout(t *testing.T) {
+	a := New()
+	for i := 0; i < 2; i++ {
+		c := conn(tracer.RoleClient, tracer.OutcomeTimeout, i*100, tracer.FlagSynRetransmitted, tracer.FlagHandshakeTimeout)
+		c.Retransmits.Syn = 2
+		c.End = c.Start.Add(7 * time.Second)
+		a.Add(c)
+	}
+	// A server request whose SYN-ACKs went unanswered is not a connect.
+	a.Add(conn(tracer.RoleServer, tracer.OutcomeTimeout, 0, tracer.FlagHandshakeTimeout))
+	env := Env{Counters: []Counter{{1, "TcpExt.TCPSynRetrans", 4}}, Sysctls: sysctls(SynRetries, "2")}
+	f := only(t, a.Finish(env), HandshakeTimeout)
+	if f.Severity != Critical || f.Subject != "10.0.0.1:8080" || fact(t, f, "handshake_timeout_connections") != 2 || fact(t, f, "syn_retransmits") != 4 ||
+		fact(t, f, "listener_drops") != 0 || fact(t, f, "TcpExt.TCPSynRetrans") != 4 || len(f.Sysctls) != 1 ||
+		!strings.Contains(f.Mechanism, "2 connects to 10.0.0.1:8080 got no answer: 4 SYN retransmits in all, then connect() gave up with ETIMEDOUT after 7s (net.ipv4.tcp_syn_retries = 2 sets that wait)") || !strings.Contains(f.Mechanism, "No traced listener") {
+		t.Errorf("finding %+v", f)
+	}
+	l := listener()
+	env.Listeners = []Listener{l}
+	if f := only(t, a.Finish(env), HandshakeTimeout); !strings.Contains(f.Mechanism, "counted no drop") {
+		t.Errorf("with a listener that dropped nothing: %s", f.Mechanism)
+	}
+	l.Overflows = 5
+	env.Listeners = []Listener{l}
+	fs := a.Finish(env)
+	if len(fs) != 2 || fs[1].Kind != HandshakeTimeout || fact(t, &fs[1], "listener_drops") != 5 || !strings.Contains(fs[1].Mechanism, "see accept_queue_overflow") {
+		t.Errorf("with a listener that dropped: %+v", fs)
+	}
+}
+
 func TestMostSevereFirst(t *testing.T) {
 	a := New()
 	a.Add(conn(tracer.RoleClient, tracer.OutcomeRefused, 0, tracer.FlagRefused))

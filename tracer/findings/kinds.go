@@ -267,3 +267,54 @@ func (a *Accumulator) connectionRefused(env *Env) []Finding {
 // clock is a time of day for a sentence, in UTC so that a report gives
 // the same words anywhere.
 func clock(t time.Time) string { return t.UTC().Format("15:04:05.000") }
+
+// handshakeTimeout: destinations toward which connects timed out, their
+// SYNs unanswered.
+func (a *Accumulator) handshakeTimeout(env *Env) []Finding {
+	var out []Finding
+	for d, g := range a.timedOut {
+		f := Finding{Kind: HandshakeTimeout, Severity: Critical, NetNS: d.netns, Subject: d.to.String(),
+			Sysctls: env.quote(d.netns, SynRetries), First: g.span.first, Last: g.span.last}
+		// A traced listener of the destination, in the clients' namespace.
+		var l *Listener
+		for i := range env.Listeners {
+			if env.Listeners[i].NetNS == d.netns && serves(&env.Listeners[i], d.to) {
+				l = &env.Listeners[i]
+				break
+			}
+		}
+		var drops uint64
+		if l != nil {
+			drops = l.Overflows + l.SynDropsAttributed
+		}
+		f.Evidence = facts(3,
+			Fact{"handshake_timeout_connections", g.n},
+			Fact{"syn_retransmits", g.synRtx},
+			Fact{"listener_drops", drops},
+			Fact{"TcpExt.TCPSynRetrans", env.counter(d.netns, "TcpExt.TCPSynRetrans")},
+			Fact{"TcpExt.TCPReqQFullDrop", env.counter(d.netns, "TcpExt.TCPReqQFullDrop")},
+		)
+		var mech strings.Builder
+		// tcp_syn_retries sets connect()'s time budget, not the count of
+		// retransmits: retransmits_timed_out() models the exponential
+		// backoff of that many retries, and the first
+		// tcp_syn_linear_timeouts retransmits (6.5+) come every second,
+		// so more SYNs fit into it.
+		fmt.Fprintf(&mech, "%s to %s got no answer: %d SYN retransmits in all, then connect() gave up with ETIMEDOUT after %s (%s sets that wait). ",
+			plural(g.n, "connect"), d.to, g.synRtx, g.longest.Round(100*time.Millisecond), env.value(d.netns, SynRetries))
+		switch {
+		case l != nil && drops > 0:
+			fmt.Fprintf(&mech, "The traced listener %s dropped %d SYNs or final ACKs with its accept queue full: see accept_queue_overflow.", listenerSubject(l), drops)
+			f.Advice = "Make the listener keep up (see accept_queue_overflow): a larger backlog and a faster accept loop."
+		case l != nil:
+			fmt.Fprintf(&mech, "The traced listener %s counted no drop: the SYNs or its SYN-ACKs were lost between the two (a firewall rule, a route).", listenerSubject(l))
+			f.Advice = "Look for what drops packets between client and server: firewall rules (nft list ruleset), routes, a full conntrack table (nf_conntrack: table full in the kernel log)."
+		default:
+			mech.WriteString("No traced listener served that address in this namespace: the SYNs were lost on the way (a firewall dropping them, a route to nowhere, or a host that is down).")
+			f.Advice = "Check that the server is up and reachable from the client (firewall rules, routes, the address); trace the server's namespace too (--netns) to see whether its listener drops them."
+		}
+		f.Mechanism = mech.String()
+		out = append(out, f)
+	}
+	return out
+}

@@ -9,8 +9,9 @@ type Sysctl struct {
 }
 
 // SysctlNames are the per-namespace settings a recording reads in each
-// namespace that holds a traced listener, a TIME_WAIT destination or a
-// connect that found no local port: the values findings quote.
+// namespace that holds a traced listener, a TIME_WAIT destination, a
+// connect that found no local port or one that timed out: the values
+// findings quote.
 var SysctlNames = []string{
 	SomaxConn,
 	MaxSynBacklog,
@@ -18,6 +19,7 @@ var SysctlNames = []string{
 	AbortOnOverflow,
 	LocalPortRange,
 	TwReuse,
+	SynRetries,
 }
 
 // The settings findings quote.
@@ -28,4 +30,5 @@ const (
 	AbortOnOverflow = "net.ipv4.tcp_abort_on_overflow"
 	LocalPortRange  = "net.ipv4.ip_local_port_range"
 	TwReuse         = "net.ipv4.tcp_tw_reuse"
+	SynRetries      = "net.ipv4.tcp_syn_retries"
 )

@@ -53,6 +53,7 @@ func TestRecordSysctls(t *testing.T) {
 		findings.LocalPortRange:  "41000 41999",
 		findings.TwReuse:         "0",
 		findings.SynRetries:      "3",
+		findings.SynAckRetries:   "4",
 	}
 	setSysctls(t, ns, want)
 	r := startRecord(t, ns, "run.jsonl")

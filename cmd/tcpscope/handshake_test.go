@@ -105,6 +105,14 @@ func TestSynRecvStay(t *testing.T) {
 			if len(rec.Listeners) != 1 || rec.Listeners[0].SynAcks != want || rec.Listeners[0].Connections != 1 {
 				t.Errorf("listener records: %s", dumpJSON(rec.Listeners))
 			}
+			l := rec.Listeners[0]
+			f := findingOf(t, checkedFindings(t, r, rec), findings.LateFinalACK)
+			if f.Subject != fmt.Sprintf("%s (%s/%d)", l.Local, l.Comm, l.PID) || f.NetNS != ns.Inode || fact(f, "late_final_ack_connections") != 1 ||
+				fact(f, "synack_retransmits") != want || fact(f, "longest_syn_recv_us") != uint64(s.SynRecvUs) || fact(f, "accept_queue_drops") != 0 ||
+				!f.First.Equal(s.Start) || !strings.Contains(f.Mechanism, "dropped none") {
+				t.Errorf("finding: %s", dumpJSON(f))
+			}
+			quoted(t, f, ns, findings.SynAckRetries)
 		})
 	}
 }

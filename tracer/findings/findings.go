@@ -28,6 +28,7 @@ const (
 	TimeWaitExhaustion
 	HandshakeTimeout
 	SynFloodCookies
+	LateFinalACK
 	ConnectionRefused
 	kindCount
 )
@@ -37,6 +38,7 @@ var kindNames = [...]string{
 	TimeWaitExhaustion:  "time_wait_exhaustion",
 	HandshakeTimeout:    "handshake_timeout",
 	SynFloodCookies:     "syn_flood_cookies",
+	LateFinalACK:        "late_final_ack",
 	ConnectionRefused:   "connection_refused",
 }
 
@@ -231,7 +233,8 @@ type Accumulator struct {
 	overflowByID, cookieByID     map[uint64]*group
 	overflowByDst, cookieByDst   map[dest]*group
 	refused, exhausted, timeWait map[dest]*group
-	timedOut                     map[dest]*group // connects that timed out
+	timedOut                     map[dest]*group   // connects that timed out
+	lateACK                      map[uint64]*group // long SYN_RECV with SYN-ACK retransmits, by listener id
 }
 
 // dest is a namespace and a destination.
@@ -248,6 +251,8 @@ type group struct {
 	server     uint64 // of refused ones: seen on the server side only
 	synRtx     uint64 // of timed-out connects: their SYN retransmits
 	longest    time.Duration
+	synAckRtx  uint64 // of late final ACKs: the SYN-ACK retransmits
+	longestUs  int64  // of late final ACKs: the longest SYN_RECV stay
 }
 
 func (g *group) add(c *tracer.Connection) {
@@ -261,6 +266,7 @@ func New() *Accumulator {
 		overflowByID: map[uint64]*group{}, cookieByID: map[uint64]*group{},
 		overflowByDst: map[dest]*group{}, cookieByDst: map[dest]*group{},
 		refused: map[dest]*group{}, exhausted: map[dest]*group{}, timeWait: map[dest]*group{}, timedOut: map[dest]*group{},
+		lateACK: map[uint64]*group{},
 	}
 }
 
@@ -303,6 +309,12 @@ func (a *Accumulator) Add(c *tracer.Connection) {
 	if c.Flags.Has(tracer.FlagPortExhausted) {
 		groupOf(a.exhausted, dest{c.NetNS, c.Remote}).add(c)
 	}
+	if c.Role == tracer.RoleServer && c.ListenerID != 0 && c.Flags.Has(tracer.FlagLongSynRecv) && c.Retransmits.SynAck > 0 {
+		g := groupOf(a.lateACK, c.ListenerID)
+		g.add(c)
+		g.synAckRtx += uint64(c.Retransmits.SynAck)
+		g.longestUs = max(g.longestUs, c.SynRecvUs)
+	}
 	if c.Role == tracer.RoleClient && c.Flags.Has(tracer.FlagHandshakeTimeout) {
 		g := groupOf(a.timedOut, dest{c.NetNS, c.Remote})
 		g.add(c)
@@ -323,6 +335,7 @@ func (a *Accumulator) Finish(env Env) []Finding {
 	var out []Finding
 	out = append(out, a.acceptQueue(&env)...)
 	out = append(out, a.synCookies(&env)...)
+	out = append(out, a.lateFinalACK(&env)...)
 	out = append(out, a.timeWaitExhaustion(&env)...)
 	out = append(out, a.handshakeTimeout(&env)...)
 	out = append(out, a.connectionRefused(&env)...)

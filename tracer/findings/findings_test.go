@@ -239,6 +239,32 @@ func TestHandshakeTimeout(t *testing.T) {
 	}
 }
 
+func TestLateFinalACK(t *testing.T) {
+	a := New()
+	for i := 0; i < 3; i++ {
+		c := conn(tracer.RoleServer, tracer.OutcomeClosed, i*100, tracer.FlagSynAckRetransmitted, tracer.FlagLongSynRecv)
+		c.Retransmits.SynAck, c.SynRecvUs = 2, int64(1000000*(i+1))
+		a.Add(c)
+	}
+	// Long SYN_RECV without a SYN-ACK retransmit is not a late final ACK.
+	a.Add(conn(tracer.RoleServer, tracer.OutcomeClosed, 0, tracer.FlagLongSynRecv))
+	env := Env{Listeners: []Listener{listener()}, Sysctls: sysctls(SynAckRetries, "5")}
+	f := only(t, a.Finish(env), LateFinalACK)
+	if f.Severity != Warning || f.Subject != "10.0.0.1:8080 (srv/42)" || fact(t, f, "late_final_ack_connections") != 3 ||
+		fact(t, f, "synack_retransmits") != 6 || fact(t, f, "longest_syn_recv_us") != 3000000 || fact(t, f, "accept_queue_drops") != 0 ||
+		!strings.Contains(f.Mechanism, "3 connections to 10.0.0.1:8080 waited up to 3s in SYN_RECV") ||
+		!strings.Contains(f.Mechanism, "at most net.ipv4.tcp_synack_retries = 5 times") || !strings.Contains(f.Mechanism, "dropped none") {
+		t.Errorf("finding %+v", f)
+	}
+	l := listener()
+	l.Overflows = 2
+	env.Listeners = []Listener{l}
+	fs := a.Finish(env)
+	if len(fs) != 2 || fs[1].Kind != LateFinalACK || !strings.Contains(fs[1].Mechanism, "see accept_queue_overflow") {
+		t.Errorf("with overflow drops: %+v", fs)
+	}
+}
+
 func TestMostSevereFirst(t *testing.T) {
 	a := New()
 	a.Add(conn(tracer.RoleClient, tracer.OutcomeRefused, 0, tracer.FlagRefused))

@@ -300,8 +300,8 @@ func (a *Accumulator) handshakeTimeout(env *Env) []Finding {
 		// backoff of that many retries, and the first
 		// tcp_syn_linear_timeouts retransmits (6.5+) come every second,
 		// so more SYNs fit into it.
-		fmt.Fprintf(&mech, "%s to %s got no answer: %d SYN retransmits in all, then connect() gave up with ETIMEDOUT after %s (%s sets that wait). ",
-			plural(g.n, "connect"), d.to, g.synRtx, g.longest.Round(100*time.Millisecond), env.value(d.netns, SynRetries))
+		fmt.Fprintf(&mech, "%s to %s got no answer: %s in all, then connect() gave up with ETIMEDOUT after %s (%s sets that wait). ",
+			plural(g.n, "connect"), d.to, plural(g.synRtx, "SYN retransmit"), g.longest.Round(100*time.Millisecond), env.value(d.netns, SynRetries))
 		switch {
 		case l != nil && drops > 0:
 			fmt.Fprintf(&mech, "The traced listener %s dropped %d SYNs or final ACKs with its accept queue full: see accept_queue_overflow.", listenerSubject(l), drops)
@@ -312,6 +312,41 @@ func (a *Accumulator) handshakeTimeout(env *Env) []Finding {
 		default:
 			mech.WriteString("No traced listener served that address in this namespace: the SYNs were lost on the way (a firewall dropping them, a route to nowhere, or a host that is down).")
 			f.Advice = "Check that the server is up and reachable from the client (firewall rules, routes, the address); trace the server's namespace too (--netns) to see whether its listener drops them."
+		}
+		f.Mechanism = mech.String()
+		out = append(out, f)
+	}
+	return out
+}
+
+// lateFinalACK: listeners whose handshakes waited long in SYN_RECV while
+// they resent their SYN-ACK: the clients' final ACKs came late.
+func (a *Accumulator) lateFinalACK(env *Env) []Finding {
+	var out []Finding
+	for i := range env.Listeners {
+		l := &env.Listeners[i]
+		g, ok := a.lateACK[l.ID]
+		if !ok {
+			continue
+		}
+		f := Finding{Kind: LateFinalACK, Severity: Warning, NetNS: l.NetNS, Subject: listenerSubject(l),
+			Sysctls: env.quote(l.NetNS, SynAckRetries), First: g.span.first, Last: g.span.last}
+		drops := l.Overflows + l.SynDropsAttributed
+		f.Evidence = facts(4,
+			Fact{"late_final_ack_connections", g.n},
+			Fact{"synack_retransmits", g.synAckRtx},
+			Fact{"longest_syn_recv_us", uint64(max(g.longestUs, 0))},
+			Fact{"accept_queue_drops", drops},
+		)
+		var mech strings.Builder
+		fmt.Fprintf(&mech, "%s to %s waited up to %s in SYN_RECV for the client's final ACK, while the server resent its SYN-ACK %s in all (1 s, 3 s, 7 s... after the first; at most %s times); meanwhile the clients believed they were connected and their requests waited. ",
+			plural(g.n, "connection"), l.Local, time.Duration(g.longestUs*1000).Round(time.Millisecond), plural(g.synAckRtx, "time"), env.value(l.NetNS, SynAckRetries))
+		if drops > 0 {
+			fmt.Fprintf(&mech, "The listener's accept queue was full at times (%d drops): final ACKs that met it were dropped, see accept_queue_overflow.", drops)
+			f.Advice = "Fix the accept queue first (see accept_queue_overflow); if late final ACKs remain, look for loss between the clients and the server."
+		} else {
+			mech.WriteString("The listener dropped none: the final ACKs were lost or delayed between client and server.")
+			f.Advice = "Look for what loses or delays packets between the clients and the server: firewall rules, a full conntrack table, an overloaded link, NIC or middlebox; ss -ti on the server shows the retransmits."
 		}
 		f.Mechanism = mech.String()
 		out = append(out, f)

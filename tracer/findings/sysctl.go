@@ -20,6 +20,7 @@ var SysctlNames = []string{
 	LocalPortRange,
 	TwReuse,
 	SynRetries,
+	SynAckRetries,
 }
 
 // The settings findings quote.
@@ -31,4 +32,5 @@ const (
 	LocalPortRange  = "net.ipv4.ip_local_port_range"
 	TwReuse         = "net.ipv4.tcp_tw_reuse"
 	SynRetries      = "net.ipv4.tcp_syn_retries"
+	SynAckRetries   = "net.ipv4.tcp_synack_retries"
 )

@@ -74,6 +74,9 @@ func TestRecordSysctls(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("sysctls of namespace %d: %v, want %v", ns.Inode, got, want)
 	}
+	if fs := checkedFindings(t, r, rec); len(fs) != 0 {
+		t.Errorf("one clean connection, findings: %s", dumpJSON(fs))
+	}
 }
 
 // findingsSection is the FINDINGS section of a printed summary, "" when

@@ -48,7 +48,7 @@ func TestRecordSysctls(t *testing.T) {
 	want := map[string]string{
 		findings.SomaxConn:       "7",
 		findings.MaxSynBacklog:   "64",
-		findings.Syncookies:      "2",
+		findings.Syncookies:      "0",
 		findings.AbortOnOverflow: "1",
 		findings.LocalPortRange:  "41000 41999",
 		findings.TwReuse:         "0",

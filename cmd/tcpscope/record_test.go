@@ -224,6 +224,13 @@ func TestRecordResets(t *testing.T) {
 			} else if reason != tc.reason {
 				t.Errorf("server reset reason %q, want %q", reason, tc.reason)
 			}
+			f := findingOf(t, checkedFindings(t, r, rec), findings.ServerResets)
+			counter := map[string]string{"TCP_STATE": "TcpExt.TCPAbortOnData", "TCP_ABORT_ON_CLOSE": "TcpExt.TCPAbortOnClose"}[reason]
+			if f.Subject != fmt.Sprintf("%s (%s/%d), reason %s", sv.Local, sv.Comm, sv.PID, reason) || f.NetNS != ns.Inode ||
+				fact(f, "reset_connections") != 1 || fact(f, "Tcp.OutRsts") != counterOf(rec, ns.Inode, "Tcp.OutRsts") ||
+				counter != "" && fact(f, counter) != counterOf(rec, ns.Inode, counter) || !f.First.Equal(sv.Start) {
+				t.Errorf("finding: %s", dumpJSON(f))
+			}
 		})
 	}
 }

@@ -29,6 +29,8 @@ const (
 	HandshakeTimeout
 	SynFloodCookies
 	LateFinalACK
+	ServerResets
+	ClientResets
 	ConnectionRefused
 	kindCount
 )
@@ -39,6 +41,8 @@ var kindNames = [...]string{
 	HandshakeTimeout:    "handshake_timeout",
 	SynFloodCookies:     "syn_flood_cookies",
 	LateFinalACK:        "late_final_ack",
+	ServerResets:        "server_resets",
+	ClientResets:        "client_resets",
 	ConnectionRefused:   "connection_refused",
 }
 
@@ -235,6 +239,17 @@ type Accumulator struct {
 	refused, exhausted, timeWait map[dest]*group
 	timedOut                     map[dest]*group   // connects that timed out
 	lateACK                      map[uint64]*group // long SYN_RECV with SYN-ACK retransmits, by listener id
+	resets                       map[resetKey]*group
+}
+
+// resetKey is who sent resets, and the kernel's reason.
+type resetKey struct {
+	role   tracer.Role
+	netns  uint32
+	end    netip.AddrPort // a server's local end, a client's destination
+	comm   string
+	pid    uint32
+	reason string
 }
 
 // dest is a namespace and a destination.
@@ -266,7 +281,7 @@ func New() *Accumulator {
 		overflowByID: map[uint64]*group{}, cookieByID: map[uint64]*group{},
 		overflowByDst: map[dest]*group{}, cookieByDst: map[dest]*group{},
 		refused: map[dest]*group{}, exhausted: map[dest]*group{}, timeWait: map[dest]*group{}, timedOut: map[dest]*group{},
-		lateACK: map[uint64]*group{},
+		lateACK: map[uint64]*group{}, resets: map[resetKey]*group{},
 	}
 }
 
@@ -315,6 +330,13 @@ func (a *Accumulator) Add(c *tracer.Connection) {
 		g.synAckRtx += uint64(c.Retransmits.SynAck)
 		g.longestUs = max(g.longestUs, c.SynRecvUs)
 	}
+	if c.Flags.Has(tracer.FlagResetSent) && c.Outcome != tracer.OutcomeRefused && c.Role != tracer.RoleUnknown {
+		k := resetKey{role: c.Role, netns: c.NetNS, end: c.Local, comm: c.Comm, pid: c.PID, reason: resetReason(c)}
+		if c.Role == tracer.RoleClient {
+			k.end = c.Remote
+		}
+		groupOf(a.resets, k).add(c)
+	}
 	if c.Role == tracer.RoleClient && c.Flags.Has(tracer.FlagHandshakeTimeout) {
 		g := groupOf(a.timedOut, dest{c.NetNS, c.Remote})
 		g.add(c)
@@ -336,6 +358,7 @@ func (a *Accumulator) Finish(env Env) []Finding {
 	out = append(out, a.acceptQueue(&env)...)
 	out = append(out, a.synCookies(&env)...)
 	out = append(out, a.lateFinalACK(&env)...)
+	out = append(out, a.resetFindings(&env)...)
 	out = append(out, a.timeWaitExhaustion(&env)...)
 	out = append(out, a.handshakeTimeout(&env)...)
 	out = append(out, a.connectionRefused(&env)...)

@@ -265,6 +265,40 @@ func TestLateFinalACK(t *testing.T) {
 	}
 }
 
+func TestResets(t *testing.T) {
+	reason := func(name string) tracer.RSTReason { r, _ := tracer.ParseRSTReason(name); return r }
+	a := New()
+	for i := 0; i < 2; i++ {
+		c := conn(tracer.RoleServer, tracer.OutcomeReset, i*100, tracer.FlagResetSent)
+		c.PID, c.Comm = 42, "srv"
+		c.Timeline = []tracer.Item{{Kind: tracer.ItemResetSent, Reason: reason("TCP_ABORT_ON_CLOSE"), HasReason: true}}
+		a.Add(c)
+	}
+	c := conn(tracer.RoleClient, tracer.OutcomeReset, 0, tracer.FlagResetSent)
+	c.PID, c.Comm = 7, "ab"
+	c.Timeline = []tracer.Item{{Kind: tracer.ItemResetSent, Reason: reason("TCP_STATE"), HasReason: true}}
+	a.Add(c)
+	// A refusal's reset is connection_refused's.
+	a.Add(conn(tracer.RoleServer, tracer.OutcomeRefused, 0, tracer.FlagResetSent))
+	fs := a.Finish(Env{Counters: []Counter{{1, "TcpExt.TCPAbortOnClose", 2}, {1, "Tcp.OutRsts", 4}}})
+	if len(fs) != 3 {
+		t.Fatalf("findings %+v", fs)
+	}
+	sv, cl := &fs[0], &fs[1]
+	if sv.Kind != ServerResets || sv.Subject != "10.0.0.1:8080 (srv/42), reason TCP_ABORT_ON_CLOSE" || fact(t, sv, "reset_connections") != 2 ||
+		fact(t, sv, "TcpExt.TCPAbortOnClose") != 2 || fact(t, sv, "Tcp.OutRsts") != 4 || !strings.Contains(sv.Mechanism, "unread") ||
+		!strings.Contains(sv.Advice, "Read the whole request") {
+		t.Errorf("server resets %+v", sv)
+	}
+	if cl.Kind != ClientResets || cl.Subject != "ab/7 toward 10.0.0.1:8080, reason TCP_STATE" || fact(t, cl, "reset_connections") != 1 ||
+		!strings.Contains(cl.Mechanism, "SO_LINGER") {
+		t.Errorf("client resets %+v", cl)
+	}
+	if fs[2].Kind != ConnectionRefused {
+		t.Errorf("refused: %+v", fs[2])
+	}
+}
+
 func TestMostSevereFirst(t *testing.T) {
 	a := New()
 	a.Add(conn(tracer.RoleClient, tracer.OutcomeRefused, 0, tracer.FlagRefused))

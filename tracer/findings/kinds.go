@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/tcpscope/tcpscope/tracer"
 )
 
 // acceptQueue: listeners whose accept queue turned connections away.
@@ -349,6 +351,74 @@ func (a *Accumulator) lateFinalACK(env *Env) []Finding {
 			f.Advice = "Look for what loses or delays packets between the clients and the server: firewall rules, a full conntrack table, an overloaded link, NIC or middlebox; ss -ti on the server shows the retransmits."
 		}
 		f.Mechanism = mech.String()
+		out = append(out, f)
+	}
+	return out
+}
+
+// resetReason is the kernel's reason for the first reset a connection
+// sent, "NOT_SPECIFIED" when the kernel gave none.
+func resetReason(c *tracer.Connection) string {
+	for i := range c.Timeline {
+		if it := &c.Timeline[i]; it.Kind == tracer.ItemResetSent && it.HasReason {
+			if n := it.Reason.String(); n != "" {
+				return n
+			}
+		}
+	}
+	return "NOT_SPECIFIED"
+}
+
+// resetMeaning is, per reset reason, what made the kernel send it, the
+// counter that counts it, and what to change.
+var resetMeaning = map[string]struct{ why, counter, advice string }{
+	"TCP_ABORT_ON_CLOSE": {"the application closed the socket with received data still unread (often the request or its tail): __tcp_close() sends a reset instead of a FIN, and the peer may lose the response it had not read yet",
+		"TcpExt.TCPAbortOnClose", "Read the whole request before closing, or shutdown(SHUT_WR) and drain until the peer's FIN, then close."},
+	"TCP_STATE": {"the socket was closed with SO_LINGER {on, 0} (tcp_disconnect()), or aborted (ss -K, tcp_abort), or was waiting in the accept queue of a listener that closed",
+		"TcpExt.TCPAbortOnData", "Close without SO_LINGER 0 unless an abortive close is wanted, and close listeners only once their accept queue is drained."},
+	"TCP_ABORT_ON_DATA": {"data arrived after the application had closed the socket",
+		"TcpExt.TCPAbortOnData", "Keep reading until the peer's FIN (or shutdown(SHUT_WR) first), so that late data does not meet a closed socket."},
+	"TCP_ABORT_ON_MEMORY": {"the kernel ran short of socket memory and reset orphaned sockets",
+		"TcpExt.TCPAbortOnMemory", "Raise net.ipv4.tcp_mem or close connections faster."},
+	"TCP_ABORT_ON_LINGER": {"a socket with TCP_LINGER2 < 0 was closed in FIN_WAIT2",
+		"TcpExt.TCPAbortOnLinger", "Do not set TCP_LINGER2 below 0 unless the resets are wanted."},
+	"INVALID_SYN": {"the listener reset requests whose final ACK met its full accept queue (tcp_abort_on_overflow = 1): see accept_queue_overflow",
+		"TcpExt.ListenOverflows", "Make the listener keep up (see accept_queue_overflow)."},
+	"NO_SOCKET": {"segments arrived for connections this end no longer had (after a reset, a crash or a restart), and the kernel answered them with resets",
+		"Tcp.OutRsts", "Look at what closed those connections first (their other resets, or a restart) in the timelines."},
+	"TCP_FLAGS": {"a listener received a segment with unexpected flags for a connection it no longer had, and answered with a reset",
+		"Tcp.OutRsts", "Look at what closed those connections first (their other resets, or a restart) in the timelines."},
+}
+
+// resetFindings: resets sent, by the end that sent them (server_resets,
+// client_resets) and the kernel's reason.
+func (a *Accumulator) resetFindings(env *Env) []Finding {
+	var out []Finding
+	for k, g := range a.resets {
+		kind, subject := ServerResets, fmt.Sprintf("%s (%s/%d), reason %s", k.end, k.comm, k.pid, k.reason)
+		if k.role == tracer.RoleClient {
+			kind, subject = ClientResets, fmt.Sprintf("%s/%d toward %s, reason %s", k.comm, k.pid, k.end, k.reason)
+		}
+		m, known := resetMeaning[k.reason]
+		if !known {
+			m.why = "the kernel sent resets with reason " + k.reason
+			m.advice = "Match the reset times with the application's logs, and look at the connections' timelines (tcpscope report --id)."
+		}
+		f := Finding{Kind: kind, Severity: Warning, NetNS: k.netns, Subject: subject, First: g.span.first, Last: g.span.last}
+		fs := []Fact{{"reset_connections", g.n}}
+		if m.counter != "" {
+			fs = append(fs, Fact{m.counter, env.counter(k.netns, m.counter)})
+		}
+		if m.counter != "Tcp.OutRsts" {
+			fs = append(fs, Fact{"Tcp.OutRsts", env.counter(k.netns, "Tcp.OutRsts")})
+		}
+		f.Evidence = facts(1, fs...)
+		side := "server"
+		if k.role == tracer.RoleClient {
+			side = "client"
+		}
+		f.Mechanism = fmt.Sprintf("The %s %s/%d sent resets on %s (reason %s): %s.", side, k.comm, k.pid, plural(g.n, "connection"), k.reason, m.why)
+		f.Advice = m.advice
 		out = append(out, f)
 	}
 	return out

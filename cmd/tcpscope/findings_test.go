@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"reflect"
 	"strings"
 	"testing"
@@ -252,4 +253,55 @@ func checkQueueFindings(t *testing.T, r *recording, rec *output.Recording, ns *n
 		t.Errorf("finding against listener %s: %s", dumpJSON(l), dumpJSON(f))
 	}
 	quoted(t, f, ns, findings.Syncookies, findings.MaxSynBacklog, findings.SomaxConn)
+}
+
+// TestClientResetsFinding: a client that closes with SO_LINGER 0 resets
+// its connection (tcp_disconnect(), reason TCP_STATE): a client_resets
+// finding names it, the reason and the namespace's counters.
+func TestClientResetsFinding(t *testing.T) {
+	t.Parallel()
+	ns := nettest.New(t)
+	r := startRecord(t, ns, "run.jsonl")
+	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
+	c, err := dialNS(t, ns, "tcp4", ln.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := c.(*net.TCPConn).SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := s.Read(make([]byte, 1)); err == nil || !strings.Contains(err.Error(), "reset") {
+		t.Fatalf("server read: %v, want a reset", err)
+	}
+	r.waitConnections(t, 2, 15*time.Second)
+	rec := r.stop(t)
+	cl := one(t, rec, tracer.RoleClient)
+	reason := "NOT_SPECIFIED"
+	for _, it := range cl.Timeline {
+		if it.Kind == tracer.ItemResetSent && it.HasReason {
+			reason = reasonName(it)
+		}
+	}
+	if kernelHas(t, tracer.CloseResetReasons) && reason != "TCP_STATE" {
+		t.Errorf("client reset reason %q, want TCP_STATE", reason)
+	}
+	fs := checkedFindings(t, r, rec)
+	f := findingOf(t, fs, findings.ClientResets)
+	if f.Subject != fmt.Sprintf("%s/%d toward %s, reason %s", cl.Comm, cl.PID, cl.Remote, reason) || f.NetNS != ns.Inode ||
+		fact(f, "reset_connections") != 1 || fact(f, "Tcp.OutRsts") != counterOf(rec, ns.Inode, "Tcp.OutRsts") || fact(f, "Tcp.OutRsts") == 0 ||
+		reason == "TCP_STATE" && (fact(f, "TcpExt.TCPAbortOnData") != counterOf(rec, ns.Inode, "TcpExt.TCPAbortOnData") || !strings.Contains(f.Mechanism, "SO_LINGER")) {
+		t.Errorf("finding: %s", dumpJSON(f))
+	}
+	for _, g := range fs {
+		if g.Kind == findings.ServerResets {
+			t.Errorf("the server sent no reset, yet: %s", dumpJSON(g))
+		}
+	}
 }

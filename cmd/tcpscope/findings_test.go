@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"reflect"
 	"strings"
@@ -303,5 +304,70 @@ func TestClientResetsFinding(t *testing.T) {
 		if g.Kind == findings.ServerResets {
 			t.Errorf("the server sent no reset, yet: %s", dumpJSON(g))
 		}
+	}
+}
+
+// TestDataLossFinding: four connections whose first request is dropped
+// (nftables, inside the namespace) until the kernel has retransmitted
+// each: a data_loss finding counts them, their retransmits and the peer.
+func TestDataLossFinding(t *testing.T) {
+	t.Parallel()
+	ns := nettest.New(t)
+	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
+	const n = 4
+	go func() {
+		for i := 0; i < n; i++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); c.Close() }()
+		}
+	}()
+	to := netns.AddrPort(ln)
+	r := startRecord(t, ns, "run.jsonl")
+	var conns []net.Conn
+	for i := 0; i < n; i++ {
+		c, err := dialNS(t, ns, "tcp4", to.String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	before, err := ns.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Dropped on input, so each retransmit leaves the socket and counts.
+	remove, err := ns.AddDrop(netns.Drop{DstPort: to.Port(), FlagMask: netns.FlagPSH, Flags: netns.FlagPSH, Input: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range conns {
+		c.Write([]byte("request"))
+	}
+	// Each request's first retransmit, dropped too, then the path heals.
+	waitCounter(t, ns, before, "Tcp.RetransSegs", n, 10*time.Second)
+	if err := remove(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	r.waitConnections(t, 2*n, 15*time.Second)
+	rec := r.stop(t)
+	var flagged, rtx uint64
+	for _, c := range rec.Connections {
+		if c.Flags.Has(tracer.FlagDataRetransmitted) {
+			flagged++
+			rtx += uint64(c.Retransmits.Data)
+		}
+	}
+	f := findingOf(t, checkedFindings(t, r, rec), findings.DataLoss)
+	if flagged < n || f.Subject != "peer 127.0.0.1" || f.NetNS != ns.Inode || fact(f, "data_retransmitted_connections") != flagged ||
+		fact(f, "connections") != uint64(len(rec.Connections)) || fact(f, "data_retransmits") != rtx || fact(f, "peers") != 1 ||
+		fact(f, "Tcp.RetransSegs") != counterOf(rec, ns.Inode, "Tcp.RetransSegs") {
+		t.Errorf("%d connections flagged data_retransmitted (%d retransmits); finding: %s", flagged, rtx, dumpJSON(f))
 	}
 }

@@ -31,6 +31,7 @@ const (
 	LateFinalACK
 	ServerResets
 	ClientResets
+	DataLoss
 	ConnectionRefused
 	kindCount
 )
@@ -43,6 +44,7 @@ var kindNames = [...]string{
 	LateFinalACK:        "late_final_ack",
 	ServerResets:        "server_resets",
 	ClientResets:        "client_resets",
+	DataLoss:            "data_loss",
 	ConnectionRefused:   "connection_refused",
 }
 
@@ -240,6 +242,10 @@ type Accumulator struct {
 	timedOut                     map[dest]*group   // connects that timed out
 	lateACK                      map[uint64]*group // long SYN_RECV with SYN-ACK retransmits, by listener id
 	resets                       map[resetKey]*group
+	// Per namespace: every connection, and by peer address those that
+	// retransmitted data.
+	connsIn  map[uint32]uint64
+	dataLoss map[uint32]map[netip.Addr]*group
 }
 
 // resetKey is who sent resets, and the kernel's reason.
@@ -267,6 +273,7 @@ type group struct {
 	synRtx     uint64 // of timed-out connects: their SYN retransmits
 	longest    time.Duration
 	synAckRtx  uint64 // of late final ACKs: the SYN-ACK retransmits
+	dataRtx    uint64 // of data_loss: the data segments retransmitted
 	longestUs  int64  // of late final ACKs: the longest SYN_RECV stay
 }
 
@@ -282,6 +289,7 @@ func New() *Accumulator {
 		overflowByDst: map[dest]*group{}, cookieByDst: map[dest]*group{},
 		refused: map[dest]*group{}, exhausted: map[dest]*group{}, timeWait: map[dest]*group{}, timedOut: map[dest]*group{},
 		lateACK: map[uint64]*group{}, resets: map[resetKey]*group{},
+		connsIn: map[uint32]uint64{}, dataLoss: map[uint32]map[netip.Addr]*group{},
 	}
 }
 
@@ -330,6 +338,17 @@ func (a *Accumulator) Add(c *tracer.Connection) {
 		g.synAckRtx += uint64(c.Retransmits.SynAck)
 		g.longestUs = max(g.longestUs, c.SynRecvUs)
 	}
+	a.connsIn[c.NetNS]++
+	if c.Flags.Has(tracer.FlagDataRetransmitted) {
+		peers, ok := a.dataLoss[c.NetNS]
+		if !ok {
+			peers = map[netip.Addr]*group{}
+			a.dataLoss[c.NetNS] = peers
+		}
+		g := groupOf(peers, c.Remote.Addr())
+		g.add(c)
+		g.dataRtx += uint64(c.Retransmits.Data)
+	}
 	if c.Flags.Has(tracer.FlagResetSent) && c.Outcome != tracer.OutcomeRefused && c.Role != tracer.RoleUnknown {
 		k := resetKey{role: c.Role, netns: c.NetNS, end: c.Local, comm: c.Comm, pid: c.PID, reason: resetReason(c)}
 		if c.Role == tracer.RoleClient {
@@ -359,6 +378,7 @@ func (a *Accumulator) Finish(env Env) []Finding {
 	out = append(out, a.synCookies(&env)...)
 	out = append(out, a.lateFinalACK(&env)...)
 	out = append(out, a.resetFindings(&env)...)
+	out = append(out, a.dataLossFindings(&env)...)
 	out = append(out, a.timeWaitExhaustion(&env)...)
 	out = append(out, a.handshakeTimeout(&env)...)
 	out = append(out, a.connectionRefused(&env)...)

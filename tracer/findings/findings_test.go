@@ -62,6 +62,10 @@ func TestHealthyNoFinding(t *testing.T) {
 		a.Add(conn(tracer.RoleClient, tracer.OutcomeTimeWait, i, tracer.FlagTimeWait))
 		a.Add(conn(tracer.RoleServer, tracer.OutcomeClosed, i))
 	}
+	// A few tail loss probes among a thousand connections are no loss.
+	for i := 0; i < 10; i++ {
+		a.Add(conn(tracer.RoleClient, tracer.OutcomeTimeWait, i, tracer.FlagTimeWait, tracer.FlagDataRetransmitted))
+	}
 	l := listener()
 	l.PeakQueue = 2
 	env := Env{Start: at(0), End: at(2000), Listeners: []Listener{l},
@@ -296,6 +300,38 @@ func TestResets(t *testing.T) {
 	}
 	if fs[2].Kind != ConnectionRefused {
 		t.Errorf("refused: %+v", fs[2])
+	}
+}
+
+func TestDataLoss(t *testing.T) {
+	a := New()
+	peer := func(addr string, n int) {
+		for i := 0; i < n; i++ {
+			c := conn(tracer.RoleClient, tracer.OutcomeClosed, i, tracer.FlagDataRetransmitted)
+			c.Remote = netip.MustParseAddrPort(addr)
+			c.Retransmits.Data = 2
+			a.Add(c)
+		}
+	}
+	peer("10.0.0.9:80", 2)
+	if fs := a.Finish(Env{}); len(fs) != 0 {
+		t.Errorf("two connections: %+v", fs)
+	}
+	peer("10.0.0.8:80", 3)
+	for i := 0; i < 45; i++ {
+		a.Add(conn(tracer.RoleClient, tracer.OutcomeClosed, i))
+	}
+	f := only(t, a.Finish(Env{Counters: []Counter{{1, "Tcp.RetransSegs", 10}}}), DataLoss)
+	if f.Subject != "peer 10.0.0.8 and 1 more peer" || fact(t, f, "data_retransmitted_connections") != 5 || fact(t, f, "connections") != 50 ||
+		fact(t, f, "data_retransmits") != 10 || fact(t, f, "peers") != 2 || fact(t, f, "Tcp.RetransSegs") != 10 ||
+		!strings.Contains(f.Mechanism, "5 connections of 50 in namespace 1 (10%) resent data, 10 data segments in all, toward or from 10.0.0.8 (3), 10.0.0.9 (2)") {
+		t.Errorf("finding %+v", f)
+	}
+	for i := 0; i < 60; i++ {
+		a.Add(conn(tracer.RoleClient, tracer.OutcomeClosed, i))
+	}
+	if fs := a.Finish(Env{}); len(fs) != 0 {
+		t.Errorf("5 of 110 connections: %+v", fs)
 	}
 }
 

@@ -1,7 +1,11 @@
 package findings
 
 import (
+	"cmp"
 	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -419,6 +423,65 @@ func (a *Accumulator) resetFindings(env *Env) []Finding {
 		}
 		f.Mechanism = fmt.Sprintf("The %s %s/%d sent resets on %s (reason %s): %s.", side, k.comm, k.pid, plural(g.n, "connection"), k.reason, m.why)
 		f.Advice = m.advice
+		out = append(out, f)
+	}
+	return out
+}
+
+// Data retransmits make a data_loss finding in a namespace when at least
+// dataLossMin connections, and at least dataLossPercent of its
+// connections, retransmitted data: an occasional tail loss probe in a
+// healthy run does not.
+const (
+	dataLossMin     = 3
+	dataLossPercent = 5
+)
+
+// dataLossFindings: namespaces where a share of the connections
+// retransmitted data, and toward which peers.
+func (a *Accumulator) dataLossFindings(env *Env) []Finding {
+	var out []Finding
+	for ns, peers := range a.dataLoss {
+		var sum group
+		for _, g := range peers {
+			sum.n += g.n
+			sum.dataRtx += g.dataRtx
+			merge(&sum.span, g.span)
+		}
+		total := a.connsIn[ns]
+		if sum.n < dataLossMin || sum.n*100 < total*dataLossPercent {
+			continue
+		}
+		addrs := slices.SortedFunc(maps.Keys(peers), func(x, y netip.Addr) int {
+			if c := cmp.Compare(peers[y].n, peers[x].n); c != 0 {
+				return c
+			}
+			return x.Compare(y)
+		})
+		var top []string
+		for i, p := range addrs {
+			if i == 5 {
+				top = append(top, fmt.Sprintf("%d more", len(addrs)-5))
+				break
+			}
+			top = append(top, fmt.Sprintf("%s (%d)", p, peers[p].n))
+		}
+		subject := fmt.Sprintf("peer %s", addrs[0])
+		if len(addrs) > 1 {
+			subject += fmt.Sprintf(" and %s", plural(uint64(len(addrs)-1), "more peer"))
+		}
+		f := Finding{Kind: DataLoss, Severity: Warning, NetNS: ns, Subject: subject, First: sum.span.first, Last: sum.span.last}
+		f.Evidence = facts(4,
+			Fact{"data_retransmitted_connections", sum.n},
+			Fact{"connections", total},
+			Fact{"data_retransmits", sum.dataRtx},
+			Fact{"peers", uint64(len(addrs))},
+			Fact{"Tcp.RetransSegs", env.counter(ns, "Tcp.RetransSegs")},
+			Fact{"TcpExt.TCPTimeouts", env.counter(ns, "TcpExt.TCPTimeouts")},
+		)
+		f.Mechanism = fmt.Sprintf("%s of %d in namespace %d (%d%%) resent data, %s in all, toward or from %s: segments were lost or their ACKs came late, and each loss costs a retransmission timeout (200 ms or more) or a fast retransmit.",
+			plural(sum.n, "connection"), total, ns, sum.n*100/total, plural(sum.dataRtx, "data segment"), strings.Join(top, ", "))
+		f.Advice = "Look for loss on the path to those peers: interface drops (ip -s link), a full queue or shaper (tc -s qdisc), firewall or conntrack drops, an overloaded peer; if an accept_queue_overflow finding is listed too, its clients resending requests explain part of it."
 		out = append(out, f)
 	}
 	return out

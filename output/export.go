@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/findings"
 )
 
 // Extra is what a summary holds besides the connection statistics.
@@ -31,6 +32,9 @@ type Extra struct {
 	Counters  []CounterDelta
 	Listeners []ListenerRow
 	TimeWait  []TimeWaitPressure
+	Sysctls   []findings.Sysctl
+	// Findings, most severe first (findings.Accumulator.Finish).
+	Findings []findings.Finding
 }
 
 // AppendConnectionJSON appends one connection as a JSON object (no newline).
@@ -201,9 +205,28 @@ func AppendSummaryJSON(b []byte, s *tracer.Stats, meta Meta, x Extra, withType b
 	o.b = appendCounterDeltas(o.b, x.Counters)
 	o.key("time_wait")
 	o.b = appendTimeWait(o.b, x.TimeWait)
+	o.key("sysctls")
+	o.b = appendSysctls(o.b, x.Sysctls)
+	o.key("findings")
+	o.b = appendFindings(o.b, x.Findings)
 	o.str("kernel", meta.Kernel)
 	o.str("tcpscope", meta.Tcpscope)
 	return o.end()
+}
+
+func appendSysctls(b []byte, ss []findings.Sysctl) []byte {
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		o := newObj(b)
+		o.uint("netns", uint64(s.NetNS))
+		o.str("name", s.Name)
+		o.str("value", s.Value)
+		b = o.end()
+	}
+	return append(b, ']')
 }
 
 func appendRecursion(b []byte, rs []tracer.RecursionMisses) []byte {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/findings"
 )
 
 // FuzzReadExport: arbitrary bytes as .jsonl or .json never panic the
@@ -173,6 +174,18 @@ func canonical(rec *Recording) *Recording {
 		for i := range s.Recursion {
 			s.Recursion[i].Lost = 0
 		}
+		// Findings of a kind or severity this build does not know are
+		// left out (findingsFromRecords).
+		var fs []FindingRecord
+		for _, f := range s.Findings {
+			_, kok := findings.ParseKind(f.Kind)
+			_, sok := findings.ParseSeverity(f.Severity)
+			if kok && sok {
+				f.First, f.Last = f.First.UTC(), f.Last.UTC()
+				fs = append(fs, f)
+			}
+		}
+		s.Findings = fs
 		c.Summary = &s
 	}
 	emptyToNil(reflect.ValueOf(&c).Elem())

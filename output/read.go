@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/findings"
 )
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
@@ -42,7 +43,8 @@ func (r *Recording) Warnings(name string) []string {
 	return w
 }
 
-// Extra rebuilds the summary's kernel-side parts for the tables.
+// Extra rebuilds the summary's kernel-side parts for the tables. Its
+// Findings are the ones the file holds.
 func (s *SummaryRecord) Extra() Extra {
 	x := Extra{End: s.End, LostEvents: s.LostEvents, Orphans: s.UnmatchedEvents, Evicted: s.Evicted, Counters: s.Counters,
 		Unreadable: s.Unreadable, Undecoded: s.Undecoded, Discarded: s.Discarded, Gaps: s.Gaps}
@@ -53,6 +55,10 @@ func (s *SummaryRecord) Extra() Extra {
 	for i := range s.TimeWait {
 		x.TimeWait = append(x.TimeWait, timeWaitFromRecord(&s.TimeWait[i]))
 	}
+	for _, v := range s.Sysctls {
+		x.Sysctls = append(x.Sysctls, findings.Sysctl{NetNS: v.NetNS, Name: v.Name, Value: v.Value})
+	}
+	x.Findings = findingsFromRecords(s.Findings)
 	return x
 }
 

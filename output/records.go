@@ -161,6 +161,8 @@ type SummaryRecord struct {
 	Recursion       []RecursionRecord `json:"recursion_misses" export:"optional"`
 	Counters        []CounterDelta    `json:"kernel_counters"`
 	TimeWait        []TimeWaitRecord  `json:"time_wait"`
+	Sysctls         []SysctlRecord    `json:"sysctls" export:"optional"`
+	Findings        []FindingRecord   `json:"findings" export:"optional"`
 	Kernel          string            `json:"kernel"`
 	Tcpscope        string            `json:"tcpscope"`
 }
@@ -219,6 +221,35 @@ type TimeWaitRecord struct {
 	Ports       int    `json:"usable_ports"`
 	Entered     uint64 `json:"entered"`
 	Warned      bool   `json:"warned"`
+}
+
+// SysctlRecord is one of the summary's "sysctls": one setting's value in
+// one namespace at the end (findings.Sysctl).
+type SysctlRecord struct {
+	NetNS uint32 `json:"netns"`
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// FindingRecord is one of the summary's "findings", most severe first:
+// one findings.Finding.
+type FindingRecord struct {
+	Kind      string         `json:"kind"`
+	Severity  string         `json:"severity"`
+	NetNS     uint32         `json:"netns"`
+	Subject   string         `json:"subject"`
+	Evidence  []FactRecord   `json:"evidence"`
+	Sysctls   []SysctlRecord `json:"sysctls"`
+	First     time.Time      `json:"first"`
+	Last      time.Time      `json:"last"`
+	Mechanism string         `json:"mechanism"`
+	Advice    string         `json:"advice"`
+}
+
+// FactRecord is one number of a finding's "evidence".
+type FactRecord struct {
+	Name  string `json:"name"`
+	Value uint64 `json:"value"`
 }
 
 // Document is a .json export: the records of a .jsonl in one object.

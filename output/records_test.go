@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/findings"
 )
 
 // The contract test: for every record, the keys the writer writes, the
@@ -290,6 +291,11 @@ func fullRecords() exportInput {
 		TimeWait: []TimeWaitPressure{{TimeWaitDest: tracer.TimeWaitDest{Key: tracer.TimeWaitKey{NetNS: 1,
 			Local: netip.MustParseAddr("10.0.0.2"), Remote: netip.MustParseAddrPort("10.0.0.1:80")},
 			Now: 1, Peak: 2, Total: 3, Ports: 4, Warned: true}, KernelCount: 1}},
+		Sysctls: []findings.Sysctl{{NetNS: 1, Name: findings.SomaxConn, Value: "7"}},
+		Findings: []findings.Finding{{Kind: findings.SynFloodCookies, Severity: findings.Warning, NetNS: 1, Subject: "10.0.0.1:80 (srv/2)",
+			Evidence: []findings.Fact{{Name: "syncookie_connections", Value: 11}},
+			Sysctls:  []findings.Sysctl{{NetNS: 1, Name: findings.Syncookies, Value: "1"}},
+			First:    t0, Last: t0.Add(time.Second), Mechanism: "m", Advice: "a"}},
 	}
 	return exportInput{conns, ls, meta, x}
 }
@@ -306,6 +312,8 @@ func minimalRecords() exportInput {
 		Recursion: []tracer.RecursionMisses{{Tracepoint: "sock/inet_sock_set_state"}},
 		Counters:  []CounterDelta{{NetNS: 1, Counter: "TcpExt.ListenOverflows"}},
 		TimeWait:  []TimeWaitPressure{{KernelCount: -1}},
+		Sysctls:   []findings.Sysctl{{}},
+		Findings:  []findings.Finding{{Evidence: []findings.Fact{{}}, Sysctls: []findings.Sysctl{{}}}},
 	}
 	return exportInput{conns, ls, Meta{Start: t0}, x}
 }

@@ -111,6 +111,7 @@ func recursionLost(rs []tracer.RecursionMisses) uint64 {
 // SummaryTables renders the end-of-recording summary.
 func SummaryTables(w io.Writer, s *tracer.Stats, x Extra) error {
 	summaryHeader(w, s, x)
+	FindingsText(w, x.Findings)
 	for _, table := range []func() error{
 		func() error { return outcomeTable(w, s) },
 		func() error { return flagTable(w, s) },

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tcpscope/tcpscope/output"
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/findings"
 	"github.com/tcpscope/tcpscope/tracer/netns"
 	"github.com/tcpscope/tcpscope/tracer/nettest"
 	"golang.org/x/sys/unix"
@@ -104,6 +105,14 @@ func TestSynRecvStay(t *testing.T) {
 			if len(rec.Listeners) != 1 || rec.Listeners[0].SynAcks != want || rec.Listeners[0].Connections != 1 {
 				t.Errorf("listener records: %s", dumpJSON(rec.Listeners))
 			}
+			l := rec.Listeners[0]
+			f := findingOf(t, checkedFindings(t, r, rec), findings.LateFinalACK)
+			if f.Subject != fmt.Sprintf("%s (%s/%d)", l.Local, l.Comm, l.PID) || f.NetNS != ns.Inode || fact(f, "late_final_ack_connections") != 1 ||
+				fact(f, "synack_retransmits") != want || fact(f, "longest_syn_recv_us") != uint64(s.SynRecvUs) || fact(f, "accept_queue_drops") != 0 ||
+				!f.First.Equal(s.Start) || !strings.Contains(f.Mechanism, "dropped none") {
+				t.Errorf("finding: %s", dumpJSON(f))
+			}
+			quoted(t, f, ns, findings.SynAckRetries)
 		})
 	}
 }
@@ -268,6 +277,15 @@ func TestTimeWaitExhaustion(t *testing.T) {
 	if row.KernelCount == nil || math.Abs(float64(row.LiveAtEnd-*row.KernelCount)) > 1 || row.Ports != 200 || !row.Warned {
 		t.Errorf("TIME_WAIT row %s: live %d, kernel %v, ports %d", fmt.Sprint(row), row.LiveAtEnd, row.KernelCount, row.Ports)
 	}
+	f := findingOf(t, checkedFindings(t, r, rec), findings.TimeWaitExhaustion)
+	if f.Severity != findings.Critical || f.Subject != server.String() || f.NetNS != ns.Inode || fact(f, "port_exhausted_connections") != uint64(exhausted) ||
+		fact(f, "usable_ports") != 200 || fact(f, "time_wait_peak") != uint64(row.Peak) || fact(f, "time_wait_connections") < uint64(succeeded)-1 ||
+		!strings.Contains(f.Mechanism, fmt.Sprintf("%d connects failed with EADDRNOTAVAIL", exhausted)) {
+		t.Errorf("finding (%d connects succeeded): %s", succeeded, dumpJSON(f))
+	}
+	if q := fmt.Sprint(f.Sysctls); q != fmt.Sprintf("[{%d net.ipv4.ip_local_port_range 40000 40199} {%[1]d net.ipv4.tcp_tw_reuse 0}]", ns.Inode) {
+		t.Errorf("settings quoted: %s", q)
+	}
 }
 
 // connectClose connects with one connect(2) call and closes at once, so
@@ -354,6 +372,7 @@ func TestListenerOverflowAndSyncookies(t *testing.T) {
 			if reported == 0 {
 				t.Errorf("summary lacks the ListenOverflows delta: %s", dumpJSON(rec.Summary.Counters))
 			}
+			checkQueueFindings(t, r, rec, ns, mode)
 		})
 	}
 }
@@ -499,6 +518,10 @@ func TestAbortOnOverflow(t *testing.T) {
 		if c.Outcome == tracer.OutcomeReset && (c.Errno.String() != "ECONNRESET" || !c.Flags.Has(tracer.FlagResetReceived)) {
 			t.Errorf("reset client: %s", dumpJSON(c))
 		}
+	}
+	f := checkAcceptQueueFinding(t, r, rec, ns, 0)
+	if fact(f, "overflow_drops") != d["TcpExt.ListenOverflows"] || !strings.Contains(f.Advice, "net.ipv4.tcp_abort_on_overflow = 1 turns these drops into resets") {
+		t.Errorf("finding: %s", dumpJSON(f))
 	}
 }
 
@@ -734,6 +757,7 @@ func TestSyncookieFinalACKOverflow(t *testing.T) {
 					t.Errorf("overflow item %q does not name the SYN cookie", detail)
 				}
 			}
+			checkQueueFindings(t, r, rec, ns, "2")
 		})
 	}
 }

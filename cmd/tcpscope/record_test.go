@@ -14,6 +14,7 @@ import (
 
 	"github.com/tcpscope/tcpscope/output"
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/findings"
 	"github.com/tcpscope/tcpscope/tracer/netns"
 	"github.com/tcpscope/tcpscope/tracer/nettest"
 )
@@ -98,6 +99,9 @@ func TestRecordCleanConnections(t *testing.T) {
 			if !slices.Equal(closer.Flags.List(), []tracer.Flag{tracer.FlagTimeWait}) || closer.Timeline[len(closer.Timeline)-1].State != tracer.StateTimeWait {
 				t.Errorf("active closer flags %v, last step %+v", closer.Flags, closer.Timeline[len(closer.Timeline)-1])
 			}
+			if fs := checkedFindings(t, r, rec); len(fs) != 0 {
+				t.Errorf("clean connections, findings: %s", dumpJSON(fs))
+			}
 		})
 	}
 }
@@ -119,6 +123,11 @@ func TestRecordRefused(t *testing.T) {
 	if sv.Outcome != tracer.OutcomeRefused || sv.Local.Port() != 9 || sv.Remote != cl.Local || sv.PeerID != cl.ID ||
 		!sv.Flags.Has(tracer.FlagResetSent) || reasonName(sv.Timeline[0]) != "NO_SOCKET" {
 		t.Errorf("server refused record: %s", dumpJSON(sv))
+	}
+	f := findingOf(t, checkedFindings(t, r, rec), findings.ConnectionRefused)
+	if f.Subject != "127.0.0.1:9" || f.NetNS != ns.Inode || fact(f, "refused_connections") != 1 || fact(f, "listener_appeared_later") != 0 ||
+		!f.First.Equal(cl.Start) || !f.Last.Equal(cl.End) {
+		t.Errorf("finding: %s", dumpJSON(f))
 	}
 }
 
@@ -157,6 +166,14 @@ func TestRecordSynTimeout(t *testing.T) {
 		// sent") or is missing altogether.
 		t.Errorf("SYN retransmits %d, TcpExtTCPSynRetrans delta %d; client: %s", cl.Retransmits.Syn, want, dumpJSON(cl))
 	}
+	f := findingOf(t, checkedFindings(t, r, rec), findings.HandshakeTimeout)
+	if f.Subject != "127.0.0.1:7" || f.NetNS != ns.Inode || fact(f, "handshake_timeout_connections") != 1 ||
+		fact(f, "syn_retransmits") != uint64(cl.Retransmits.Syn) || fact(f, "listener_drops") != 0 ||
+		fact(f, "TcpExt.TCPSynRetrans") != counterOf(rec, ns.Inode, "TcpExt.TCPSynRetrans") ||
+		!strings.Contains(f.Mechanism, "No traced listener") || !f.First.Equal(cl.Start) || !f.Last.Equal(cl.End) {
+		t.Errorf("finding: %s", dumpJSON(f))
+	}
+	quoted(t, f, ns, findings.SynRetries)
 }
 
 // TestRecordResets: the server aborts, with SO_LINGER 0 and by closing with
@@ -208,6 +225,13 @@ func TestRecordResets(t *testing.T) {
 				t.Logf("reset reason %q not checked: needs %s", reason, tracer.CloseResetReasons)
 			} else if reason != tc.reason {
 				t.Errorf("server reset reason %q, want %q", reason, tc.reason)
+			}
+			f := findingOf(t, checkedFindings(t, r, rec), findings.ServerResets)
+			counter := map[string]string{"TCP_STATE": "TcpExt.TCPAbortOnData", "TCP_ABORT_ON_CLOSE": "TcpExt.TCPAbortOnClose"}[reason]
+			if f.Subject != fmt.Sprintf("%s (%s/%d), reason %s", sv.Local, sv.Comm, sv.PID, reason) || f.NetNS != ns.Inode ||
+				fact(f, "reset_connections") != 1 || fact(f, "Tcp.OutRsts") != counterOf(rec, ns.Inode, "Tcp.OutRsts") ||
+				counter != "" && fact(f, counter) != counterOf(rec, ns.Inode, counter) || !f.First.Equal(sv.Start) {
+				t.Errorf("finding: %s", dumpJSON(f))
 			}
 		})
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/tcpscope/tcpscope/output"
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/findings"
 )
 
 type reportFlags struct {
@@ -117,10 +118,27 @@ func (f *reportFlags) render(w io.Writer, rec *output.Recording, name string, fi
 	}
 	if filtered := len(f.flags)+len(f.outcomes)+len(f.ports)+len(f.peers) > 0; !filtered {
 		x.Listeners = rec.Listeners
+		x.Findings = recordingFindings(rec, x)
 	} else {
-		x.Counters, x.TimeWait = nil, nil
+		x.Counters, x.TimeWait, x.Findings = nil, nil, nil
 	}
 	return output.SummaryTables(w, stats, x)
+}
+
+// recordingFindings computes a saved recording's findings again, from its
+// records, as the live run did: the same findings, in a recording made
+// before tcpscope stored them too. x is the recording's Extra, listeners
+// included.
+func recordingFindings(rec *output.Recording, x output.Extra) []findings.Finding {
+	a := findings.New()
+	for i := range rec.Connections {
+		a.Add(&rec.Connections[i])
+	}
+	start := rec.Meta.Start
+	if rec.Summary != nil {
+		start = rec.Summary.Start
+	}
+	return a.Finish(output.FindingsEnv(start, x))
 }
 
 func (f *reportFlags) filter() (func(*tracer.Connection) bool, error) {

@@ -11,6 +11,7 @@ import (
 	"github.com/tcpscope/tcpscope/output"
 	"github.com/tcpscope/tcpscope/tracer"
 	"github.com/tcpscope/tcpscope/tracer/capture"
+	"github.com/tcpscope/tcpscope/tracer/findings"
 )
 
 // sessionOptions is what record, run and demo share.
@@ -49,6 +50,7 @@ type session struct {
 	ready   bool // capture's Ready ran to the end: the recording started
 
 	listeners []output.ListenerRow
+	findings  *findings.Accumulator // every connection, for the findings
 	view      *liveView
 	shown     map[tracer.Flag]int // flagged lines printed, by flag (samplePerFlag)
 	omitted   uint64              // flagged lines not printed (samplePerFlag)
@@ -70,7 +72,7 @@ func newSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error)
 			return nil, usageError{err}
 		}
 	}
-	s := &session{opts: opts, export: export, report: stdout, stderr: stderr}
+	s := &session{opts: opts, export: export, report: stdout, stderr: stderr, findings: findings.New()}
 	if opts.statusEvery == 0 {
 		opts.statusEvery = 10 * time.Second
 	}
@@ -155,6 +157,7 @@ func (s *session) emit(c *tracer.Connection) error {
 	if s.opts.onConn != nil {
 		s.opts.onConn(c)
 	}
+	s.findings.Add(c)
 	if s.export != nil && s.werr == nil {
 		s.werr = s.export.WriteConnection(c)
 	}
@@ -246,6 +249,7 @@ func (s *session) finish(sum capture.Summary, runErr error) error {
 			s.omitted, s.opts.samplePerFlag, kept)
 	}
 	x := extraOf(sum, s.listeners)
+	x.Findings = s.findings.Finish(output.FindingsEnv(sum.Start, x))
 	var exportErr error
 	if s.export != nil {
 		if s.werr != nil {
@@ -302,7 +306,7 @@ func (s *session) notes(sum capture.Summary) {
 func extraOf(sum capture.Summary, listeners []output.ListenerRow) output.Extra {
 	x := output.Extra{End: sum.End, LostEvents: sum.Kernel.Lost, Orphans: sum.Orphans, Listeners: listeners,
 		Evicted: sum.Evicted, Unreadable: sum.Kernel.Unreadable, Undecoded: sum.Undecoded, Recursion: sum.Kernel.Recursion,
-		Discarded: sum.Discarded, Gaps: sum.Gaps}
+		Discarded: sum.Discarded, Gaps: sum.Gaps, Sysctls: sum.Sysctls}
 	for _, d := range sum.Counters {
 		x.Counters = append(x.Counters, output.CounterDelta{NetNS: d.NetNS, Counter: d.Counter, Delta: d.Delta,
 			Created: d.Created, Unattributed: d.Unattributed})

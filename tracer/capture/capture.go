@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/findings"
 	"github.com/tcpscope/tcpscope/tracer/netns"
 )
 
@@ -102,6 +103,11 @@ type Summary struct {
 	// Unopened counts namespaces seen in events that could not be opened:
 	// they have no kernel counters.
 	Unopened int
+	// Sysctls are findings.SysctlNames read at the end in each namespace
+	// with a traced listener, a TIME_WAIT destination, or a connect that
+	// found no local port or timed out, by namespace then name; a
+	// namespace gone by then has none.
+	Sysctls []findings.Sysctl
 	// Listeners are not kept here: each one went to Sinks.Listener, and a
 	// listener holds a whole histogram, too much to keep thousands of.
 }
@@ -171,6 +177,8 @@ type recording struct {
 	sinkErr error // the first error a sink returned
 
 	namespaces map[uint32]*netns.NS // handles of the namespaces whose counters are read
+	// settingsOf are the namespaces whose sysctls the summary reads.
+	settingsOf map[uint32]bool
 	book       *counterBook
 	timeWait   *tracer.TimeWaitTracker
 }
@@ -201,7 +209,7 @@ func open(opts Options, sinks Sinks) (*recording, error) {
 		closeNamespaces(namespaces)
 		return nil, err
 	}
-	r := &recording{opts: opts, sinks: sinks, tr: tr, stats: tracer.NewStats(), namespaces: namespaces}
+	r := &recording{opts: opts, sinks: sinks, tr: tr, stats: tracer.NewStats(), namespaces: namespaces, settingsOf: map[uint32]bool{}}
 	r.book = newCounterBook(census)
 	for ino, ns := range namespaces {
 		r.startCounters(ino, ns)
@@ -268,12 +276,16 @@ func (r *recording) keep(err error) {
 
 func (r *recording) emit(c *tracer.Connection) {
 	r.stats.Add(c)
+	if c.Flags.Has(tracer.FlagPortExhausted) || c.Role == tracer.RoleClient && c.Flags.Has(tracer.FlagHandshakeTimeout) {
+		r.settingsOf[c.NetNS] = true
+	}
 	if r.sinks.Connection != nil {
 		r.keep(r.sinks.Connection(c))
 	}
 }
 
 func (r *recording) emitListener(l *tracer.Listener) {
+	r.settingsOf[l.NetNS] = true
 	if r.sinks.Listener != nil {
 		r.keep(r.sinks.Listener(l))
 	}
@@ -313,6 +325,10 @@ func (r *recording) summary() Summary {
 	s.End = time.Now()
 	s.Counters, s.TimeWait = r.kernelEnd(s.End)
 	s.Unopened = len(r.book.lost)
+	for _, t := range s.TimeWait {
+		r.settingsOf[t.Key.NetNS] = true
+	}
+	s.Sysctls = r.sysctls()
 	return s
 }
 

@@ -2,9 +2,13 @@ package capture
 
 import (
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/findings"
 	"github.com/tcpscope/tcpscope/tracer/netns"
 )
 
@@ -102,4 +106,20 @@ func (r *recording) kernelEnd(now time.Time) ([]CounterDelta, []TimeWaitPressure
 		tw = append(tw, p)
 	}
 	return deltas, tw
+}
+
+// sysctls reads findings.SysctlNames in the namespaces settingsOf holds,
+// by namespace; a setting that cannot be read is left out.
+func (r *recording) sysctls() []findings.Sysctl {
+	var out []findings.Sysctl
+	for _, ino := range slices.Sorted(maps.Keys(r.settingsOf)) {
+		r.inNamespace(ino, func(ns *netns.NS) {
+			for _, name := range findings.SysctlNames {
+				if v, err := ns.ReadSysctl(name); err == nil {
+					out = append(out, findings.Sysctl{NetNS: ino, Name: name, Value: strings.Join(strings.Fields(v), " ")})
+				}
+			}
+		})
+	}
+	return out
 }

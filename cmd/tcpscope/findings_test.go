@@ -59,15 +59,7 @@ func TestRecordSysctls(t *testing.T) {
 	}
 	setSysctls(t, ns, want)
 	r := startRecord(t, ns, "run.jsonl")
-	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
-	c, err := dialNS(t, ns, "tcp4", ln.Addr().String(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, s := connectedPair(t, ns)
 	c.Close()
 	s.Close()
 	r.waitConnections(t, 2, 15*time.Second)
@@ -263,15 +255,7 @@ func TestClientResetsFinding(t *testing.T) {
 	t.Parallel()
 	ns := nettest.New(t)
 	r := startRecord(t, ns, "run.jsonl")
-	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
-	c, err := dialNS(t, ns, "tcp4", ln.Addr().String(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, s := connectedPair(t, ns)
 	defer s.Close()
 	if err := c.(*net.TCPConn).SetLinger(0); err != nil {
 		t.Fatal(err)
@@ -370,4 +354,20 @@ func TestDataLossFinding(t *testing.T) {
 		fact(f, "Tcp.RetransSegs") != counterOf(rec, ns.Inode, "Tcp.RetransSegs") {
 		t.Errorf("%d connections flagged data_retransmitted (%d retransmits); finding: %s", flagged, rtx, dumpJSON(f))
 	}
+}
+
+// connectedPair is one IPv4 connection inside ns: the client's end and the
+// server's accepted end.
+func connectedPair(t *testing.T, ns *netns.NS) (client, server net.Conn) {
+	t.Helper()
+	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
+	c, err := dialNS(t, ns, "tcp4", ln.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, s
 }

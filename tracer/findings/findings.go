@@ -242,7 +242,7 @@ type Accumulator struct {
 	timedOut                     map[dest]*group   // connects that timed out
 	lateACK                      map[uint64]*group // long SYN_RECV with SYN-ACK retransmits, by listener id
 	resets                       map[resetKey]*group
-	// Client resets for unread data, each connection's span, kept apart
+	// Client resets for unread or late data, each connection's span, kept apart
 	// until Finish knows when its process's connections ended (see
 	// stopWindow); and by client process, when its last connection ended.
 	unreadResets map[resetKey][]span
@@ -271,10 +271,12 @@ type proc struct {
 }
 
 // stopWindow: a load tool that stops (wrk at its -d, ab at its -n) closes
-// the connections it still has, and those whose answer had arrived unread
-// send a reset (reason TCP_ABORT_ON_CLOSE, __tcp_close()). Client resets
-// for unread data within stopWindow of the process's last connection end
-// are that stop, not a fault.
+// the connections it still has: those whose answer had arrived unread send
+// a reset as they close (reason TCP_ABORT_ON_CLOSE, __tcp_close()), those
+// whose answer comes after the close send one when it comes (reason
+// TCP_ABORT_ON_DATA, tcp_rcv_state_process() in FIN_WAIT1/2). Such client
+// resets within stopWindow of the process's last connection end are that
+// stop, not a fault.
 const stopWindow = time.Second
 
 // dest is a namespace and a destination.
@@ -373,7 +375,7 @@ func (a *Accumulator) Add(c *tracer.Connection) {
 		if c.Role == tracer.RoleClient {
 			k.end = c.Remote
 		}
-		if c.Role == tracer.RoleClient && k.reason == "TCP_ABORT_ON_CLOSE" {
+		if c.Role == tracer.RoleClient && (k.reason == "TCP_ABORT_ON_CLOSE" || k.reason == "TCP_ABORT_ON_DATA") {
 			a.unreadResets[k] = append(a.unreadResets[k], span{c.Start, c.End})
 		} else {
 			groupOf(a.resets, k).add(c)

@@ -369,11 +369,12 @@ func TestNames(t *testing.T) {
 	}
 }
 
-// TestUnreadResetsAtStop: a load tool that stops with answers unread
-// resets those connections as it closes them: no finding. The same reset
-// earlier in its run is one.
+// TestUnreadResetsAtStop: a load tool that stops with answers unread or
+// still to come resets those connections as it closes them or as the
+// answers come: no finding. The same reset earlier in its run is one.
 func TestUnreadResetsAtStop(t *testing.T) {
 	reason, _ := tracer.ParseRSTReason("TCP_ABORT_ON_CLOSE")
+	late, _ := tracer.ParseRSTReason("TCP_ABORT_ON_DATA")
 	a := New()
 	client := func(startMs int, reset bool) {
 		c := conn(tracer.RoleClient, tracer.OutcomeClosed, startMs)
@@ -389,6 +390,10 @@ func TestUnreadResetsAtStop(t *testing.T) {
 	}
 	client(1950, true)
 	client(1980, true)
+	c := conn(tracer.RoleClient, tracer.OutcomeReset, 1990, tracer.FlagResetSent)
+	c.PID, c.Comm = 7, "wrk"
+	c.Timeline = []tracer.Item{{Kind: tracer.ItemResetSent, Reason: late, HasReason: true}}
+	a.Add(c)
 	if fs := a.Finish(Env{}); len(fs) != 0 {
 		t.Errorf("resets as the client stopped: %+v", fs)
 	}

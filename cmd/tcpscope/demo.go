@@ -4,12 +4,17 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/tcpscope/tcpscope/cmd/internal/demoload"
 	"github.com/tcpscope/tcpscope/output"
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/findings"
 )
 
 func newDemoCmd() *cobra.Command {
@@ -56,7 +61,6 @@ func runDemo(parent context.Context, out string, d time.Duration, stdout, stderr
 	}
 	ctx, cancel := stopContext(parent, 0)
 	defer cancel()
-	findings := newDemoFindings()
 	s, err := newSession(sessionOptions{
 		cfg:          tracer.Config{NetNS: []uint32{ns.Inode}},
 		output:       out,
@@ -65,7 +69,6 @@ func runDemo(parent context.Context, out string, d time.Duration, stdout, stderr
 		// The demo flags hundreds of connections; its reader wants the
 		// summary and the legend, and a few lines of each kind.
 		samplePerFlag: demoSamplePerFlag,
-		onConn:        findings.add,
 	}, stdout, stderr)
 	if err != nil {
 		return err
@@ -95,78 +98,122 @@ func runDemo(parent context.Context, out string, d time.Duration, stdout, stderr
 	if loadErr != nil {
 		return loadErr
 	}
-	return output.DemoLegend(stdout, findings.legend(injected, s.listeners))
+	return output.DemoLegend(stdout, demoLegend(injected, s.found))
 }
 
-// demoFindings tallies, per demo server port, what tcpscope flagged.
-type demoFindings struct {
-	byPort map[uint16]map[tracer.Flag]int
-	// Reset reasons sent, by port, by name: sk_rst_reason values are
-	// numbered differently across kernels (names come from BTF), and the
-	// demo expects reasons by name.
-	reasons map[uint16]map[string]int
+// demoFault is one fault the demo injects, and the finding that must
+// report it: its kind, about the demo server's port (and, for resets, the
+// kernel's reason named in the subject).
+type demoFault struct {
+	fault  string
+	kind   findings.Kind
+	port   uint16
+	reason string
+	facts  []string // the evidence the table shows
+	note   string   // why this finding follows from the fault
 }
 
-func newDemoFindings() *demoFindings {
-	return &demoFindings{byPort: map[uint16]map[tracer.Flag]int{}, reasons: map[uint16]map[string]int{}}
+// demoFaults lists what the demo injected, each with the findings that
+// report it; a fault can show in more than one (a listener that falls
+// behind also sends SYN cookies).
+func demoFaults(in demoload.Injected) [][]demoFault {
+	return [][]demoFault{
+		{{fault: fmt.Sprintf("final ACKs of %d clients of :%d dropped for %s", in.SlowClients, demoload.PortSlow, in.AckDropWindow.Round(100*time.Millisecond)),
+			kind: findings.LateFinalACK, port: demoload.PortSlow, facts: []string{"late_final_ack_connections", "synack_retransmits", "longest_syn_recv_us", "accept_queue_drops"}}},
+		{{fault: fmt.Sprintf("burst of %d connects at :%d (backlog %d, accepts every 150ms)", in.TinyBurst, demoload.PortTiny, in.TinyBacklog),
+			kind: findings.AcceptQueueOverflow, port: demoload.PortTiny, facts: []string{"accept_queue_drops", "backlog", "peak_accept_queue", "client_syn_retransmits"}},
+			{kind: findings.SynFloodCookies, port: demoload.PortTiny, facts: []string{"syncookie_connections", "TcpExt.SyncookiesSent"}},
+			// Clients whose final ACK met the full queue believe they are
+			// connected and resend their request; those still resending
+			// when the demo stops its server are answered with resets.
+			{kind: findings.ServerResets, port: demoload.PortTiny, reason: "NO_SOCKET", facts: []string{"reset_connections"},
+				note: " (clients still resending when the server stopped)"},
+			// The overflow also dropped final ACKs of some burst clients
+			// (the finding says so and points to accept_queue_overflow).
+			{kind: findings.LateFinalACK, port: demoload.PortTiny, facts: []string{"late_final_ack_connections", "accept_queue_drops"}},
+			// A burst client whose time ran out as its answer came closed
+			// with the answer unread.
+			{kind: findings.ClientResets, port: demoload.PortTiny, reason: "TCP_ABORT_ON_CLOSE", facts: []string{"reset_connections"},
+				note: " (clients whose time ran out as the answer came)"}},
+		{{fault: fmt.Sprintf("%d connects to closed port :%d", in.Refused, demoload.PortClosed),
+			kind: findings.ConnectionRefused, port: demoload.PortClosed, facts: []string{"refused_connections", "listener_appeared_later"}}},
+		{{fault: fmt.Sprintf("server on :%d aborted %d requests with SO_LINGER 0 and closed %d unread", demoload.PortWeb, in.Lingered, in.Unread),
+			kind: findings.ServerResets, port: demoload.PortWeb, reason: "TCP_STATE", facts: []string{"reset_connections"}},
+			{kind: findings.ServerResets, port: demoload.PortWeb, reason: "TCP_ABORT_ON_CLOSE", facts: []string{"reset_connections"}}},
+		{{fault: fmt.Sprintf("%d client-first closes to :%d with %d local ports, tcp_tw_reuse=0", in.Churn, demoload.PortChurn, in.ChurnPorts),
+			kind: findings.TimeWaitExhaustion, port: demoload.PortChurn, facts: []string{"port_exhausted_connections", "time_wait_peak", "usable_ports", "time_wait_per_second"}}},
+	}
 }
 
-func (f *demoFindings) add(c *tracer.Connection) {
-	port := c.Remote.Port()
-	if c.Role == tracer.RoleServer {
-		port = c.Local.Port()
+// demoSubjectPort is the port of a demo finding's subject
+// ("127.0.0.1:8082 (tcpscope/2335)", "127.0.0.1:8080 (...), reason X",
+// "tcpscope/2335 toward 127.0.0.1:8082, reason X").
+func demoSubjectPort(subject string) (uint16, bool) {
+	if _, dst, ok := strings.Cut(subject, " toward "); ok {
+		subject = dst
 	}
-	m := f.byPort[port]
-	if m == nil {
-		m = map[tracer.Flag]int{}
-		f.byPort[port] = m
-	}
-	for fl := range c.Flags.All() {
-		m[fl]++
-	}
-	for _, it := range c.Timeline {
-		if it.Kind == tracer.ItemResetSent && it.HasReason && c.Has(tracer.FlagResetSent) {
-			if f.reasons[port] == nil {
-				f.reasons[port] = map[string]int{}
+	addr, _, _ := strings.Cut(subject, " ")
+	ap, err := netip.ParseAddrPort(strings.TrimSuffix(addr, ","))
+	return ap.Port(), err == nil
+}
+
+func (d demoFault) matches(f *findings.Finding) bool {
+	port, ok := demoSubjectPort(f.Subject)
+	return ok && f.Kind == d.kind && port == d.port &&
+		(d.reason == "" || strings.HasSuffix(f.Subject, ", reason "+d.reason))
+}
+
+// demoLegend pairs each injected fault with the findings of the recording
+// that report it; a fault no finding reports says NOT FOUND, and findings
+// of no injected fault get a row of their own.
+func demoLegend(in demoload.Injected, fs []findings.Finding) []output.LegendRow {
+	used := make([]bool, len(fs))
+	var rows []output.LegendRow
+	for _, group := range demoFaults(in) {
+		var found []string
+		for _, d := range group {
+			hit := false
+			for i := range fs {
+				if !d.matches(&fs[i]) {
+					continue
+				}
+				used[i], hit = true, true
+				found = append(found, demoFindingText(&fs[i], d.facts)+d.note)
 			}
-			f.reasons[port][it.Reason.String()]++
+			if !hit && d.fault != "" {
+				found = append(found, fmt.Sprintf("NOT FOUND: no %s finding for :%d", d.kind, d.port))
+			}
+		}
+		rows = append(rows, output.LegendRow{Fault: group[0].fault, Finding: strings.Join(found, "; ")})
+	}
+	for i := range fs {
+		if !used[i] {
+			rows = append(rows, output.LegendRow{Fault: "(not injected)", Finding: demoFindingText(&fs[i], nil)})
 		}
 	}
+	return rows
 }
 
-func (f *demoFindings) legend(in demoload.Injected, listeners []output.ListenerRow) []output.LegendRow {
-	var tiny, slow output.ListenerRow
-	for _, l := range listeners {
-		switch l.Local.Port() {
-		case demoload.PortTiny:
-			tiny = l
-		case demoload.PortSlow:
-			slow = l
+// demoFindingText is a finding in a line: its kind, subject and the
+// evidence named (all of it when none is named).
+func demoFindingText(f *findings.Finding, facts []string) string {
+	subject, _, _ := strings.Cut(f.Subject, " (")
+	if _, dst, ok := strings.Cut(subject, " toward "); ok {
+		subject, _, _ = strings.Cut(dst, ",")
+	}
+	if _, reason, ok := strings.Cut(f.Subject, ", reason "); ok {
+		subject += " " + reason
+	}
+	var ev []string
+	for _, e := range f.Evidence {
+		if len(facts) > 0 && !slices.Contains(facts, e.Name) {
+			continue
 		}
+		v := strconv.FormatUint(e.Value, 10)
+		if strings.HasSuffix(e.Name, "_us") {
+			v = output.Duration(int64(e.Value))
+		}
+		ev = append(ev, strings.TrimSuffix(e.Name, "_us")+" "+v)
 	}
-	p := func(port uint16, fl tracer.Flag) int { return f.byPort[port][fl] }
-	// Clients whose final ACK met the full queue believe they are connected
-	// and resend their request until the server stops; the kernel then
-	// answers with NO_SOCKET resets.
-	var tinyResets string
-	if n := f.reasons[demoload.PortTiny]["NO_SOCKET"]; n > 0 {
-		tinyResets = fmt.Sprintf("; %d still resending when the server stopped: reset_sent NO_SOCKET %d", n, n)
-	}
-	return []output.LegendRow{
-		{Fault: fmt.Sprintf("final ACKs of %d clients of :%d dropped for %s", in.SlowClients, demoload.PortSlow, in.AckDropWindow.Round(100*time.Millisecond)),
-			Finding: fmt.Sprintf("synack_retransmitted %d, long_syn_recv %d; SYN_RECV max %s", p(demoload.PortSlow, tracer.FlagSynAckRetransmitted),
-				p(demoload.PortSlow, tracer.FlagLongSynRecv), output.Duration(slow.SynRecv.Max))},
-		{Fault: fmt.Sprintf("burst of %d connects at :%d (backlog %d, accepts every 150ms)", in.TinyBurst, demoload.PortTiny, in.TinyBacklog),
-			Finding: fmt.Sprintf("syn_retransmitted %d, listen_overflow %d, syncookie %d; peak accept queue %d/%d, SYN drops attributed %d",
-				p(demoload.PortTiny, tracer.FlagSynRetransmitted), p(demoload.PortTiny, tracer.FlagListenOverflow),
-				p(demoload.PortTiny, tracer.FlagSyncookie), tiny.PeakQueue, tiny.Backlog, tiny.SynDropsAttributed) + tinyResets},
-		{Fault: fmt.Sprintf("%d connects to closed port :%d", in.Refused, demoload.PortClosed),
-			Finding: fmt.Sprintf("refused %d (client and server side records)", p(demoload.PortClosed, tracer.FlagRefused))},
-		{Fault: fmt.Sprintf("server on :%d aborted %d requests with SO_LINGER 0 and closed %d unread", demoload.PortWeb, in.Lingered, in.Unread),
-			Finding: fmt.Sprintf("reset_sent %d (TCP_STATE %d, TCP_ABORT_ON_CLOSE %d), reset_received %d",
-				p(demoload.PortWeb, tracer.FlagResetSent), f.reasons[demoload.PortWeb]["TCP_STATE"], f.reasons[demoload.PortWeb]["TCP_ABORT_ON_CLOSE"], p(demoload.PortWeb, tracer.FlagResetReceived))},
-		{Fault: fmt.Sprintf("%d client-first closes to :%d with %d local ports, tcp_tw_reuse=0", in.Churn, demoload.PortChurn, in.ChurnPorts),
-			Finding: fmt.Sprintf("time_wait %d, port_exhausted %d (connect() saw EADDRNOTAVAIL %d times)",
-				p(demoload.PortChurn, tracer.FlagTimeWait), p(0, tracer.FlagPortExhausted)+p(demoload.PortChurn, tracer.FlagPortExhausted), in.ChurnFailures)},
-	}
+	return fmt.Sprintf("%s %s: %s", f.Kind, subject, strings.Join(ev, ", "))
 }

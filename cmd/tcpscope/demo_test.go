@@ -73,6 +73,7 @@ func TestDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkDemoSample(t, stdout, rec)
+	checkDemoFindings(t, stdout, rec)
 	count := func(port uint16, role tracer.Role, f tracer.Flag) int {
 		n := 0
 		for _, c := range rec.Connections {
@@ -186,5 +187,68 @@ func checkDemoSample(t *testing.T, stdout string, rec *output.Recording) {
 	rest := stdout[m[1]:]
 	if !strings.Contains(rest, " connections from ") || !strings.Contains(rest, "| FLAG ") || !strings.Contains(rest, "INJECTED FAULT") {
 		t.Errorf("summary and legend do not follow the sample:\n%s", rest)
+	}
+}
+
+var ownerRe = regexp.MustCompile(`^\S*/\d+ | \(\S*/\d+\)`)
+
+// checkDemoFindings: each injected fault is reported by its finding, the
+// legend says so, and the demo's clean traffic yields no other finding.
+func checkDemoFindings(t *testing.T, stdout string, rec *output.Recording) {
+	t.Helper()
+	type key struct {
+		kind, subject string // subject: address and port, then ", reason X" for resets
+	}
+	const host = "127.0.0.1:"
+	port := func(p int) string { return host + strconv.Itoa(p) }
+	want := map[key]bool{
+		{"late_final_ack", port(demoload.PortSlow)}:                               true,
+		{"accept_queue_overflow", port(demoload.PortTiny)}:                        true,
+		{"connection_refused", port(demoload.PortClosed)}:                         true,
+		{"server_resets", port(demoload.PortWeb) + ", reason TCP_STATE"}:          true,
+		{"server_resets", port(demoload.PortWeb) + ", reason TCP_ABORT_ON_CLOSE"}: true,
+		{"time_wait_exhaustion", port(demoload.PortChurn)}:                        true,
+		// The burst at :8082 also fills its SYN queue: cookies may follow.
+		{"syn_flood_cookies", port(demoload.PortTiny)}: false,
+		// Clients whose final ACK was dropped and still resend their
+		// request when the demo stops the server meet NO_SOCKET resets.
+		{"server_resets", port(demoload.PortTiny) + ", reason NO_SOCKET"}: false,
+		// ... and some of their final ACKs met the full queue.
+		{"late_final_ack", port(demoload.PortTiny)}: false,
+		// A burst client whose time ran out as its answer came.
+		{"client_resets", "toward " + port(demoload.PortTiny) + ", reason TCP_ABORT_ON_CLOSE"}: false,
+	}
+	if !kernelHas(t, tracer.CloseResetReasons) {
+		t.Logf("not checked, the resets of :8080 need %s", tracer.CloseResetReasons)
+		want[key{"server_resets", port(demoload.PortWeb) + ", reason TCP_STATE"}] = false
+		want[key{"server_resets", port(demoload.PortWeb) + ", reason TCP_ABORT_ON_CLOSE"}] = false
+	}
+	got := map[key]bool{}
+	for _, f := range rec.Summary.Findings {
+		// "127.0.0.1:8080 (tcpscope/123), reason TCP_STATE" -> "127.0.0.1:8080, reason TCP_STATE";
+		// "tcpscope/123 toward 127.0.0.1:8082, reason X" -> "toward 127.0.0.1:8082, reason X".
+		subject := ownerRe.ReplaceAllString(f.Subject, "")
+		k := key{f.Kind, subject}
+		if _, ok := want[k]; !ok {
+			t.Errorf("the demo injected nothing that explains finding %s %s: %s", f.Kind, f.Subject, f.Mechanism)
+		}
+		got[k] = true
+	}
+	for k, required := range want {
+		if required && !got[k] {
+			t.Errorf("no %s finding for %s", k.kind, k.subject)
+		}
+	}
+	legend := stdout[strings.Index(stdout, "INJECTED FAULT"):]
+	for _, s := range []string{"NOT FOUND", "(not injected)"} {
+		if strings.Contains(legend, s) {
+			t.Errorf("legend says %s:\n%s", s, legend)
+		}
+	}
+	for _, s := range []string{"late_final_ack 127.0.0.1:8081: late_final_ack_connections ", "accept_queue_overflow 127.0.0.1:8082: accept_queue_drops ",
+		"connection_refused 127.0.0.1:8099: refused_connections ", "time_wait_exhaustion 127.0.0.1:8083: port_exhausted_connections "} {
+		if !strings.Contains(legend, s) {
+			t.Errorf("legend lacks %q:\n%s", s, legend)
+		}
 	}
 }

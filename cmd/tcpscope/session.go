@@ -25,8 +25,6 @@ type sessionOptions struct {
 	maxConns     int
 	readyFile    string   // written once tracing is attached, "" for none
 	command      []string // recorded in the export's meta
-	// onConn, when set, also sees every finished connection.
-	onConn func(*tracer.Connection)
 	// sharedTerminal: another program writes to the terminal too (run's
 	// CMD), so no panel is drawn: redrawing it would erase CMD's lines.
 	sharedTerminal bool
@@ -51,6 +49,7 @@ type session struct {
 
 	listeners []output.ListenerRow
 	findings  *findings.Accumulator // every connection, for the findings
+	found     []findings.Finding    // what finish computed from them
 	view      *liveView
 	shown     map[tracer.Flag]int // flagged lines printed, by flag (samplePerFlag)
 	omitted   uint64              // flagged lines not printed (samplePerFlag)
@@ -154,9 +153,6 @@ func (s *session) start(st capture.Started, onReady func() error) error {
 }
 
 func (s *session) emit(c *tracer.Connection) error {
-	if s.opts.onConn != nil {
-		s.opts.onConn(c)
-	}
 	s.findings.Add(c)
 	if s.export != nil && s.werr == nil {
 		s.werr = s.export.WriteConnection(c)
@@ -250,6 +246,7 @@ func (s *session) finish(sum capture.Summary, runErr error) error {
 	}
 	x := extraOf(sum, s.listeners)
 	x.Findings = s.findings.Finish(output.FindingsEnv(sum.Start, x))
+	s.found = x.Findings
 	var exportErr error
 	if s.export != nil {
 		if s.werr != nil {

@@ -242,6 +242,11 @@ type Accumulator struct {
 	timedOut                     map[dest]*group   // connects that timed out
 	lateACK                      map[uint64]*group // long SYN_RECV with SYN-ACK retransmits, by listener id
 	resets                       map[resetKey]*group
+	// Client resets for unread or late data, each connection's span, kept apart
+	// until Finish knows when its process's connections ended (see
+	// stopWindow); and by client process, when its last connection ended.
+	unreadResets map[resetKey][]span
+	clientEnd    map[proc]time.Time
 	// Per namespace: every connection, and by peer address those that
 	// retransmitted data.
 	connsIn  map[uint32]uint64
@@ -257,6 +262,22 @@ type resetKey struct {
 	pid    uint32
 	reason string
 }
+
+// proc is a process in a namespace.
+type proc struct {
+	netns uint32
+	comm  string
+	pid   uint32
+}
+
+// stopWindow: a load tool that stops (wrk at its -d, ab at its -n) closes
+// the connections it still has: those whose answer had arrived unread send
+// a reset as they close (reason TCP_ABORT_ON_CLOSE, __tcp_close()), those
+// whose answer comes after the close send one when it comes (reason
+// TCP_ABORT_ON_DATA, tcp_rcv_state_process() in FIN_WAIT1/2). Such client
+// resets within stopWindow of the process's last connection end are that
+// stop, not a fault.
+const stopWindow = time.Second
 
 // dest is a namespace and a destination.
 type dest struct {
@@ -288,7 +309,7 @@ func New() *Accumulator {
 		overflowByID: map[uint64]*group{}, cookieByID: map[uint64]*group{},
 		overflowByDst: map[dest]*group{}, cookieByDst: map[dest]*group{},
 		refused: map[dest]*group{}, exhausted: map[dest]*group{}, timeWait: map[dest]*group{}, timedOut: map[dest]*group{},
-		lateACK: map[uint64]*group{}, resets: map[resetKey]*group{},
+		lateACK: map[uint64]*group{}, resets: map[resetKey]*group{}, unreadResets: map[resetKey][]span{}, clientEnd: map[proc]time.Time{},
 		connsIn: map[uint32]uint64{}, dataLoss: map[uint32]map[netip.Addr]*group{},
 	}
 }
@@ -354,7 +375,17 @@ func (a *Accumulator) Add(c *tracer.Connection) {
 		if c.Role == tracer.RoleClient {
 			k.end = c.Remote
 		}
-		groupOf(a.resets, k).add(c)
+		if c.Role == tracer.RoleClient && (k.reason == "TCP_ABORT_ON_CLOSE" || k.reason == "TCP_ABORT_ON_DATA") {
+			a.unreadResets[k] = append(a.unreadResets[k], span{c.Start, c.End})
+		} else {
+			groupOf(a.resets, k).add(c)
+		}
+	}
+	if c.Role == tracer.RoleClient {
+		p := proc{c.NetNS, c.Comm, c.PID}
+		if c.End.After(a.clientEnd[p]) {
+			a.clientEnd[p] = c.End
+		}
 	}
 	if c.Role == tracer.RoleClient && c.Flags.Has(tracer.FlagHandshakeTimeout) {
 		g := groupOf(a.timedOut, dest{c.NetNS, c.Remote})

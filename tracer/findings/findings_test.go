@@ -368,3 +368,38 @@ func TestNames(t *testing.T) {
 		t.Error("ParseKind accepts an unknown name")
 	}
 }
+
+// TestUnreadResetsAtStop: a load tool that stops with answers unread or
+// still to come resets those connections as it closes them or as the
+// answers come: no finding. The same reset earlier in its run is one.
+func TestUnreadResetsAtStop(t *testing.T) {
+	reason, _ := tracer.ParseRSTReason("TCP_ABORT_ON_CLOSE")
+	late, _ := tracer.ParseRSTReason("TCP_ABORT_ON_DATA")
+	a := New()
+	client := func(startMs int, reset bool) {
+		c := conn(tracer.RoleClient, tracer.OutcomeClosed, startMs)
+		c.PID, c.Comm = 7, "wrk"
+		if reset {
+			c.Outcome, c.Flags = tracer.OutcomeReset, tracer.FlagsOf(tracer.FlagResetSent)
+			c.Timeline = []tracer.Item{{Kind: tracer.ItemResetSent, Reason: reason, HasReason: true}}
+		}
+		a.Add(c)
+	}
+	for ms := 0; ms < 2000; ms += 100 {
+		client(ms, false)
+	}
+	client(1950, true)
+	client(1980, true)
+	c := conn(tracer.RoleClient, tracer.OutcomeReset, 1990, tracer.FlagResetSent)
+	c.PID, c.Comm = 7, "wrk"
+	c.Timeline = []tracer.Item{{Kind: tracer.ItemResetSent, Reason: late, HasReason: true}}
+	a.Add(c)
+	if fs := a.Finish(Env{}); len(fs) != 0 {
+		t.Errorf("resets as the client stopped: %+v", fs)
+	}
+	client(500, true)
+	f := only(t, a.Finish(Env{}), ClientResets)
+	if f.Subject != "wrk/7 toward 10.0.0.1:8080, reason TCP_ABORT_ON_CLOSE" || fact(t, f, "reset_connections") != 1 || !f.First.Equal(at(500)) || !f.Last.Equal(at(510)) {
+		t.Errorf("a reset before the stop: %+v", f)
+	}
+}

@@ -397,8 +397,19 @@ var resetMeaning = map[string]struct{ why, counter, advice string }{
 // resetFindings: resets sent, by the end that sent them (server_resets,
 // client_resets) and the kernel's reason.
 func (a *Accumulator) resetFindings(env *Env) []Finding {
+	resets := maps.Clone(a.resets)
+	for k, spans := range a.unreadResets {
+		end := a.clientEnd[proc{k.netns, k.comm, k.pid}]
+		for _, sp := range spans {
+			if sp.last.Before(end.Add(-stopWindow)) {
+				g := groupOf(resets, k)
+				g.n++
+				merge(&g.span, sp)
+			}
+		}
+	}
 	var out []Finding
-	for k, g := range a.resets {
+	for k, g := range resets {
 		kind, subject := ServerResets, fmt.Sprintf("%s (%s/%d), reason %s", k.end, k.comm, k.pid, k.reason)
 		if k.role == tracer.RoleClient {
 			kind, subject = ClientResets, fmt.Sprintf("%s/%d toward %s, reason %s", k.comm, k.pid, k.end, k.reason)

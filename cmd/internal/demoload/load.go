@@ -96,7 +96,7 @@ func Run(ctx context.Context, ns *netns.NS, d time.Duration) (Injected, error) {
 	goRun(func() { tinyBurst(ctx, ns, at(0.45), &in) })
 	goRun(func() { churn(ctx, ns, at(0.3), at(0.95), &in) })
 	wg.Wait()
-	srv.close()
+	srv.drain()
 	srv.wait()
 	in.Lingered, in.Unread = srv.lingered.Load(), srv.unread.Load()
 	return in, nil
@@ -107,6 +107,7 @@ type servers struct {
 	lingered atomic.Int64
 	unread   atomic.Int64
 	until    time.Time // no connection is served past this
+	draining atomic.Bool
 	wg       sync.WaitGroup
 	once     sync.Once
 	conns    sync.WaitGroup
@@ -118,6 +119,20 @@ func (s *servers) close() {
 			ln.Close()
 		}
 	})
+}
+
+// drain accepts at once what the listeners' accept queues still hold,
+// reads each to its end and closes it, then closes the listeners. A
+// listener closed with connections in its queue resets them
+// (inet_csk_listen_stop() -> tcp_disconnect(), reason TCP_STATE): the demo
+// injects no such fault, so it must not produce one.
+func (s *servers) drain() {
+	s.draining.Store(true)
+	for _, ln := range s.lns {
+		ln.(*net.TCPListener).SetDeadline(time.Now().Add(300 * time.Millisecond))
+	}
+	s.wg.Wait()
+	s.close()
 }
 
 func (s *servers) wait() { s.wg.Wait(); s.conns.Wait() }
@@ -186,13 +201,20 @@ func (s *servers) serve(ln net.Listener, handle func(*net.TCPConn), acceptEvery 
 				return
 			}
 			s.conns.Add(1)
+			draining := s.draining.Load()
 			go func() {
 				defer s.conns.Done()
 				defer c.Close()
 				c.SetDeadline(s.until)
+				if draining {
+					// The client has given up: read to its FIN so that
+					// the close sends a FIN, not a reset.
+					io.Copy(io.Discard, c)
+					return
+				}
 				handle(c.(*net.TCPConn))
 			}()
-			if acceptEvery > 0 {
+			if acceptEvery > 0 && !s.draining.Load() {
 				time.Sleep(acceptEvery)
 			}
 		}

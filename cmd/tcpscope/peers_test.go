@@ -57,7 +57,9 @@ const tcpTimeWait = 6
 
 // waitTimeWait polls sock_diag until the tuple is in TIME_WAIT (want) or
 // gone from it (!want).
-func waitTimeWait(t *testing.T, ns *netns.NS, local, remote netip.AddrPort, want bool) {
+// A recording given as rec is stopped on a timeout, and the records of
+// that pair are shown: their timelines say what became of the socket.
+func waitTimeWait(t *testing.T, ns *netns.NS, local, remote netip.AddrPort, want bool, rec ...*recording) {
 	t.Helper()
 	const limit = 15 * time.Second // generous: a loaded 2-core machine
 	deadline := time.Now().Add(limit)
@@ -71,8 +73,17 @@ func waitTimeWait(t *testing.T, ns *netns.NS, local, remote netip.AddrPort, want
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s -> %s in TIME_WAIT: %v after %s, want %v; sockets of that pair now: %s",
-				local, remote, found, limit, want, pairStates(ns, local, remote))
+			states := pairStates(ns, local, remote)
+			var records []tracer.Connection
+			for _, r := range rec {
+				for _, c := range r.stop(t).Connections {
+					if c.Local == local || c.Remote == local {
+						records = append(records, c)
+					}
+				}
+			}
+			t.Fatalf("%s -> %s in TIME_WAIT: %v after %s, want %v; sockets of that pair now: %s; records of that pair: %s",
+				local, remote, found, limit, want, states, dumpJSON(records))
 		}
 		time.Sleep(10 * time.Millisecond) // polling with a deadline
 	}
@@ -147,7 +158,7 @@ func TestTimeWaitKilledByReset(t *testing.T) {
 				c.Close()
 			}
 			for _, cl := range clients {
-				waitTimeWait(t, ns, cl, server, true)
+				waitTimeWait(t, ns, cl, server, true, r)
 			}
 			if tc.written {
 				r.waitConnections(t, 4, 15*time.Second)

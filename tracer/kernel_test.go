@@ -456,7 +456,7 @@ func TestNestedProgramsServeSkippedEvents(t *testing.T) {
 	}
 	// A refused connect: a reset sent with no socket (traced since
 	// ResetReasons), a socket error.
-	socketless := col.tr.Features().Has(tracer.ResetReasons)
+	socketless := nettest.HasKernelFeature(t, tracer.ResetReasons)
 	closedLn := listen(t, ns, "tcp4", "127.0.0.1:0")
 	refused := addrPort(t, closedLn.Addr())
 	closedLn.Close()

@@ -204,15 +204,7 @@ func TestReaderGoneKeepsExport(t *testing.T) {
 		var stderr lockedBuffer
 		ready := filepath.Join(t.TempDir(), "ready")
 		cmd := exec.Command(binary, "record", "--events", "--netns", fmt.Sprint(ns.Inode), "-o", path, "--ready-file", ready)
-		cmd.Stdout, cmd.Stderr = pw, &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		pw.Close()
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		t.Cleanup(func() { cmd.Process.Kill() })
-		waitReady(t, ready, cmd.Process.Pid, done, &stderr)
+		done := startPiped(t, cmd, pw, &stderr, ready)
 		pr.Close() // the reader goes away
 		var werr error
 		for i := 0; ; i++ {

@@ -23,6 +23,7 @@ import (
 	"github.com/tcpscope/tcpscope/output"
 	"github.com/tcpscope/tcpscope/tracer"
 	"github.com/tcpscope/tcpscope/tracer/netns"
+	"github.com/tcpscope/tcpscope/tracer/nettest"
 	"golang.org/x/sys/unix"
 )
 
@@ -281,6 +282,23 @@ func startRecord(t *testing.T, ns *netns.NS, name string, args ...string) *recor
 
 // waitReady waits until tcpscope (pid) has written its --ready-file,
 // failing the test when tcpscope exits first or takes over a minute (which
+// startPiped starts cmd with its stdout on the write end pw of a pipe (the
+// test keeps the read end) and stderr into stderr, and waits for its
+// --ready-file; the channel gets cmd's exit.
+func startPiped(t *testing.T, cmd *exec.Cmd, pw *os.File, stderr *lockedBuffer, ready string) chan error {
+	t.Helper()
+	cmd.Stdout, cmd.Stderr = pw, stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pw.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	waitReady(t, ready, cmd.Process.Pid, done, stderr)
+	return done
+}
+
 // is polling with a deadline). An exit status read from done is put back.
 func waitReady(t *testing.T, path string, pid int, done chan error, stderr fmt.Stringer) {
 	t.Helper()
@@ -442,12 +460,8 @@ func TestAwaitUnread(t *testing.T) {
 
 // kernelHas says whether the running kernel offers k, for a test that
 // checks what k gives only where the kernel has it (nettest.RequireKernelFeature
-// skips whole tests).
+// skips whole tests); under CI=true a missing k fails the test.
 func kernelHas(t *testing.T, k tracer.KernelFeature) bool {
 	t.Helper()
-	f, err := tracer.Probe()
-	if err != nil {
-		t.Fatalf("probing the kernel: %v", err)
-	}
-	return f.Has(k)
+	return nettest.HasKernelFeature(t, k)
 }

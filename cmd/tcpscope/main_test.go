@@ -237,15 +237,7 @@ func TestRecordEventsJSONL(t *testing.T) {
 	}
 	defer stdoutPipe.Close()
 	var rest lockedBuffer
-	cmd.Stdout, cmd.Stderr = pw, &rest
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pw.Close()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill() })
-	waitReady(t, ready, cmd.Process.Pid, done, &rest)
+	done := startPiped(t, cmd, pw, &rest, ready)
 
 	var ln net.Listener
 	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp4", "127.0.0.1:0"); return }); err != nil {

@@ -112,13 +112,7 @@ func TestRunForwardsSIGINT(t *testing.T) {
 // TestRunAb: ab against a server in a private namespace. Every request ab
 // completes is one traced connection, and none is left open.
 func TestRunAb(t *testing.T) {
-	ab, err := exec.LookPath("ab")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("ab is not installed (apt-get install apache2-utils)")
-		}
-		t.Skip("ab is not installed (apt-get install apache2-utils)")
-	}
+	ab := requireTool(t, "ab", "apache2-utils")
 	ns := nettest.New(t)
 	var ln net.Listener
 	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp4", "127.0.0.1:0"); return }); err != nil {

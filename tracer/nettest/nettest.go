@@ -38,20 +38,34 @@ func RequirePrivileges(t testing.TB) {
 }
 
 // RequireKernelFeature skips t, naming what is missing, when the running
-// kernel lacks k. Unlike RequirePrivileges it skips under CI=true too:
-// tcpscope works without k, only the part of its records that k gives is
-// missing, and a CI kernel may be older than the one the test was written
-// on.
+// kernel lacks k; under CI=true it fails instead, like RequirePrivileges:
+// CI runs on a kernel that has every feature, and must never go green by
+// skipping. tcpscope itself works without k (only the part of its records
+// that k gives is missing), which is why a developer's older kernel skips.
 func RequireKernelFeature(t testing.TB, k tracer.KernelFeature) {
 	t.Helper()
 	RequirePrivileges(t)
+	if !HasKernelFeature(t, k) {
+		t.Skipf("needs %s; this kernel lacks it", k)
+	}
+}
+
+// HasKernelFeature says whether the running kernel offers k, for a test
+// that checks what k gives only where the kernel has it. Under CI=true a
+// missing k fails t: a check left out would pass unseen.
+func HasKernelFeature(t testing.TB, k tracer.KernelFeature) bool {
+	t.Helper()
 	f, err := tracer.Probe()
 	if err != nil {
 		t.Fatalf("probing the kernel: %v", err)
 	}
-	if !f.Has(k) {
-		t.Skipf("needs %s; this kernel (%s) lacks it", k, f.Kernel)
+	if f.Has(k) {
+		return true
 	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("needs %s; this kernel (%s) lacks it (CI=true: leaving the check out would hide it)", k, f.Kernel)
+	}
+	return false
 }
 
 // New creates a network namespace for t and removes it at cleanup.

@@ -14,6 +14,7 @@
 enum limits {
 	MAX_FILTER = 8,                   /* ports, or namespaces, a kernel-side filter holds */
 	DEFAULT_RINGBUF_BYTES = 1 << 24,  /* events ring buffer when user space asks no size */
+	CONN_SLOTS = 13,                  /* timeline entries a socket's storage holds (struct conn) */
 };
 
 enum event_kind {
@@ -53,9 +54,12 @@ enum hook {
 /* Indexes of the per-CPU counters map. */
 enum counter {
 	COUNTER_LOST = 0,             /* bpf_ringbuf_reserve failed: the event was dropped */
-	COUNTER_STORAGE_FAIL = 1,     /* a listener's socket storage could not be created */
+	COUNTER_STORAGE_FAIL = 1,     /* socket storage could not be created: a listener's children
+				       * lack their owner; a connection's events stream one by one */
 	COUNTER_UNREADABLE = 2,       /* the packet behind an event could not be read: the event was dropped */
-	COUNTER_NESTED = 3,           /* first of HOOK_MAX: events a _nested program handled for its busy twin */
+	COUNTER_LOST_RECORDS = 3,     /* bpf_ringbuf_reserve failed for a connection record: its entries were dropped */
+	COUNTER_RECORDS_FULL = 4,     /* records sent before the close because a socket's slots were full */
+	COUNTER_NESTED = 5,           /* first of HOOK_MAX: events a _nested program handled for its busy twin */
 	COUNTER_MAX = COUNTER_NESTED + HOOK_MAX,
 };
 
@@ -95,6 +99,81 @@ struct event {
 	__u8 flags;              /* enum event_flag */
 	__u8 seg_flags;          /* reset sent: TCP flags of the segment answered, 0 if none;
 				  * retransmit: TCP flags of the segment resent */
+};
+
+/*
+ * The aggregated mode (the default; `record --events` is the per-event
+ * mode): each connection socket's timeline is kept in its socket storage
+ * (struct conn, the value of the conns map) and crosses to user space as
+ * one struct conn_record when the socket closes. What storage cannot hold
+ * still streams as struct event: see keep_state() in tcpscope.bpf.c.
+ */
+
+/* One timeline entry, an event kept in storage instead of sent. */
+struct slot {
+	__u64 ts_ns;             /* bpf_ktime_get_boot_ns() */
+	__u32 arg;               /* reset sent: enum sk_rst_reason; error: errno;
+				  * retransmit: the kernel's result (signed) */
+	__u8 kind;               /* enum event_kind */
+	__u8 state;              /* socket state when it fired; EVENT_STATE: the old state */
+	__u8 aux;                /* EVENT_STATE: the new state; retransmit, reset sent:
+				  * the segment's TCP flags */
+	__u8 flags;              /* enum event_flag bits of the event */
+};
+
+/* Bits of conn.flags. */
+enum conn_flag {
+	CONN_F_LISTENER = 1 << 0,  /* a listening socket's storage: owner and cookie only */
+	CONN_F_OWNER = 1 << 1,     /* tgid/comm are the listener's owner, inherited at clone */
+	CONN_F_MIDLIFE = 1 << 2,   /* storage made after the connection began (it predates the trace) */
+	CONN_F_PROCESS = 1 << 3,   /* tgid/comm were retaken at close() (CONN_F_MIDLIFE) */
+	CONN_F_EST_INFO = 1 << 4,  /* est_* were read when the socket became ESTABLISHED */
+	CONN_F_EST_RTO = 1 << 5,   /* est_total_rto* exist on this kernel (6.7+) */
+};
+
+/* A socket's storage: 256 bytes per live connection. */
+struct conn {
+	__u64 listener_cookie;         /* the listener a server-side socket came from */
+	__u32 tgid;                    /* owner: connect() caller, or the listener's (CONN_F_OWNER) */
+	__u32 sent;                    /* 0; 1: its record was sent at the close; 2: read by the walk */
+	__u32 est_total_retrans;       /* tcp_sock.total_retrans at ESTABLISHED (SYN-ACKs resent) */
+	__u32 est_srtt_us;             /* tcp_sock.srtt_us >> 3 at ESTABLISHED */
+	__u32 est_total_rto_time_ms;   /* tcp_sock.total_rto_time at ESTABLISHED */
+	__u16 est_total_rto;           /* tcp_sock.total_rto at ESTABLISHED */
+	__u8 nslots;                   /* slots in use */
+	__u8 flags;                    /* enum conn_flag */
+	char comm[16];                 /* owner's task name */
+	struct slot slots[CONN_SLOTS];
+};
+
+/* Bits of conn_record.flags: why the record was sent. */
+enum record_flag {
+	RECORD_F_CLOSED = 1 << 0,      /* at the socket's X->CLOSE: the last record */
+	RECORD_F_EARLY = 1 << 1,       /* at ESTABLISHED, or slots full: more follow */
+	RECORD_F_OPEN = 1 << 2,        /* by the end-of-recording walk: the socket is still open */
+	RECORD_F_TCP_INFO = 1 << 3,    /* the tcp_sock counters below are set */
+	RECORD_F_HAS_RTO = 1 << 4,     /* total_rto* exist on this kernel (6.7+) */
+};
+
+/* What crosses to user space for a connection: its storage, and what
+ * the socket says when the record is sent. */
+struct conn_record {
+	struct conn conn;
+	__u64 cookie;            /* bpf_get_socket_cookie() */
+	__u64 bytes_received;    /* tcp_sock.bytes_received (RECORD_F_TCP_INFO) */
+	__u64 bytes_acked;       /* tcp_sock.bytes_acked */
+	__u32 netns;
+	__u32 total_retrans;     /* tcp_sock.total_retrans */
+	__u32 srtt_us;           /* tcp_sock.srtt_us >> 3 */
+	__u32 total_rto_time_ms; /* tcp_sock.total_rto_time */
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u16 total_rto;         /* tcp_sock.total_rto */
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u8 flags;              /* enum record_flag */
+	__u8 pad[7];
 };
 
 #endif /* TCPSCOPE_EVENT_H */

@@ -1,7 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * tcpscope's kernel side: BTF-typed tracepoint programs that turn the TCP
- * lifecycle into one stream of struct event records on one ring buffer.
+ * tcpscope's kernel side: BTF-typed tracepoint programs that follow the TCP
+ * lifecycle. In the aggregated mode (the default) each connection socket
+ * keeps its own timeline in socket storage and sends it as one struct
+ * conn_record when it closes; listeners, request and timewait sockets and
+ * socketless events still send one struct event each (keep_state() says
+ * which and why). In the per-event mode (record --events) every event is
+ * a struct event. Both go to one ring buffer, told apart by their size.
  *
  * Every program is tp_btf, not a classic tracepoint: only BTF-typed programs
  * may call bpf_get_socket_cookie() (classic ones are refused "helper #46"),
@@ -28,6 +33,11 @@ const volatile __u32 filter_netns[MAX_FILTER] = {};
  * and the reader also polls on a timer.
  */
 const volatile __u64 wakeup_bytes = 0;
+/* The aggregated mode (conn records); false is the per-event mode. */
+const volatile bool aggregate = false;
+/* Aggregated mode: also send a connection's record so far when it becomes
+ * ESTABLISHED, so user space sees it begin while it lives (see keep_state()). */
+const volatile bool early_established = false;
 /* The running kernel's enum skb_drop_reason values for TCP_LISTEN_OVERFLOW
  * and NO_SOCKET (their numbers differ between kernels). */
 const volatile __u32 listen_overflow_reason = 0;
@@ -40,6 +50,13 @@ const enum event_flag *unused_flag __attribute__((unused));
 const enum counter *unused_counter __attribute__((unused));
 const enum hook *unused_hook __attribute__((unused));
 const enum limits *unused_limits __attribute__((unused));
+const struct conn_record *unused_record __attribute__((unused));
+const enum conn_flag *unused_conn_flag __attribute__((unused));
+const enum record_flag *unused_record_flag __attribute__((unused));
+
+_Static_assert(sizeof(struct conn) <= 256, "socket storage must stay within 256 bytes");
+_Static_assert(sizeof(struct conn_record) != sizeof(struct event),
+	       "user space tells records from events by their size");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -54,25 +71,31 @@ struct {
 } counters SEC(".maps");
 
 /*
- * Who listens. A listening socket gets this storage at CLOSE->LISTEN, which
- * runs in the listen() caller's context. BPF_F_CLONE makes sk_clone_lock()
- * copy it into every child socket before inet_csk_clone_lock() fires the
- * child's LISTEN->SYN_RECV event, so a server-side connection knows its
- * listener and owner although that event runs in softirq context.
+ * Socket storage. A listening socket gets it at CLOSE->LISTEN, which runs
+ * in the listen() caller's context: its owner and cookie (CONN_F_LISTENER).
+ * BPF_F_CLONE makes sk_clone_lock() copy it into every child socket before
+ * inet_csk_clone_lock() fires the child's LISTEN->SYN_RECV event, so a
+ * server-side connection knows its listener and owner although that event
+ * runs in softirq context. In the aggregated mode a connection socket keeps
+ * its timeline here too (struct conn); the storage goes with the socket
+ * (bpf_sk_storage_free() at __sk_destruct()), so nothing needs deleting.
+ * Request sockets (TCP_NEW_SYN_RECV) and timewait sockets are not full
+ * sockets and can have no storage: their events always stream.
  */
-struct owner {
-	__u64 listener_cookie;
-	__u32 tgid;
-	__u32 pad;
-	char comm[16];
-};
-
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
 	__type(key, int);
-	__type(value, struct owner);
-} owners SEC(".maps");
+	__type(value, struct conn);
+} conns SEC(".maps");
+
+/* The end-of-recording walk builds each record here: too big for the stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct conn_record);
+} scratch SEC(".maps");
 
 /* Atomic although per-CPU: a _nested program may count while the program
  * it interrupted, on the same CPU, is between its load and its store. */
@@ -197,7 +220,7 @@ static __always_inline struct event *reserve(__u8 kind)
 	return e;
 }
 
-static __always_inline void submit(struct event *e)
+static __always_inline void submit(void *e)
 {
 	__u64 flags = 0;
 
@@ -391,12 +414,12 @@ static __always_inline void fill_tcp_info(struct event *e, const struct sock *sk
 	}
 }
 
-/* The owner of the listener sk came from, if its socket storage says (see owners). */
+/* The owner of the listener sk came from, if its socket storage says (see conns). */
 static __always_inline void fill_owner(struct event *e, struct sock *sk)
 {
-	struct owner *o = bpf_sk_storage_get(&owners, sk, 0, 0);
+	struct conn *o = bpf_sk_storage_get(&conns, sk, 0, 0);
 
-	if (!o)
+	if (!o || !(o->flags & (CONN_F_LISTENER | CONN_F_OWNER)))
 		return;
 	e->listener_cookie = o->listener_cookie;
 	e->owner_tgid = o->tgid;
@@ -406,12 +429,14 @@ static __always_inline void fill_owner(struct event *e, struct sock *sk)
 
 static __always_inline void remember_listener(struct sock *sk, __u64 cookie)
 {
-	struct owner *o = bpf_sk_storage_get(&owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	struct conn *o = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 
 	if (!o) {
 		count(COUNTER_STORAGE_FAIL);
 		return;
 	}
+	__builtin_memset(o, 0, sizeof(*o));
+	o->flags = CONN_F_LISTENER;
 	o->listener_cookie = cookie;
 	o->tgid = bpf_get_current_pid_tgid() >> 32;
 	bpf_get_current_comm(&o->comm, sizeof(o->comm));
@@ -433,24 +458,311 @@ static __always_inline void fill_accept_queue(struct event *e, const struct sock
  * tail, tcp_retrans_try_collapse() merges a lone FIN into the segment
  * before it): the flags alone cannot tell a bare FIN from data.
  */
-static __always_inline void fill_retransmitted_segment(struct event *e, const struct sk_buff *skb)
+static __always_inline void retransmitted_segment(const struct sk_buff *skb, __u8 *seg_flags, __u8 *flags)
 {
 	const struct tcp_skb_cb *tcb = (const struct tcp_skb_cb *)&skb->cb[0];
 	__u32 seq = 0, end_seq = 0, len;
-	__u8 flags = 0;
+	__u8 tcp_flags = 0;
 
-	if (bpf_core_read(&flags, sizeof(flags), &tcb->tcp_flags) ||
+	if (bpf_core_read(&tcp_flags, sizeof(tcp_flags), &tcb->tcp_flags) ||
 	    bpf_core_read(&seq, sizeof(seq), &tcb->seq) ||
 	    bpf_core_read(&end_seq, sizeof(end_seq), &tcb->end_seq))
 		return;
-	e->seg_flags = flags;
+	*seg_flags = tcp_flags;
 	len = end_seq - seq;
-	if (flags & TCPHDR_SYN)
+	if (tcp_flags & TCPHDR_SYN)
 		len--;
-	if (flags & TCPHDR_FIN)
+	if (tcp_flags & TCPHDR_FIN)
 		len--;
 	if (len > 0 && len < 0x80000000)
-		e->flags |= EVENT_F_SEG_DATA;
+		*flags |= EVENT_F_SEG_DATA;
+}
+
+/* ------------------------------------------------------------------------
+ * The aggregated mode: a connection's timeline in its socket storage.
+ */
+
+/* Whether the filters keep sk, for a socket seen the first time. */
+static __always_inline bool sk_wanted(struct sock *sk)
+{
+	struct tuple t = {};
+
+	if (!netns_wanted(sk_netns(&sk->__sk_common)))
+		return false;
+	if (filter_port_count == 0)
+		return true;
+	sk_tuple(&sk->__sk_common, true, &t);
+	return ports_wanted(t.sport, t.dport);
+}
+
+/* The owner is the current task (connect() caller, or whoever is on the CPU). */
+static __always_inline void take_owner(struct conn *c)
+{
+	c->tgid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(&c->comm, sizeof(c->comm));
+}
+
+/* Where an event of a connection socket goes: into storage (KEEP), sent
+ * one by one as in the per-event mode (STREAM), or nowhere (DROP: the
+ * filters do not want the socket). */
+enum place { KEEP, STREAM, DROP };
+
+/*
+ * The storage of a connection socket for an event, made when missing. A
+ * socket whose storage is missing was not seen opening: it predates the
+ * trace, or its storage could not be made, in which case it streams.
+ * After its record was sent at the close, a socket's late events (the
+ * reset tcp_send_active_reset() traces after tcp_set_state(TCP_CLOSE), the
+ * error report of tcp_done()) stream too and user space joins them.
+ */
+static __always_inline struct conn *conn_of(struct sock *sk, enum place *where)
+{
+	struct conn *c = bpf_sk_storage_get(&conns, sk, 0, 0);
+
+	*where = STREAM;
+	if (c) {
+		if (c->sent || (c->flags & CONN_F_LISTENER))
+			return NULL;
+		*where = KEEP;
+		return c;
+	}
+	if (!sk_wanted(sk)) {
+		*where = DROP;
+		return NULL;
+	}
+	c = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!c) {
+		count(COUNTER_STORAGE_FAIL);
+		return NULL;
+	}
+	/* A new storage is zeroed (bpf_selem_alloc()). */
+	c->flags = CONN_F_MIDLIFE;
+	take_owner(c);
+	*where = KEEP;
+	return c;
+}
+
+/* CLOSE->SYN_SENT: connect() runs in the caller's context, which owns the
+ * socket. A socket connected again after a failed connect() starts over. */
+static __always_inline struct conn *start_client(struct sock *sk, enum place *where)
+{
+	struct conn *c = bpf_sk_storage_get(&conns, sk, 0, 0);
+
+	*where = STREAM;
+	if (!c) {
+		if (!sk_wanted(sk)) {
+			*where = DROP;
+			return NULL;
+		}
+		c = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!c) {
+			count(COUNTER_STORAGE_FAIL);
+			return NULL;
+		}
+	}
+	__builtin_memset(c, 0, sizeof(*c));
+	take_owner(c);
+	*where = KEEP;
+	return c;
+}
+
+/*
+ * LISTEN->SYN_RECV: a child socket, whose storage is its listener's, copied
+ * by sk_clone_lock() (BPF_F_CLONE) just before: keep the listener's owner
+ * and cookie, reset everything else. A child of a listener that predates
+ * the trace has no storage yet; the event runs in softirq context, so the
+ * owner taken is whatever task is on the CPU (user space prefers the
+ * listener's owner it learned from sock_diag).
+ */
+static __always_inline struct conn *start_child(struct sock *sk, enum place *where)
+{
+	struct conn *c = bpf_sk_storage_get(&conns, sk, 0, 0);
+
+	*where = STREAM;
+	if (c && (c->flags & CONN_F_LISTENER)) {
+		c->flags = CONN_F_OWNER;
+		c->sent = 0;
+		c->nslots = 0;
+		c->est_total_retrans = 0;
+		c->est_srtt_us = 0;
+		c->est_total_rto = 0;
+		c->est_total_rto_time_ms = 0;
+		*where = KEEP;
+		return c;
+	}
+	c = start_client(sk, where);
+	return c;
+}
+
+/*
+ * The record of sk as storage holds it now, with what the socket says at
+ * this moment: cookie, namespace, tuple (read as the per-event mode reads
+ * it, see sk_tuple()) and the tcp_sock counters.
+ */
+static __always_inline void fill_record(struct conn_record *r, struct sock *sk,
+					const struct conn *c, __u8 flags)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	struct tuple t = {};
+
+	__builtin_memcpy(&r->conn, c, sizeof(*c));
+	r->cookie = bpf_get_socket_cookie(sk);
+	r->netns = sk_netns(&sk->__sk_common);
+	sk_tuple(&sk->__sk_common, true, &t);
+	__builtin_memcpy(r->saddr, t.saddr, 16);
+	__builtin_memcpy(r->daddr, t.daddr, 16);
+	r->sport = t.sport;
+	r->dport = t.dport;
+	r->family = t.family;
+	r->bytes_received = 0;
+	r->bytes_acked = 0;
+	r->total_retrans = 0;
+	r->srtt_us = 0;
+	r->total_rto = 0;
+	r->total_rto_time_ms = 0;
+	__builtin_memset(r->pad, 0, sizeof(r->pad));
+	if (tp) {
+		r->bytes_received = tp->bytes_received;
+		r->bytes_acked = tp->bytes_acked;
+		r->total_retrans = tp->total_retrans;
+		r->srtt_us = tp->srtt_us >> 3;
+		flags |= RECORD_F_TCP_INFO;
+		if (bpf_core_field_exists(tp->total_rto)) {
+			r->total_rto = tp->total_rto;
+			r->total_rto_time_ms = tp->total_rto_time;
+			flags |= RECORD_F_HAS_RTO;
+		}
+	}
+	r->flags = flags;
+}
+
+/* Sends the slots in use and empties them. A full ring buffer loses
+ * them: COUNTER_LOST_RECORDS, which user space reports as lost events. */
+static __always_inline void send_record(struct sock *sk, struct conn *c, __u8 flags)
+{
+	struct conn_record *r = bpf_ringbuf_reserve(&events, sizeof(*r), 0);
+
+	if (r) {
+		fill_record(r, sk, c, flags);
+		submit(r);
+	} else {
+		count(COUNTER_LOST_RECORDS);
+	}
+	c->nslots = 0;
+}
+
+/* The next free slot, stamped now. When all CONN_SLOTS are taken, they are
+ * sent first as an early record: a busy connection costs more records, never
+ * lost entries. */
+static __always_inline struct slot *add_slot(struct sock *sk, struct conn *c, __u8 kind, __u8 state)
+{
+	__u32 n = c->nslots;
+	struct slot *s;
+
+	if (n >= CONN_SLOTS) {
+		count(COUNTER_RECORDS_FULL);
+		send_record(sk, c, RECORD_F_EARLY);
+		n = 0;
+	}
+	if (n >= CONN_SLOTS)
+		return NULL;
+	s = &c->slots[n];
+	c->nslots = n + 1;
+	s->ts_ns = bpf_ktime_get_boot_ns();
+	s->arg = 0;
+	s->kind = kind;
+	s->state = state;
+	s->aux = 0;
+	s->flags = 0;
+	return s;
+}
+
+/* The tcp_sock counters at ESTABLISHED that the SYN_RECV measurement needs
+ * (srtt, SYN-ACKs resent, RTOs); the byte counters are read at the close. */
+static __always_inline void keep_established_info(struct sock *sk, struct conn *c)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+
+	if (!tp)
+		return;
+	c->est_total_retrans = tp->total_retrans;
+	c->est_srtt_us = tp->srtt_us >> 3;
+	c->flags |= CONN_F_EST_INFO;
+	if (bpf_core_field_exists(tp->total_rto)) {
+		c->est_total_rto = tp->total_rto;
+		c->est_total_rto_time_ms = tp->total_rto_time;
+		c->flags |= CONN_F_EST_RTO;
+	}
+}
+
+/*
+ * A state change in the aggregated mode; false sends it as an event.
+ *
+ * Listeners stream: they are few, and user space must learn of them (and
+ * of their accept queues) while they live. So do request and timewait
+ * sockets' events, which have no storage (no state change fires for them
+ * anyway: see on_set_state()). A connection socket's changes are kept, and
+ * its record is sent when it closes. With early_established the record so
+ * far is also sent at ESTABLISHED: user space then knows the connection
+ * while it lives, which joins what streamed about its handshake (SYN-ACK
+ * retransmits of its request socket, accept-queue drops) and its other end
+ * as soon as the handshake is done, as in the per-event mode.
+ */
+static __always_inline bool keep_state(struct sock *sk, int oldstate, int newstate)
+{
+	enum place where;
+	struct conn *c;
+	struct slot *s;
+
+	if (newstate == TCP_LISTEN || (oldstate == TCP_LISTEN && newstate == TCP_CLOSE))
+		return false;
+	if (oldstate == TCP_LISTEN)
+		c = start_child(sk, &where);
+	else if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT)
+		c = start_client(sk, &where);
+	else
+		c = conn_of(sk, &where);
+	if (!c)
+		return where == DROP;
+	s = add_slot(sk, c, EVENT_STATE, oldstate);
+	if (!s)
+		return true;
+	s->aux = newstate;
+	switch (newstate) {
+	case TCP_ESTABLISHED:
+		keep_established_info(sk, c);
+		if (early_established)
+			send_record(sk, c, RECORD_F_EARLY);
+		break;
+	case TCP_FIN_WAIT1:
+	case TCP_LAST_ACK:
+		/* close() in process context: for a connection that predates
+		 * the trace, the best owner there is. */
+		if ((c->flags & (CONN_F_MIDLIFE | CONN_F_PROCESS)) == CONN_F_MIDLIFE) {
+			take_owner(c);
+			c->flags |= CONN_F_PROCESS;
+		}
+		break;
+	case TCP_CLOSE:
+		/* The end-of-recording walk may race for it: one of the two sends. */
+		if (__sync_lock_test_and_set(&c->sent, 1) == 0)
+			send_record(sk, c, RECORD_F_CLOSED);
+		break;
+	}
+	return true;
+}
+
+/* Another event of a connection socket in the aggregated mode: its slot,
+ * or NULL when it must stream (*stream) or be dropped. */
+static __always_inline struct slot *keep_event(struct sock *sk, __u8 kind, __u8 state, bool *stream)
+{
+	enum place where;
+	struct conn *c = conn_of(sk, &where);
+
+	*stream = where == STREAM;
+	if (!c)
+		return NULL;
+	return add_slot(sk, c, kind, state);
 }
 
 /*
@@ -477,6 +789,8 @@ static __always_inline int on_set_state(__u64 *ctx)
 		return 0;
 	/* MPTCP and re-listen produce X->X; nothing changed. */
 	if (oldstate == newstate)
+		return 0;
+	if (aggregate && keep_state(sk, oldstate, newstate))
 		return 0;
 	src.netns = sk_netns(&sk->__sk_common);
 	e = begin_event(EVENT_STATE, &src, &wanted);
@@ -513,6 +827,20 @@ static __always_inline int on_retransmit(struct sock *sk, const struct sk_buff *
 
 	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
+	if (aggregate) {
+		bool stream;
+		struct slot *s = keep_event(sk, EVENT_RETRANSMIT, sk->__sk_common.skc_state, &stream);
+
+		if (s) {
+			s->arg = err;
+			if (has_err)
+				s->flags |= EVENT_F_HAS_ERR;
+			if (skb)
+				retransmitted_segment(skb, &s->aux, &s->flags);
+		}
+		if (!stream)
+			return 0;
+	}
 	e = begin_sk_event(EVENT_RETRANSMIT, sk);
 	if (!e)
 		return 0;
@@ -530,7 +858,7 @@ static __always_inline int on_retransmit(struct sock *sk, const struct sk_buff *
 	 * healthy connection the ACK was merely late.
 	 */
 	if (skb)
-		fill_retransmitted_segment(e, skb);
+		retransmitted_segment(skb, &e->seg_flags, &e->flags);
 	fill_tcp_info(e, sk);
 	submit(e);
 	return 0;
@@ -614,6 +942,22 @@ static __always_inline int on_send_reset(struct sock *sk, const struct sk_buff *
 	if (sk) {
 		src.state = sk->__sk_common.skc_state;
 		src.full = is_full(src.state);
+		/* A connection socket's reset is kept with it; a listener's,
+		 * a request's or a timewait's streams. */
+		if (aggregate && src.full && src.state != TCP_LISTEN) {
+			bool stream;
+			struct slot *s = keep_event(sk, EVENT_RESET_SENT, src.state, &stream);
+
+			if (s) {
+				s->arg = reason;
+				if (has_reason)
+					s->flags |= EVENT_F_HAS_REASON;
+				if (skb)
+					s->aux = skb_tcp_flags(skb);
+			}
+			if (!stream)
+				return 0;
+		}
 		/* tcp_send_reset is TCP-only, but a full MPTCP msk never gets here. */
 		src.netns = sk_netns(&sk->__sk_common);
 	} else if (skb) {
@@ -661,8 +1005,17 @@ HOOK_PROGRAMS(handle_send_reset, "tcp_send_reset", HOOK_SEND_RESET, on_send_rese
  */
 static __always_inline int on_receive_reset(__u64 *ctx)
 {
-	struct event *e = begin_sk_event(EVENT_RESET_RECEIVED, (struct sock *)ctx[0]);
+	struct sock *sk = (struct sock *)ctx[0];
+	struct event *e;
 
+	if (aggregate) {
+		bool stream;
+
+		keep_event(sk, EVENT_RESET_RECEIVED, sk->__sk_common.skc_state, &stream);
+		if (!stream)
+			return 0;
+	}
+	e = begin_sk_event(EVENT_RESET_RECEIVED, sk);
 	if (e)
 		submit(e);
 	return 0;
@@ -690,6 +1043,15 @@ static __always_inline int on_sock_error(__u64 *ctx)
 	 */
 	if (!sk->sk_err)
 		return 0;
+	if (aggregate) {
+		bool stream;
+		struct slot *s = keep_event(sk, EVENT_SOCK_ERROR, sk->__sk_common.skc_state, &stream);
+
+		if (s)
+			s->arg = sk->sk_err;
+		if (!stream)
+			return 0;
+	}
 	e = begin_sk_event(EVENT_SOCK_ERROR, sk);
 	if (!e)
 		return 0;
@@ -751,3 +1113,45 @@ static __always_inline int on_kfree_skb(__u64 *ctx)
 	return 0;
 }
 HOOK_PROGRAMS(handle_kfree_skb, "kfree_skb", HOOK_KFREE_SKB, on_kfree_skb)
+
+/*
+ * The end-of-recording walk (iter/tcp, 5.9+): every TCP socket of the
+ * network namespace that opened the iterator; user space opens one in each
+ * namespace it saw. (iter/bpf_sk_storage_map would reach every namespace at
+ * once, but this kernel refuses map-element iterators with EPERM.) User
+ * space runs it after detaching every program but the state-change pair,
+ * so a connection closing meanwhile still sends its record; the two race
+ * for conn.sent and one of them sends. A connection still open gets its
+ * record here, marked RECORD_F_OPEN. bpf_seq_read() shows a socket again
+ * when the output buffer filled up during it (and drops that first
+ * output), so the walk marks what it read with 2, which never blocks a
+ * second look, and the close takes only 0. bpf_iter_tcp_seq_show() holds
+ * the socket's lock (lock_sock_fast()) while the program runs.
+ */
+SEC("iter/tcp")
+int walk_conns(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct conn_record *r;
+	struct tcp_sock *tp;
+	struct conn *c;
+	__u32 zero = 0;
+
+	if (!skc)
+		return 0;
+	/* Request and timewait sockets have no storage. */
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;
+	c = bpf_sk_storage_get(&conns, tp, 0, 0);
+	if (!c || (c->flags & CONN_F_LISTENER) || c->nslots == 0)
+		return 0;
+	if (__sync_val_compare_and_swap(&c->sent, 0, 2) == 1)
+		return 0;
+	r = bpf_map_lookup_elem(&scratch, &zero);
+	if (!r)
+		return 0;
+	fill_record(r, &tp->inet_conn.icsk_inet.sk, c, RECORD_F_OPEN);
+	bpf_seq_write(ctx->meta->seq, r, sizeof(*r));
+	return 0;
+}

@@ -138,6 +138,25 @@ struct tcp_skb_cb {
 	__u8 tcp_flags;
 };
 
+/* The context of an iter/tcp program (net/ipv4/tcp_ipv4.c). */
+struct seq_file;
+
+struct bpf_iter_meta {
+	struct seq_file *seq;
+	__u64 session_id;
+	__u64 seq_num;
+};
+
+struct bpf_iter__tcp {
+	union {
+		struct bpf_iter_meta *meta;
+	} __attribute__((aligned(8)));
+	union {
+		struct sock_common *sk_common;
+	} __attribute__((aligned(8)));
+	__u32 uid __attribute__((aligned(8)));
+};
+
 #pragma clang attribute pop
 
 /* Wire headers, read from skb->head with bpf_probe_read_kernel. */

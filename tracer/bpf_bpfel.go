@@ -13,14 +13,62 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type bpfConn struct {
+	_                 structs.HostLayout
+	ListenerCookie    uint64
+	Tgid              uint32
+	Sent              uint32
+	EstTotalRetrans   uint32
+	EstSrttUs         uint32
+	EstTotalRtoTimeMs uint32
+	EstTotalRto       uint16
+	Nslots            uint8
+	Flags             uint8
+	Comm              [16]int8
+	Slots             [13]bpfSlot
+}
+
+type bpfConnFlag uint32
+
+const (
+	bpfConnFlagCONN_F_LISTENER bpfConnFlag = 1
+	bpfConnFlagCONN_F_OWNER    bpfConnFlag = 2
+	bpfConnFlagCONN_F_MIDLIFE  bpfConnFlag = 4
+	bpfConnFlagCONN_F_PROCESS  bpfConnFlag = 8
+	bpfConnFlagCONN_F_EST_INFO bpfConnFlag = 16
+	bpfConnFlagCONN_F_EST_RTO  bpfConnFlag = 32
+)
+
+type bpfConnRecord struct {
+	_              structs.HostLayout
+	Conn           bpfConn
+	Cookie         uint64
+	BytesReceived  uint64
+	BytesAcked     uint64
+	Netns          uint32
+	TotalRetrans   uint32
+	SrttUs         uint32
+	TotalRtoTimeMs uint32
+	Sport          uint16
+	Dport          uint16
+	Family         uint16
+	TotalRto       uint16
+	Saddr          [16]uint8
+	Daddr          [16]uint8
+	Flags          uint8
+	Pad            [7]uint8
+}
+
 type bpfCounter uint32
 
 const (
 	bpfCounterCOUNTER_LOST         bpfCounter = 0
 	bpfCounterCOUNTER_STORAGE_FAIL bpfCounter = 1
 	bpfCounterCOUNTER_UNREADABLE   bpfCounter = 2
-	bpfCounterCOUNTER_NESTED       bpfCounter = 3
-	bpfCounterCOUNTER_MAX          bpfCounter = 10
+	bpfCounterCOUNTER_LOST_RECORDS bpfCounter = 3
+	bpfCounterCOUNTER_RECORDS_FULL bpfCounter = 4
+	bpfCounterCOUNTER_NESTED       bpfCounter = 5
+	bpfCounterCOUNTER_MAX          bpfCounter = 12
 )
 
 type bpfEvent struct {
@@ -104,14 +152,27 @@ type bpfLimits uint32
 const (
 	bpfLimitsMAX_FILTER            bpfLimits = 8
 	bpfLimitsDEFAULT_RINGBUF_BYTES bpfLimits = 16777216
+	bpfLimitsCONN_SLOTS            bpfLimits = 13
 )
 
-type bpfOwner struct {
-	_              structs.HostLayout
-	ListenerCookie uint64
-	Tgid           uint32
-	Pad            uint32
-	Comm           [16]int8
+type bpfRecordFlag uint32
+
+const (
+	bpfRecordFlagRECORD_F_CLOSED   bpfRecordFlag = 1
+	bpfRecordFlagRECORD_F_EARLY    bpfRecordFlag = 2
+	bpfRecordFlagRECORD_F_OPEN     bpfRecordFlag = 4
+	bpfRecordFlagRECORD_F_TCP_INFO bpfRecordFlag = 8
+	bpfRecordFlagRECORD_F_HAS_RTO  bpfRecordFlag = 16
+)
+
+type bpfSlot struct {
+	_     structs.HostLayout
+	TsNs  uint64
+	Arg   uint32
+	Kind  uint8
+	State uint8
+	Aux   uint8
+	Flags uint8
 }
 
 // loadBpf returns the embedded CollectionSpec for bpf.
@@ -174,34 +235,41 @@ type bpfProgramSpecs struct {
 	HandleSockErrorNested        *ebpf.ProgramSpec `ebpf:"handle_sock_error_nested"`
 	HandleSynackRetransmit       *ebpf.ProgramSpec `ebpf:"handle_synack_retransmit"`
 	HandleSynackRetransmitNested *ebpf.ProgramSpec `ebpf:"handle_synack_retransmit_nested"`
+	WalkConns                    *ebpf.ProgramSpec `ebpf:"walk_conns"`
 }
 
 // bpfMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
+	Conns    *ebpf.MapSpec `ebpf:"conns"`
 	Counters *ebpf.MapSpec `ebpf:"counters"`
 	Events   *ebpf.MapSpec `ebpf:"events"`
-	Owners   *ebpf.MapSpec `ebpf:"owners"`
 	Running  *ebpf.MapSpec `ebpf:"running"`
+	Scratch  *ebpf.MapSpec `ebpf:"scratch"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfVariableSpecs struct {
+	Aggregate            *ebpf.VariableSpec `ebpf:"aggregate"`
+	EarlyEstablished     *ebpf.VariableSpec `ebpf:"early_established"`
 	FilterNetns          *ebpf.VariableSpec `ebpf:"filter_netns"`
 	FilterNetnsCount     *ebpf.VariableSpec `ebpf:"filter_netns_count"`
 	FilterPortCount      *ebpf.VariableSpec `ebpf:"filter_port_count"`
 	FilterPorts          *ebpf.VariableSpec `ebpf:"filter_ports"`
 	ListenOverflowReason *ebpf.VariableSpec `ebpf:"listen_overflow_reason"`
 	NoSocketReason       *ebpf.VariableSpec `ebpf:"no_socket_reason"`
+	UnusedConnFlag       *ebpf.VariableSpec `ebpf:"unused_conn_flag"`
 	UnusedCounter        *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedFlag           *ebpf.VariableSpec `ebpf:"unused_flag"`
 	UnusedHook           *ebpf.VariableSpec `ebpf:"unused_hook"`
 	UnusedKind           *ebpf.VariableSpec `ebpf:"unused_kind"`
 	UnusedLimits         *ebpf.VariableSpec `ebpf:"unused_limits"`
+	UnusedRecord         *ebpf.VariableSpec `ebpf:"unused_record"`
+	UnusedRecordFlag     *ebpf.VariableSpec `ebpf:"unused_record_flag"`
 	WakeupBytes          *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
@@ -225,18 +293,20 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
+	Conns    *ebpf.Map `ebpf:"conns"`
 	Counters *ebpf.Map `ebpf:"counters"`
 	Events   *ebpf.Map `ebpf:"events"`
-	Owners   *ebpf.Map `ebpf:"owners"`
 	Running  *ebpf.Map `ebpf:"running"`
+	Scratch  *ebpf.Map `ebpf:"scratch"`
 }
 
 func (m *bpfMaps) Close() error {
 	return _BpfClose(
+		m.Conns,
 		m.Counters,
 		m.Events,
-		m.Owners,
 		m.Running,
+		m.Scratch,
 	)
 }
 
@@ -244,18 +314,23 @@ func (m *bpfMaps) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfVariables struct {
+	Aggregate            *ebpf.Variable `ebpf:"aggregate"`
+	EarlyEstablished     *ebpf.Variable `ebpf:"early_established"`
 	FilterNetns          *ebpf.Variable `ebpf:"filter_netns"`
 	FilterNetnsCount     *ebpf.Variable `ebpf:"filter_netns_count"`
 	FilterPortCount      *ebpf.Variable `ebpf:"filter_port_count"`
 	FilterPorts          *ebpf.Variable `ebpf:"filter_ports"`
 	ListenOverflowReason *ebpf.Variable `ebpf:"listen_overflow_reason"`
 	NoSocketReason       *ebpf.Variable `ebpf:"no_socket_reason"`
+	UnusedConnFlag       *ebpf.Variable `ebpf:"unused_conn_flag"`
 	UnusedCounter        *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
 	UnusedFlag           *ebpf.Variable `ebpf:"unused_flag"`
 	UnusedHook           *ebpf.Variable `ebpf:"unused_hook"`
 	UnusedKind           *ebpf.Variable `ebpf:"unused_kind"`
 	UnusedLimits         *ebpf.Variable `ebpf:"unused_limits"`
+	UnusedRecord         *ebpf.Variable `ebpf:"unused_record"`
+	UnusedRecordFlag     *ebpf.Variable `ebpf:"unused_record_flag"`
 	WakeupBytes          *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
@@ -281,6 +356,7 @@ type bpfPrograms struct {
 	HandleSockErrorNested        *ebpf.Program `ebpf:"handle_sock_error_nested"`
 	HandleSynackRetransmit       *ebpf.Program `ebpf:"handle_synack_retransmit"`
 	HandleSynackRetransmitNested *ebpf.Program `ebpf:"handle_synack_retransmit_nested"`
+	WalkConns                    *ebpf.Program `ebpf:"walk_conns"`
 }
 
 func (p *bpfPrograms) Close() error {
@@ -303,6 +379,7 @@ func (p *bpfPrograms) Close() error {
 		p.HandleSockErrorNested,
 		p.HandleSynackRetransmit,
 		p.HandleSynackRetransmitNested,
+		p.WalkConns,
 	)
 }
 

@@ -37,6 +37,11 @@ type Config struct {
 	// PollInterval > 0 makes Read return ErrNoEvent when no event came
 	// within it, so a caller can do periodic work on the same goroutine.
 	PollInterval time.Duration
+	// Events selects the per-event mode: every kernel event crosses to
+	// user space on its own. By default (the aggregated mode) a connection
+	// socket's events are kept in its socket storage and cross as one
+	// record (see record.go); Read returns the same events either way.
+	Events bool
 }
 
 // ErrClosed is returned by Read once the tracer is closed.
@@ -56,6 +61,22 @@ type Tracer struct {
 	clock    Clock
 	features Features
 	poll     time.Duration
+
+	// The aggregated mode: the walk program, the links Stop leaves for
+	// the walk (the state-change pair), and the events of the last record
+	// read, handed out one by one.
+	walk     *ebpf.Program
+	late     []link.Link
+	pending  [ConnSlots]Event
+	npending int
+	next     int
+	stopping stopPhase
+	walked   *walkReader
+	lateOnce sync.Once
+	cfg      Config
+	seenNS   map[uint32]struct{} // namespaces events came from, for the walk
+	lastNS   uint32
+	records  [4]uint64 // by RecordKind
 
 	stopOnce  sync.Once
 	stopErr   error
@@ -89,7 +110,7 @@ func Open(cfg Config) (t *Tracer, err error) {
 	// Closes what was not handed over below: the .rodata copy, which the
 	// programs hold a reference of their own to.
 	defer coll.Close()
-	t = &Tracer{features: feats, poll: cfg.PollInterval}
+	t = &Tracer{features: feats, poll: cfg.PollInterval, cfg: cfg}
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -105,6 +126,10 @@ func Open(cfg Config) (t *Tracer, err error) {
 		// take were never loaded.
 		attach[i].prog = coll.DetachProgram(attach[i].spec.Name)
 		t.programs = append(t.programs, attach[i].prog)
+	}
+	if !cfg.Events {
+		t.walk = coll.DetachProgram(walkProgram)
+		t.programs = append(t.programs, t.walk)
 	}
 	if err := t.attach(attach); err != nil {
 		return nil, err
@@ -137,6 +162,9 @@ func prepare(cfg Config, feats Features) (*ebpf.CollectionSpec, []attachment, er
 	}
 	attach := feats.choosePrograms(&specs.bpfProgramSpecs)
 	keepOnly(spec, attach)
+	if !cfg.Events {
+		spec.Programs[walkProgram] = specs.WalkConns
+	}
 	return spec, attach, nil
 }
 
@@ -148,8 +176,12 @@ func (t *Tracer) attach(progs []attachment) error {
 		if err != nil {
 			return fmt.Errorf("attaching %s: %w", a.tracepoint, err)
 		}
-		t.links = append(t.links, l)
 		t.attached = append(t.attached, a)
+		if t.walk != nil && a.hook == bpfHookHOOK_SET_STATE {
+			t.late = append(t.late, l)
+			continue
+		}
+		t.links = append(t.links, l)
 	}
 	return nil
 }
@@ -191,6 +223,8 @@ func configure(s *bpfSpecs, cfg Config, f Features) error {
 		{s.FilterNetnsCount, uint32(len(cfg.NetNS))},
 		{s.FilterNetns, netns},
 		{s.WakeupBytes, cfg.WakeupBytes},
+		{s.Aggregate, !cfg.Events},
+		{s.EarlyEstablished, !cfg.Events},
 		{s.ListenOverflowReason, f.listenOverflowReason},
 		{s.NoSocketReason, f.noSocketReason},
 	}
@@ -227,31 +261,88 @@ func (t *Tracer) Clock() Clock { return t.clock }
 
 // Read blocks until the next event and decodes it into ev. It returns
 // ErrClosed once Stop has been called and every event already in the ring
-// buffer has been read, or after Close. Records that fail to decode are returned as errors
-// and may be skipped by the caller.
+// buffer (and, in the aggregated mode, every connection still open) has
+// been read, or after Close. Records that fail to decode are returned as
+// errors and may be skipped by the caller.
 func (t *Tracer) Read(ev *Event) error {
-	if t.drained {
-		return ErrClosed
-	}
 	for {
-		if t.poll > 0 {
-			t.reader.SetDeadline(time.Now().Add(t.poll))
+		if t.next < t.npending {
+			*ev = t.pending[t.next]
+			t.next++
+			return nil
 		}
-		err := t.reader.ReadInto(&t.rec)
+		if t.drained {
+			return ErrClosed
+		}
+		if t.walked != nil {
+			if err := t.readWalk(); err != nil {
+				return err
+			}
+			continue
+		}
+		raw, err := t.readRing()
 		switch {
 		case err == nil:
-			return Decode(t.rec.RawSample, t.clock, ev)
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			return ErrNoEvent
-		case errors.Is(err, ringbuf.ErrFlushed), errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
-			// Stop flushed the reader once; later calls must not wait for
-			// a wakeup that can no longer come.
-			t.drained = true
-			return ErrClosed
+			if len(raw) == RecordSize && t.walk != nil {
+				if err := t.expand(raw); err != nil {
+					return err
+				}
+				continue
+			}
+			err := Decode(raw, t.clock, ev)
+			if t.walk != nil && err == nil {
+				t.sawNamespace(ev.NetNS)
+			}
+			return err
+		case errors.Is(err, ringbuf.ErrFlushed):
+			if err := t.nextStopPhase(); err != nil {
+				return err
+			}
 		default:
-			return fmt.Errorf("reading ring buffer: %w", err)
+			return err
 		}
 	}
+}
+
+// readRing takes the next sample off the ring buffer.
+func (t *Tracer) readRing() ([]byte, error) {
+	if t.poll > 0 {
+		t.reader.SetDeadline(time.Now().Add(t.poll))
+	}
+	err := t.reader.ReadInto(&t.rec)
+	switch {
+	case err == nil:
+		return t.rec.RawSample, nil
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, ErrNoEvent
+	case errors.Is(err, ringbuf.ErrFlushed):
+		return nil, err
+	case errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
+		t.drained = true
+		return nil, ErrClosed
+	}
+	return nil, fmt.Errorf("reading ring buffer: %w", err)
+}
+
+// expand decodes a connection record into the pending events.
+func (t *Tracer) expand(raw []byte) error {
+	info, err := DecodeRecord(raw, t.clock, t.pending[:])
+	t.next, t.npending = 0, info.Events
+	if err != nil {
+		t.npending = 0
+		return err
+	}
+	t.records[info.Kind]++
+	if info.Events > 0 {
+		t.sawNamespace(t.pending[0].NetNS)
+	}
+	return nil
+}
+
+// Records counts the connection records read: sent at the close, sent
+// early (at ESTABLISHED or with full slots), and read by the walk.
+func (t *Tracer) Records() (closed, early, open uint64) {
+	return t.records[RecordClosed], t.records[RecordEarly], t.records[RecordOpen]
 }
 
 // Counters are the kernel side's own tallies, summed over CPUs.
@@ -263,6 +354,12 @@ type Counters struct {
 	// Unreadable counts events dropped because the packet they describe
 	// could not be read (a reset sent or an accept-queue drop).
 	Unreadable uint64
+	// LostRecords counts connection records (aggregated mode) dropped
+	// because the ring buffer was full: each lost up to ConnSlots events.
+	LostRecords uint64
+	// RecordsFull counts records sent before the close because a
+	// connection had more events than its storage holds (not a loss).
+	RecordsFull uint64
 	// Recursion has one entry per tracepoint attached, in attach order.
 	Recursion []RecursionMisses
 }
@@ -295,7 +392,7 @@ func (r RecursionMisses) Lost() uint64 {
 // Dropped is every event the kernel side dropped: ring buffer full,
 // unreadable packets and recursion skips nobody handled.
 func (c Counters) Dropped() uint64 {
-	n := c.Lost + c.Unreadable
+	n := c.Lost + c.Unreadable + c.LostRecords
 	for _, r := range c.Recursion {
 		n += r.Lost()
 	}
@@ -351,6 +448,12 @@ func (t *Tracer) Counters() (Counters, error) {
 	if c.Unreadable, err = read(bpfCounterCOUNTER_UNREADABLE); err != nil {
 		return c, err
 	}
+	if c.LostRecords, err = read(bpfCounterCOUNTER_LOST_RECORDS); err != nil {
+		return c, err
+	}
+	if c.RecordsFull, err = read(bpfCounterCOUNTER_RECORDS_FULL); err != nil {
+		return c, err
+	}
 	for i, a := range t.attached {
 		if !a.nested {
 			c.Recursion = append(c.Recursion, RecursionMisses{Tracepoint: a.tracepoint, Program: a.name(), Misses: misses[i]})
@@ -390,7 +493,11 @@ func (t *Tracer) Stop() error {
 // safe to call more than once and from another goroutine.
 func (t *Tracer) Close() error {
 	t.closeOnce.Do(func() {
-		errs := []error{t.Stop()}
+		errs := []error{t.Stop(), t.detachLate()}
+		if t.walked != nil {
+			t.walked.close()
+			t.walked = nil
+		}
 		if t.maps.Counters != nil {
 			if c, err := t.Counters(); err == nil {
 				t.final.Store(&c)
@@ -413,4 +520,4 @@ func (t *Tracer) Pending() int { return t.reader.AvailableBytes() }
 
 // Attached is how many tracepoints are attached (each serves one with a
 // main program and its _nested twin).
-func (t *Tracer) Attached() int { return len(t.links) / 2 }
+func (t *Tracer) Attached() int { return (len(t.links) + len(t.late)) / 2 }

@@ -191,6 +191,9 @@ func open(opts Options, sinks Sinks) (*recording, error) {
 	// themselves; the reader also polls every 100 ms, which bounds how late
 	// a flagged line can be. EveryEvent keeps a wakeup per event.
 	opts.Config.PollInterval = 100 * time.Millisecond
+	// An Event sink that wants each event as it happens needs the kernel's
+	// per-event mode; otherwise connections are aggregated in the kernel.
+	opts.Config.Events = opts.EveryEvent
 	if !opts.EveryEvent && opts.Config.RingBufferBytes >= 4<<20 {
 		opts.Config.WakeupBytes = 256 << 10
 	}

@@ -14,7 +14,10 @@ import (
 type Extra struct {
 	End        time.Time
 	LostEvents uint64
-	Orphans    uint64
+	// LostRecords counts connection records (aggregated mode) the kernel
+	// dropped because the ring buffer was full.
+	LostRecords uint64
+	Orphans     uint64
 	Evicted    uint64 // connections written early, over --max-connections
 	// Unreadable counts events the kernel side dropped because their
 	// packet could not be read; Undecoded, records user space could not
@@ -193,6 +196,7 @@ func AppendSummaryJSON(b []byte, s *tracer.Stats, meta Meta, x Extra, withType b
 	}
 	o.b = append(o.b, ']')
 	o.uint("lost_events", x.LostEvents)
+	o.uint("lost_records", x.LostRecords)
 	o.uint("unmatched_events", x.Orphans)
 	o.uint("evicted_connections", x.Evicted)
 	o.uint("unreadable_events", x.Unreadable)

@@ -46,7 +46,7 @@ func (r *Recording) Warnings(name string) []string {
 // Extra rebuilds the summary's kernel-side parts for the tables. Its
 // Findings are the ones the file holds.
 func (s *SummaryRecord) Extra() Extra {
-	x := Extra{End: s.End, LostEvents: s.LostEvents, Orphans: s.UnmatchedEvents, Evicted: s.Evicted, Counters: s.Counters,
+	x := Extra{End: s.End, LostEvents: s.LostEvents, LostRecords: s.LostRecords, Orphans: s.UnmatchedEvents, Evicted: s.Evicted, Counters: s.Counters,
 		Unreadable: s.Unreadable, Undecoded: s.Undecoded, Discarded: s.Discarded, Gaps: s.Gaps}
 	for _, r := range s.Recursion {
 		x.Recursion = append(x.Recursion, tracer.RecursionMisses{Tracepoint: r.Tracepoint, Program: r.Program,

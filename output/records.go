@@ -152,6 +152,7 @@ type SummaryRecord struct {
 	SynRecvUs       Quantiles         `json:"syn_recv_us"`
 	TopFlaggedPeers []PeerRecord      `json:"top_flagged_peers"`
 	LostEvents      uint64            `json:"lost_events"`
+	LostRecords     uint64            `json:"lost_records" export:"optional"`
 	UnmatchedEvents uint64            `json:"unmatched_events" export:"optional"`
 	Evicted         uint64            `json:"evicted_connections" export:"optional"`
 	Unreadable      uint64            `json:"unreadable_events" export:"optional"`

@@ -285,7 +285,7 @@ func fullRecords() exportInput {
 		ClientSynRetransmits: 18, SynRecv: Quantiles{Count: 1, P50: 2, P90: 3, P99: 4, Max: 5}, Start: t0, End: t0.Add(time.Second),
 		Preexisting: true, Open: true}}
 	meta := Meta{Tcpscope: "test", Kernel: "6.18", Hostname: "h", Start: t0, Command: []string{"ab", "-n", "1"}}
-	x := Extra{End: t0.Add(time.Minute), LostEvents: 1, Orphans: 2, Evicted: 3, Unreadable: 4, Undecoded: 5, Discarded: 6, Gaps: 7,
+	x := Extra{End: t0.Add(time.Minute), LostEvents: 1, LostRecords: 9, Orphans: 2, Evicted: 3, Unreadable: 4, Undecoded: 5, Discarded: 6, Gaps: 7,
 		Recursion: []tracer.RecursionMisses{{Tracepoint: "sock/inet_sock_set_state", Program: "handle_set_state", Misses: 5, Nested: 4, NestedMisses: 1}},
 		Counters:  []CounterDelta{{NetNS: 1, Counter: "TcpExt.ListenOverflows", Delta: 4, Created: true, Unattributed: &unattributed}},
 		TimeWait: []TimeWaitPressure{{TimeWaitDest: tracer.TimeWaitDest{Key: tracer.TimeWaitKey{NetNS: 1,

@@ -135,9 +135,16 @@ func summaryHeader(w io.Writer, s *tracer.Stats, x Extra) {
 	if !s.Start.IsZero() {
 		fmt.Fprintf(w, " from %s to %s", s.Start.Local().Format("15:04:05"), s.End.Local().Format("15:04:05"))
 	}
-	fmt.Fprintf(w, "; lost events: %d\n", x.LostEvents)
+	fmt.Fprintf(w, "; lost events: %d", x.LostEvents)
+	if x.LostRecords > 0 {
+		fmt.Fprintf(w, ", lost connection records: %d", x.LostRecords)
+	}
+	fmt.Fprintln(w)
 	if x.LostEvents > 0 {
 		fmt.Fprintf(w, "WARNING: %d kernel events were lost (ring buffer full): connections open then are flagged incomplete\n", x.LostEvents)
+	}
+	if x.LostRecords > 0 {
+		fmt.Fprintf(w, "WARNING: %d connection records, each up to %d events of one socket, were lost (ring buffer full): connections open then are flagged incomplete\n", x.LostRecords, tracer.ConnSlots)
 	}
 	if n := x.Unreadable + x.Undecoded + recursionLost(x.Recursion); n > 0 {
 		fmt.Fprintf(w, "WARNING: %d more kernel events were lost (%d unreadable, %d undecoded, %d skipped by the kernel's recursion guard): connections open then are flagged incomplete\n",

@@ -124,8 +124,9 @@ func TestSummaryTables(t *testing.T) {
 		t.Errorf("tables %q, want %q:\n%s", headers(out), want, out)
 	}
 	for _, w := range []string{
-		"\n3 connections from ", "; lost events: 1\n",
+		"\n3 connections from ", "; lost events: 1, lost connection records: 9\n",
 		"WARNING: 1 kernel events were lost (ring buffer full)",
+		"WARNING: 9 connection records, each up to 13 events of one socket, were lost (ring buffer full)",
 		"WARNING: 10 more kernel events were lost (4 unreadable, 5 undecoded, 1 skipped by the kernel's recursion guard)",
 		"WARNING: 7 state transitions are missing",
 		"WARNING: 3 connections were written early",

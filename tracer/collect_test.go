@@ -147,3 +147,34 @@ func dial(ns *netns.NS, network, address string, timeout time.Duration) (net.Con
 }
 
 func newNS(t *testing.T) *netns.NS { return nettest.New(t) }
+
+// modes runs a test in the aggregated mode and in the per-event mode.
+func modes(t *testing.T, test func(t *testing.T, events bool)) {
+	for _, events := range []bool{false, true} {
+		name := "aggregated"
+		if events {
+			name = "events"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			test(t, events)
+		})
+	}
+}
+
+// retransmitted is a waitFor predicate: an event pred accepts came, or, in
+// the aggregated mode, where a socket's events come when it closes or
+// becomes ESTABLISHED, the namespace's kernel counters show at least n
+// retransmits tried (sent, or failed as a netfilter drop makes them).
+func retransmitted(t *testing.T, ns *netns.NS, events bool, n uint64, pred func(tracer.Event) bool) func([]tracer.Event) bool {
+	return func(evs []tracer.Event) bool {
+		if _, ok := find(evs, pred); ok || events {
+			return ok
+		}
+		c, err := ns.Counters()
+		if err != nil {
+			t.Fatalf("reading kernel counters: %v", err)
+		}
+		return c["Tcp.RetransSegs"]+c["TcpExt.TCPRetransFail"] >= n
+	}
+}

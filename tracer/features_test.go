@@ -87,7 +87,7 @@ func TestHookTableCoversEveryProgram(t *testing.T) {
 		}
 	}
 	for name := range spec.Programs {
-		if served[name] == 0 {
+		if served[name] == 0 && name != walkProgram {
 			t.Errorf("program %s serves no tracepoint in hookTable", name)
 		}
 	}

@@ -52,90 +52,112 @@ func TestLifecycleSequences(t *testing.T) {
 			[]string{"LISTEN->SYN_RECV", "SYN_RECV->ESTABLISHED", "ESTABLISHED->FIN_WAIT1", "FIN_WAIT1->FIN_WAIT2", "FIN_WAIT2->CLOSE"}},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			ns := newNS(t)
-			col := traceNS(t, ns, tracer.Config{})
-			ln := listen(t, ns, tc.network, tc.addr)
-			server := addrPort(t, ln.Addr())
-
-			accepted := make(chan error, 1)
-			go func() {
-				c, err := ln.Accept()
-				if err != nil {
-					accepted <- err
-					return
-				}
-				defer c.Close()
-				if tc.clientFirst {
-					_, err = io.Copy(io.Discard, c) // until the client's FIN
-				}
-				accepted <- err
-			}()
-			c, err := dial(ns, tc.network, server.String(), 5*time.Second)
-			if err != nil {
-				t.Fatalf("dialing %s: %v", server, err)
+		for _, events := range []bool{false, true} {
+			name := tc.name + "/aggregated"
+			if events {
+				name = tc.name + "/events"
 			}
-			client := addrPort(t, c.LocalAddr())
-			if tc.clientFirst {
-				c.Close()
-			} else {
-				io.Copy(io.Discard, c) // until the server's FIN
-				c.Close()
-			}
-			if err := <-accepted; err != nil {
-				t.Fatalf("server: %v", err)
-			}
-
-			var clientCk, serverCk, listenerCk uint64
-			evs := col.waitFor(t, "both ends to reach CLOSE", 10*time.Second, func(evs []tracer.Event) bool {
-				for _, e := range evs {
-					if e.Kind != tracer.KindState {
-						continue
-					}
-					switch {
-					case e.NewState == tracer.StateListen:
-						listenerCk = e.Cookie
-					case e.NewState == tracer.StateSynSent && e.Remote == server:
-						clientCk = e.Cookie
-					case e.OldState == tracer.StateListen && e.NewState == tracer.StateSynRecv && e.Remote == client:
-						serverCk = e.Cookie
-					}
-				}
-				return clientCk != 0 && serverCk != 0 && closed(evs, clientCk) && closed(evs, serverCk)
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				lifecycleCase(t, events, tc.network, tc.addr, tc.clientFirst, tc.client, tc.server)
 			})
-			if got := transitions(evs, clientCk); !slices.Equal(got, tc.client) {
-				t.Errorf("client transitions\n got %v\nwant %v", got, tc.client)
+		}
+	}
+}
+
+// lifecycleCase is one case of TestLifecycleSequences, in one mode.
+func lifecycleCase(t *testing.T, events bool, network, addr string, clientFirst bool, wantClient, wantServer []string) {
+	tc := struct {
+		network, addr  string
+		clientFirst    bool
+		client, server []string
+	}{network, addr, clientFirst, wantClient, wantServer}
+	ns := newNS(t)
+	col := traceNS(t, ns, tracer.Config{Events: events})
+	ln := listen(t, ns, tc.network, tc.addr)
+	server := addrPort(t, ln.Addr())
+
+	accepted := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			accepted <- err
+			return
+		}
+		defer c.Close()
+		if tc.clientFirst {
+			_, err = io.Copy(io.Discard, c) // until the client's FIN
+		}
+		accepted <- err
+	}()
+	c, err := dial(ns, tc.network, server.String(), 5*time.Second)
+	if err != nil {
+		t.Fatalf("dialing %s: %v", server, err)
+	}
+	client := addrPort(t, c.LocalAddr())
+	if tc.clientFirst {
+		c.Close()
+	} else {
+		io.Copy(io.Discard, c) // until the server's FIN
+		c.Close()
+	}
+	if err := <-accepted; err != nil {
+		t.Fatalf("server: %v", err)
+	}
+
+	var clientCk, serverCk, listenerCk uint64
+	evs := col.waitFor(t, "both ends to reach CLOSE", 10*time.Second, func(evs []tracer.Event) bool {
+		for _, e := range evs {
+			if e.Kind != tracer.KindState {
+				continue
 			}
-			if got := transitions(evs, serverCk); !slices.Equal(got, tc.server) {
-				t.Errorf("server transitions\n got %v\nwant %v", got, tc.server)
+			switch {
+			case e.NewState == tracer.StateListen:
+				listenerCk = e.Cookie
+			case e.NewState == tracer.StateSynSent && e.Remote == server:
+				clientCk = e.Cookie
+			case e.OldState == tracer.StateListen && e.NewState == tracer.StateSynRecv && e.Remote == client:
+				serverCk = e.Cookie
 			}
-			for _, e := range evs {
-				if e.NetNS != ns.Inode {
-					t.Errorf("event from namespace %d, want only %d", e.NetNS, ns.Inode)
-				}
-				switch {
-				case e.Cookie == clientCk && e.NewState == tracer.StateSynSent:
-					// connect() runs in process context; the port is not chosen yet.
-					if e.Local.Port() != 0 || e.Remote != server || e.TGID != uint32(os.Getpid()) {
-						t.Errorf("client SYN_SENT: local %s remote %s tgid %d; want port 0, %s, %d", e.Local, e.Remote, e.TGID, server, os.Getpid())
-					}
-				case e.Cookie == clientCk:
-					if e.Local != client || e.Remote != server {
-						t.Errorf("client %s->%s: tuple %s -> %s, want %s -> %s", e.OldState, e.NewState, e.Local, e.Remote, client, server)
-					}
-				case e.Cookie == serverCk:
-					if e.Local != server || e.Remote != client {
-						t.Errorf("server %s->%s: tuple %s -> %s, want %s -> %s", e.OldState, e.NewState, e.Local, e.Remote, server, client)
-					}
-				}
+		}
+		return clientCk != 0 && serverCk != 0 && closed(evs, clientCk) && closed(evs, serverCk)
+	})
+	if got := transitions(evs, clientCk); !slices.Equal(got, tc.client) {
+		t.Errorf("client transitions\n got %v\nwant %v", got, tc.client)
+	}
+	if got := transitions(evs, serverCk); !slices.Equal(got, tc.server) {
+		t.Errorf("server transitions\n got %v\nwant %v", got, tc.server)
+	}
+	for _, e := range evs {
+		if e.NetNS != ns.Inode {
+			t.Errorf("event from namespace %d, want only %d", e.NetNS, ns.Inode)
+		}
+		switch {
+		case e.Cookie == clientCk && e.NewState == tracer.StateSynSent:
+			// connect() runs in process context; the port is not
+			// chosen yet when the event fires. A record carries the
+			// tuple as it was when it was sent.
+			port := uint16(0)
+			if !events {
+				port = client.Port()
 			}
-			child, _ := find(evs, func(e tracer.Event) bool { return e.Cookie == serverCk && e.NewState == tracer.StateSynRecv })
-			if !child.HasOwner || child.OwnerTGID != uint32(os.Getpid()) || child.ListenerCookie != listenerCk {
-				t.Errorf("server child: owner %v pid %d listener %d; want pid %d listener %d",
-					child.HasOwner, child.OwnerTGID, child.ListenerCookie, os.Getpid(), listenerCk)
+			if e.Local.Port() != port || e.Remote != server || e.TGID != uint32(os.Getpid()) {
+				t.Errorf("client SYN_SENT: local %s remote %s tgid %d; want port %d, %s, %d", e.Local, e.Remote, e.TGID, port, server, os.Getpid())
 			}
-		})
+		case e.Cookie == clientCk:
+			if e.Local != client || e.Remote != server {
+				t.Errorf("client %s->%s: tuple %s -> %s, want %s -> %s", e.OldState, e.NewState, e.Local, e.Remote, client, server)
+			}
+		case e.Cookie == serverCk:
+			if e.Local != server || e.Remote != client {
+				t.Errorf("server %s->%s: tuple %s -> %s, want %s -> %s", e.OldState, e.NewState, e.Local, e.Remote, server, client)
+			}
+		}
+	}
+	child, _ := find(evs, func(e tracer.Event) bool { return e.Cookie == serverCk && e.NewState == tracer.StateSynRecv })
+	if !child.HasOwner || child.OwnerTGID != uint32(os.Getpid()) || child.ListenerCookie != listenerCk {
+		t.Errorf("server child: owner %v pid %d listener %d; want pid %d listener %d",
+			child.HasOwner, child.OwnerTGID, child.ListenerCookie, os.Getpid(), listenerCk)
 	}
 }
 
@@ -217,10 +239,11 @@ func TestRefusedConnect(t *testing.T) {
 // TestSynRetransmit drops the client's SYNs until the first retransmit is
 // seen: that retransmit fails inside the namespace (netfilter returns
 // -EPERM, which 6.17+ reports), the next one gets through.
-func TestSynRetransmit(t *testing.T) {
-	t.Parallel()
+func TestSynRetransmit(t *testing.T) { modes(t, synRetransmit) }
+
+func synRetransmit(t *testing.T, events bool) {
 	ns := newNS(t)
-	col := traceNS(t, ns, tracer.Config{})
+	col := traceNS(t, ns, tracer.Config{Events: events})
 	ln := listen(t, ns, "tcp4", "127.0.0.1:0")
 	server := addrPort(t, ln.Addr())
 	go func() {
@@ -242,10 +265,9 @@ func TestSynRetransmit(t *testing.T) {
 		}
 		dialed <- err
 	}()
-	col.waitFor(t, "a SYN retransmit", 10*time.Second, func(evs []tracer.Event) bool {
-		_, ok := find(evs, func(e tracer.Event) bool { return e.Kind == tracer.KindRetransmit })
-		return ok
-	})
+	col.waitFor(t, "a SYN retransmit", 10*time.Second, retransmitted(t, ns, events, 1, func(e tracer.Event) bool {
+		return e.Kind == tracer.KindRetransmit
+	}))
 	if err := remove(); err != nil {
 		t.Fatal(err)
 	}
@@ -363,7 +385,9 @@ func TestSynAckRetransmit(t *testing.T) {
 func TestLostEvents(t *testing.T) {
 	t.Parallel()
 	ns := newNS(t)
-	tr, err := tracer.Open(tracer.Config{NetNS: []uint32{ns.Inode}, RingBufferBytes: os.Getpagesize(), PollInterval: 50 * time.Millisecond})
+	// Events one by one: the per-event mode (the aggregated one is in
+	// cmd/tcpscope TestLossesAreCountedAndFlagged).
+	tr, err := tracer.Open(tracer.Config{NetNS: []uint32{ns.Inode}, RingBufferBytes: os.Getpagesize(), PollInterval: 50 * time.Millisecond, Events: true})
 	if err != nil {
 		t.Fatal(err)
 	}

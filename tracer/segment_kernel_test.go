@@ -13,10 +13,11 @@ import (
 // until it is resent; then its FIN is dropped once. The data retransmit
 // carries payload (PSH|ACK, maybe with the FIN collapsed into it); the
 // FIN's is a bare FIN|ACK without payload.
-func TestRetransmittedSegment(t *testing.T) {
-	t.Parallel()
+func TestRetransmittedSegment(t *testing.T) { modes(t, retransmittedSegment) }
+
+func retransmittedSegment(t *testing.T, events bool) {
 	ns := newNS(t)
-	col := traceNS(t, ns, tracer.Config{})
+	col := traceNS(t, ns, tracer.Config{Events: events})
 	ln := listen(t, ns, "tcp4", "127.0.0.1:0")
 	server := addrPort(t, ln.Addr())
 	accepted := make(chan struct{})
@@ -53,16 +54,12 @@ func TestRetransmittedSegment(t *testing.T) {
 	if _, err := c.Write([]byte("ping")); err != nil {
 		t.Fatal(err)
 	}
-	evs := col.waitFor(t, "a data retransmit", 10*time.Second, func(evs []tracer.Event) bool {
-		_, ok := rtx(evs, func(tracer.Event) bool { return true })
-		return ok
-	})
+	isData := func(e tracer.Event) bool {
+		return e.Kind == tracer.KindRetransmit && e.Local == client && (!e.HasErr || e.Err == 0)
+	}
+	col.waitFor(t, "a data retransmit", 10*time.Second, retransmitted(t, ns, events, 1, isData))
 	if err := removeData(); err != nil {
 		t.Fatal(err)
-	}
-	data, _ := rtx(evs, func(tracer.Event) bool { return true })
-	if !data.SegData || data.SegFlags&(tracer.TCPPsh|tracer.TCPAck) != tracer.TCPPsh|tracer.TCPAck || data.Resent() != tracer.ResentData {
-		t.Errorf("data retransmit: flags %s, payload %v, named %s; want PSH|ACK with payload, data", data.SegFlags, data.SegData, data.Resent())
 	}
 
 	// The data got through once the rule went: wait for its ACK (the
@@ -85,12 +82,22 @@ func TestRetransmittedSegment(t *testing.T) {
 		return false
 	})
 	c.Close()
-	evs = col.waitFor(t, "a FIN retransmit", 10*time.Second, func(evs []tracer.Event) bool {
-		_, ok := rtx(evs, func(e tracer.Event) bool { return e.SegFlags&tracer.TCPFin != 0 })
-		return ok
-	})
+	col.waitFor(t, "a FIN retransmit", 10*time.Second, retransmitted(t, ns, events, 2, func(e tracer.Event) bool {
+		return isData(e) && e.SegFlags&tracer.TCPFin != 0
+	}))
 	if err := removeFin(); err != nil {
 		t.Fatal(err)
+	}
+	// Both retransmits are on the record once the client socket closed.
+	evs := col.waitFor(t, "the client to close", 10*time.Second, func(evs []tracer.Event) bool {
+		_, ok := find(evs, func(e tracer.Event) bool {
+			return e.Kind == tracer.KindState && e.NewState == tracer.StateClose && e.Local == client
+		})
+		return ok
+	})
+	data, _ := rtx(evs, func(e tracer.Event) bool { return e.SegFlags&tracer.TCPFin == 0 })
+	if !data.SegData || data.SegFlags&(tracer.TCPPsh|tracer.TCPAck) != tracer.TCPPsh|tracer.TCPAck || data.Resent() != tracer.ResentData {
+		t.Errorf("data retransmit: flags %s, payload %v, named %s; want PSH|ACK with payload, data", data.SegFlags, data.SegData, data.Resent())
 	}
 	fin, _ := rtx(evs, func(e tracer.Event) bool { return e.SegFlags&tracer.TCPFin != 0 })
 	if fin.SegData || fin.SegFlags != tracer.TCPFin|tracer.TCPAck || fin.State != tracer.StateFinWait1 || fin.Resent() != tracer.ResentFin {

@@ -62,11 +62,9 @@ type Tracer struct {
 	features Features
 	poll     time.Duration
 
-	// The aggregated mode: the walk program, the links Stop leaves for
-	// the walk (the state-change pair), and the events of the last record
-	// read, handed out one by one.
+	// The aggregated mode: the walk program, and the events of the last
+	// record read, handed out one by one.
 	walk     *ebpf.Program
-	late     []link.Link
 	pending  [ConnSlots]Event
 	npending int
 	next     int
@@ -177,10 +175,6 @@ func (t *Tracer) attach(progs []attachment) error {
 			return fmt.Errorf("attaching %s: %w", a.tracepoint, err)
 		}
 		t.attached = append(t.attached, a)
-		if t.walk != nil && a.hook == bpfHookHOOK_SET_STATE {
-			t.late = append(t.late, l)
-			continue
-		}
 		t.links = append(t.links, l)
 	}
 	return nil
@@ -474,7 +468,10 @@ func (t *Tracer) Counters() (Counters, error) {
 func (t *Tracer) Stop() error {
 	t.stopOnce.Do(func() {
 		var errs []error
-		for _, l := range t.links {
+		for i, l := range t.links {
+			if t.detachedLate(i) {
+				continue // see walk.go
+			}
 			if err := l.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("detaching: %w", err))
 			}
@@ -520,4 +517,4 @@ func (t *Tracer) Pending() int { return t.reader.AvailableBytes() }
 
 // Attached is how many tracepoints are attached (each serves one with a
 // main program and its _nested twin).
-func (t *Tracer) Attached() int { return (len(t.links) + len(t.late)) / 2 }
+func (t *Tracer) Attached() int { return len(t.links) / 2 }

@@ -82,7 +82,10 @@ func (t *Tracer) detachLate() error {
 	var err error
 	t.lateOnce.Do(func() {
 		var errs []error
-		for _, l := range t.late {
+		for i, l := range t.links {
+			if !t.detachedLate(i) {
+				continue
+			}
 			if e := l.Close(); e != nil {
 				errs = append(errs, fmt.Errorf("detaching: %w", e))
 			}
@@ -90,6 +93,12 @@ func (t *Tracer) detachLate() error {
 		err = errors.Join(errs...)
 	})
 	return err
+}
+
+// detachedLate tells the links Stop leaves for the walk: the state-change
+// pair, in the aggregated mode.
+func (t *Tracer) detachedLate(i int) bool {
+	return t.walk != nil && t.attached[i].hook == bpfHookHOOK_SET_STATE
 }
 
 // walkReader reads the records the walk writes, one namespace after the

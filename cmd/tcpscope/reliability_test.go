@@ -18,6 +18,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/tcpscope/tcpscope/output"
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/netns"
 	"github.com/tcpscope/tcpscope/tracer/nettest"
 	"golang.org/x/sys/unix"
 )
@@ -130,21 +131,71 @@ func TestDurationEndWritesAValidExport(t *testing.T) {
 	}
 }
 
-// TestLossesAreCountedAndFlagged: a one-page ring buffer and a burst of
-// connections lose events; the export says how many, and connections open
-// while it happened are flagged incomplete.
+// TestLossesAreCountedAndFlagged: a one-page ring buffer whose reader is
+// stopped (SIGSTOP) while a burst of connections opens loses what does not
+// fit; the export says how many (events in the per-event mode, connection
+// records in the aggregated one), and the connections open while it
+// happened are flagged incomplete.
 func TestLossesAreCountedAndFlagged(t *testing.T) {
-	t.Parallel()
+	for _, mode := range []string{"aggregated", "events"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			args := []string{"--ring-buffer-size", strconv.Itoa(os.Getpagesize())}
+			if mode == "events" {
+				args = append(args, "--events", "--format", "json")
+			}
+			lostBurst(t, args, mode == "events")
+		})
+	}
+}
+
+func lostBurst(t *testing.T, args []string, events bool) {
 	ns := nettest.New(t)
-	r := startRecord(t, ns, "run.jsonl", "--ring-buffer-size", strconv.Itoa(os.Getpagesize()))
+	r := startRecord(t, ns, "run.jsonl", args...)
 	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
 	go acceptClose(ln)
 	to := netipAddrPort(t, ln.Addr().String())
-	// Many connections held open at once, then closed: a burst of events
-	// far larger than one page, while connections are open.
+	// 300 connections opened while the reader is stopped: their early
+	// records (or events) overflow the one page; closed once it runs again.
+	if err := r.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	fds, err := openConnections(ns, to, 300)
+	r.cmd.Process.Signal(syscall.SIGCONT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+	rec := r.stop(t)
+	lost, what := rec.Summary.LostRecords, "connection records"
+	if events {
+		lost, what = rec.Summary.LostEvents, "events"
+	}
+	if lost == 0 {
+		t.Fatalf("no %s lost with a %d-byte ring buffer and a stopped reader (summary: lost_events %d, lost_records %d)",
+			what, os.Getpagesize(), rec.Summary.LostEvents, rec.Summary.LostRecords)
+	}
+	incomplete := 0
+	for _, c := range rec.Connections {
+		if c.Flags.Has(tracer.FlagIncomplete) {
+			incomplete++
+		}
+	}
+	if incomplete == 0 {
+		t.Errorf("%d %s lost, no connection flagged incomplete", lost, what)
+	}
+	if !strings.Contains(r.stderr.String(), "connection records were lost") {
+		t.Errorf("no loss warning on stderr: %s", r.stderr.String())
+	}
+}
+
+// openConnections connects n sockets to to from inside ns.
+func openConnections(ns *netns.NS, to netip.AddrPort, n int) ([]int, error) {
 	var fds []int
-	ns.Do(func() error {
-		for i := 0; i < 300; i++ {
+	err := ns.Do(func() error {
+		for i := 0; i < n; i++ {
 			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 			if err != nil {
 				return err
@@ -157,25 +208,7 @@ func TestLossesAreCountedAndFlagged(t *testing.T) {
 		}
 		return nil
 	})
-	for _, fd := range fds {
-		unix.Close(fd)
-	}
-	rec := r.stop(t)
-	if rec.Summary.LostEvents == 0 {
-		t.Fatalf("no events lost with a %d-byte ring buffer", os.Getpagesize())
-	}
-	incomplete := 0
-	for _, c := range rec.Connections {
-		if c.Flags.Has(tracer.FlagIncomplete) {
-			incomplete++
-		}
-	}
-	if incomplete == 0 {
-		t.Errorf("%d events lost, no connection flagged incomplete", rec.Summary.LostEvents)
-	}
-	if !strings.Contains(r.stderr.String(), "events were lost") {
-		t.Errorf("no loss warning on stderr: %s", r.stderr.String())
-	}
+	return fds, err
 }
 
 // TestReportRejectsBadFiles: the CLI names the file and line, exit 2.

@@ -281,8 +281,8 @@ func (s *session) notes(sum capture.Summary) {
 	if k.StorageFailures > 0 {
 		fmt.Fprintf(s.stderr, "tcpscope: %d listeners could not be given socket storage: their connections have no owner or listener id\n", k.StorageFailures)
 	}
-	if k.Lost > 0 {
-		fmt.Fprintf(s.stderr, "tcpscope: %d events were lost because the ring buffer was full: raise --ring-buffer-size or narrow --port/--netns\n", k.Lost)
+	if k.Lost > 0 || k.LostRecords > 0 {
+		fmt.Fprintf(s.stderr, "tcpscope: %d events and %d connection records were lost because the ring buffer was full: raise --ring-buffer-size or narrow --port/--netns\n", k.Lost, k.LostRecords)
 	}
 	if sum.Unopened > 0 {
 		fmt.Fprintf(s.stderr, "tcpscope: %d network namespaces seen in events could not be opened: they have no kernel counters\n", sum.Unopened)
@@ -301,7 +301,7 @@ func (s *session) notes(sum capture.Summary) {
 // extraOf is the part of a recording's summary the export and the tables
 // take beyond the connection statistics.
 func extraOf(sum capture.Summary, listeners []output.ListenerRow) output.Extra {
-	x := output.Extra{End: sum.End, LostEvents: sum.Kernel.Lost, Orphans: sum.Orphans, Listeners: listeners,
+	x := output.Extra{End: sum.End, LostEvents: sum.Kernel.Lost, LostRecords: sum.Kernel.LostRecords, Orphans: sum.Orphans, Listeners: listeners,
 		Evicted: sum.Evicted, Unreadable: sum.Kernel.Unreadable, Undecoded: sum.Undecoded, Recursion: sum.Kernel.Recursion,
 		Discarded: sum.Discarded, Gaps: sum.Gaps, Sysctls: sum.Sysctls}
 	for _, d := range sum.Counters {

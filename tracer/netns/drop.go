@@ -30,6 +30,9 @@ type Drop struct {
 	// Input drops on the input hook instead of output. On loopback every
 	// packet crosses both.
 	Input bool
+	// Every > 1 drops only one matching segment in Every: the first, then
+	// every Every-th (an incrementing nftables numgen counter).
+	Every uint32
 }
 
 var tableSeq atomic.Uint32
@@ -73,6 +76,11 @@ func (n *NS) AddDrop(d Drop) (remove func() error, err error) {
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{d.FlagMask}, Xor: []byte{0}},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{d.Flags}})
+	}
+	if d.Every > 1 {
+		exprs = append(exprs,
+			&expr.Numgen{Register: 1, Modulus: d.Every, Type: unix.NFT_NG_INCREMENTAL},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.NativeEndian.AppendUint32(nil, 0)})
 	}
 	exprs = append(exprs, &expr.Verdict{Kind: expr.VerdictDrop})
 	conn.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: exprs})

@@ -1,0 +1,345 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tcpscope/tcpscope/output"
+	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/netns"
+	"github.com/tcpscope/tcpscope/tracer/nettest"
+	"golang.org/x/sys/unix"
+)
+
+// TestModesAgree: the aggregated mode (the default) and the per-event
+// mode (--events) record the same traffic at the same time, two tcpscope
+// processes side by side, and their exports agree field by field on every
+// connection (socket cookies are the kernel's, so the ids are the same).
+// Only times may differ, by the few microseconds one recorder's program
+// runs before the other's on each tracepoint. The traffic covers a
+// connection open before tracing started, plain exchanges, a refused
+// connect, an abort on close, a socket port reused by a second connection,
+// a SYN timeout, a connection with more events than a socket's storage
+// holds (so its record is sent in parts), and one still open at the end.
+func TestModesAgree(t *testing.T) {
+	t.Parallel()
+	ns := nettest.New(t)
+	setSysctls(t, ns, map[string]string{"net.ipv4.tcp_syn_retries": "1"})
+	echo := listenNS(t, ns, "tcp4", "127.0.0.1:0")
+	go serveAll(echo, echoConn)
+	before, err := dialNS(t, ns, "tcp4", echo.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	agg := startRecord(t, ns, "aggregated.jsonl")
+	ev := startRecord(t, ns, "events.jsonl", "--events", "--format", "json")
+
+	exchange(t, before)
+	before.Close()
+	for i := 0; i < 5; i++ {
+		c, err := dialNS(t, ns, "tcp4", echo.Addr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exchange(t, c)
+		c.Close()
+	}
+	refused(t, ns)
+	abortOnClose(t, ns)
+	reusedPort(t, ns)
+	bulkWithLosses(t, ns)
+	synTimeout(t, ns)
+	open, err := dialNS(t, ns, "tcp4", echo.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	exchange(t, open)
+
+	recAgg, recEv := agg.stop(t), ev.stop(t)
+	compareModes(t, recAgg, recEv)
+	bulk, outcomes := 0, map[tracer.Outcome]int{}
+	for _, c := range recAgg.Connections {
+		outcomes[c.Outcome]++
+		if len(c.Timeline) > tracer.ConnSlots {
+			bulk++
+		}
+	}
+	t.Logf("%d connections compared, outcomes %v, %d with more than %d timeline entries",
+		len(recAgg.Connections), outcomes, bulk, tracer.ConnSlots)
+	if bulk == 0 {
+		t.Errorf("no connection had more than %d timeline entries: the record-in-parts path went untested", tracer.ConnSlots)
+	}
+}
+
+// compareModes fails for every connection one export has and the other
+// lacks, and for every field that differs.
+func compareModes(t *testing.T, agg, ev *output.Recording) {
+	t.Helper()
+	byID := func(rec *output.Recording) map[uint64]map[string]any {
+		out := map[uint64]map[string]any{}
+		for i := range rec.Connections {
+			var m map[string]any
+			if err := json.Unmarshal(output.AppendConnectionJSON(nil, &rec.Connections[i]), &m); err != nil {
+				t.Fatal(err)
+			}
+			out[rec.Connections[i].ID] = m
+		}
+		return out
+	}
+	a, e := byID(agg), byID(ev)
+	if len(a) < 15 {
+		t.Errorf("only %d connections in the aggregated export", len(a))
+	}
+	var ids []uint64
+	for id := range a {
+		ids = append(ids, id)
+	}
+	for id := range e {
+		if _, ok := a[id]; !ok {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	for _, id := range ids {
+		x, okA := a[id]
+		y, okE := e[id]
+		switch {
+		case !okA:
+			t.Errorf("connection %d only in the per-event export: %v", id, y)
+		case !okE:
+			t.Errorf("connection %d only in the aggregated export: %v", id, x)
+		default:
+			open := x["outcome"] == "open"
+			for _, d := range diffJSON("", x, y, open) {
+				t.Errorf("connection %d (%v %v): %s", id, x["role"], x["outcome"], d)
+			}
+		}
+	}
+}
+
+// timeSlack is how far the two recorders' stamps of one kernel event may
+// be apart: the other recorder's programs run in between.
+const timeSlack = 20 * time.Millisecond
+
+// diffJSON lists the differences between two decoded JSON values. Times
+// ("at", "start", "end", *_until) and durations (*_us) may differ by
+// timeSlack; a connection still open at the end was cut by each recorder's
+// own stop, so its end and byte counters may differ too.
+func diffJSON(path string, x, y any, open bool) []string {
+	key := path[strings.LastIndexByte(path, '.')+1:]
+	switch {
+	case open && (key == "end" || key == "duration_us" || strings.HasPrefix(key, "bytes_")):
+		return nil
+	case key == "at" || key == "start" || key == "end" || strings.HasSuffix(key, "_until"):
+		tx, errX := time.Parse(time.RFC3339Nano, fmt.Sprint(x))
+		ty, errY := time.Parse(time.RFC3339Nano, fmt.Sprint(y))
+		if errX == nil && errY == nil && (tx.Sub(ty) <= timeSlack && ty.Sub(tx) <= timeSlack) {
+			return nil
+		}
+	case strings.HasSuffix(key, "_us"):
+		fx, okX := x.(float64)
+		fy, okY := y.(float64)
+		if okX && okY && fx-fy <= float64(timeSlack.Microseconds()) && fy-fx <= float64(timeSlack.Microseconds()) {
+			return nil
+		}
+	}
+	mx, okX := x.(map[string]any)
+	my, okY := y.(map[string]any)
+	if okX && okY {
+		var out []string
+		keys := map[string]bool{}
+		for k := range mx {
+			keys[k] = true
+		}
+		for k := range my {
+			keys[k] = true
+		}
+		for k := range keys {
+			out = append(out, diffJSON(path+"."+k, mx[k], my[k], open)...)
+		}
+		sort.Strings(out)
+		return out
+	}
+	lx, okX := x.([]any)
+	ly, okY := y.([]any)
+	if okX && okY && len(lx) == len(ly) {
+		var out []string
+		for i := range lx {
+			out = append(out, diffJSON(fmt.Sprintf("%s[%d]", path, i), lx[i], ly[i], open)...)
+		}
+		return out
+	}
+	bx, _ := json.Marshal(x)
+	by, _ := json.Marshal(y)
+	if bytes.Equal(bx, by) {
+		return nil
+	}
+	return []string{fmt.Sprintf("%s: aggregated %s, per-event %s", path, bx, by)}
+}
+
+func serveAll(ln net.Listener, serve func(net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go serve(c)
+	}
+}
+
+func echoConn(c net.Conn) {
+	defer c.Close()
+	io.Copy(c, c)
+}
+
+// exchange sends a line and waits for its echo.
+func exchange(t *testing.T, c net.Conn) {
+	t.Helper()
+	if _, err := c.Write([]byte("ping\n")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// refused connects to a port nothing listens on.
+func refused(t *testing.T, ns *netns.NS) {
+	t.Helper()
+	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	if c, err := dialNS(t, ns, "tcp4", addr, 5*time.Second); err == nil {
+		c.Close()
+		t.Fatalf("connect to closed %s succeeded", addr)
+	}
+}
+
+// abortOnClose: the server closes with the request unread, which resets
+// the connection (TCP_ABORT_ON_CLOSE).
+func abortOnClose(t *testing.T, ns *netns.NS) {
+	t.Helper()
+	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		err = awaitUnread(c.(*net.TCPConn), 10*time.Second)
+		c.Close()
+		done <- err
+	}()
+	c, err := dialNS(t, ns, "tcp4", ln.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("never read")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read after the server's abort succeeded")
+	}
+}
+
+// reusedPort: two connections, one after the other, from the same local
+// port to the same server: one tuple, two sockets (two cookies). The
+// server closes first, so the client leaves no TIME_WAIT behind.
+func reusedPort(t *testing.T, ns *netns.NS) {
+	t.Helper()
+	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
+	go serveAll(ln, func(c net.Conn) { c.Close() })
+	var local string
+	for i := 0; i < 2; i++ {
+		var c net.Conn
+		err := ns.Do(func() error {
+			d := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+				var serr error
+				rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1) })
+				return serr
+			}}
+			if local != "" {
+				d.LocalAddr = net.TCPAddrFromAddrPort(netip.MustParseAddrPort(local))
+			}
+			var err error
+			c, err = d.DialContext(context.Background(), "tcp4", ln.Addr().String())
+			return err
+		})
+		if err != nil {
+			t.Fatalf("connection %d from %q: %v", i+1, local, err)
+		}
+		local = c.LocalAddr().String()
+		io.Copy(io.Discard, c) // until the server's FIN
+		c.Close()
+	}
+}
+
+// bulkWithLosses sends 8 MiB while one segment in five toward the server
+// is dropped: the retransmits give the client more events than its socket
+// storage holds.
+func bulkWithLosses(t *testing.T, ns *netns.NS) {
+	t.Helper()
+	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if c, err := ln.Accept(); err == nil {
+			io.Copy(io.Discard, c)
+			c.Close()
+		}
+	}()
+	to := netipAddrPort(t, ln.Addr().String())
+	c, err := dialNS(t, ns, "tcp4", to.String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	remove, err := ns.AddDrop(netns.Drop{DstPort: to.Port(), Input: true, Every: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	_, werr := c.Write(make([]byte, 8<<20))
+	if err := remove(); err != nil {
+		t.Fatal(err)
+	}
+	if werr != nil {
+		t.Fatal(werr)
+	}
+	c.Close()
+	<-done
+}
+
+// synTimeout connects where every SYN is dropped: with tcp_syn_retries 1
+// the connect fails after about 3 s (ETIMEDOUT).
+func synTimeout(t *testing.T, ns *netns.NS) {
+	t.Helper()
+	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
+	to := netipAddrPort(t, ln.Addr().String())
+	remove, err := ns.AddDrop(netns.Drop{DstPort: to.Port(), FlagMask: netns.FlagSYN | netns.FlagACK, Flags: netns.FlagSYN, Input: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remove()
+	if c, err := dialNS(t, ns, "tcp4", to.String(), 10*time.Second); err == nil {
+		c.Close()
+		t.Fatal("connect with every SYN dropped succeeded")
+	}
+}

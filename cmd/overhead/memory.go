@@ -24,6 +24,7 @@ type memResult struct {
 	omem      int64 // sum of sk_omem_alloc of the namespace's established sockets
 	baseOmem  int64 // the same, untraced
 	sockets   int
+	charged   int // sockets whose sk_omem_alloc is not 0 (they hold storage)
 }
 
 // memory holds n idle connections untraced, then under each tcpscope
@@ -34,7 +35,7 @@ func (b *bench) memory(ctx context.Context, n int) ([]memResult, error) {
 	if err := checkFileLimit(n + 512); err != nil {
 		return nil, err
 	}
-	base, sockets, err := b.omemHolding(ctx, n)
+	base, err := b.omemHolding(ctx, n)
 	if err != nil {
 		return nil, fmt.Errorf("measuring untraced socket memory: %w", err)
 	}
@@ -47,18 +48,18 @@ func (b *bench) memory(ctx context.Context, n int) ([]memResult, error) {
 		if err != nil {
 			return nil, fmt.Errorf("measuring memory under %s: %w", t.label, err)
 		}
-		r.baseOmem = base
-		fmt.Fprintf(os.Stderr, "memory %-20s %d connections: RSS +%d B, omem %d B (untraced %d B over %d sockets)\n",
-			t.label, n, r.userBytes, r.omem, base, sockets)
+		r.baseOmem = base.sum
+		fmt.Fprintf(os.Stderr, "memory %-20s %d connections: RSS +%d B, omem %d B on %d of %d sockets (untraced %d B)\n",
+			t.label, n, r.userBytes, r.omem, r.charged, r.sockets, base.sum)
 		out = append(out, r)
 	}
 	return out, nil
 }
 
-func (b *bench) omemHolding(ctx context.Context, n int) (int64, int, error) {
+func (b *bench) omemHolding(ctx context.Context, n int) (omem, error) {
 	h, err := b.hold(ctx, n)
 	if err != nil {
-		return 0, 0, err
+		return omem{}, err
 	}
 	defer h.release()
 	return b.socketMemory()
@@ -88,13 +89,15 @@ func (b *bench) memoryUnder(ctx context.Context, t *tracer, n int) (memResult, e
 	}
 	defer h.release() // after the tracer stopped: the closes are not measured
 	rss1, err := settledRSS(ctx, pid)
+	var m omem
 	if err == nil {
-		r.omem, r.sockets, err = b.socketMemory()
+		m, err = b.socketMemory()
 	}
 	if err != nil {
 		p.kill()
 		return r, err
 	}
+	r.omem, r.sockets, r.charged = m.sum, m.sockets, m.charged
 	r.userBytes = rss1 - rss0
 	return r, p.stop()
 }
@@ -127,29 +130,38 @@ func settledRSS(ctx context.Context, pid int) (int64, error) {
 
 var skmemRE = regexp.MustCompile(`skmem:\(r\d+,rb\d+,t\d+,tb\d+,f\d+,w\d+,o(\d+),`)
 
-// socketMemory sums sk_omem_alloc over the namespace's established TCP
+// omem is sk_omem_alloc over the namespace's established TCP sockets.
+type omem struct {
+	sum              int64
+	sockets, charged int
+}
+
+// socketMemory reads sk_omem_alloc of the namespace's established TCP
 // sockets, as ss -tm shows it.
-func (b *bench) socketMemory() (int64, int, error) {
+func (b *bench) socketMemory() (omem, error) {
+	var m omem
 	ss, err := findBinary("ss")
 	if err != nil {
-		return 0, 0, fmt.Errorf("%w (apt-get install iproute2)", err)
+		return m, fmt.Errorf("%w (apt-get install iproute2)", err)
 	}
 	self, err := os.Executable()
 	if err != nil {
-		return 0, 0, fmt.Errorf("finding this program: %w", err)
+		return m, fmt.Errorf("finding this program: %w", err)
 	}
 	nsPath := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), b.ns.Fd())
 	out, err := exec.Command(self, "exec-in-ns", nsPath, ss, "-tmnH", "state", "established").Output()
 	if err != nil {
-		return 0, 0, fmt.Errorf("running ss in the namespace: %w", err)
+		return m, fmt.Errorf("running ss in the namespace: %w", err)
 	}
-	var sum int64
-	ms := skmemRE.FindAllSubmatch(out, -1)
-	for _, m := range ms {
-		v, _ := strconv.ParseInt(string(m[1]), 10, 64) // \d+
-		sum += v
+	for _, match := range skmemRE.FindAllSubmatch(out, -1) {
+		v, _ := strconv.ParseInt(string(match[1]), 10, 64) // \d+
+		m.sum += v
+		m.sockets++
+		if v > 0 {
+			m.charged++
+		}
 	}
-	return sum, len(ms), nil
+	return m, nil
 }
 
 // held are n idle connections: the client ends are descriptors of this

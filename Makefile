@@ -27,10 +27,14 @@ lint: ## gofmt and go vet
 clean: ## remove the built binaries
 	rm -f $(BIN) overhead
 
-bench: build ## micro-benchmarks, then the end-to-end overhead benchmark (root: sudo make bench)
+# cmd/overhead's flags: -memory N also holds N live connections under
+# tcpscope (bytes per connection, user space and kernel); see -help.
+OVERHEAD_FLAGS ?= -memory 10000
+
+bench: build ## micro-benchmarks, then tcpscope against tcpdump, tcplife, tcpstates (root: sudo make bench)
 	$(GO) test -run '^$$' -bench . -benchmem ./tracer ./output
 	$(GO) build -o overhead ./cmd/overhead
-	./overhead -tcpscope ./$(BIN)
+	./overhead -tcpscope ./$(BIN) $(OVERHEAD_FLAGS)
 
 demo: build ## build tcpscope and run the built-in demo (needs root: sudo make demo)
 	./$(BIN) demo

@@ -18,7 +18,7 @@ type Extra struct {
 	// dropped because the ring buffer was full.
 	LostRecords uint64
 	Orphans     uint64
-	Evicted    uint64 // connections written early, over --max-connections
+	Evicted     uint64 // connections written early, over --max-connections
 	// Unreadable counts events the kernel side dropped because their
 	// packet could not be read; Undecoded, records user space could not
 	// decode.

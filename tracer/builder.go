@@ -79,9 +79,15 @@ func (k endKey) addrs() (local, remote netip.AddrPort) {
 		netip.AddrPortFrom(netip.AddrFrom16(k.remote).Unmap(), k.rport)
 }
 
+// tupleKey is a tuple in one namespace, as plain bytes for the same
+// reason as endKey: hashing netip.AddrPort is several times slower.
 type tupleKey struct {
-	netns         uint32
-	local, remote netip.AddrPort
+	netns uint32
+	end   endKey
+}
+
+func newTupleKey(netns uint32, local, remote netip.AddrPort) tupleKey {
+	return tupleKey{netns, newEndKey(local, remote)}
 }
 
 type listenKey struct {

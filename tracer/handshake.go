@@ -175,10 +175,10 @@ func (b *Builder) linkAbandoned(c *Connection) {
 	switch {
 	case c.pending && c.Outcome == OutcomeTimeout && c.tupleKnown:
 		if len(b.abandoned) < maxAbandoned {
-			b.abandoned[tupleKey{c.NetNS, c.Local, c.Remote}] = abandonedRequest{c.ID, c.closedAt}
+			b.abandoned[newTupleKey(c.NetNS, c.Local, c.Remote)] = abandonedRequest{c.ID, c.closedAt}
 		}
 	case c.Role == RoleClient && c.PeerID == 0 && c.tupleKnown:
-		if a, ok := b.abandoned[tupleKey{c.NetNS, c.Remote, c.Local}]; ok {
+		if a, ok := b.abandoned[newTupleKey(c.NetNS, c.Remote, c.Local)]; ok {
 			c.PeerID = a.id
 		}
 	}

@@ -148,7 +148,7 @@ func (b *Builder) emit(c *Connection) {
 		delete(b.conns, c.ID)
 	}
 	if c.tupleKnown {
-		k := tupleKey{c.NetNS, c.Local, c.Remote}
+		k := newTupleKey(c.NetNS, c.Local, c.Remote)
 		if b.tuples[k] == c {
 			delete(b.tuples, k)
 		}

@@ -311,7 +311,7 @@ func (b *Builder) onOverflow(ev *Event) {
 		l.sawQueue(ev.Backlog, ev.MaxBacklog)
 	}
 	d := overflowDrop{at: ev.Time, cookie: ev.Syncookie}
-	k := tupleKey{ev.NetNS, ev.Local, ev.Remote}
+	k := newTupleKey(ev.NetNS, ev.Local, ev.Remote)
 	if c, ok := b.tuples[k]; ok {
 		c.overflowed(d)
 		return
@@ -339,7 +339,7 @@ func (c *Connection) overflowed(d overflowDrop) {
 
 // joinOverflow gives a connection seen after its overflow drop the flag.
 func (b *Builder) joinOverflow(c *Connection) {
-	k := tupleKey{c.NetNS, c.Local, c.Remote}
+	k := newTupleKey(c.NetNS, c.Local, c.Remote)
 	if d, ok := b.overflowed[k]; ok {
 		delete(b.overflowed, k)
 		c.overflowed(d)

@@ -16,13 +16,13 @@ func (b *Builder) indexTuple(c *Connection) {
 		return
 	}
 	c.tupleKnown = true
-	k := tupleKey{c.NetNS, c.Local, c.Remote}
+	k := newTupleKey(c.NetNS, c.Local, c.Remote)
 	if p, ok := b.tuples[k]; ok && p != c && c.Role == RoleServer && p.Role == RoleServer && !p.pending && p.closedAt.IsZero() {
 		// Two children for one tuple: see discardTwin.
 		c.twin, p.twin = p, c
 	}
 	b.tuples[k] = c
-	p, ok := b.tuples[tupleKey{c.NetNS, c.Remote, c.Local}]
+	p, ok := b.tuples[newTupleKey(c.NetNS, c.Remote, c.Local)]
 	if !ok || p == c {
 		p = b.otherEnd(c)
 	}
@@ -103,7 +103,7 @@ func (b *Builder) otherEnd(c *Connection) *Connection {
 		if p.PeerID != 0 {
 			return nil // p has its other end: c is a second claimant
 		}
-		if q, ok := b.tuples[tupleKey{p.NetNS, p.Remote, p.Local}]; ok && q != p {
+		if q, ok := b.tuples[newTupleKey(p.NetNS, p.Remote, p.Local)]; ok && q != p {
 			continue // p's other end is in p's namespace
 		}
 		if found != nil {

@@ -76,7 +76,7 @@ func (b *Builder) strayReset(ev *Event, detail Detail, l *Listener) {
 		it.Segment = ev.SegFlags
 	}
 	b.killTimeWait(ev.NetNS, ev.Local, ev.Remote, ev)
-	k := tupleKey{ev.NetNS, ev.Local, ev.Remote}
+	k := newTupleKey(ev.NetNS, ev.Local, ev.Remote)
 	if c, ok := b.tuples[k]; ok {
 		switch {
 		case c.pending && c.closedAt.IsZero():
@@ -99,7 +99,7 @@ func (b *Builder) strayReset(ev *Event, detail Detail, l *Listener) {
 		return
 	}
 	role := RoleServer
-	if p, ok := b.tuples[tupleKey{ev.NetNS, ev.Remote, ev.Local}]; ok && p.Role == RoleServer {
+	if p, ok := b.tuples[newTupleKey(ev.NetNS, ev.Remote, ev.Local)]; ok && p.Role == RoleServer {
 		role = RoleClient
 	}
 	b.nextID++

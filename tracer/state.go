@@ -140,9 +140,9 @@ func (b *Builder) discardTwin(c *Connection, ev *Event) bool {
 	}
 	t.twin = nil
 	delete(b.conns, c.ID)
-	k := tupleKey{c.NetNS, c.Local, c.Remote}
+	k := newTupleKey(c.NetNS, c.Local, c.Remote)
 	b.tuples[k] = t
-	if p, ok := b.tuples[tupleKey{c.NetNS, c.Remote, c.Local}]; ok {
+	if p, ok := b.tuples[newTupleKey(c.NetNS, c.Remote, c.Local)]; ok {
 		p.PeerID, t.PeerID = t.ID, p.ID
 	}
 	if l := c.listener; l != nil && l.Children > 0 {

@@ -67,11 +67,11 @@ func (b *Builder) killTimeWait(netns uint32, local, remote netip.AddrPort, ev *E
 	// A record still in its grace period: the same namespace, else the one
 	// other namespace where that tuple's TIME_WAIT lives.
 	var victim *Connection
-	if c, ok := b.tuples[tupleKey{netns, remote, local}]; ok {
+	if c, ok := b.tuples[newTupleKey(netns, remote, local)]; ok {
 		if c.timeWaitAlive(ev.Time) {
 			victim = c
 		}
-	} else if s, ok := b.tuples[tupleKey{netns, local, remote}]; ok && s.PeerID != 0 {
+	} else if s, ok := b.tuples[newTupleKey(netns, local, remote)]; ok && s.PeerID != 0 {
 		// The sender's record names its other end.
 		if c, ok := b.conns[s.PeerID]; ok && c.NetNS != netns && c.Local == remote && c.Remote == local && c.timeWaitAlive(ev.Time) {
 			victim = c

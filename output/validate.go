@@ -52,6 +52,11 @@ func ValidateExportSample(path string, n int) error {
 	if err != nil {
 		return err
 	}
+	if bytes.HasPrefix(data, zstdMagic) {
+		if data, err = decompressAll(data); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+	}
 	return validateData(sch, path, data, strings.HasSuffix(path, ".json"), n)
 }
 

@@ -36,7 +36,7 @@ namespace and everything in it are removed at the end.`,
 			return runDemo(cmd.Context(), out, d, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
-	cmd.Flags().StringVarP(&out, "output", "o", "", "keep the recording in `FILE`: FILE.jsonl or FILE.json")
+	cmd.Flags().StringVarP(&out, "output", "o", "", "keep the recording in `FILE`: FILE.jsonl, FILE.jsonl.zst or FILE.json")
 	d = 15 * time.Second
 	cmd.Flags().Var(durationValue{&d, between(8*time.Second, 10*time.Minute, "the demo runs")}, "duration", "how long the load runs (8s to 10m)")
 	return cmd

@@ -55,7 +55,7 @@ func wantRefused(t *testing.T, what string, code int, stderr, want string) {
 // points to keeps its content and mode.
 func TestOutputLinkIsNotFollowed(t *testing.T) {
 	ns := nettest.New(t)
-	for _, name := range []string{"link.jsonl", "link.json"} {
+	for _, name := range []string{"link.jsonl", "link.json", "link.jsonl.zst"} {
 		dir := t.TempDir()
 		victim := filepath.Join(dir, "victim.txt")
 		if err := os.WriteFile(victim, []byte("precious\n"), 0o644); err != nil {
@@ -102,7 +102,7 @@ func TestOutputUnwritableIsRefusedFirst(t *testing.T) {
 // whole.
 func TestOutputIsLockedWhileRecording(t *testing.T) {
 	ns := nettest.New(t)
-	for _, name := range []string{"run.jsonl", "run.json"} {
+	for _, name := range []string{"run.jsonl", "run.json", "run.jsonl.zst"} {
 		r := startRecord(t, ns, name)
 		code, stderr := recordOnce(t, ns, r.path)
 		wantRefused(t, name+" recorded twice", code, stderr,
@@ -119,7 +119,7 @@ func TestOutputIsLockedWhileRecording(t *testing.T) {
 		}()
 		dialClose(t, ns, ln.Addr().String(), 1)
 		ln.Close()
-		if name == "run.jsonl" {
+		if name != "run.json" {
 			r.waitConnections(t, 2, 20*time.Second)
 		}
 		rec := r.stop(t) // validated against the schema
@@ -140,7 +140,7 @@ func TestOutputGoesToTheSudoUser(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, name := range []string{"run.jsonl", "run.json"} {
+	for _, name := range []string{"run.jsonl", "run.json", "run.jsonl.zst"} {
 		path := filepath.Join(dir, name)
 		if code, stderr := recordOnce(t, ns, path, "SUDO_UID=65534", "SUDO_GID=65534"); code != 0 {
 			t.Fatalf("%s: exit status %d: %s", name, code, stderr)

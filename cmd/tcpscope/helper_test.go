@@ -332,8 +332,7 @@ func (r *recording) waitConnections(t *testing.T, n int, timeout time.Duration) 
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for got := 0; ; <-tick.C {
-		data, _ := os.ReadFile(r.path)
-		got = bytes.Count(data, []byte(`{"type":"connection"`))
+		got = exportedConnections(r.path)
 		if got >= n {
 			return
 		}
@@ -341,6 +340,19 @@ func (r *recording) waitConnections(t *testing.T, n int, timeout time.Duration) 
 			t.Fatalf("%d of %d connection records after %v; stderr:\n%s", got, n, timeout, r.stderr.String())
 		}
 	}
+}
+
+// exportedConnections counts the connection records an export being
+// written holds so far.
+func exportedConnections(path string) int {
+	if !strings.HasSuffix(path, output.ZstdSuffix) {
+		data, _ := os.ReadFile(path)
+		return bytes.Count(data, []byte(`{"type":"connection"`))
+	}
+	n := 0
+	count := func(*tracer.Connection) error { n++; return nil }
+	output.ReadExportWith(path, output.ReadOptions{FlaggedTimelinesOnly: true, Connection: count})
+	return n
 }
 
 // stop interrupts tcpscope like Ctrl-C and returns its validated export.

@@ -64,7 +64,7 @@ type recordFlags struct {
 func (f *recordFlags) registerRecord(cmd *cobra.Command) {
 	f.register(cmd)
 	fl := cmd.Flags()
-	fl.StringVarP(&f.output, "output", "o", "", "write connections to `FILE`: FILE.jsonl (a line each, as they end), FILE.json (one document at the end) or - (JSONL on stdout)")
+	fl.StringVarP(&f.output, "output", "o", "", "write connections to `FILE`: FILE.jsonl (a line each, as they end), FILE.jsonl.zst (the same, zstd-compressed), FILE.json (one document at the end) or - (JSONL on stdout)")
 	fl.BoolVar(&f.events, "events", false, "print one line per kernel event as it happens, instead of flagged connections")
 	f.format = "text"
 	fl.Var(formatValue{&f.format}, "format", "`FORMAT` of the --events lines: text (aligned columns) or json (an object per line; jsonl is accepted too); only with --events")
@@ -99,6 +99,7 @@ or --duration. While recording, one line is printed for each connection that
 ends flagged; at the end, a summary. -o keeps every connection's timeline.`,
 		Example: `  sudo tcpscope record -o run.jsonl               # flagged connections live, summary at the end
   sudo tcpscope record --port 8080 --duration 60s -o run.json
+  sudo tcpscope record -o week.jsonl.zst          # a long recording, about 20 times smaller on disk
   sudo tcpscope record --events                   # every kernel event, as it happens
   tcpscope report run.jsonl                       # the tables again, later, without root`,
 		Args: cobra.NoArgs,

@@ -33,36 +33,15 @@ func newReportCmd() *cobra.Command {
   jq . run.json | tcpscope report -
   tcpscope report run.jsonl --flag synack_retransmitted --port 8080
   tcpscope report run.jsonl --outcome reset --format json
-  tcpscope report run.jsonl --id 4211             # one connection's whole timeline`,
+  tcpscope report run.jsonl --id 4211             # one connection's whole timeline
+  tcpscope report run.jsonl.zst                   # compressed: told by its content, not its name`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			filter, err := f.filter()
 			if err != nil {
 				return err
 			}
-			opts := output.ReadOptions{FlaggedTimelinesOnly: f.id == 0 && f.format == "text", Strict: f.strict}
-			name := args[0]
-			var rec *output.Recording
-			if name == "-" {
-				name = "standard input"
-				rec, err = output.ReadExportFrom(cmd.InOrStdin(), name, opts)
-			} else {
-				rec, err = output.ReadExportWith(name, opts)
-			}
-			if err != nil {
-				return usageError{err}
-			}
-			for _, w := range rec.Warnings(name) {
-				fmt.Fprintf(cmd.ErrOrStderr(), "tcpscope: warning: %s\n", w)
-			}
-			// Every write goes through w, whose first error sticks: a full
-			// disk is an error, not an empty report and exit status 0.
-			w := bufio.NewWriter(cmd.OutOrStdout())
-			err = f.render(w, rec, name, filter)
-			if ferr := w.Flush(); ferr != nil && err == nil {
-				err = fmt.Errorf("writing the report: %w", ferr)
-			}
-			return err
+			return f.run(cmd, args[0], filter)
 		},
 	}
 	fl := cmd.Flags()
@@ -78,51 +57,120 @@ func newReportCmd() *cobra.Command {
 	return cmd
 }
 
-// render writes what report prints for rec: one connection's timeline
-// (--id), the matching records (--format json) or the tables.
-func (f *reportFlags) render(w io.Writer, rec *output.Recording, name string, filter func(*tracer.Connection) bool) error {
-	if f.id != 0 {
-		for i := range rec.Connections {
-			if rec.Connections[i].ID == f.id {
-				if f.format == "json" {
-					_, err := fmt.Fprintf(w, "%s\n", output.AppendConnectionJSON(nil, &rec.Connections[i]))
-					return err
-				}
-				return output.TimelineTable(w, &rec.Connections[i])
-			}
-		}
-		return fmt.Errorf("no connection with id %d in %s", f.id, name)
+// run reads the export and writes the report as it reads: connection by
+// connection, keeping only the tables' tallies (and, for --id, the one
+// connection), so that memory does not grow with the file.
+func (f *reportFlags) run(cmd *cobra.Command, name string, filter func(*tracer.Connection) bool) error {
+	// Every write goes through w, whose first error sticks: a full disk is
+	// an error, not an empty report and exit status 0. Its buffer holds
+	// the report of a recording of some thousand connections whole, so
+	// that an export found damaged at its end prints nothing but the
+	// error; a longer report flows out as it is read.
+	w := bufio.NewWriterSize(cmd.OutOrStdout(), reportBuffer)
+	r := &rendering{f: f, w: w, filter: filter, stats: tracer.NewStats(), findings: findings.New()}
+	opts := output.ReadOptions{FlaggedTimelinesOnly: f.id == 0 && f.format == "text", Strict: f.strict, Connection: r.connection}
+	var rec *output.Recording
+	var err error
+	if name == "-" {
+		name = "standard input"
+		rec, err = output.ReadExportFrom(cmd.InOrStdin(), name, opts)
+	} else {
+		rec, err = output.ReadExportWith(name, opts)
 	}
-	stats := tracer.NewStats()
-	var buf []byte
-	for i := range rec.Connections {
-		c := &rec.Connections[i]
-		if !filter(c) {
-			continue
+	switch {
+	case r.werr != nil:
+		return fmt.Errorf("writing the report: %w", r.werr)
+	case err != nil:
+		return usageError{err}
+	}
+	for _, warning := range rec.Warnings(name) {
+		fmt.Fprintf(cmd.ErrOrStderr(), "tcpscope: warning: %s\n", warning)
+	}
+	err = r.finish(rec, name)
+	if ferr := w.Flush(); ferr != nil && err == nil {
+		err = fmt.Errorf("writing the report: %w", ferr)
+	}
+	return err
+}
+
+// reportBuffer is how much of the report is held before it is written.
+const reportBuffer = 4 << 20
+
+// rendering is one report being written as its export is read.
+type rendering struct {
+	f        *reportFlags
+	w        io.Writer
+	filter   func(*tracer.Connection) bool
+	stats    *tracer.Stats
+	findings *findings.Accumulator
+	found    *tracer.Connection // --id's connection, once read
+	buf      []byte
+	werr     error // the first write error: it stops the reading
+}
+
+func (f *reportFlags) filtered() bool {
+	return len(f.flags)+len(f.outcomes)+len(f.ports)+len(f.peers) > 0
+}
+
+// connection takes one connection of the export: the matching records
+// (--format json) and the flagged lines are written at once.
+func (r *rendering) connection(c *tracer.Connection) error {
+	if r.f.id != 0 {
+		if c.ID == r.f.id && r.found == nil {
+			cp := *c // c is reused; its timeline is its own
+			r.found = &cp
 		}
-		stats.Add(c)
-		switch {
-		case f.format == "json":
-			buf = append(output.AppendConnectionJSON(buf[:0], c), '\n')
-			w.Write(buf)
-		case c.Flagged():
-			fmt.Fprintln(w, output.FlaggedLine(c))
+		return nil
+	}
+	if r.f.format == "text" && !r.f.filtered() {
+		r.findings.Add(c)
+	}
+	if !r.filter(c) {
+		return nil
+	}
+	r.stats.Add(c)
+	var err error
+	switch {
+	case r.f.format == "json":
+		r.buf = append(output.AppendConnectionJSON(r.buf[:0], c), '\n')
+		_, err = r.w.Write(r.buf)
+	case c.Flagged():
+		_, err = fmt.Fprintln(r.w, output.FlaggedLine(c))
+	}
+	if err != nil {
+		r.werr = err
+	}
+	return err
+}
+
+// finish writes what comes once the whole export is read: one
+// connection's timeline (--id) or the tables.
+func (r *rendering) finish(rec *output.Recording, name string) error {
+	f := r.f
+	if f.id != 0 {
+		if r.found == nil {
+			return fmt.Errorf("no connection with id %d in %s", f.id, name)
 		}
+		if f.format == "json" {
+			_, err := fmt.Fprintf(r.w, "%s\n", output.AppendConnectionJSON(nil, r.found))
+			return err
+		}
+		return output.TimelineTable(r.w, r.found)
 	}
 	if f.format == "json" {
 		return nil
 	}
-	x := output.Extra{End: stats.End}
+	x := output.Extra{End: r.stats.End}
 	if rec.Summary != nil {
 		x = rec.Summary.Extra()
 	}
-	if filtered := len(f.flags)+len(f.outcomes)+len(f.ports)+len(f.peers) > 0; !filtered {
+	if !f.filtered() {
 		x.Listeners = rec.Listeners
-		x.Findings = recordingFindings(rec, x)
+		x.Findings = findingsOf(r.findings, rec, x)
 	} else {
 		x.Counters, x.TimeWait, x.Findings = nil, nil, nil
 	}
-	return output.SummaryTables(w, stats, x)
+	return output.SummaryTables(r.w, r.stats, x)
 }
 
 // recordingFindings computes a saved recording's findings again, from its
@@ -134,6 +182,11 @@ func recordingFindings(rec *output.Recording, x output.Extra) []findings.Finding
 	for i := range rec.Connections {
 		a.Add(&rec.Connections[i])
 	}
+	return findingsOf(a, rec, x)
+}
+
+// findingsOf finishes a, which has taken every connection of rec.
+func findingsOf(a *findings.Accumulator, rec *output.Recording, x output.Extra) []findings.Finding {
 	start := rec.Meta.Start
 	if rec.Summary != nil {
 		start = rec.Summary.Start

@@ -67,6 +67,11 @@ func writeTestExport(t *testing.T, path string, n int) {
 			t.Fatal(err)
 		}
 	}
+	// As record's last tick does: the summary comes in a write (a zstd
+	// frame) of its own.
+	if err := e.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	if err := e.Close(s, output.Extra{End: t0.Add(time.Minute), LostEvents: 2}); err != nil {
 		t.Fatal(err)
 	}
@@ -219,5 +224,41 @@ func TestReportWriteErrorIsAnError(t *testing.T) {
 			!strings.Contains(stderr.String(), "no space left on device") {
 			t.Errorf("report %v > /dev/full: %v, stderr %q; want exit status 1 and the write error", args, err, stderr.String())
 		}
+	}
+}
+
+// TestReportCompressed: a .jsonl.zst is reported as the .jsonl, from a
+// file or standard input; cut inside a frame (a full disk, a machine that
+// died) it is reported up to its last whole frame with a warning that says
+// so, and refused by --strict.
+func TestReportCompressed(t *testing.T) {
+	dir := t.TempDir()
+	plain, zst := filepath.Join(dir, "run.jsonl"), filepath.Join(dir, "run.jsonl.zst")
+	writeTestExport(t, plain, 30)
+	writeTestExport(t, zst, 30)
+	want, _, _ := report(t, nil, plain)
+	data, err := os.ReadFile(zst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{zst}, {"-"}} {
+		got, stderr, code := report(t, data, args...)
+		if code != 0 || stderr != "" || got != want {
+			t.Errorf("report %s: exit %d, stderr %q, stdout:\n%s\nwant:\n%s", args[0], code, stderr, got, want)
+		}
+	}
+	// The summary is the last frame: cut inside it, every connection is
+	// still there.
+	cut := filepath.Join(dir, "cut.jsonl.zst")
+	if err := os.WriteFile(cut, data[:len(data)-3], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, stderr, code := report(t, nil, cut)
+	warn := "tcpscope: warning: " + cut + ": the compressed file is cut short inside its last zstd frame"
+	if code != 0 || !strings.HasPrefix(stderr, warn) || !strings.Contains(stderr, "no summary") || strings.Count(got, refusedLine) != 10 {
+		t.Errorf("report %s: exit %d, stderr %q, stdout:\n%s", cut, code, stderr, got)
+	}
+	if got, stderr, code := report(t, nil, "--strict", cut); code != 2 || got != "" || !strings.Contains(stderr, cut+": the compressed file is cut short") {
+		t.Errorf("report --strict %s: exit %d, stderr %q, stdout %q", cut, code, stderr, got)
 	}
 }

@@ -333,6 +333,10 @@ func (t *Tracer) expand(raw []byte) error {
 	return nil
 }
 
+// Aggregated tells whether the kernel aggregates connections into records
+// (the default) rather than sending every event (Config.Events).
+func (t *Tracer) Aggregated() bool { return t.walk != nil }
+
 // Records counts the connection records read: sent at the close, sent
 // early (at ESTABLISHED or with full slots), and read by the walk.
 func (t *Tracer) Records() (closed, early, open uint64) {

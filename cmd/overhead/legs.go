@@ -198,15 +198,20 @@ func tcpscopeTally(stderr string, l *leg) error {
 	if len(ms) == 0 {
 		return fmt.Errorf("reading tcpscope's tally: no events/records line in: %s", stderr)
 	}
-	var words []string
+	// What crossed from the kernel: records when the kernel aggregated
+	// (the events line then counts the events they held), else events.
+	pick := ms[0]
 	for _, m := range ms {
-		n, _ := strconv.ParseUint(m[2], 10, 64) // \d+ parses unless it overflows
-		lost, _ := strconv.ParseUint(m[3], 10, 64)
-		l.items += n
-		l.lost += lost
-		words = append(words, m[1])
+		if m[1] == "records" {
+			pick = m
+		}
 	}
-	l.itemWord = strings.Join(words, "+")
+	for _, m := range ms {
+		lost, _ := strconv.ParseUint(m[3], 10, 64)
+		l.lost += lost
+	}
+	l.items, _ = strconv.ParseUint(pick[2], 10, 64) // \d+ parses unless it overflows
+	l.itemWord = pick[1]
 	l.lost += sumMatches(recursionRE, stderr)
 	return nil
 }

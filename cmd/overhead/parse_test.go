@@ -7,8 +7,8 @@ import (
 )
 
 // The tally is what the table's "reported per conn" and "lost" columns
-// come from: every events/records line counts, and so do the recursion
-// guard's losses.
+// come from: the records that crossed when the kernel aggregated, else the
+// events; the losses of every line count, and so do the recursion guard's.
 func TestTcpscopeTally(t *testing.T) {
 	stderr := `tcpscope: tracing (7 tracepoints attached); Ctrl-C to stop
 tcpscope: records: 200 (connection 200); lost 2
@@ -20,8 +20,12 @@ tcpscope: wrote 200 connections to x.jsonl
 	if err := tcpscopeTally(stderr, &l); err != nil {
 		t.Fatal(err)
 	}
-	if l.items != 212 || l.lost != 6 || l.itemWord != "records+events" {
-		t.Errorf("got %d %s, lost %d; want 212 records+events, lost 6", l.items, l.itemWord, l.lost)
+	if l.items != 200 || l.lost != 6 || l.itemWord != "records" {
+		t.Errorf("got %d %s, lost %d; want 200 records, lost 6", l.items, l.itemWord, l.lost)
+	}
+	l = leg{}
+	if err := tcpscopeTally("tcpscope: events: 12 (state 12); lost 0\n", &l); err != nil || l.items != 12 || l.itemWord != "events" {
+		t.Errorf("events only: got %d %s (%v); want 12 events", l.items, l.itemWord, err)
 	}
 	if err := tcpscopeTally("tcpscope: tracing\n", &leg{}); err == nil {
 		t.Error("a recording without a tally line was accepted")

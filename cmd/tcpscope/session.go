@@ -278,6 +278,11 @@ func (s *session) finish(sum capture.Summary, runErr error) error {
 func (s *session) notes(sum capture.Summary) {
 	k := sum.Kernel
 	fmt.Fprintln(s.stderr, "tcpscope: "+output.TallyLine(output.Tally{ByKind: sum.Events, Lost: k.Lost}))
+	if sum.Aggregated {
+		r := sum.Records
+		fmt.Fprintf(s.stderr, "tcpscope: records: %d (at close %d, early %d of which %d for full slots, open at the end %d); lost %d\n",
+			r.Total(), r.Closed, r.Early, k.RecordsFull, r.Open, k.LostRecords)
+	}
 	if k.StorageFailures > 0 {
 		fmt.Fprintf(s.stderr, "tcpscope: %d listeners could not be given socket storage: their connections have no owner or listener id\n", k.StorageFailures)
 	}

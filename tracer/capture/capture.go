@@ -90,8 +90,13 @@ type Summary struct {
 	KernelErr error
 	// Undecoded counts records user space could not decode.
 	Undecoded uint64
-	// Events counts the events read, by kind.
+	// Events counts the events read, by kind (in the aggregated mode,
+	// those the records held too).
 	Events map[tracer.Kind]uint64
+	// Aggregated: the kernel sent connection records; Records counts them
+	// by why they were sent (see tracer.Tracer.Records).
+	Aggregated bool
+	Records    RecordCounts
 	// From the builder: see tracer.Builder's Orphans, Evicted, Discarded
 	// and Gaps.
 	Orphans, Evicted, Discarded, Gaps uint64
@@ -316,12 +321,22 @@ func (r *recording) snapshot() Snapshot {
 	return s
 }
 
+// RecordCounts are the connection records read in the aggregated mode.
+type RecordCounts struct {
+	Closed, Early, Open uint64
+}
+
+// Total is every record read.
+func (r RecordCounts) Total() uint64 { return r.Closed + r.Early + r.Open }
+
 // summary reads what the kernel says at the end and sums up.
 func (r *recording) summary() Summary {
 	b := r.rec.Builder
 	s := Summary{Start: r.started.Start, Stats: r.stats, Undecoded: r.rec.DecodeErrors, Events: map[tracer.Kind]uint64{},
 		Orphans: b.Orphans(), Evicted: b.Evicted(), Discarded: b.Discarded(), Gaps: b.Gaps()}
 	s.Kernel, s.KernelErr = r.tr.Counters()
+	s.Aggregated = r.tr.Aggregated()
+	s.Records.Closed, s.Records.Early, s.Records.Open = r.tr.Records()
 	for _, k := range tracer.Kinds() {
 		s.Events[k] = r.rec.Events[k]
 	}

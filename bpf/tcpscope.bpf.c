@@ -89,6 +89,18 @@ struct {
 	__type(value, struct conn);
 } conns SEC(".maps");
 
+/*
+ * The network namespaces that have a socket with storage: the
+ * end-of-recording walk (iter/tcp) reads one namespace per iterator, so
+ * user space walks these, including namespaces nothing streamed from.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} storage_netns SEC(".maps");
+
 /* The end-of-recording walk builds each record here: too big for the stack. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -427,6 +439,16 @@ static __always_inline void fill_owner(struct event *e, struct sock *sk)
 	e->flags |= EVENT_F_OWNER;
 }
 
+/* Notes sk's namespace in storage_netns (see there). */
+static __always_inline void note_netns(const struct sock *sk)
+{
+	__u32 ns = sk_netns(&sk->__sk_common);
+	__u8 one = 1;
+
+	if (!bpf_map_lookup_elem(&storage_netns, &ns))
+		bpf_map_update_elem(&storage_netns, &ns, &one, BPF_NOEXIST);
+}
+
 static __always_inline void remember_listener(struct sock *sk, __u64 cookie)
 {
 	struct conn *o = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
@@ -436,6 +458,7 @@ static __always_inline void remember_listener(struct sock *sk, __u64 cookie)
 		return;
 	}
 	__builtin_memset(o, 0, sizeof(*o));
+	note_netns(sk);
 	o->flags = CONN_F_LISTENER;
 	o->listener_cookie = cookie;
 	o->tgid = bpf_get_current_pid_tgid() >> 32;
@@ -536,6 +559,7 @@ static __always_inline struct conn *conn_of(struct sock *sk, enum place *where)
 		return NULL;
 	}
 	/* A new storage is zeroed (bpf_selem_alloc()). */
+	note_netns(sk);
 	c->flags = CONN_F_MIDLIFE;
 	take_owner(c);
 	*where = KEEP;
@@ -549,17 +573,22 @@ static __always_inline struct conn *start_client(struct sock *sk, enum place *wh
 	struct conn *c = bpf_sk_storage_get(&conns, sk, 0, 0);
 
 	*where = STREAM;
+	/* The filters decide anew: a socket connected again may go elsewhere,
+	 * and a child whose listener was not wanted may carry its storage. */
+	if (!sk_wanted(sk)) {
+		if (c)
+			bpf_sk_storage_delete(&conns, sk);
+		*where = DROP;
+		return NULL;
+	}
 	if (!c) {
-		if (!sk_wanted(sk)) {
-			*where = DROP;
-			return NULL;
-		}
 		/* A new storage is zeroed (bpf_selem_alloc()). */
 		c = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 		if (!c) {
 			count(COUNTER_STORAGE_FAIL);
 			return NULL;
 		}
+		note_netns(sk);
 	} else {
 		__builtin_memset(c, 0, sizeof(*c));
 	}
@@ -1133,11 +1162,14 @@ HOOK_PROGRAMS(handle_kfree_skb, "kfree_skb", HOOK_KFREE_SKB, on_kfree_skb)
  * space runs it after detaching every program but the state-change pair,
  * so a connection closing meanwhile still sends its record; the two race
  * for conn.sent and one of them sends. A connection still open gets its
- * record here, marked RECORD_F_OPEN. bpf_seq_read() shows a socket again
- * when the output buffer filled up during it (and drops that first
- * output), so the walk marks what it read with 2, which never blocks a
- * second look, and the close takes only 0. bpf_iter_tcp_seq_show() holds
- * the socket's lock (lock_sock_fast()) while the program runs.
+ * record here, marked RECORD_F_OPEN (conn.sent 2). When the output buffer
+ * fills up during a socket, bpf_seq_write() fails (-EOVERFLOW) and
+ * bpf_seq_read() drops that socket's output and shows it again on the next
+ * read: the walk then gives the socket back (conn.sent 0) for that second
+ * look. A socket the walk read once is not read again (another namespace's
+ * iterator, an iterator that repeats a socket). bpf_iter_tcp_seq_show()
+ * holds the socket's lock (lock_sock_fast()) while the program runs, which
+ * orders it with the close.
  */
 SEC("iter/tcp")
 int walk_conns(struct bpf_iter__tcp *ctx)
@@ -1157,12 +1189,13 @@ int walk_conns(struct bpf_iter__tcp *ctx)
 	c = bpf_sk_storage_get(&conns, tp, 0, 0);
 	if (!c || (c->flags & CONN_F_LISTENER) || c->nslots == 0)
 		return 0;
-	if (__sync_val_compare_and_swap(&c->sent, 0, 2) == 1)
-		return 0;
 	r = bpf_map_lookup_elem(&scratch, &zero);
 	if (!r)
 		return 0;
+	if (__sync_val_compare_and_swap(&c->sent, 0, 2) != 0)
+		return 0;
 	fill_record(r, &tp->inet_conn.icsk_inet.sk, c, RECORD_F_OPEN);
-	bpf_seq_write(ctx->meta->seq, r, sizeof(*r));
+	if (bpf_seq_write(ctx->meta->seq, r, sizeof(*r)))
+		c->sent = 0;
 	return 0;
 }

@@ -242,11 +242,12 @@ type bpfProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type bpfMapSpecs struct {
-	Conns    *ebpf.MapSpec `ebpf:"conns"`
-	Counters *ebpf.MapSpec `ebpf:"counters"`
-	Events   *ebpf.MapSpec `ebpf:"events"`
-	Running  *ebpf.MapSpec `ebpf:"running"`
-	Scratch  *ebpf.MapSpec `ebpf:"scratch"`
+	Conns        *ebpf.MapSpec `ebpf:"conns"`
+	Counters     *ebpf.MapSpec `ebpf:"counters"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	Running      *ebpf.MapSpec `ebpf:"running"`
+	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
+	StorageNetns *ebpf.MapSpec `ebpf:"storage_netns"`
 }
 
 // bpfVariableSpecs contains global variables before they are loaded into the kernel.
@@ -293,11 +294,12 @@ func (o *bpfObjects) Close() error {
 //
 // It can be passed to loadBpfObjects or ebpf.CollectionSpec.LoadAndAssign.
 type bpfMaps struct {
-	Conns    *ebpf.Map `ebpf:"conns"`
-	Counters *ebpf.Map `ebpf:"counters"`
-	Events   *ebpf.Map `ebpf:"events"`
-	Running  *ebpf.Map `ebpf:"running"`
-	Scratch  *ebpf.Map `ebpf:"scratch"`
+	Conns        *ebpf.Map `ebpf:"conns"`
+	Counters     *ebpf.Map `ebpf:"counters"`
+	Events       *ebpf.Map `ebpf:"events"`
+	Running      *ebpf.Map `ebpf:"running"`
+	Scratch      *ebpf.Map `ebpf:"scratch"`
+	StorageNetns *ebpf.Map `ebpf:"storage_netns"`
 }
 
 func (m *bpfMaps) Close() error {
@@ -307,6 +309,7 @@ func (m *bpfMaps) Close() error {
 		m.Events,
 		m.Running,
 		m.Scratch,
+		m.StorageNetns,
 	)
 }
 

@@ -70,10 +70,10 @@ type Tracer struct {
 	next     int
 	stopping stopPhase
 	walked   *walkReader
+	walking  bool       // Read's: the walk is being read
+	walkMu   sync.Mutex // walked: Read reads it, Close may close it
 	lateOnce sync.Once
 	cfg      Config
-	seenNS   map[uint32]struct{} // namespaces events came from, for the walk
-	lastNS   uint32
 	records  [4]uint64 // by RecordKind
 
 	stopOnce  sync.Once
@@ -268,7 +268,7 @@ func (t *Tracer) Read(ev *Event) error {
 		if t.drained {
 			return ErrClosed
 		}
-		if t.walked != nil {
+		if t.walking {
 			if err := t.readWalk(); err != nil {
 				return err
 			}
@@ -283,11 +283,7 @@ func (t *Tracer) Read(ev *Event) error {
 				}
 				continue
 			}
-			err := Decode(raw, t.clock, ev)
-			if t.walk != nil && err == nil {
-				t.sawNamespace(ev.NetNS)
-			}
-			return err
+			return Decode(raw, t.clock, ev)
 		case errors.Is(err, ringbuf.ErrFlushed):
 			if err := t.nextStopPhase(); err != nil {
 				return err
@@ -327,9 +323,6 @@ func (t *Tracer) expand(raw []byte) error {
 		return err
 	}
 	t.records[info.Kind]++
-	if info.Events > 0 {
-		t.sawNamespace(t.pending[0].NetNS)
-	}
 	return nil
 }
 
@@ -495,10 +488,7 @@ func (t *Tracer) Stop() error {
 func (t *Tracer) Close() error {
 	t.closeOnce.Do(func() {
 		errs := []error{t.Stop(), t.detachLate()}
-		if t.walked != nil {
-			t.walked.close()
-			t.walked = nil
-		}
+		t.closeWalk()
 		if t.maps.Counters != nil {
 			if c, err := t.Counters(); err == nil {
 				t.final.Store(&c)

@@ -41,24 +41,37 @@ func (t *Tracer) nextStopPhase() error {
 		return nil
 	}
 	t.stopping = phaseWalked
-	w, err := openWalk(t.walk, t.walkNamespaces())
+	namespaces, nsErr := t.walkNamespaces()
+	w, err := openWalk(t.walk, namespaces)
 	if err != nil {
 		t.endWalk()
-		return fmt.Errorf("walking open connections: %w", err)
+		return fmt.Errorf("walking open connections: %w", errors.Join(nsErr, err))
 	}
+	t.walkMu.Lock()
 	t.walked = w
-	return nil
+	t.walkMu.Unlock()
+	t.walking = true
+	return nsErr
 }
 
 // readWalk decodes the walk's next record into the pending events, or
-// ends the walk.
+// ends the walk. Close may close the walk meanwhile (walkMu): reading
+// then fails and the walk ends.
 func (t *Tracer) readWalk() error {
-	raw, err := t.walked.next()
-	if err == nil {
-		return t.expand(raw)
+	t.walkMu.Lock()
+	var raw []byte
+	err := ErrClosed
+	if t.walked != nil {
+		raw, err = t.walked.next()
 	}
+	if err == nil {
+		err = t.expand(raw)
+		t.walkMu.Unlock()
+		return err
+	}
+	t.walkMu.Unlock()
 	t.endWalk()
-	if errors.Is(err, io.EOF) {
+	if errors.Is(err, io.EOF) || errors.Is(err, ErrClosed) {
 		return nil
 	}
 	return fmt.Errorf("reading open connections: %w", err)
@@ -67,13 +80,21 @@ func (t *Tracer) readWalk() error {
 // endWalk closes the walk, detaches the state-change pair and asks for
 // the last drain.
 func (t *Tracer) endWalk() {
-	if t.walked != nil {
-		t.walked.close()
-		t.walked = nil
-	}
+	t.walking = false
+	t.closeWalk()
 	t.detachLate()
 	if err := t.reader.Flush(); err != nil {
 		t.drained = true
+	}
+}
+
+// closeWalk closes the walk if it is open; Close calls it too.
+func (t *Tracer) closeWalk() {
+	t.walkMu.Lock()
+	defer t.walkMu.Unlock()
+	if t.walked != nil {
+		t.walked.close()
+		t.walked = nil
 	}
 }
 
@@ -108,6 +129,7 @@ type walkReader struct {
 	iter *link.Iter
 	self uint32   // this thread's namespace
 	todo []uint32 // namespaces not read yet
+	errs []error  // namespaces that could not be read
 	rc   io.ReadCloser
 	r    *bufio.Reader
 	// buf is 8-byte aligned for DecodeRecord.
@@ -133,12 +155,19 @@ func (w *walkReader) next() ([]byte, error) {
 	for {
 		if w.r == nil {
 			if len(w.todo) == 0 {
+				if len(w.errs) > 0 {
+					err := errors.Join(w.errs...)
+					w.errs = nil
+					return nil, err
+				}
 				return nil, io.EOF
 			}
 			inode := w.todo[0]
 			w.todo = w.todo[1:]
 			if err := w.open(inode); err != nil {
-				return nil, err
+				// The other namespaces are still read; the error is
+				// returned once, at the end.
+				w.errs = append(w.errs, err)
 			}
 			continue
 		}
@@ -196,30 +225,21 @@ func (w *walkReader) close() {
 }
 
 // walkNamespaces lists the namespaces to walk: the filter's, or every one
-// seen, this process's first.
-func (t *Tracer) walkNamespaces() []uint32 {
+// the kernel side made socket storage in (storage_netns), whether or not
+// anything from it reached user space.
+func (t *Tracer) walkNamespaces() ([]uint32, error) {
 	if len(t.cfg.NetNS) > 0 {
-		return t.cfg.NetNS
+		return t.cfg.NetNS, nil
 	}
-	out := make([]uint32, 0, len(t.seenNS)+1)
-	if self, err := netns.Self(); err == nil {
-		out = append(out, self.Inode)
-		self.Close()
-	}
-	for ns := range t.seenNS {
+	var out []uint32
+	var ns uint32
+	var one uint8
+	it := t.maps.StorageNetns.Iterate()
+	for it.Next(&ns, &one) {
 		out = append(out, ns)
 	}
-	return out
-}
-
-// sawNamespace remembers a namespace events come from, for the walk.
-func (t *Tracer) sawNamespace(ns uint32) {
-	if ns == t.lastNS {
-		return
+	if err := it.Err(); err != nil {
+		return out, fmt.Errorf("listing namespaces with socket storage: %w", err)
 	}
-	t.lastNS = ns
-	if t.seenNS == nil {
-		t.seenNS = map[uint32]struct{}{}
-	}
-	t.seenNS[ns] = struct{}{}
+	return out, nil
 }

@@ -8,7 +8,9 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -65,9 +67,15 @@ func TestModesAgree(t *testing.T) {
 	}
 	defer open.Close()
 	exchange(t, open)
+	halfClosed(t, ns)
 
 	recAgg, recEv := agg.stop(t), ev.stop(t)
 	compareModes(t, recAgg, recEv)
+	// Records came at close, early, for full slots and from the walk (the
+	// half-closed connection's ends at least); none was lost.
+	if closed, early, full, open, lost := recordTally(t, agg.stderr.String()); closed == 0 || early == 0 || full == 0 || open < 2 || lost != 0 {
+		t.Errorf("records: %d at close, %d early, %d for full slots, %d open at the end, %d lost", closed, early, full, open, lost)
+	}
 	bulk, outcomes := 0, map[tracer.Outcome]int{}
 	for _, c := range recAgg.Connections {
 		outcomes[c.Outcome]++
@@ -80,6 +88,66 @@ func TestModesAgree(t *testing.T) {
 	if bulk == 0 {
 		t.Errorf("no connection had more than %d timeline entries: the record-in-parts path went untested", tracer.ConnSlots)
 	}
+}
+
+// TestWalkWithoutFilter: without --netns the end-of-recording walk finds
+// by itself the namespaces with sockets to read, reads each once, and the
+// half-closed connection left at the end is recorded once per end with its
+// last state change, which only the walk could send.
+func TestWalkWithoutFilter(t *testing.T) {
+	t.Parallel()
+	ns := nettest.New(t)
+	r := startRecord(t, nil, "run.jsonl")
+	client, server := halfClosed(t, ns)
+	rec := r.stop(t)
+	if _, _, _, open, lost := recordTally(t, r.stderr.String()); open < 2 || lost != 0 {
+		t.Errorf("records: %d open at the end, %d lost; want at least the 2 half-closed ends, none lost", open, lost)
+	}
+	seen := map[uint64]int{}
+	var ends []tracer.Connection
+	for _, c := range rec.Connections {
+		seen[c.ID]++
+		if c.NetNS == ns.Inode && (c.Local == client || c.Local == server) {
+			ends = append(ends, c)
+		}
+	}
+	for id, n := range seen {
+		if n > 1 {
+			t.Errorf("connection %d written %d times", id, n)
+		}
+	}
+	if len(ends) != 2 {
+		t.Fatalf("%d records for the half-closed connection's ends, want 2:\n%s", len(ends), dumpJSON(ends))
+	}
+	for _, c := range ends {
+		want := tracer.StateCloseWait
+		if c.Local == client {
+			want = tracer.StateFinWait2
+		}
+		last := c.Timeline[len(c.Timeline)-1]
+		if c.Outcome != tracer.OutcomeOpen || last.Kind != tracer.ItemState || last.To != want {
+			t.Errorf("%s end: outcome %s, last item %+v; want open, last state %s:\n%s", c.Role, c.Outcome, last, want, dumpJSON(c))
+		}
+	}
+}
+
+// recordTally reads the aggregated recorder's closing tally: records
+// sent at close, early, of those for full slots, read by the walk, lost.
+// It fails the test when storage could not be created.
+func recordTally(t *testing.T, stderr string) (closed, early, full, open, lost int) {
+	t.Helper()
+	m := regexp.MustCompile(`records: \d+ \(at close (\d+), early (\d+) of which (\d+) for full slots, open at the end (\d+)\); lost (\d+)`).FindStringSubmatch(stderr)
+	if m == nil {
+		t.Fatalf("no records tally on stderr:\n%s", stderr)
+	}
+	n := make([]int, len(m))
+	for i := 1; i < len(m); i++ {
+		n[i], _ = strconv.Atoi(m[i])
+	}
+	if strings.Contains(stderr, "socket storage could not be created") {
+		t.Errorf("storage failures: %s", stderr)
+	}
+	return n[1], n[2], n[3], n[4], n[5]
 }
 
 // compareModes fails for every connection one export has and the other
@@ -121,8 +189,14 @@ func compareModes(t *testing.T, agg, ev *output.Recording) {
 			t.Errorf("connection %d only in the aggregated export: %v", id, x)
 		default:
 			open := x["outcome"] == "open"
-			for _, d := range diffJSON("", x, y, open) {
+			diffs := diffJSON("", x, y, open)
+			for _, d := range diffs {
 				t.Errorf("connection %d (%v %v): %s", id, x["role"], x["outcome"], d)
+			}
+			if len(diffs) > 0 {
+				bx, _ := json.Marshal(x)
+				by, _ := json.Marshal(y)
+				t.Logf("aggregated: %s\nper-event:  %s", bx, by)
 			}
 		}
 	}
@@ -325,6 +399,56 @@ func bulkWithLosses(t *testing.T, ns *netns.NS) {
 	}
 	c.Close()
 	<-done
+}
+
+// halfClosed leaves a connection half closed at the end: the client shut
+// its side (FIN_WAIT2), the server read the FIN and holds its side open
+// (CLOSE_WAIT). Both ends changed state after their early record, so the
+// end-of-recording walk sends their records. It returns once the client is
+// in FIN_WAIT2 (the server's ACK of the FIN may be delayed).
+func halfClosed(t *testing.T, ns *netns.NS) (client, server netip.AddrPort) {
+	t.Helper()
+	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
+	eof := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(eof)
+			return
+		}
+		io.Copy(io.Discard, c)
+		eof <- c
+	}()
+	c, err := dialNS(t, ns, "tcp4", ln.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	s, ok := <-eof
+	if !ok {
+		t.Fatal("the half-closed connection was not accepted")
+	}
+	t.Cleanup(func() { s.Close() })
+	client, server = netipAddrPort(t, c.LocalAddr().String()), netipAddrPort(t, s.LocalAddr().String())
+	deadline := time.Now().Add(10 * time.Second)
+	for tick := time.NewTicker(10 * time.Millisecond); ; <-tick.C {
+		socks, err := ns.TCPSockets(1 << tracer.StateFinWait2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, so := range socks {
+			if so.Local == client {
+				tick.Stop()
+				return client, server
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("client %s not in FIN_WAIT2 after 10s", client)
+		}
+	}
 }
 
 // synTimeout connects where every SYN is dropped: with tcp_syn_retries 1

@@ -284,7 +284,7 @@ func (s *session) notes(sum capture.Summary) {
 			r.Total(), r.Closed, r.Early, k.RecordsFull, r.Open, k.LostRecords)
 	}
 	if k.StorageFailures > 0 {
-		fmt.Fprintf(s.stderr, "tcpscope: %d listeners could not be given socket storage: their connections have no owner or listener id\n", k.StorageFailures)
+		fmt.Fprintf(s.stderr, "tcpscope: socket storage could not be created %d times: a listener's connections then have no owner or listener id, a connection's events are sent one by one\n", k.StorageFailures)
 	}
 	if k.Lost > 0 || k.LostRecords > 0 {
 		fmt.Fprintf(s.stderr, "tcpscope: %d events and %d connection records were lost because the ring buffer was full: raise --ring-buffer-size or narrow --port/--netns\n", k.Lost, k.LostRecords)

@@ -621,8 +621,7 @@ static __always_inline struct conn *start_child(struct sock *sk, enum place *whe
 		*where = KEEP;
 		return c;
 	}
-	c = start_client(sk, where);
-	return c;
+	return start_client(sk, where);
 }
 
 /*

@@ -13,6 +13,10 @@ type AttachTrial struct {
 	Tried bool
 	Err   error  // the loading or attaching error, when Tried
 	Why   string // why it was not tried, when not Tried
+	// AggregateErr: loading the default mode (connection records kept in
+	// the kernel) failed with it, and the trial fell back on the
+	// per-event mode (record --events).
+	AggregateErr error
 }
 
 // CheckTable renders what `tcpscope check` found. A tracepoint is said to
@@ -70,7 +74,24 @@ func CheckTable(w io.Writer, f tracer.Features, trial AttachTrial) error {
 		}
 		rows = append(rows, []string{"tracepoint " + h.Tracepoint, status, detail})
 	}
+	rows = append(rows, aggregationRow(trial))
 	return renderTable(w, []string{"CHECK", "STATUS", "DETAIL"}, rows)
+}
+
+// aggregationRow: the default mode keeps each connection's timeline in
+// socket storage and reads the connections still open at the end with a
+// TCP socket iterator; the trial loaded both.
+func aggregationRow(trial AttachTrial) []string {
+	name := "connection records in the kernel"
+	switch {
+	case !trial.Tried:
+		return []string{name, "unknown", "loading not tried: " + trial.Why}
+	case trial.AggregateErr != nil && trial.Err == nil:
+		return []string{name, "FAILED", trial.AggregateErr.Error() + "; record --events works (every event sent)"}
+	case trial.Err != nil:
+		return []string{name, "FAILED", "loading failed (above)"}
+	}
+	return []string{name, "ok", "timelines in socket storage, end-of-recording walk (iter/tcp) loaded"}
 }
 
 // tracefsRow: tp_btf programs attach by BTF id, so tracefs is informational.

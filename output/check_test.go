@@ -23,6 +23,10 @@ func TestCheckTableSaysWhatWasTried(t *testing.T) {
 		{AttachTrial{Why: "needs root"}, []string{"| found ", "in kernel BTF; attaching not tried: needs root", "in kernel BTF, with reason (6.10+); attaching not tried"}, []string{"attached"}},
 		{AttachTrial{Tried: true}, []string{"| attached ", "| attached, with reason (6.10+)"}, []string{"not tried", "FAILED"}},
 		{AttachTrial{Tried: true, Err: errors.New("attaching the programs: EPERM")}, []string{"| FAILED ", "EPERM", "attaching failed (above)"}, []string{"| attached"}},
+		// The default mode failed to load, the per-event one attached.
+		{AttachTrial{Tried: true, AggregateErr: errors.New("loading BPF programs: program walk_conns: EINVAL")},
+			[]string{"| attached ", "| FAILED  | loading BPF programs: program walk_conns: EINVAL; record --events works"}, []string{"not tried"}},
+		{AttachTrial{Tried: true}, []string{"timelines in socket storage, end-of-recording walk (iter/tcp) loaded"}, []string{"FAILED"}},
 	} {
 		var b strings.Builder
 		if err := CheckTable(&b, f, tc.trial); err != nil {

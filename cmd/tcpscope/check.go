@@ -29,6 +29,11 @@ says attaching was not tried.`,
 			case usable == nil:
 				trial.Tried = true
 				tr, err := tracer.Open(tracer.Config{RingBufferBytes: 1 << 16})
+				if err != nil {
+					// Without the default mode, the per-event one may load.
+					trial.AggregateErr = err
+					tr, err = tracer.Open(tracer.Config{RingBufferBytes: 1 << 16, Events: true})
+				}
 				if err == nil {
 					err = tr.Close()
 				}

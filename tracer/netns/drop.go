@@ -37,25 +37,8 @@ type Drop struct {
 
 var tableSeq atomic.Uint32
 
-// AddDrop installs the rule in its own nftables table in the namespace and
-// returns a function that removes it. The host's ruleset is never touched:
-// the netlink socket is opened inside the namespace.
-func (n *NS) AddDrop(d Drop) (remove func() error, err error) {
-	conn, err := nftables.New(nftables.WithNetNSFd(n.fd))
-	if err != nil {
-		return nil, fmt.Errorf("opening nftables in namespace: %w", err)
-	}
-	name := fmt.Sprintf("tcpscope_drop_%d", tableSeq.Add(1))
-	table := conn.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: name})
-	hook := nftables.ChainHookOutput
-	if d.Input {
-		hook = nftables.ChainHookInput
-	}
-	accept := nftables.ChainPolicyAccept
-	chain := conn.AddChain(&nftables.Chain{
-		Name: "drop", Table: table, Type: nftables.ChainTypeFilter,
-		Hooknum: hook, Priority: nftables.ChainPriorityFilter, Policy: &accept,
-	})
+// rule is the nftables expression list that drops what d matches.
+func (d Drop) rule() []expr.Any {
 	exprs := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_TCP}},
@@ -82,8 +65,29 @@ func (n *NS) AddDrop(d Drop) (remove func() error, err error) {
 			&expr.Numgen{Register: 1, Modulus: d.Every, Type: unix.NFT_NG_INCREMENTAL},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.NativeEndian.AppendUint32(nil, 0)})
 	}
-	exprs = append(exprs, &expr.Verdict{Kind: expr.VerdictDrop})
-	conn.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: exprs})
+	return append(exprs, &expr.Verdict{Kind: expr.VerdictDrop})
+}
+
+// AddDrop installs the rule in its own nftables table in the namespace and
+// returns a function that removes it. The host's ruleset is never touched:
+// the netlink socket is opened inside the namespace.
+func (n *NS) AddDrop(d Drop) (remove func() error, err error) {
+	conn, err := nftables.New(nftables.WithNetNSFd(n.fd))
+	if err != nil {
+		return nil, fmt.Errorf("opening nftables in namespace: %w", err)
+	}
+	name := fmt.Sprintf("tcpscope_drop_%d", tableSeq.Add(1))
+	table := conn.AddTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: name})
+	hook := nftables.ChainHookOutput
+	if d.Input {
+		hook = nftables.ChainHookInput
+	}
+	accept := nftables.ChainPolicyAccept
+	chain := conn.AddChain(&nftables.Chain{
+		Name: "drop", Table: table, Type: nftables.ChainTypeFilter,
+		Hooknum: hook, Priority: nftables.ChainPriorityFilter, Policy: &accept,
+	})
+	conn.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: d.rule()})
 	if err := conn.Flush(); err != nil {
 		return nil, fmt.Errorf("installing nftables drop rule: %w", err)
 	}

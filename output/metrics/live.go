@@ -13,7 +13,7 @@ var (
 	queueDesc = prometheus.NewDesc("tcpscope_listener_accept_queue",
 		"Connections waiting in a listener's accept queue at the last look, by listener ADDR:PORT.", []string{"listener"}, nil)
 	timeWaitDesc = prometheus.NewDesc("tcpscope_time_wait_sockets",
-		"Live TIME_WAIT sockets by destination ADDR:PORT: the busiest destinations, the rest as \"other\".", []string{"destination"}, nil)
+		"Live TIME_WAIT sockets of connections this host opened, by destination ADDR:PORT: the busiest destinations, the rest as \"other\".", []string{"destination"}, nil)
 	lostDesc = prometheus.NewDesc("tcpscope_lost_events_total",
 		"Events and connection records the kernel side dropped because the ring buffer was full.", nil, nil)
 )

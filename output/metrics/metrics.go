@@ -61,8 +61,25 @@ func New() *Metrics {
 	}
 	m.reg.MustRegister(m.conns, m.flags, m.failures, m.handshake, m.retrans, m.live,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	// Failures and retransmits are shown at 0 from the start: an alert on
+	// their rate then sees the first one, rather than a series that
+	// appears with it.
+	for _, role := range []string{"client", "server"} {
+		for _, et := range ErrorTypes {
+			m.failures.WithLabelValues(role, et)
+		}
+	}
+	for _, k := range RetransmitKinds {
+		m.retrans.WithLabelValues(k)
+	}
 	return m
 }
+
+// ErrorTypes are the values of the error_type label.
+var ErrorTypes = []string{"refused", "reset", "timed_out", "port_exhausted", "abandoned"}
+
+// RetransmitKinds are the values of the kind label of retransmits.
+var RetransmitKinds = []string{"syn", "synack", "data", "fin"}
 
 // Handler serves the registry in the exposition format.
 func (m *Metrics) Handler() http.Handler {

@@ -62,6 +62,9 @@ func TestConnectionMetrics(t *testing.T) {
 		`tcpscope_retransmits_total{kind="syn"} 1`,
 		`tcpscope_retransmits_total{kind="data"} 2`,
 		`tcpscope_retransmits_total{kind="fin"} 1`,
+		// Shown at 0 before the first.
+		`tcpscope_retransmits_total{kind="synack"} 0`,
+		`tcpscope_connection_failures_total{error_type="abandoned",role="server"} 0`,
 	)
 }
 

@@ -155,17 +155,19 @@ func (b *Builder) ListenerNamespaces() map[uint32]bool {
 
 // ListenerLoad is a listening socket's load now, for live gauges.
 type ListenerLoad struct {
-	NetNS     uint32
-	Local     netip.AddrPort
-	Queue     uint32 // accept queue at the last event or sample
-	Overflows uint64 // final ACKs dropped so far because the queue was full
+	NetNS uint32
+	Local netip.AddrPort
+	Queue uint32 // accept queue at the last event or sample
+	// Overflows: what a full accept queue turned away so far, the final
+	// ACKs seen dropped and the SYN drops attributed to it.
+	Overflows uint64
 }
 
 // ListenerLoads returns the load of every listener followed now.
 func (b *Builder) ListenerLoads() []ListenerLoad {
 	out := make([]ListenerLoad, 0, len(b.listenerSet))
 	for _, l := range b.listenerSet {
-		out = append(out, ListenerLoad{NetNS: l.NetNS, Local: l.Local, Queue: l.Queue, Overflows: l.Overflows})
+		out = append(out, ListenerLoad{NetNS: l.NetNS, Local: l.Local, Queue: l.Queue, Overflows: l.Overflows + l.SynDropsAttributed()})
 	}
 	return out
 }

@@ -9,7 +9,7 @@ import (
 
 var (
 	overflowDesc = prometheus.NewDesc("tcpscope_listener_overflow_drops_total",
-		"Final ACKs a listener dropped because its accept queue was full (kernel 6.15+), by listener ADDR:PORT.", []string{"listener"}, nil)
+		"Connections a listener's full accept queue turned away, by listener ADDR:PORT: final ACKs seen dropped (kernel 6.15+) and SYN drops the namespace's ListenOverflows counter attributes to it.", []string{"listener"}, nil)
 	queueDesc = prometheus.NewDesc("tcpscope_listener_accept_queue",
 		"Connections waiting in a listener's accept queue at the last look, by listener ADDR:PORT.", []string{"listener"}, nil)
 	timeWaitDesc = prometheus.NewDesc("tcpscope_time_wait_sockets",
@@ -23,14 +23,13 @@ var (
 // than counts event by event. Update and Collect run on different
 // goroutines.
 type liveCollector struct {
-	mu        sync.Mutex
-	names     map[string]bool   // listener labels given out, at most MaxListeners
-	closed    map[string]uint64 // overflow drops of the listeners that closed
-	queues    map[string]uint64
-	drops     map[string]uint64 // closed plus live
-	timeWait  map[string]uint64
-	lost      uint64
-	sawListen bool
+	mu       sync.Mutex
+	names    map[string]bool   // listener labels given out, at most MaxListeners
+	closed   map[string]uint64 // overflow drops of the listeners that closed
+	queues   map[string]uint64
+	drops    map[string]uint64 // closed plus live
+	timeWait map[string]uint64
+	lost     uint64
 }
 
 func newLiveCollector() *liveCollector {

@@ -177,7 +177,7 @@ func errnoType(e tracer.Errno) string {
 // Listener keeps the overflow drops of a listener that closed, so that
 // its counter does not go back when it leaves the live snapshot.
 func (m *Metrics) Listener(l *tracer.Listener) {
-	m.live.closeListener(l.Local.String(), l.Overflows)
+	m.live.closeListener(l.Local.String(), l.Overflows+l.SynDropsAttributed())
 }
 
 // Live takes the live numbers: the listeners followed now, the busiest

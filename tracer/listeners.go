@@ -15,6 +15,7 @@ type Listener struct {
 	Comm      string
 	Backlog   uint32 // sk_max_ack_backlog
 	PeakQueue uint32 // the largest accept queue seen (sk_ack_backlog), in events or samples
+	Queue     uint32 // the accept queue at the last event or sample that read it
 	Children  uint64 // connections created from it (final ACK accepted)
 	SynAcks   uint64 // SYN-ACK retransmits of its requests
 	Overflows uint64 // observed: final ACKs dropped because the accept queue was full (6.15+)
@@ -94,6 +95,7 @@ func (b *Builder) onUnlisten(ev *Event) {
 }
 
 func (l *Listener) sawQueue(backlog, max uint32) {
+	l.Queue = backlog
 	if backlog > l.PeakQueue {
 		l.PeakQueue = backlog
 	}
@@ -147,6 +149,25 @@ func (b *Builder) ListenerNamespaces() map[uint32]bool {
 	out := map[uint32]bool{}
 	for _, l := range b.listenerSet {
 		out[l.NetNS] = true
+	}
+	return out
+}
+
+// ListenerLoad is a listening socket's load now, for live gauges.
+type ListenerLoad struct {
+	NetNS uint32
+	Local netip.AddrPort
+	Queue uint32 // accept queue at the last event or sample
+	// Overflows: what a full accept queue turned away so far, the final
+	// ACKs seen dropped and the SYN drops attributed to it.
+	Overflows uint64
+}
+
+// ListenerLoads returns the load of every listener followed now.
+func (b *Builder) ListenerLoads() []ListenerLoad {
+	out := make([]ListenerLoad, 0, len(b.listenerSet))
+	for _, l := range b.listenerSet {
+		out = append(out, ListenerLoad{NetNS: l.NetNS, Local: l.Local, Queue: l.Queue, Overflows: l.Overflows + l.SynDropsAttributed()})
 	}
 	return out
 }

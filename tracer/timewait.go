@@ -278,6 +278,23 @@ func (t *TimeWaitTracker) Top(n int, now time.Time) []TimeWaitDest {
 	return out
 }
 
+// Busiest returns at most n destinations with live TIME_WAIT sockets,
+// the most first.
+func (t *TimeWaitTracker) Busiest(n int, now time.Time) []TimeWaitDest {
+	var out []TimeWaitDest
+	for _, d := range t.dests {
+		d.expire(now)
+		if d.Now > 0 {
+			out = append(out, d.snapshot())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Now > out[j].Now })
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out
+}
+
 func sortDests(ds []TimeWaitDest) {
 	sort.Slice(ds, func(i, j int) bool {
 		if ds[i].Warned != ds[j].Warned {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -271,3 +272,25 @@ func writeReadyFile(path string, pid int) error {
 	}
 	return nil
 }
+
+// hostPortValue is --metrics-addr: HOST:PORT with a port from 0 to 65535
+// (HOST may be empty: every address; port 0: one the kernel picks, which
+// tcpscope prints). Whether it can be bound is checked once flags are
+// parsed, before anything is loaded.
+type hostPortValue struct{ addr *string }
+
+func (v hostPortValue) String() string { return *v.addr }
+
+func (v hostPortValue) Set(s string) error {
+	_, port, err := net.SplitHostPort(strings.TrimSpace(s))
+	if err != nil {
+		return errors.New("not HOST:PORT (e.g. 127.0.0.1:9464, :9464)")
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return errors.New("a port is 0-65535 (0: any free port)")
+	}
+	*v.addr = strings.TrimSpace(s)
+	return nil
+}
+
+func (hostPortValue) Type() string { return "host:port" }

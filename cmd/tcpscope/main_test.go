@@ -74,6 +74,10 @@ func TestBadInputExitsTwo(t *testing.T) {
 		{"record", "--max-connections", "10"},
 		{"record", "--status-interval", "0s"},
 		{"record", "--netns", "0"},
+		{"record", "--metrics-addr", "9464"},
+		{"record", "--metrics-addr", "127.0.0.1:http"},
+		{"record", "--metrics-addr", "127.0.0.1:65536"},
+		{"record", "--metrics-addr", "192.0.2.1:9464"}, // an address this host lacks
 		{"record", "--port", "1", "--port", "2", "--port", "3", "--port", "4", "--port", "5", "--port", "6", "--port", "7", "--port", "8", "--port", "9"},
 		{"run", "--linger", "-1s", "--", "true"},
 		{"demo", "--duration", "1s"},

@@ -59,6 +59,7 @@ type recordFlags struct {
 	statusEvery  time.Duration
 	maxConns     int
 	readyFile    string
+	metricsAddr  string
 }
 
 func (f *recordFlags) registerRecord(cmd *cobra.Command) {
@@ -75,6 +76,7 @@ func (f *recordFlags) registerRecord(cmd *cobra.Command) {
 	fl.Var(durationValue{&f.statusEvery, positive}, "status-interval", "when stderr is not a terminal, print a plain status line this often")
 	f.maxConns = tracer.DefaultMaxConnections
 	fl.Var(atLeastValue{&f.maxConns, 1000}, "max-connections", "connections followed at once (at least 1000); past it the least recently active are written early, flagged incomplete")
+	fl.Var(hostPortValue{&f.metricsAddr}, "metrics-addr", "serve Prometheus metrics at http://`HOST:PORT`/metrics while tracing (e.g. 127.0.0.1:9464, :9464); with no -o, record is a long-running agent")
 	fl.StringVar(&f.readyFile, "ready-file", "", "once every program is attached, write tcpscope's pid to `FILE` (for scripts: from then on nothing is missed)")
 }
 
@@ -86,7 +88,8 @@ func (f *recordFlags) options() (sessionOptions, error) {
 		return sessionOptions{}, err
 	}
 	return sessionOptions{cfg: f.config(), output: f.output, events: f.events, format: f.format,
-		synRecvLimit: f.synRecvLimit, statusEvery: f.statusEvery, maxConns: f.maxConns, readyFile: f.readyFile}, nil
+		synRecvLimit: f.synRecvLimit, statusEvery: f.statusEvery, maxConns: f.maxConns, readyFile: f.readyFile,
+		metricsAddr: f.metricsAddr}, nil
 }
 
 func newRecordCmd() *cobra.Command {

@@ -31,6 +31,7 @@ type sessionOptions struct {
 	// samplePerFlag, when set, prints only the first flagged lines of each
 	// flag (the demo), and how many were left out.
 	samplePerFlag int
+	metricsAddr   string // serve /metrics here while tracing, "" for none
 }
 
 // session is what one recording shows and writes: the export, the event
@@ -53,6 +54,7 @@ type session struct {
 	view      *liveView
 	shown     map[tracer.Flag]int // flagged lines printed, by flag (samplePerFlag)
 	omitted   uint64              // flagged lines not printed (samplePerFlag)
+	metrics   *metricsServer      // nil without --metrics-addr
 }
 
 // newSession checks the options and opens the output; nothing is loaded
@@ -64,14 +66,24 @@ func newSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error)
 	// The export is opened and locked before anything is loaded: a path
 	// that cannot be written, a link or another recorder's file is bad
 	// input. Through sudo, the file goes to the user who ran sudo.
+	var ms *metricsServer
+	if opts.metricsAddr != "" {
+		var err error
+		if ms, err = listenMetrics(opts.metricsAddr); err != nil {
+			return nil, err
+		}
+	}
 	var export *output.Export
 	if opts.output != "" {
 		var err error
 		if export, err = output.OpenExport(opts.output, stdout, output.SudoOwner(os.Getenv)); err != nil {
+			if ms != nil {
+				ms.stop()
+			}
 			return nil, usageError{err}
 		}
 	}
-	s := &session{opts: opts, export: export, report: stdout, stderr: stderr, findings: findings.New()}
+	s := &session{opts: opts, export: export, report: stdout, stderr: stderr, findings: findings.New(), metrics: ms}
 	if opts.statusEvery == 0 {
 		opts.statusEvery = 10 * time.Second
 	}
@@ -114,6 +126,11 @@ func (s *session) record(ctx context.Context, onReady func() error) error {
 	}
 	sum, err := capture.Run(ctx, capture.Options{Config: s.opts.cfg, SynRecvThreshold: s.opts.synRecvLimit,
 		MaxConnections: s.opts.maxConns, EveryEvent: s.opts.events, Counters: output.ReportedCounters()}, sinks)
+	if s.metrics != nil {
+		if merr := s.metrics.stop(); err == nil {
+			err = merr
+		}
+	}
 	if !s.ready {
 		if s.export != nil {
 			s.export.Abort()
@@ -138,6 +155,9 @@ func (s *session) start(st capture.Started, onReady func() error) error {
 	}
 	s.view.start, s.view.last = st.Start, st.Start
 	announce(s.stderr, st)
+	if s.metrics != nil {
+		s.metrics.serve(s.stderr)
+	}
 	if s.opts.readyFile != "" {
 		if err := writeReadyFile(s.opts.readyFile, os.Getpid()); err != nil {
 			return err
@@ -154,6 +174,9 @@ func (s *session) start(st capture.Started, onReady func() error) error {
 
 func (s *session) emit(c *tracer.Connection) error {
 	s.findings.Add(c)
+	if s.metrics != nil {
+		s.metrics.m.Connection(c)
+	}
 	if s.export != nil && s.werr == nil {
 		s.werr = s.export.WriteConnection(c)
 	}
@@ -192,6 +215,9 @@ func (s *session) sample(c *tracer.Connection) {
 
 func (s *session) emitListener(l *tracer.Listener) error {
 	row := output.RowOfListener(l)
+	if s.metrics != nil {
+		s.metrics.m.Listener(l)
+	}
 	s.listeners = append(s.listeners, row)
 	if s.export != nil && s.werr == nil {
 		s.werr = s.export.WriteListener(&row)
@@ -215,6 +241,9 @@ func (s *session) printEvent(ev *tracer.Event, drained bool) error {
 }
 
 func (s *session) tick(now time.Time, snap func() capture.Snapshot) error {
+	if s.metrics != nil {
+		s.metrics.tick(now, snap)
+	}
 	if !s.opts.events {
 		s.view.tick(now, func(dt time.Duration) output.Live { return s.view.live(snap(), dt) })
 	}

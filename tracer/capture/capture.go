@@ -78,7 +78,15 @@ type Snapshot struct {
 	TimeWaitWorst   tracer.TimeWaitDest
 	TimeWaitWorstOK bool
 	Lost            uint64 // events the kernel side dropped
+	// Listeners is the load of every listener followed now.
+	Listeners []tracer.ListenerLoad
+	// TimeWaitBusiest are the destinations with the most live TIME_WAIT
+	// sockets (at most BusiestTimeWait of them).
+	TimeWaitBusiest []tracer.TimeWaitDest
 }
+
+// BusiestTimeWait bounds Snapshot.TimeWaitBusiest.
+const BusiestTimeWait = 10
 
 // Summary is what a recording found, for the final tables and the export.
 type Summary struct {
@@ -315,9 +323,12 @@ func (r *recording) snapshot() Snapshot {
 	if c, err := r.tr.Counters(); err == nil {
 		s.Lost = c.Dropped()
 	}
-	if top := r.timeWait.Top(1, time.Now()); len(top) > 0 {
+	now := time.Now()
+	if top := r.timeWait.Top(1, now); len(top) > 0 {
 		s.TimeWaitWorst, s.TimeWaitWorstOK = top[0], true
 	}
+	s.Listeners = r.rec.Builder.ListenerLoads()
+	s.TimeWaitBusiest = r.timeWait.Busiest(BusiestTimeWait, now)
 	return s
 }
 

@@ -164,7 +164,10 @@ func estimateOffsets(cands []candidate) map[hostKey]Offset {
 			}
 		}
 		mid := lo + (hi-lo)/2
-		out[k] = Offset{Us: mid.Microseconds(), UncertaintyUs: ((hi - lo + 1) / 2).Microseconds(), Brackets: n}
+		us := mid.Microseconds()
+		// Whole microseconds, rounded so that [lo, hi] stays inside.
+		half := max(hi-mid, mid-lo) + absDur(mid-time.Duration(us)*time.Microsecond)
+		out[k] = Offset{Us: us, UncertaintyUs: int64((half + time.Microsecond - 1) / time.Microsecond), Brackets: n}
 	}
 	return out
 }
@@ -199,8 +202,11 @@ func mostCovered(cs []candidate) time.Duration {
 // chooseBracketed keeps the bracketed candidates whose bounds agree with
 // their host pair's offset, each half in one pair: the closest first.
 func chooseBracketed(cands []candidate, offsets map[hostKey]Offset) []candidate {
-	var ok []candidate
-	dist := map[*tracer.Connection]time.Duration{}
+	type near struct {
+		c    candidate
+		dist time.Duration // from the middle of its bounds to the offset
+	}
+	var ok []near
 	for _, c := range cands {
 		off, known := offsets[c.key]
 		if !c.bracketed || !known {
@@ -210,11 +216,14 @@ func chooseBracketed(cands []candidate, offsets map[hostKey]Offset) []candidate 
 		if c.lo-matchSlack > theta || c.hi+matchSlack < theta {
 			continue
 		}
-		ok = append(ok, c)
-		dist[c.client] = absDur(c.lo + (c.hi-c.lo)/2 - theta)
+		ok = append(ok, near{c, absDur(c.lo + (c.hi-c.lo)/2 - theta)})
 	}
-	sort.SliceStable(ok, func(i, j int) bool { return dist[ok[i].client] < dist[ok[j].client] })
-	return oneToOne(ok, map[*tracer.Connection]bool{})
+	sort.SliceStable(ok, func(i, j int) bool { return ok[i].dist < ok[j].dist })
+	out := make([]candidate, len(ok))
+	for i := range ok {
+		out[i] = ok[i].c
+	}
+	return oneToOne(out, nil)
 }
 
 // chooseByLifetime joins what no handshake brackets: halves whose
@@ -241,18 +250,17 @@ func chooseByLifetime(cands []candidate, offsets map[hostKey]Offset, taken map[*
 	return oneToOne(ok, taken)
 }
 
+// oneToOne keeps, in order, the candidates whose halves are in no pair
+// yet: neither in taken nor in a candidate kept before.
 func oneToOne(cs []candidate, taken map[*tracer.Connection]bool) []candidate {
+	used := map[*tracer.Connection]bool{}
 	var out []candidate
 	for _, c := range cs {
-		if taken[c.client] || taken[c.server] {
+		if taken[c.client] || taken[c.server] || used[c.client] || used[c.server] {
 			continue
 		}
-		taken[c.client], taken[c.server] = true, true
+		used[c.client], used[c.server] = true, true
 		out = append(out, c)
-	}
-	for _, c := range out {
-		delete(taken, c.client)
-		delete(taken, c.server)
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package merge
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -193,5 +194,85 @@ func TestSameExportNotJoined(t *testing.T) {
 	res := Join(hosts)
 	if len(res.Pairs) != 0 || len(res.Unmatched) != 2 {
 		t.Errorf("pairs %d, unmatched %d; want 0, 2", len(res.Pairs), len(res.Unmatched))
+	}
+}
+
+// preexisting is a half recorded without its handshake (open before the
+// recording began), alive from start to end.
+func preexisting(role tracer.Role, local, remote netip.AddrPort, start, end time.Time) tracer.Connection {
+	return tracer.Connection{Role: role, Local: local, Remote: remote, Start: start, End: end,
+		HandshakeUs: -1, SynRecvUs: -1, Flags: tracer.FlagSet(0).With(tracer.FlagPreexisting)}
+}
+
+func TestJoinWithoutHandshakes(t *testing.T) {
+	// No handshake brackets the offset: it is unknown, and halves join
+	// only when their lives overlap on equal clocks.
+	cl, sv := netip.AddrPortFrom(cliAddr, 40000), netip.AddrPortFrom(srvAddr, 80)
+	cl2 := netip.AddrPortFrom(cliAddr, 40001)
+	hosts := []Host{
+		{Name: "a", Connections: []tracer.Connection{
+			preexisting(tracer.RoleClient, cl, sv, t0, t0.Add(time.Second)),
+			preexisting(tracer.RoleClient, cl2, sv, t0, t0.Add(time.Second)),
+		}},
+		{Name: "b", Connections: []tracer.Connection{
+			preexisting(tracer.RoleServer, sv, cl, t0, t0.Add(time.Second)),
+			// The same tuple as the second client, a minute later: another
+			// connection.
+			preexisting(tracer.RoleServer, sv, cl2, t0.Add(time.Minute), t0.Add(61*time.Second)),
+		}},
+	}
+	res := Join(hosts)
+	if len(res.Pairs) != 1 || res.Pairs[0].Client.Local != cl {
+		t.Fatalf("pairs %+v; want only %v joined", res.Pairs, cl)
+	}
+	if len(res.Unmatched) != 2 {
+		t.Errorf("%d unmatched; want 2 (the second client, the late server half)", len(res.Unmatched))
+	}
+	if hp := res.HostPairs; len(hp) != 1 || hp[0].Offset.Known() || hp[0].Joined != 1 || hp[0].ClientsUnmatched != 1 || hp[0].ServersUnmatched != 1 {
+		t.Errorf("host pairs %+v; want one, offset unknown, 1 joined, 1 alone each side", hp)
+	}
+}
+
+func TestJoinClosestOfTwo(t *testing.T) {
+	// Two server halves of one tuple inside the client's life: the one
+	// whose handshake agrees with the offset the others give is the
+	// partner; the other, 300 ms off, stays alone.
+	conns := []conn{
+		{port: 40000, start: t0, owd: us(100), serverRecords: true},
+		{port: 40001, start: t0.Add(time.Millisecond), owd: us(100), serverRecords: true},
+		{port: 40002, start: t0.Add(2 * time.Millisecond), owd: us(100), serverRecords: true},
+	}
+	hosts := hostsOf(conns...)
+	hosts[0].Connections[0].End = t0.Add(time.Second)
+	decoy := hosts[1].Connections[0]
+	decoy.Timeline = slices.Clone(decoy.Timeline)
+	for i := range decoy.Timeline {
+		decoy.Timeline[i].At = decoy.Timeline[i].At.Add(300 * time.Millisecond)
+	}
+	decoy.Start = decoy.Start.Add(300 * time.Millisecond)
+	hosts[1].Connections = append([]tracer.Connection{decoy}, hosts[1].Connections...)
+	res := Join(hosts)
+	if len(res.Pairs) != 3 || len(res.Unmatched) != 1 || !res.Unmatched[0].Conn.Start.Equal(decoy.Start) {
+		t.Fatalf("pairs %d, unmatched %+v; want 3 and the decoy", len(res.Pairs), res.Unmatched)
+	}
+}
+
+func TestResetsEitherWay(t *testing.T) {
+	c, s := conn{port: 40000, start: t0, owd: us(60), serverRecords: true}.halves()
+	// The client aborts; the server receives the reset.
+	reason, _ := tracer.ParseRSTReason("TCP_ABORT_ON_CLOSE")
+	c.Timeline = append(c.Timeline, tracer.Item{At: c.End, Kind: tracer.ItemResetSent, Reason: reason, HasReason: true})
+	s.Flags = s.Flags.With(tracer.FlagResetReceived)
+	s.Errno, _ = tracer.ParseErrno("ECONNRESET")
+	res := Join([]Host{{Name: "a", Connections: []tracer.Connection{c}}, {Name: "b", Connections: []tracer.Connection{s}}})
+	want := "server got ECONNRESET: the client sent it, reason TCP_ABORT_ON_CLOSE"
+	if len(res.Pairs) != 1 || strings.Join(res.Pairs[0].Diagnosis, "; ") != want {
+		t.Fatalf("pairs %+v; want one diagnosed %q", res.Pairs, want)
+	}
+	// A reset neither socket sent.
+	c.Timeline = c.Timeline[:len(c.Timeline)-1]
+	res = Join([]Host{{Name: "a", Connections: []tracer.Connection{c}}, {Name: "b", Connections: []tracer.Connection{s}}})
+	if d := res.Pairs[0].Diagnosis; len(d) != 1 || !strings.Contains(d[0], "the client's socket did not send") {
+		t.Errorf("diagnosis %q; want a reset from elsewhere", d)
 	}
 }

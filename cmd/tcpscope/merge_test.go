@@ -181,10 +181,13 @@ func checkMerged(t *testing.T, path, tables string) {
 	if hp.ClientHost != "client" || hp.ServerHost != "server" || hp.Joined != 8 || hp.ClientsUnmatched != 1 || hp.ServersUnmatched != 0 {
 		t.Errorf("host pair %s; want client -> server, 8 joined, 1 client alone", dumpJSON(hp))
 	}
-	// One clock: the offset is 0 within its uncertainty (each recorder
-	// maps kernel time to wall time on its own, a few µs apart).
-	if hp.OffsetUs == nil || *hp.UncertaintyUs > 1000 || abs(*hp.OffsetUs) > *hp.UncertaintyUs+100 || hp.Handshakes < 8 {
-		t.Errorf("offset %s; want 0 ± at most 1 ms from every handshake", dumpJSON(hp))
+	// One clock: the offset is 0 within its uncertainty, give or take
+	// what separates the two recorders' mappings of kernel time to wall
+	// time (each samples the two clocks once: tens of µs on a busy
+	// machine). A handshake whose server event was stamped late (its CPU
+	// busy elsewhere) may disagree: most must agree.
+	if hp.OffsetUs == nil || *hp.UncertaintyUs > 1000 || abs(*hp.OffsetUs) > *hp.UncertaintyUs+100 || hp.Handshakes < 6 {
+		t.Errorf("offset %s; want 0 ± at most 1 ms from at least 6 of the 8 handshakes", dumpJSON(hp))
 	}
 	for _, p := range m.Pairs {
 		if p.Client.Local != p.Server.Remote || p.Client.Remote != p.Server.Local {

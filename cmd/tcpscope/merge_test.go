@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tcpscope/tcpscope/output"
+	"github.com/tcpscope/tcpscope/tracer"
 	"github.com/tcpscope/tcpscope/tracer/netns"
 )
 
@@ -236,4 +237,32 @@ func abs(v int64) int64 {
 		return -v
 	}
 	return v
+}
+
+// TestReportMergedFile: report renders a merged file's tables, and
+// refuses the options that only an export's connections take. No root.
+func TestReportMergedFile(t *testing.T) {
+	start := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	cl := tracer.Connection{Role: tracer.RoleClient, Outcome: tracer.OutcomeReset, Start: start, End: start.Add(time.Second),
+		Local: netip.MustParseAddrPort("10.0.0.2:40000"), Remote: netip.MustParseAddrPort("10.0.0.1:80"), HandshakeUs: -1, SynRecvUs: -1}
+	sv := cl
+	sv.Role, sv.Local, sv.Remote = tracer.RoleServer, cl.Remote, cl.Local
+	off, unc := int64(12), int64(3)
+	m := &output.Merged{Meta: output.MergeMeta{FormatVersion: output.FormatVersion, Created: start, Inputs: []output.MergeInput{{Host: "a"}, {Host: "b"}}},
+		HostPairs: []output.HostPairRecord{{ClientHost: "a", ServerHost: "b", Joined: 1, OffsetUs: &off, UncertaintyUs: &unc, Handshakes: 1}},
+		Pairs:     []output.MergedPair{{ClientHost: "a", ServerHost: "b", OffsetUs: &off, UncertaintyUs: &unc, Diagnosis: []string{"a diagnosis"}, Client: cl, Server: sv}}}
+	path := filepath.Join(t.TempDir(), "both.jsonl")
+	if err := writeMergedFile(path, m); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(binary, "report", path).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "+12us ± 3us (1 handshakes)") || !strings.Contains(string(out), "a diagnosis") {
+		t.Errorf("tcpscope report of a merged file: %v\n%s", err, out)
+	}
+	for _, args := range [][]string{{"--id", "1"}, {"--flag", "reset_sent"}, {"--format", "json"}} {
+		err := exec.Command(binary, append([]string{"report", path}, args...)...).Run()
+		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+			t.Errorf("tcpscope report merged %s: %v, want exit status 2", strings.Join(args, " "), err)
+		}
+	}
 }

@@ -42,7 +42,7 @@ func newReportCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if merged, err := reportMerged(cmd, args[0]); merged || err != nil {
+			if merged, err := reportMerged(cmd, args[0], &f); merged || err != nil {
 				return err
 			}
 			return f.run(cmd, args[0], filter)
@@ -99,7 +99,7 @@ func (f *reportFlags) run(cmd *cobra.Command, name string, filter func(*tracer.C
 
 // reportMerged renders a file tcpscope merge wrote; merged is false for
 // anything else (an export, or standard input), left to run.
-func reportMerged(cmd *cobra.Command, name string) (merged bool, err error) {
+func reportMerged(cmd *cobra.Command, name string, f *reportFlags) (merged bool, err error) {
 	if name == "-" {
 		return false, nil
 	}
@@ -107,6 +107,9 @@ func reportMerged(cmd *cobra.Command, name string) (merged bool, err error) {
 	// reports any export's.
 	if merged, err = output.IsMerged(name); !merged || err != nil {
 		return false, nil
+	}
+	if f.filtered() || f.id != 0 || f.format != "text" {
+		return true, usagef("%s is a merged file: report renders its tables only (no --flag, --outcome, --port, --peer, --id or --format json)", name)
 	}
 	m, err := output.ReadMerged(name)
 	if err != nil {

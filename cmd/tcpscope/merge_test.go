@@ -19,7 +19,8 @@ import (
 // TestMergeAcrossVeth: a client host and a server host (two namespaces
 // joined by veth), one recorder each. Clean connections, a first SYN lost
 // on the way in, a final ACK held back, a server that closes with unread
-// data, and a client whose every SYN is dropped. merge joins every pair,
+// data, a connect refused, and a client whose every SYN is dropped. merge
+// joins every pair,
 // finds the clocks agree, and gives the diagnoses only both ends allow.
 func TestMergeAcrossVeth(t *testing.T) {
 	t.Parallel()
@@ -45,11 +46,12 @@ func TestMergeAcrossVeth(t *testing.T) {
 	lostSyn(t, nsA, nsB, listen)
 	lateACK(t, nsA, nsB, listen)
 	abortUnread(t, nsA, listen)
+	refusedConnect(t, nsA, listen)
 	if err := <-timedOut; !errors.Is(err, syscall.ETIMEDOUT) {
 		t.Fatalf("connect with every SYN dropped: %v, want ETIMEDOUT", err)
 	}
-	recA.waitConnections(t, 9, 20*time.Second)
-	recB.waitConnections(t, 8, 20*time.Second)
+	recA.waitConnections(t, 10, 20*time.Second)
+	recB.waitConnections(t, 9, 20*time.Second)
 	recA.stop(t)
 	recB.stop(t)
 	merged := filepath.Join(t.TempDir(), "both.jsonl")
@@ -155,6 +157,16 @@ func abortUnread(t *testing.T, client *netns.NS, listen func() (net.Listener, ne
 	}
 }
 
+// refusedConnect: a port nothing listens on (a listener's, closed); the server's
+// host answers the SYN with a reset.
+func refusedConnect(t *testing.T, client *netns.NS, listen func() (net.Listener, netip.AddrPort)) {
+	ln, at := listen()
+	ln.Close()
+	if err := dialOnce(client, at); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("connect to a closed port: %v, want ECONNREFUSED", err)
+	}
+}
+
 func drop(t *testing.T, ns *netns.NS, d netns.Drop) {
 	t.Helper()
 	remove, err := ns.AddDrop(d)
@@ -179,8 +191,8 @@ func checkMerged(t *testing.T, path, tables string) {
 		t.Fatalf("host pairs %s; want one", dumpJSON(m.HostPairs))
 	}
 	hp := m.HostPairs[0]
-	if hp.ClientHost != "client" || hp.ServerHost != "server" || hp.Joined != 8 || hp.ClientsUnmatched != 1 || hp.ServersUnmatched != 0 {
-		t.Errorf("host pair %s; want client -> server, 8 joined, 1 client alone", dumpJSON(hp))
+	if hp.ClientHost != "client" || hp.ServerHost != "server" || hp.Joined != 9 || hp.ClientsUnmatched != 1 || hp.ServersUnmatched != 0 {
+		t.Errorf("host pair %s; want client -> server, 9 joined, 1 client alone", dumpJSON(hp))
 	}
 	// One clock: the offset is 0 within its uncertainty, give or take
 	// what separates the two recorders' mappings of kernel time to wall
@@ -200,6 +212,7 @@ func checkMerged(t *testing.T, path, tables string) {
 		"client got ECONNRESET: the server sent it, reason TCP_ABORT_ON_CLOSE",
 		"in SYN_RECV: the client's final ACK left the client at +0 ms and arrived at +1.",
 		"client timed out and the server (server) has no record: nothing reached a socket on the server",
+		"client was refused: the server's host answered its SYN with a reset, reason NO_SOCKET",
 	}
 	report, err := exec.Command(binary, "report", path).CombinedOutput()
 	if err != nil {
@@ -212,8 +225,8 @@ func checkMerged(t *testing.T, path, tables string) {
 			}
 		}
 	}
-	if diagnosed := countDiagnosed(m); diagnosed != 4 {
-		t.Errorf("%d diagnosed pairs and halves; want 4", diagnosed)
+	if diagnosed := countDiagnosed(m); diagnosed != 5 {
+		t.Errorf("%d diagnosed pairs and halves; want 5", diagnosed)
 	}
 }
 

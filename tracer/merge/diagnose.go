@@ -19,7 +19,9 @@ func diagnosePair(c candidate, off Offset) []string {
 	if d := synDiagnosis(c, off); d != "" {
 		out = append(out, d)
 	}
-	if d := resetDiagnosis(c.client, c.server, "client", "server"); d != "" {
+	if c.client.Outcome == tracer.OutcomeRefused {
+		out = append(out, refusedDiagnosis(c.server))
+	} else if d := resetDiagnosis(c.client, c.server, "client", "server"); d != "" {
 		out = append(out, d)
 	}
 	if d := resetDiagnosis(c.server, c.client, "server", "client"); d != "" {
@@ -112,6 +114,17 @@ func resetDiagnosis(got, other *tracer.Connection, gotName, otherName string) st
 		return fmt.Sprintf("%s got %s: the %s sent it", gotName, what, otherName)
 	}
 	return fmt.Sprintf("%s got %s the %s's socket did not send: it came from elsewhere (a middlebox, or the %s's stack without a socket)", gotName, what, otherName, otherName)
+}
+
+// refusedDiagnosis: the client was refused, and the server's host
+// recorded the reset that refused it.
+func refusedDiagnosis(server *tracer.Connection) string {
+	for _, it := range server.Timeline {
+		if it.Kind == tracer.ItemResetSent && it.HasReason {
+			return fmt.Sprintf("client was refused: the server's host answered its SYN with a reset, reason %s", it.Reason)
+		}
+	}
+	return "client was refused: the server's host answered its SYN with a reset"
 }
 
 // synRecvDiagnosis: the server stayed long in SYN_RECV; when did the

@@ -276,3 +276,21 @@ func TestResetsEitherWay(t *testing.T) {
 		t.Errorf("diagnosis %q; want a reset from elsewhere", d)
 	}
 }
+
+func TestRefusedJoined(t *testing.T) {
+	// A refused connect and the server host's socketless reset: no
+	// handshake, joined by their lives, and the reset's reason named.
+	cl, sv := netip.AddrPortFrom(cliAddr, 40000), netip.AddrPortFrom(srvAddr, 81)
+	reason, _ := tracer.ParseRSTReason("NO_SOCKET")
+	client := tracer.Connection{Role: tracer.RoleClient, Local: cl, Remote: sv, Start: t0, End: t0.Add(us(80)),
+		HandshakeUs: -1, SynRecvUs: -1, Outcome: tracer.OutcomeRefused, Flags: tracer.FlagSet(0).With(tracer.FlagRefused)}
+	client.Timeline = []tracer.Item{{At: t0, Kind: tracer.ItemState, From: tracer.StateClose, To: tracer.StateSynSent}}
+	server := tracer.Connection{Role: tracer.RoleServer, Local: sv, Remote: cl, Start: t0.Add(us(40)), End: t0.Add(us(40)),
+		HandshakeUs: -1, SynRecvUs: -1, Outcome: tracer.OutcomeRefused,
+		Timeline: []tracer.Item{{At: t0.Add(us(40)), Kind: tracer.ItemResetSent, Reason: reason, HasReason: true}}}
+	res := Join([]Host{{Name: "a", Connections: []tracer.Connection{client}}, {Name: "b", Connections: []tracer.Connection{server}}})
+	want := "client was refused: the server's host answered its SYN with a reset, reason NO_SOCKET"
+	if len(res.Pairs) != 1 || strings.Join(res.Pairs[0].Diagnosis, "; ") != want {
+		t.Fatalf("pairs %+v; want one diagnosed %q", res.Pairs, want)
+	}
+}

@@ -16,6 +16,9 @@
 //   - records.go: the export's records, each declared once; export.go,
 //     listeners.go, timewait.go, counters.go and jsonw.go append them to a
 //     byte slice without reflection (AppendConnectionJSON and friends).
+//   - merged.go: the records of a merged file (tcpscope merge) and
+//     MergedFrom, which puts merge.Join's result in their form;
+//     mergedtables.go renders them (MergedTables).
 //
 // I/O:
 //   - export.go's Export and exportfile.go write an export: open or create
@@ -31,6 +34,8 @@
 //     magic bytes, up to a cut; fastread.go, fastfields.go, scanner.go and
 //     skip.go decode tcpscope's own connection lines without reflection
 //     (pure).
-//   - validate.go reads an export and checks it against the JSON Schema
+//   - mergedio.go writes a merged file to an io.Writer (WriteMerged) and
+//     reads one back (IsMerged, ReadMerged open the file).
+//   - validate.go reads an export (or a merged file) and checks it against the JSON Schema
 //     embedded by schema.go (schema/export.schema.json).
 package output

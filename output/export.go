@@ -44,8 +44,16 @@ type Extra struct {
 
 // AppendConnectionJSON appends one connection as a JSON object (no newline).
 func AppendConnectionJSON(b []byte, c *tracer.Connection) []byte {
+	return appendConnection(b, c, true)
+}
+
+// appendConnection appends a connection; withType false leaves out its
+// "type" (a connection nested in a merged file's pair).
+func appendConnection(b []byte, c *tracer.Connection, withType bool) []byte {
 	o := newObj(b)
-	o.str("type", RecordConnection)
+	if withType {
+		o.str("type", RecordConnection)
+	}
 	o.uint("id", c.ID)
 	optUint(&o, "peer_id", c.PeerID)
 	optUint(&o, "listener_id", c.ListenerID)

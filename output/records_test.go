@@ -28,14 +28,17 @@ type recordContract struct {
 	goType  reflect.Type
 	def     string // under $defs in the schema
 	inLines bool   // a .jsonl line of its own
+	// nested: records nested in it leave out their own "type" (which
+	// their schema definitions allow).
+	nested bool
 }
 
 var recordContracts = []recordContract{
-	{RecordMeta, reflect.TypeFor[Meta](), "meta", true},
-	{RecordConnection, reflect.TypeFor[ConnectionRecord](), "connection", true},
-	{RecordListener, reflect.TypeFor[ListenerRecord](), "listener", true},
-	{RecordSummary, reflect.TypeFor[SummaryRecord](), "summary", true},
-	{"", reflect.TypeFor[Document](), "document", false},
+	{RecordMeta, reflect.TypeFor[Meta](), "meta", true, false},
+	{RecordConnection, reflect.TypeFor[ConnectionRecord](), "connection", true, false},
+	{RecordListener, reflect.TypeFor[ListenerRecord](), "listener", true, false},
+	{RecordSummary, reflect.TypeFor[SummaryRecord](), "summary", true, false},
+	{"", reflect.TypeFor[Document](), "document", false, true},
 }
 
 // keyInfo is what one source says about one key. Paths join keys with
@@ -367,77 +370,83 @@ func TestRecordsMatchWriterAndSchema(t *testing.T) {
 		lineTypes = append(lineTypes, e.(string))
 	}
 	for _, rc := range recordContracts {
-		t.Run(rc.def, func(t *testing.T) {
-			if len(full[rc.typ]) == 0 || len(minimal[rc.typ]) == 0 {
-				t.Fatalf("no %q record written", rc.def)
-			}
-			// The record's "type": the schema's const, one of the line types.
-			sch := schemaKeys(t, schema, rc.def)
-			if rc.inLines {
-				typ := defs[rc.def].(map[string]any)["properties"].(map[string]any)["type"]
-				if c, _ := typ.(map[string]any)["const"].(string); c != rc.typ || !slices.Contains(lineTypes, rc.typ) {
-					t.Errorf("schema: %s's type const %q, line types %q; want %q in both", rc.def, c, lineTypes, rc.typ)
-				}
-				delete(sch, "type")
-			}
-			for path := range sch {
-				if rc.def == "document" && strings.Count(path, ".") == 1 && strings.HasSuffix(path, ".type") {
-					delete(sch, path) // the records' own "type", not written there but connections'
-				}
-			}
-			tags := structKeys(rc.goType)
-			isMap := func(path string) bool { return tags[path].isMap }
-			wrote, wroteMin := writtenKeys(full[rc.typ], isMap), writtenKeys(minimal[rc.typ], isMap)
+		t.Run(rc.def, func(t *testing.T) { checkContract(t, schema, lineTypes, rc, full, minimal) })
+	}
+}
 
-			// Every record type decodes what was written, and the full
-			// records leave nothing at zero.
-			for i, r := range full[rc.typ] {
-				b, _ := json.Marshal(r)
-				v := reflect.New(rc.goType)
-				dec := json.NewDecoder(bytes.NewReader(b))
-				dec.DisallowUnknownFields()
-				if err := dec.Decode(v.Interface()); err != nil {
-					t.Errorf("decoding into %s: %v", rc.goType, err)
-					continue
-				}
-				if i == 0 { // the full one
-					checkNoZero(t, v.Elem(), rc.goType.Name())
-				}
+// checkContract compares, for one record, its json tags, its schema
+// definition and the keys written in full and in minimal records.
+func checkContract(t *testing.T, schema map[string]any, lineTypes []string, rc recordContract, full, minimal map[string][]map[string]any) {
+	t.Helper()
+	defs := schema["$defs"].(map[string]any)
+	if len(full[rc.typ]) == 0 || len(minimal[rc.typ]) == 0 {
+		t.Fatalf("no %q record written", rc.def)
+	}
+	// The record's "type": the schema's const, one of the line types.
+	sch := schemaKeys(t, schema, rc.def)
+	if rc.inLines {
+		typ := defs[rc.def].(map[string]any)["properties"].(map[string]any)["type"]
+		if c, _ := typ.(map[string]any)["const"].(string); c != rc.typ || !slices.Contains(lineTypes, rc.typ) {
+			t.Errorf("schema: %s's type const %q, line types %q; want %q in both", rc.def, c, lineTypes, rc.typ)
+		}
+		delete(sch, "type")
+	}
+	for path := range sch {
+		if rc.nested && strings.Count(path, ".") == 1 && strings.HasSuffix(path, ".type") {
+			delete(sch, path) // the records' own "type", not written there but connections'
+		}
+	}
+	tags := structKeys(rc.goType)
+	isMap := func(path string) bool { return tags[path].isMap }
+	wrote, wroteMin := writtenKeys(full[rc.typ], isMap), writtenKeys(minimal[rc.typ], isMap)
+
+	// Every record type decodes what was written, and the full
+	// records leave nothing at zero.
+	for i, r := range full[rc.typ] {
+		b, _ := json.Marshal(r)
+		v := reflect.New(rc.goType)
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(v.Interface()); err != nil {
+			t.Errorf("decoding into %s: %v", rc.goType, err)
+			continue
+		}
+		if i == 0 { // the full one
+			checkNoZero(t, v.Elem(), rc.goType.Name())
+		}
+	}
+	paths := map[string]bool{}
+	for _, m := range []map[string]keyInfo{tags, sch, wrote} {
+		for p := range m {
+			paths[p] = true
+		}
+	}
+	for _, p := range slices.Sorted(func(yield func(string) bool) {
+		for p := range paths {
+			if !yield(p) {
+				return
 			}
-			paths := map[string]bool{}
-			for _, m := range []map[string]keyInfo{tags, sch, wrote} {
-				for p := range m {
-					paths[p] = true
-				}
-			}
-			for _, p := range slices.Sorted(func(yield func(string) bool) {
-				for p := range paths {
-					if !yield(p) {
-						return
-					}
-				}
-			}) {
-				tag, inTags := tags[p]
-				s, inSchema := sch[p]
-				w, written := wrote[p]
-				_, writtenMin := wroteMin[p]
-				if !inTags || !inSchema || !written {
-					t.Errorf("%q: json tag of %s %v, schema property %v, written %v: want all three", p, rc.goType, inTags, inSchema, written)
-					continue
-				}
-				if tag.isMap != s.isMap || tag.isMap != w.isMap {
-					t.Errorf("%q: a map in %s %v, in the schema %v", p, rc.goType, tag.isMap, s.isMap)
-				}
-				if s.isMap && !slices.Equal(s.names, w.names) {
-					t.Errorf("%q: the writer's keys %q, the schema's names %q", p, w.names, s.names)
-				}
-				if tag.omitempty == writtenMin {
-					t.Errorf("%q: omitempty %v, but written in the minimal record %v", p, tag.omitempty, writtenMin)
-				}
-				if want := !tag.omitempty && !tag.optional; s.required != want {
-					t.Errorf("%q: required in the schema %v; want %v (omitempty %v, export:\"optional\" %v)", p, s.required, want, tag.omitempty, tag.optional)
-				}
-			}
-		})
+		}
+	}) {
+		tag, inTags := tags[p]
+		s, inSchema := sch[p]
+		w, written := wrote[p]
+		_, writtenMin := wroteMin[p]
+		if !inTags || !inSchema || !written {
+			t.Errorf("%q: json tag of %s %v, schema property %v, written %v: want all three", p, rc.goType, inTags, inSchema, written)
+			continue
+		}
+		if tag.isMap != s.isMap || tag.isMap != w.isMap {
+			t.Errorf("%q: a map in %s %v, in the schema %v", p, rc.goType, tag.isMap, s.isMap)
+		}
+		if s.isMap && !slices.Equal(s.names, w.names) {
+			t.Errorf("%q: the writer's keys %q, the schema's names %q", p, w.names, s.names)
+		}
+		if tag.omitempty == writtenMin {
+			t.Errorf("%q: omitempty %v, but written in the minimal record %v", p, tag.omitempty, writtenMin)
+		}
+		if want := !tag.omitempty && !tag.optional; s.required != want {
+			t.Errorf("%q: required in the schema %v; want %v (omitempty %v, export:\"optional\" %v)", p, s.required, want, tag.omitempty, tag.optional)
+		}
 	}
 }

@@ -39,7 +39,7 @@ func newRootCmd() *cobra.Command {
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usageError{fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath())}
 	})
-	root.AddCommand(newRecordCmd(), newRunCmd(), newReportCmd(), newDemoCmd(), newCheckCmd())
+	root.AddCommand(newRecordCmd(), newRunCmd(), newReportCmd(), newDemoCmd(), newCheckCmd(), newMergeCmd())
 	return root
 }
 

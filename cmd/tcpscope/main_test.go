@@ -88,6 +88,8 @@ func TestBadInputExitsTwo(t *testing.T) {
 		{"report", "x.jsonl", "--flag", "bogus"},
 		{"nonsense"},
 		{"check", "extra"},
+		{"merge", "only-one.jsonl"},
+		{"merge", "/nonexistent-a.jsonl", "/nonexistent-b.jsonl"},
 	}
 	for _, args := range cases {
 		var stderr bytes.Buffer

@@ -34,11 +34,15 @@ func newReportCmd() *cobra.Command {
   tcpscope report run.jsonl --flag synack_retransmitted --port 8080
   tcpscope report run.jsonl --outcome reset --format json
   tcpscope report run.jsonl --id 4211             # one connection's whole timeline
-  tcpscope report run.jsonl.zst                   # compressed: told by its content, not its name`,
+  tcpscope report run.jsonl.zst                   # compressed: told by its content, not its name
+  tcpscope report both.jsonl                      # a file tcpscope merge wrote: pairs per host pair, diagnoses`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			filter, err := f.filter()
 			if err != nil {
+				return err
+			}
+			if merged, err := reportMerged(cmd, args[0], &f); merged || err != nil {
 				return err
 			}
 			return f.run(cmd, args[0], filter)
@@ -91,6 +95,27 @@ func (f *reportFlags) run(cmd *cobra.Command, name string, filter func(*tracer.C
 		err = fmt.Errorf("writing the report: %w", ferr)
 	}
 	return err
+}
+
+// reportMerged renders a file tcpscope merge wrote; merged is false for
+// anything else (an export, or standard input), left to run.
+func reportMerged(cmd *cobra.Command, name string, f *reportFlags) (merged bool, err error) {
+	if name == "-" {
+		return false, nil
+	}
+	// A file that cannot be opened is left to run, which reports it as it
+	// reports any export's.
+	if merged, err = output.IsMerged(name); !merged || err != nil {
+		return false, nil
+	}
+	if f.filtered() || f.id != 0 || f.format != "text" {
+		return true, usagef("%s is a merged file: report renders its tables only (no --flag, --outcome, --port, --peer, --id or --format json)", name)
+	}
+	m, err := output.ReadMerged(name)
+	if err != nil {
+		return true, usageError{err}
+	}
+	return true, output.MergedTables(cmd.OutOrStdout(), m)
 }
 
 // reportBuffer is how much of the report is held before it is written.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"sync"
@@ -59,6 +60,7 @@ type recordFlags struct {
 	statusEvery  time.Duration
 	maxConns     int
 	readyFile    string
+	otlpEndpoint *url.URL
 }
 
 func (f *recordFlags) registerRecord(cmd *cobra.Command) {
@@ -75,6 +77,7 @@ func (f *recordFlags) registerRecord(cmd *cobra.Command) {
 	fl.Var(durationValue{&f.statusEvery, positive}, "status-interval", "when stderr is not a terminal, print a plain status line this often")
 	f.maxConns = tracer.DefaultMaxConnections
 	fl.Var(atLeastValue{&f.maxConns, 1000}, "max-connections", "connections followed at once (at least 1000); past it the least recently active are written early, flagged incomplete")
+	fl.Var(endpointValue{&f.otlpEndpoint}, "otlp-endpoint", "also ship every connection record as an OTLP log record to the collector at `URL`, OTLP/HTTP (e.g. http://127.0.0.1:4318)")
 	fl.StringVar(&f.readyFile, "ready-file", "", "once every program is attached, write tcpscope's pid to `FILE` (for scripts: from then on nothing is missed)")
 }
 
@@ -86,7 +89,8 @@ func (f *recordFlags) options() (sessionOptions, error) {
 		return sessionOptions{}, err
 	}
 	return sessionOptions{cfg: f.config(), output: f.output, events: f.events, format: f.format,
-		synRecvLimit: f.synRecvLimit, statusEvery: f.statusEvery, maxConns: f.maxConns, readyFile: f.readyFile}, nil
+		synRecvLimit: f.synRecvLimit, statusEvery: f.statusEvery, maxConns: f.maxConns, readyFile: f.readyFile,
+		otlpEndpoint: f.otlpEndpoint}, nil
 }
 
 func newRecordCmd() *cobra.Command {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"time"
 
@@ -31,6 +32,7 @@ type sessionOptions struct {
 	// samplePerFlag, when set, prints only the first flagged lines of each
 	// flag (the demo), and how many were left out.
 	samplePerFlag int
+	otlpEndpoint  *url.URL // ship records over OTLP/HTTP, nil for none
 }
 
 // session is what one recording shows and writes: the export, the event
@@ -53,6 +55,7 @@ type session struct {
 	view      *liveView
 	shown     map[tracer.Flag]int // flagged lines printed, by flag (samplePerFlag)
 	omitted   uint64              // flagged lines not printed (samplePerFlag)
+	otlp      *otlpSink           // nil without --otlp-endpoint
 }
 
 // newSession checks the options and opens the output; nothing is loaded
@@ -72,6 +75,13 @@ func newSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error)
 		}
 	}
 	s := &session{opts: opts, export: export, report: stdout, stderr: stderr, findings: findings.New()}
+	var err error
+	if s.otlp, err = newOTLPSink(opts.otlpEndpoint, opts.cfg.NetNS); err != nil {
+		if export != nil {
+			export.Abort()
+		}
+		return nil, err
+	}
 	if opts.statusEvery == 0 {
 		opts.statusEvery = 10 * time.Second
 	}
@@ -115,6 +125,7 @@ func (s *session) record(ctx context.Context, onReady func() error) error {
 	sum, err := capture.Run(ctx, capture.Options{Config: s.opts.cfg, SynRecvThreshold: s.opts.synRecvLimit,
 		MaxConnections: s.opts.maxConns, EveryEvent: s.opts.events, Counters: output.ReportedCounters()}, sinks)
 	if !s.ready {
+		s.otlp.finish(s, nil)
 		if s.export != nil {
 			s.export.Abort()
 		}
@@ -157,6 +168,7 @@ func (s *session) emit(c *tracer.Connection) error {
 	if s.export != nil && s.werr == nil {
 		s.werr = s.export.WriteConnection(c)
 	}
+	s.otlp.emit(c)
 	if c.Flagged() && !s.opts.events {
 		s.flagged++
 		if s.opts.samplePerFlag > 0 {
@@ -247,6 +259,7 @@ func (s *session) finish(sum capture.Summary, runErr error) error {
 	x := extraOf(sum, s.listeners)
 	x.Findings = s.findings.Finish(output.FindingsEnv(sum.Start, x))
 	s.found = x.Findings
+	s.otlp.finish(s, &x)
 	var exportErr error
 	if s.export != nil {
 		if s.werr != nil {

@@ -22,9 +22,12 @@ func TestParseEndpoint(t *testing.T) {
 			t.Errorf("ParseEndpoint(%q): %v, want ok %v", s, err, ok)
 		}
 	}
-	u, _ := ParseEndpoint("http://127.0.0.1:4318")
-	if got := endpointURL(u); got != "http://127.0.0.1:4318/v1/logs" {
-		t.Errorf("endpoint %q, want OTLP's logs path added", got)
+	for in, want := range map[string]string{"http://127.0.0.1:4318": "http://127.0.0.1:4318/v1/metrics",
+		"http://h:1/v1/logs": "http://h:1/v1/metrics", "http://h:1/otlp/": "http://h:1/otlp/v1/metrics"} {
+		u, _ := ParseEndpoint(in)
+		if got := signalURL(u, "metrics"); got != want {
+			t.Errorf("%s: metrics to %q, want %q", in, got, want)
+		}
 	}
 }
 

@@ -29,7 +29,7 @@ const (
 )
 
 // ParseEndpoint checks an --otlp-endpoint: http://HOST:PORT, optionally
-// with a path (default /v1/logs).
+// with a base path (see signalURL).
 func ParseEndpoint(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil {
@@ -69,17 +69,19 @@ func (r Resource) resource() *resource.Resource {
 		attribute.String("host.name", r.HostName), attribute.String("tcpscope.netns", ns))
 }
 
-// Shipper sends connection records as OTLP log records.
+// Shipper sends connection records as OTLP log records, and counts them
+// in OTLP metrics.
 type Shipper struct {
 	provider *sdklog.LoggerProvider
 	logger   log.Logger
 	queue    *queue
+	meters   *meters
 }
 
 // New starts a shipper to endpoint (checked by ParseEndpoint). Nothing is
 // sent yet: a collector that is down is found out by the first export.
 func New(endpoint *url.URL, version string, res Resource) (*Shipper, error) {
-	opts := []otlploghttp.Option{otlploghttp.WithEndpointURL(endpointURL(endpoint)), otlploghttp.WithTimeout(ExportTimeout),
+	opts := []otlploghttp.Option{otlploghttp.WithEndpointURL(signalURL(endpoint, "logs")), otlploghttp.WithTimeout(ExportTimeout),
 		otlploghttp.WithRetry(otlploghttp.RetryConfig{Enabled: true, InitialInterval: 500 * time.Millisecond,
 			MaxInterval: 2 * time.Second, MaxElapsedTime: ExportTimeout})}
 	if endpoint.Scheme == "http" {
@@ -90,16 +92,22 @@ func New(endpoint *url.URL, version string, res Resource) (*Shipper, error) {
 		return nil, fmt.Errorf("creating the OTLP exporter: %w", err)
 	}
 	q := newQueue(exp, QueueSize, BatchSize, Interval, ExportTimeout)
+	m, err := newMeters(signalURL(endpoint, "metrics"), endpoint.Scheme == "http", res.resource(), version, q)
+	if err != nil {
+		return nil, err
+	}
 	p := sdklog.NewLoggerProvider(sdklog.WithResource(res.resource()), sdklog.WithProcessor(q))
-	return &Shipper{provider: p, logger: p.Logger("tcpscope", log.WithInstrumentationVersion(version)), queue: q}, nil
+	return &Shipper{provider: p, logger: p.Logger("tcpscope", log.WithInstrumentationVersion(version)), queue: q, meters: m}, nil
 }
 
-// endpointURL adds OTLP's logs path to a bare http://HOST:PORT.
-func endpointURL(u *url.URL) string {
+// signalURL is the endpoint's URL for one signal: like
+// OTEL_EXPORTER_OTLP_ENDPOINT, the endpoint is a base to which
+// /v1/logs or /v1/metrics is added (a base given as .../v1/logs is taken
+// without it).
+func signalURL(u *url.URL, signal string) string {
 	c := *u
-	if c.Path == "" || c.Path == "/" {
-		c.Path = "/v1/logs"
-	}
+	base := strings.TrimSuffix(strings.TrimSuffix(c.Path, "/"), "/v1/logs")
+	c.Path = base + "/v1/" + signal
 	return c.String()
 }
 
@@ -117,13 +125,18 @@ func (s *Shipper) Ship(c *tracer.Connection, body []byte) {
 	r.SetBody(attribute.StringValue(strings.TrimSuffix(string(body), "\n")))
 	r.AddAttributes(Attributes(c)...)
 	s.logger.Emit(context.Background(), r)
+	s.meters.add(c)
 }
 
-// Close sends what is queued, waiting at most until ctx ends, and returns
-// how many records were sent and dropped in all.
+// Close sends what is queued, then the metrics a last time (the drop
+// count final), waiting at most until ctx ends, and returns how many
+// records were sent and dropped in all.
 func (s *Shipper) Close(ctx context.Context) (sent, dropped uint64, err error) {
 	if err = s.provider.Shutdown(ctx); err != nil {
-		err = fmt.Errorf("shutting down the OTLP exporter: %w", err)
+		err = fmt.Errorf("shutting down the OTLP log exporter: %w", err)
+	}
+	if merr := s.meters.provider.Shutdown(ctx); merr != nil {
+		err = errors.Join(err, fmt.Errorf("sending the OTLP metrics: %w", merr))
 	}
 	return s.queue.sent.Load(), s.queue.dropped.Load(), err
 }

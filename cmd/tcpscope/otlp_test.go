@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -85,15 +86,14 @@ func freePort(t *testing.T) int {
 }
 
 // startCollector runs the collector with its OTLP/HTTP receiver on a free
-// port of 127.0.0.1 and the file exporter writing logs to the returned
-// path (OTLP JSON, a line per export request). It returns once the
-// receiver accepts connections.
-func startCollector(t *testing.T) (endpoint, logs string) {
+// port of 127.0.0.1 and file exporters writing logs.json and metrics.json
+// in the returned dir (OTLP JSON, a line per export request). It returns
+// once the receiver accepts connections.
+func startCollector(t *testing.T) (endpoint, dir string) {
 	t.Helper()
 	bin := collectorBinary(t)
-	dir := t.TempDir()
+	dir = t.TempDir()
 	port := freePort(t)
-	logs = filepath.Join(dir, "logs.json")
 	// No telemetry server: its default port would clash between runs.
 	config := fmt.Sprintf(`receivers:
   otlp:
@@ -101,8 +101,10 @@ func startCollector(t *testing.T) (endpoint, logs string) {
       http:
         endpoint: 127.0.0.1:%d
 exporters:
-  file:
-    path: %s
+  file/logs:
+    path: %s/logs.json
+  file/metrics:
+    path: %s/metrics.json
 service:
   telemetry:
     metrics:
@@ -110,8 +112,11 @@ service:
   pipelines:
     logs:
       receivers: [otlp]
-      exporters: [file]
-`, port, logs)
+      exporters: [file/logs]
+    metrics:
+      receivers: [otlp]
+      exporters: [file/metrics]
+`, port, dir, dir)
 	cfg := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(cfg, []byte(config), 0o644); err != nil {
 		t.Fatal(err)
@@ -133,7 +138,7 @@ service:
 		}
 		return err == nil
 	})
-	return "http://" + addr, logs
+	return "http://" + addr, dir
 }
 
 // waitFor polls ok until it holds, failing when the process behind done
@@ -246,11 +251,13 @@ func attrMap(kvs []otlpAttr) map[string]string {
 // TestRecordOTLP records real traffic in a private namespace with
 // --otlp-endpoint pointing at a real OpenTelemetry Collector and checks
 // that the collector received one log record per exported connection,
-// with the connection as its body and the right attributes.
+// with the connection as its body and the right attributes, and the
+// connection counts as metrics.
 func TestRecordOTLP(t *testing.T) {
 	t.Parallel()
 	nettest.RequirePrivileges(t)
-	endpoint, logs := startCollector(t)
+	endpoint, dir := startCollector(t)
+	logs := filepath.Join(dir, "logs.json")
 	ns := nettest.New(t)
 	r := startRecord(t, ns, "run.jsonl", "--otlp-endpoint", endpoint)
 	addr, _ := startServer(t, ns, "tcp4", "127.0.0.1:0", "client-closes", 3)
@@ -298,6 +305,28 @@ func TestRecordOTLP(t *testing.T) {
 	if d := rec.Summary.OTLPDropped; d == nil || *d != 0 {
 		t.Errorf("summary otlp_dropped_records %v, want 0", d)
 	}
+	checkOTLPMetrics(t, filepath.Join(dir, "metrics.json"), rec)
+}
+
+// checkOTLPMetrics waits until the collector's last tcpscope.connections
+// export counts every connection of the export, by role, outcome and
+// error.type.
+func checkOTLPMetrics(t *testing.T, path string, rec *output.Recording) {
+	t.Helper()
+	want := map[string]int{}
+	for i := range rec.Connections {
+		c := &rec.Connections[i]
+		e := ""
+		if c.Outcome == tracer.OutcomeRefused {
+			e = "refused"
+		}
+		want[c.Role.String()+"/"+c.Outcome.String()+"/"+e]++
+	}
+	var got map[string]int
+	waitFor(t, 30*time.Second, make(chan error, 1), &lockedBuffer{}, "tcpscope.connections counting every connection", func() bool {
+		got = otlpConnectionCounts(t, path)
+		return maps.Equal(got, want)
+	})
 }
 
 // checkOTLPAttrs compares a log record with the export's connection.
@@ -349,5 +378,58 @@ func TestRecordOTLPCollectorDown(t *testing.T) {
 	want := fmt.Sprintf("otlp: sent 0 connection records to %s, dropped %d", endpoint, len(rec.Connections))
 	if !strings.Contains(r.stderr.String(), want) {
 		t.Errorf("stderr lacks %q:\n%s", want, r.stderr.String())
+	}
+}
+
+// otlpConnectionCounts reads the metrics file the collector wrote and
+// returns the last export's tcpscope.connections data points (cumulative:
+// the last one holds the totals), keyed "role/outcome/error.type".
+func otlpConnectionCounts(t *testing.T, path string) map[string]int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last map[string]int
+	for _, line := range strings.Split(string(b), "\n") {
+		var req otlpMetricsRequest
+		if json.Unmarshal([]byte(line), &req) != nil {
+			continue
+		}
+		for _, rm := range req.ResourceMetrics {
+			for _, sm := range rm.ScopeMetrics {
+				for _, m := range sm.Metrics {
+					if m.Name != "tcpscope.connections" {
+						continue
+					}
+					last = map[string]int{}
+					for _, dp := range m.Sum.DataPoints {
+						a := attrMap(dp.Attributes)
+						n, _ := strconv.Atoi(dp.AsInt)
+						last[a["tcpscope.role"]+"/"+a["tcpscope.outcome"]+"/"+a["error.type"]] += n
+					}
+				}
+			}
+		}
+	}
+	return last
+}
+
+type otlpMetricsRequest struct {
+	ResourceMetrics []struct {
+		ScopeMetrics []struct {
+			Metrics []struct {
+				Name string
+				Sum  struct {
+					DataPoints []struct {
+						AsInt      string
+						Attributes []otlpAttr
+					}
+				}
+			}
+		}
 	}
 }

@@ -18,11 +18,12 @@ import (
 	"github.com/tcpscope/tcpscope/tracer"
 )
 
-// Queue and export bounds. 16384 records is a few seconds of the busiest
-// loads measured (README, Performance) at under 1 KiB each; a collector
-// that takes longer than ExportTimeout for a batch is treated as down.
+// Queue and export bounds. 8192 records (4.8 MB of queue) absorb a
+// collector's pause of a few hundred milliseconds at the busiest loads
+// measured (README, Performance); a collector that takes longer than
+// ExportTimeout for a batch is treated as down.
 const (
-	QueueSize     = 16384
+	QueueSize     = 8192
 	BatchSize     = 512
 	Interval      = time.Second
 	ExportTimeout = 10 * time.Second

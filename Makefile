@@ -20,9 +20,10 @@ generate: ## rebuild the BPF objects and their Go bindings (needs clang-16, llvm
 test: ## all tests; the kernel tests need root (sudo make test)
 	$(GO) test -count=1 -timeout 30m ./...
 
-lint: ## gofmt and go vet
+lint: ## gofmt and go vet (cmd/internal/otelcol, a module of its own, too)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
 	$(GO) vet ./...
+	cd cmd/internal/otelcol && $(GO) vet ./...
 
 clean: ## remove the built binaries
 	rm -f $(BIN) overhead
@@ -32,7 +33,7 @@ clean: ## remove the built binaries
 OVERHEAD_FLAGS ?= -memory 10000
 
 bench: build ## micro-benchmarks, then tcpscope against tcpdump, tcplife, tcpstates (root: sudo make bench)
-	$(GO) test -run '^$$' -bench . -benchmem ./tracer ./output
+	$(GO) test -run '^$$' -bench . -benchmem ./tracer ./output ./otlp
 	$(GO) build -o overhead ./cmd/overhead
 	./overhead -tcpscope ./$(BIN) $(OVERHEAD_FLAGS)
 

@@ -40,6 +40,10 @@ type Extra struct {
 	Sysctls   []findings.Sysctl
 	// Findings, most severe first (findings.Accumulator.Finish).
 	Findings []findings.Finding
+	// OTLPDropped, when set (records were shipped over OTLP), counts
+	// connection records the collector never took: queue full, export
+	// failed after its retries, or still queued at the end.
+	OTLPDropped *uint64
 }
 
 // AppendConnectionJSON appends one connection as a JSON object (no newline).
@@ -213,6 +217,9 @@ func AppendSummaryJSON(b []byte, s *tracer.Stats, meta Meta, x Extra, withType b
 	o.uint("undecoded_events", x.Undecoded)
 	o.uint("discarded_children", x.Discarded)
 	o.uint("state_gaps", x.Gaps)
+	if x.OTLPDropped != nil {
+		o.uint("otlp_dropped_records", *x.OTLPDropped)
+	}
 	o.key("recursion_misses")
 	o.b = appendRecursion(o.b, x.Recursion)
 	o.key("kernel_counters")

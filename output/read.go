@@ -54,7 +54,7 @@ func (r *Recording) Warnings(name string) []string {
 // Findings are the ones the file holds.
 func (s *SummaryRecord) Extra() Extra {
 	x := Extra{End: s.End, LostEvents: s.LostEvents, LostRecords: s.LostRecords, Orphans: s.UnmatchedEvents, Evicted: s.Evicted, Counters: s.Counters,
-		Unreadable: s.Unreadable, Undecoded: s.Undecoded, Discarded: s.Discarded, Gaps: s.Gaps}
+		Unreadable: s.Unreadable, Undecoded: s.Undecoded, Discarded: s.Discarded, Gaps: s.Gaps, OTLPDropped: s.OTLPDropped}
 	for _, r := range s.Recursion {
 		x.Recursion = append(x.Recursion, tracer.RecursionMisses{Tracepoint: r.Tracepoint, Program: r.Program,
 			Misses: r.Misses, Nested: r.Nested, NestedMisses: r.NestedMisses})

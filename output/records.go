@@ -159,6 +159,7 @@ type SummaryRecord struct {
 	Undecoded       uint64            `json:"undecoded_events" export:"optional"`
 	Discarded       uint64            `json:"discarded_children" export:"optional"`
 	Gaps            uint64            `json:"state_gaps" export:"optional"`
+	OTLPDropped     *uint64           `json:"otlp_dropped_records,omitempty" export:"optional"`
 	Recursion       []RecursionRecord `json:"recursion_misses" export:"optional"`
 	Counters        []CounterDelta    `json:"kernel_counters"`
 	TimeWait        []TimeWaitRecord  `json:"time_wait"`

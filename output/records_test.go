@@ -281,14 +281,14 @@ func fullRecords() exportInput {
 			{At: us(122), OffsetUs: 122, Kind: "state", From: "SYN_SENT", To: "ESTABLISHED", PrevStateUs: 122},
 			{At: us(279), OffsetUs: 279, Kind: "time_wait", State: "TIME_WAIT", Detail: "until later"},
 		}})
-	unattributed := uint64(3)
+	unattributed, dropped := uint64(3), uint64(8)
 	ls := []ListenerRow{{ID: 5, NetNS: 1, Local: netip.MustParseAddrPort("10.0.0.1:80"), PID: 2, Comm: "srv", Backlog: 4,
 		PeakQueue: 5, Connections: 6, SynAcks: 7, Abandoned: 8, Resets: 9, Overflows: 10, Syncookies: 11, QueueSamples: 12,
 		FullSamples: 13, OverflowsAttributed: 14, SynDropsAttributed: 15, DropsAttributed: 16, SynRetransmitClients: 17,
 		ClientSynRetransmits: 18, SynRecv: Quantiles{Count: 1, P50: 2, P90: 3, P99: 4, Max: 5}, Start: t0, End: t0.Add(time.Second),
 		Preexisting: true, Open: true}}
 	meta := Meta{Tcpscope: "test", Kernel: "6.18", Hostname: "h", Start: t0, Command: []string{"ab", "-n", "1"}}
-	x := Extra{End: t0.Add(time.Minute), LostEvents: 1, LostRecords: 9, Orphans: 2, Evicted: 3, Unreadable: 4, Undecoded: 5, Discarded: 6, Gaps: 7,
+	x := Extra{End: t0.Add(time.Minute), LostEvents: 1, LostRecords: 9, Orphans: 2, Evicted: 3, Unreadable: 4, Undecoded: 5, Discarded: 6, Gaps: 7, OTLPDropped: &dropped,
 		Recursion: []tracer.RecursionMisses{{Tracepoint: "sock/inet_sock_set_state", Program: "handle_set_state", Misses: 5, Nested: 4, NestedMisses: 1}},
 		Counters:  []CounterDelta{{NetNS: 1, Counter: "TcpExt.ListenOverflows", Delta: 4, Created: true, Unattributed: &unattributed}},
 		TimeWait: []TimeWaitPressure{{TimeWaitDest: tracer.TimeWaitDest{Key: tracer.TimeWaitKey{NetNS: 1,

@@ -80,6 +80,10 @@ func TestBadInputExitsTwo(t *testing.T) {
 		{"record", "--metrics-addr", "192.0.2.1:9464"}, // an address this host lacks
 		{"record", "--port", "1", "--port", "2", "--port", "3", "--port", "4", "--port", "5", "--port", "6", "--port", "7", "--port", "8", "--port", "9"},
 		{"run", "--linger", "-1s", "--", "true"},
+		{"record", "--otlp-endpoint", "127.0.0.1:4318"},
+		{"record", "--otlp-endpoint", "grpc://127.0.0.1:4317"},
+		{"run", "--otlp-endpoint", "http://127.0.0.1", "--", "true"},
+		{"record", "--otlp-endpoint", "http://127.0.0.1:99999"},
 		{"demo", "--duration", "1s"},
 		{"report", "x.jsonl", "--format", "xml"},
 		{"report", "x.jsonl", "--port", "0"},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
 	"sync"
@@ -60,6 +61,7 @@ type recordFlags struct {
 	maxConns     int
 	readyFile    string
 	metricsAddr  string
+	otlpEndpoint *url.URL
 }
 
 func (f *recordFlags) registerRecord(cmd *cobra.Command) {
@@ -77,6 +79,7 @@ func (f *recordFlags) registerRecord(cmd *cobra.Command) {
 	f.maxConns = tracer.DefaultMaxConnections
 	fl.Var(atLeastValue{&f.maxConns, 1000}, "max-connections", "connections followed at once (at least 1000); past it the least recently active are written early, flagged incomplete")
 	fl.Var(hostPortValue{&f.metricsAddr}, "metrics-addr", "serve Prometheus metrics at http://`HOST:PORT`/metrics while tracing (e.g. 127.0.0.1:9464, :9464); with no -o, record is a long-running agent")
+	fl.Var(endpointValue{&f.otlpEndpoint}, "otlp-endpoint", "also ship every connection record as an OTLP log record, and connection counts as OTLP metrics, to the collector at `URL`, OTLP/HTTP (e.g. http://127.0.0.1:4318)")
 	fl.StringVar(&f.readyFile, "ready-file", "", "once every program is attached, write tcpscope's pid to `FILE` (for scripts: from then on nothing is missed)")
 }
 
@@ -89,7 +92,7 @@ func (f *recordFlags) options() (sessionOptions, error) {
 	}
 	return sessionOptions{cfg: f.config(), output: f.output, events: f.events, format: f.format,
 		synRecvLimit: f.synRecvLimit, statusEvery: f.statusEvery, maxConns: f.maxConns, readyFile: f.readyFile,
-		metricsAddr: f.metricsAddr}, nil
+		metricsAddr: f.metricsAddr, otlpEndpoint: f.otlpEndpoint}, nil
 }
 
 func newRecordCmd() *cobra.Command {

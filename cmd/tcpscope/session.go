@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"time"
 
@@ -31,7 +32,8 @@ type sessionOptions struct {
 	// samplePerFlag, when set, prints only the first flagged lines of each
 	// flag (the demo), and how many were left out.
 	samplePerFlag int
-	metricsAddr   string // serve /metrics here while tracing, "" for none
+	metricsAddr   string   // serve /metrics here while tracing, "" for none
+	otlpEndpoint  *url.URL // ship records over OTLP/HTTP, nil for none
 }
 
 // session is what one recording shows and writes: the export, the event
@@ -55,6 +57,7 @@ type session struct {
 	shown     map[tracer.Flag]int // flagged lines printed, by flag (samplePerFlag)
 	omitted   uint64              // flagged lines not printed (samplePerFlag)
 	metrics   *metricsServer      // nil without --metrics-addr
+	otlp      *otlpSink           // nil without --otlp-endpoint
 }
 
 // newSession checks the options and opens the output; nothing is loaded
@@ -84,6 +87,19 @@ func newSession(opts sessionOptions, stdout, stderr io.Writer) (*session, error)
 		}
 	}
 	s := &session{opts: opts, export: export, report: stdout, stderr: stderr, findings: findings.New(), metrics: ms}
+	var err error
+	if s.otlp, err = newOTLPSink(opts.otlpEndpoint, opts.cfg.NetNS); err != nil {
+		if export != nil {
+			export.Abort()
+		}
+		if ms != nil {
+			ms.stop()
+		}
+		return nil, err
+	}
+	if ms != nil && s.otlp != nil {
+		ms.m.OTLPDropped(s.otlp.ship.Dropped)
+	}
 	if opts.statusEvery == 0 {
 		opts.statusEvery = 10 * time.Second
 	}
@@ -132,6 +148,7 @@ func (s *session) record(ctx context.Context, onReady func() error) error {
 		}
 	}
 	if !s.ready {
+		s.otlp.finish(s, nil)
 		if s.export != nil {
 			s.export.Abort()
 		}
@@ -180,6 +197,7 @@ func (s *session) emit(c *tracer.Connection) error {
 	if s.export != nil && s.werr == nil {
 		s.werr = s.export.WriteConnection(c)
 	}
+	s.otlp.emit(c)
 	if c.Flagged() && !s.opts.events {
 		s.flagged++
 		if s.opts.samplePerFlag > 0 {
@@ -276,6 +294,7 @@ func (s *session) finish(sum capture.Summary, runErr error) error {
 	x := extraOf(sum, s.listeners)
 	x.Findings = s.findings.Finish(output.FindingsEnv(sum.Start, x))
 	s.found = x.Findings
+	s.otlp.finish(s, &x)
 	var exportErr error
 	if s.export != nil {
 		if s.werr != nil {

@@ -174,6 +174,14 @@ func errnoType(e tracer.Errno) string {
 	return ""
 }
 
+// OTLPDropped adds tcpscope_otlp_dropped_records_total, read from
+// dropped at each scrape: the records --otlp-endpoint could not deliver.
+func (m *Metrics) OTLPDropped(dropped func() uint64) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tcpscope_otlp_dropped_records_total",
+		Help: "Connection records that did not reach the OTLP collector (down, slow, or the queue full); the export has them all."},
+		func() float64 { return float64(dropped()) }))
+}
+
 // Listener keeps the overflow drops of a listener that closed, so that
 // its counter does not go back when it leaves the live snapshot.
 func (m *Metrics) Listener(l *tracer.Listener) {

@@ -124,3 +124,13 @@ func TestLiveMetrics(t *testing.T) {
 		t.Errorf("%d accept-queue series for %d listeners, want at most %d and other", n, len(many), MaxListeners)
 	}
 }
+
+// TestOTLPDropped: the OTLP drop count is read at each scrape.
+func TestOTLPDropped(t *testing.T) {
+	m := New()
+	n := uint64(0)
+	m.OTLPDropped(func() uint64 { return n })
+	wantLines(t, scrape(t, m), "tcpscope_otlp_dropped_records_total 0")
+	n = 7
+	wantLines(t, scrape(t, m), "tcpscope_otlp_dropped_records_total 7")
+}

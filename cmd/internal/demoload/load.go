@@ -252,19 +252,24 @@ func dial(ns *netns.NS, port int, timeout time.Duration) (net.Conn, error) {
 const response = "HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 
 // request sends a request, reads the whole answer (or the server's reset
-// or close), and closes first.
-func request(ctx context.Context, c net.Conn) error {
+// or close) until deadline, and closes first.
+func request(c net.Conn, deadline time.Time) error {
 	defer c.Close()
-	deadline := time.Now().Add(8 * time.Second)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
 	c.SetDeadline(deadline)
 	if _, err := c.Write([]byte("GET / HTTP/1.0\r\n\r\n")); err != nil {
 		return err
 	}
 	_, err := io.ReadFull(c, make([]byte, len(response)))
 	return err
+}
+
+// requestDeadline is 8 s from now, or the load's end if sooner.
+func requestDeadline(ctx context.Context) time.Time {
+	deadline := time.Now().Add(8 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	return deadline
 }
 
 func webLoad(ctx context.Context, ns *netns.NS, in *Injected) {
@@ -279,7 +284,10 @@ func webLoad(ctx context.Context, ns *netns.NS, in *Injected) {
 					return
 				}
 				atomic.AddInt64(&in.WebRequests, 1)
-				request(ctx, c)
+				// Not cut short when the load stops: a client that closed
+				// before a late answer came would send a reset (reason
+				// TCP_ABORT_ON_DATA), a fault the demo does not inject.
+				request(c, time.Now().Add(2*time.Second))
 			})
 		}()
 	}
@@ -330,7 +338,7 @@ func slowACKs(ctx context.Context, ns *netns.NS, from time.Time, in *Injected) {
 		}
 		atomic.AddInt64(&in.SlowClients, 1)
 		wg.Add(1)
-		go func() { defer wg.Done(); request(ctx, c) }()
+		go func() { defer wg.Done(); request(c, requestDeadline(ctx)) }()
 	}
 	sleepUntil(ctx, from.Add(in.AckDropWindow))
 	remove()
@@ -352,7 +360,7 @@ func tinyBurst(ctx context.Context, ns *netns.NS, at time.Time, in *Injected) {
 			if err != nil {
 				return
 			}
-			request(ctx, c)
+			request(c, requestDeadline(ctx))
 		}()
 		atomic.AddInt64(&in.TinyBurst, 1)
 	}

@@ -199,7 +199,8 @@ func checkTestBed(t *testing.T, path, tables string, client, server *output.Reco
 	}
 	clients, servers := byRole(t, client, tracer.RoleClient), byRole(t, server, tracer.RoleServer)
 	hp := m.HostPairs[0]
-	// The connects that found no port: the only clients without a partner.
+	// The connects that found no port (Go's dialer tries such a connect
+	// three times) are the only clients without a partner.
 	noPort := 0
 	for _, c := range clients {
 		if c.Errno == tracer.Errno(syscall.EADDRNOTAVAIL) {

@@ -19,8 +19,7 @@ type metricsServer struct {
 	ln   net.Listener
 	srv  *http.Server
 	done chan error
-	last time.Time // when the live numbers were last read
-	up   bool      // serving
+	up   bool // serving
 }
 
 // listenMetrics binds addr before anything is traced: an address that
@@ -65,14 +64,7 @@ func (ms *metricsServer) stop() error {
 	return nil
 }
 
-// tick reads the live numbers at most once a second: they cost a walk
-// of the listeners and TIME_WAIT destinations, and scrapes come seconds
-// apart.
-func (ms *metricsServer) tick(now time.Time, snap func() capture.Snapshot) {
-	if now.Sub(ms.last) < time.Second {
-		return
-	}
-	ms.last = now
-	sn := snap()
+// live hands the live numbers to /metrics.
+func (ms *metricsServer) live(sn capture.Snapshot) {
 	ms.m.Live(sn.Listeners, sn.TimeWaitBusiest, sn.TimeWaitNow, sn.Lost)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/tcpscope/tcpscope/output"
 	"github.com/tcpscope/tcpscope/output/otlp"
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/capture"
 )
 
 // endpointValue is --otlp-endpoint: an OTLP/HTTP URL, checked while
@@ -68,6 +69,23 @@ func (o *otlpSink) emit(c *tracer.Connection) {
 	}
 	o.buf = output.AppendConnectionJSON(o.buf[:0], c)
 	o.ship.Ship(c, o.buf)
+}
+
+// listener keeps a closed listener's overflow drops in the OTLP metrics.
+func (o *otlpSink) listener(l *tracer.Listener) {
+	if o == nil {
+		return
+	}
+	o.ship.Listener(l)
+}
+
+// live hands the live numbers to the OTLP metrics; the next export sends
+// them.
+func (o *otlpSink) live(sn capture.Snapshot) {
+	if o == nil {
+		return
+	}
+	o.ship.Live(sn.Listeners, sn.TimeWaitBusiest, sn.TimeWaitNow, sn.Lost)
 }
 
 // finish sends what is queued, at most otlpDrain long, says on stderr how

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,8 @@ import (
 	"time"
 
 	"github.com/tcpscope/tcpscope/output"
+	"github.com/tcpscope/tcpscope/output/metrics"
+	"github.com/tcpscope/tcpscope/output/otlp"
 	"github.com/tcpscope/tcpscope/tracer"
 	"github.com/tcpscope/tcpscope/tracer/nettest"
 )
@@ -310,7 +313,8 @@ func TestRecordOTLP(t *testing.T) {
 
 // checkOTLPMetrics waits until the collector's last tcpscope.connections
 // export counts every connection of the export, by role, outcome and
-// error.type.
+// error.type, then checks that the same export carries the rest of the
+// /metrics set with the export's numbers.
 func checkOTLPMetrics(t *testing.T, path string, rec *output.Recording) {
 	t.Helper()
 	want := map[string]int{}
@@ -322,11 +326,81 @@ func checkOTLPMetrics(t *testing.T, path string, rec *output.Recording) {
 		}
 		want[c.Role.String()+"/"+c.Outcome.String()+"/"+e]++
 	}
-	var got map[string]int
+	var last map[string]otlpMetric
 	waitFor(t, 30*time.Second, make(chan error, 1), &lockedBuffer{}, "tcpscope.connections counting every connection", func() bool {
-		got = otlpConnectionCounts(t, path)
-		return maps.Equal(got, want)
+		last = lastOTLPMetrics(t, path)
+		return maps.Equal(last["tcpscope.connections"].points("tcpscope.role", "tcpscope.outcome", "error.type"), want)
 	})
+	checkOTLPCounts(t, last, rec)
+	checkOTLPLive(t, last, rec)
+}
+
+// checkOTLPCounts compares the per-connection metrics with the export.
+func checkOTLPCounts(t *testing.T, last map[string]otlpMetric, rec *output.Recording) {
+	t.Helper()
+	failures, flags, handshakes := map[string]int{}, map[string]int{}, map[string]int{}
+	for _, role := range []string{"client", "server"} {
+		for _, et := range metrics.ErrorTypes {
+			failures[role+"/"+et] = 0
+		}
+	}
+	for i := range rec.Connections {
+		c := &rec.Connections[i]
+		if et := otlp.ErrorType(c); et != "" {
+			failures[c.Role.String()+"/"+et]++
+		}
+		for f := range c.Flags.All() {
+			flags[c.Role.String()+"/"+f.String()]++
+		}
+		if metrics.HandshakeUs(c) >= 0 {
+			handshakes[c.Role.String()]++
+		}
+	}
+	if failures["client/refused"] != 1 {
+		t.Errorf("the export has %d refused clients, want 1", failures["client/refused"])
+	}
+	wantPoints(t, last, "tcpscope.connection.failures", failures, "tcpscope.role", "error.type")
+	wantPoints(t, last, "tcpscope.connection.flags", flags, "tcpscope.role", "tcpscope.flag")
+	wantPoints(t, last, "tcpscope.handshake.duration", handshakes, "tcpscope.role")
+	wantPoints(t, last, "tcpscope.retransmits", map[string]int{"syn": 0, "synack": 0, "data": 0, "fin": 0}, "tcpscope.retransmit.kind")
+	for _, dp := range last["tcpscope.handshake.duration"].Histogram.DataPoints {
+		if !slices.Equal(dp.ExplicitBounds, metrics.HandshakeBuckets) {
+			t.Errorf("tcpscope.handshake.duration bounds %v, want %v", dp.ExplicitBounds, metrics.HandshakeBuckets)
+		}
+	}
+}
+
+// checkOTLPLive checks the numbers read live: a point per listener of the
+// export with its overflow drops, the kernel's losses, and TIME_WAIT
+// sockets never more than the connections that ended.
+func checkOTLPLive(t *testing.T, last map[string]otlpMetric, rec *output.Recording) {
+	t.Helper()
+	drops := map[string]int{}
+	for _, l := range rec.Listeners {
+		drops[l.Local.String()] += int(l.Overflows + l.SynDropsAttributed)
+	}
+	if len(drops) == 0 {
+		t.Error("the export has no listener")
+	}
+	wantPoints(t, last, "tcpscope.listener.overflow_drops", drops, "tcpscope.listener")
+	lost := last["tcpscope.lost_events"].points()
+	if want := int(rec.Summary.LostEvents + rec.Summary.LostRecords); len(lost) != 1 || lost[""] < want {
+		t.Errorf("tcpscope.lost_events %v, want at least %d", lost, want)
+	}
+	tw := 0
+	for _, n := range last["tcpscope.time_wait.sockets"].points("tcpscope.destination") {
+		tw += n
+	}
+	if _, ok := last["tcpscope.time_wait.sockets"]; !ok || tw > len(rec.Connections) {
+		t.Errorf("tcpscope.time_wait.sockets sums to %d (sent: %v), want at most %d", tw, ok, len(rec.Connections))
+	}
+}
+
+func wantPoints(t *testing.T, last map[string]otlpMetric, name string, want map[string]int, keys ...string) {
+	t.Helper()
+	if got := last[name].points(keys...); !maps.Equal(got, want) {
+		t.Errorf("%s by %v: %v, want %v", name, keys, got, want)
+	}
 }
 
 // checkOTLPAttrs compares a log record with the export's connection.
@@ -381,10 +455,10 @@ func TestRecordOTLPCollectorDown(t *testing.T) {
 	}
 }
 
-// otlpConnectionCounts reads the metrics file the collector wrote and
-// returns the last export's tcpscope.connections data points (cumulative:
-// the last one holds the totals), keyed "role/outcome/error.type".
-func otlpConnectionCounts(t *testing.T, path string) map[string]int {
+// lastOTLPMetrics reads the metrics file the collector wrote and returns
+// each metric as last exported (cumulative: the last one holds the
+// totals).
+func lastOTLPMetrics(t *testing.T, path string) map[string]otlpMetric {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
@@ -393,7 +467,7 @@ func otlpConnectionCounts(t *testing.T, path string) map[string]int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var last map[string]int
+	last := map[string]otlpMetric{}
 	for _, line := range strings.Split(string(b), "\n") {
 		var req otlpMetricsRequest
 		if json.Unmarshal([]byte(line), &req) != nil {
@@ -402,15 +476,7 @@ func otlpConnectionCounts(t *testing.T, path string) map[string]int {
 		for _, rm := range req.ResourceMetrics {
 			for _, sm := range rm.ScopeMetrics {
 				for _, m := range sm.Metrics {
-					if m.Name != "tcpscope.connections" {
-						continue
-					}
-					last = map[string]int{}
-					for _, dp := range m.Sum.DataPoints {
-						a := attrMap(dp.Attributes)
-						n, _ := strconv.Atoi(dp.AsInt)
-						last[a["tcpscope.role"]+"/"+a["tcpscope.outcome"]+"/"+a["error.type"]] += n
-					}
+					last[m.Name] = m
 				}
 			}
 		}
@@ -421,15 +487,39 @@ func otlpConnectionCounts(t *testing.T, path string) map[string]int {
 type otlpMetricsRequest struct {
 	ResourceMetrics []struct {
 		ScopeMetrics []struct {
-			Metrics []struct {
-				Name string
-				Sum  struct {
-					DataPoints []struct {
-						AsInt      string
-						Attributes []otlpAttr
-					}
-				}
-			}
+			Metrics []otlpMetric
 		}
 	}
+}
+
+type otlpMetric struct {
+	Name                  string
+	Sum, Gauge, Histogram struct {
+		DataPoints []otlpPoint
+	}
+}
+
+type otlpPoint struct {
+	AsInt          string
+	Count          string
+	ExplicitBounds []float64
+	Attributes     []otlpAttr
+}
+
+// points are a metric's values (a histogram's counts) keyed by the values
+// of keys joined with "/".
+func (m otlpMetric) points(keys ...string) map[string]int {
+	got := map[string]int{}
+	for _, dps := range [][]otlpPoint{m.Sum.DataPoints, m.Gauge.DataPoints, m.Histogram.DataPoints} {
+		for _, dp := range dps {
+			a := attrMap(dp.Attributes)
+			vals := make([]string, len(keys))
+			for i, k := range keys {
+				vals[i] = a[k]
+			}
+			n, _ := strconv.Atoi(dp.AsInt + dp.Count)
+			got[strings.Join(vals, "/")] += n
+		}
+	}
+	return got
 }

@@ -58,6 +58,7 @@ type session struct {
 	omitted   uint64              // flagged lines not printed (samplePerFlag)
 	metrics   *metricsServer      // nil without --metrics-addr
 	otlp      *otlpSink           // nil without --otlp-endpoint
+	liveAt    time.Time           // when /metrics and OTLP last read the live numbers
 }
 
 // newSession checks the options and opens the output; nothing is loaded
@@ -236,6 +237,7 @@ func (s *session) emitListener(l *tracer.Listener) error {
 	if s.metrics != nil {
 		s.metrics.m.Listener(l)
 	}
+	s.otlp.listener(l)
 	s.listeners = append(s.listeners, row)
 	if s.export != nil && s.werr == nil {
 		s.werr = s.export.WriteListener(&row)
@@ -258,10 +260,23 @@ func (s *session) printEvent(ev *tracer.Event, drained bool) error {
 	return nil
 }
 
-func (s *session) tick(now time.Time, snap func() capture.Snapshot) error {
-	if s.metrics != nil {
-		s.metrics.tick(now, snap)
+// readLive hands the live numbers to /metrics and OTLP at most once a
+// second: they cost a walk of the listeners and TIME_WAIT destinations,
+// and scrapes and exports come seconds apart.
+func (s *session) readLive(now time.Time, snap func() capture.Snapshot) {
+	if (s.metrics == nil && s.otlp == nil) || now.Sub(s.liveAt) < time.Second {
+		return
 	}
+	s.liveAt = now
+	sn := snap()
+	if s.metrics != nil {
+		s.metrics.live(sn)
+	}
+	s.otlp.live(sn)
+}
+
+func (s *session) tick(now time.Time, snap func() capture.Snapshot) error {
+	s.readLive(now, snap)
 	if !s.opts.events {
 		s.view.tick(now, func(dt time.Duration) output.Live { return s.view.live(snap(), dt) })
 	}
@@ -294,6 +309,9 @@ func (s *session) finish(sum capture.Summary, runErr error) error {
 	x := extraOf(sum, s.listeners)
 	x.Findings = s.findings.Finish(output.FindingsEnv(sum.Start, x))
 	s.found = x.Findings
+	if s.otlp != nil && sum.KernelErr == nil {
+		s.otlp.ship.EndLost(sum.Kernel.Dropped())
+	}
 	s.otlp.finish(s, &x)
 	var exportErr error
 	if s.export != nil {

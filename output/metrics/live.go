@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"maps"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,11 +19,11 @@ var (
 		"Events and connection records the kernel side dropped because the ring buffer was full.", nil, nil)
 )
 
-// liveCollector renders the numbers a recording reads as a whole each
-// time (listener loads, TIME_WAIT, the kernel's loss counters) rather
-// than counts event by event. Update and Collect run on different
-// goroutines.
-type liveCollector struct {
+// Live holds the numbers a recording reads as a whole each time
+// (listener loads, TIME_WAIT, the kernel's loss counters) rather than
+// counts event by event, bounded and labelled the same for Prometheus
+// and OTLP. Update and Collect (or View) run on different goroutines.
+type Live struct {
 	mu       sync.Mutex
 	names    map[string]bool   // listener labels given out, at most MaxListeners
 	closed   map[string]uint64 // overflow drops of the listeners that closed
@@ -32,14 +33,14 @@ type liveCollector struct {
 	lost     uint64
 }
 
-func newLiveCollector() *liveCollector {
-	return &liveCollector{names: map[string]bool{}, closed: map[string]uint64{}, queues: map[string]uint64{},
+func NewLive() *Live {
+	return &Live{names: map[string]bool{}, closed: map[string]uint64{}, queues: map[string]uint64{},
 		drops: map[string]uint64{}, timeWait: map[string]uint64{}}
 }
 
 // label is a listener's label: its ADDR:PORT (the same port in several
 // namespaces shares one), or "other" past MaxListeners. Called locked.
-func (lc *liveCollector) label(addr string) string {
+func (lc *Live) label(addr string) string {
 	if lc.names[addr] {
 		return addr
 	}
@@ -50,7 +51,7 @@ func (lc *liveCollector) label(addr string) string {
 	return addr
 }
 
-func (lc *liveCollector) closeListener(addr string, overflows uint64) {
+func (lc *Live) CloseListener(addr string, overflows uint64) {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
 	l := lc.label(addr)
@@ -58,7 +59,7 @@ func (lc *liveCollector) closeListener(addr string, overflows uint64) {
 	lc.drops[l] = max(lc.drops[l], lc.closed[l])
 }
 
-func (lc *liveCollector) update(listeners []tracer.ListenerLoad, busiest []tracer.TimeWaitDest, timeWaitNow int, lost uint64) {
+func (lc *Live) Update(listeners []tracer.ListenerLoad, busiest []tracer.TimeWaitDest, timeWaitNow int, lost uint64) {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
 	lc.queues = map[string]uint64{}
@@ -87,13 +88,37 @@ func (lc *liveCollector) update(listeners []tracer.ListenerLoad, busiest []trace
 	lc.lost = max(lc.lost, lost)
 }
 
-func (lc *liveCollector) Describe(ch chan<- *prometheus.Desc) {
+// EndLost raises the lost count to the kernel's final tally, which the
+// last look may have missed.
+func (lc *Live) EndLost(lost uint64) {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	lc.lost = max(lc.lost, lost)
+}
+
+// LiveView is a copy of the live numbers, by label.
+type LiveView struct {
+	OverflowDrops map[string]uint64 // by listener ADDR:PORT or "other"
+	AcceptQueue   map[string]uint64 // by listener
+	TimeWait      map[string]uint64 // by destination ADDR:PORT or "other"
+	Lost          uint64
+}
+
+// View copies the live numbers; the caller may keep them.
+func (lc *Live) View() LiveView {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	return LiveView{OverflowDrops: maps.Clone(lc.drops), AcceptQueue: maps.Clone(lc.queues),
+		TimeWait: maps.Clone(lc.timeWait), Lost: lc.lost}
+}
+
+func (lc *Live) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{overflowDesc, queueDesc, timeWaitDesc, lostDesc} {
 		ch <- d
 	}
 }
 
-func (lc *liveCollector) Collect(ch chan<- prometheus.Metric) {
+func (lc *Live) Collect(ch chan<- prometheus.Metric) {
 	lc.mu.Lock()
 	defer lc.mu.Unlock()
 	for l, n := range lc.drops {

@@ -38,7 +38,7 @@ type Metrics struct {
 	failures  *prometheus.CounterVec
 	handshake *prometheus.HistogramVec
 	retrans   *prometheus.CounterVec
-	live      *liveCollector
+	live      *Live
 }
 
 // New defines the metrics in a registry of their own (with Go's process
@@ -57,7 +57,7 @@ func New() *Metrics {
 			Buckets: HandshakeBuckets}, []string{"role"}),
 		retrans: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tcpscope_retransmits_total",
 			Help: "Retransmitted segments of ended connections, by kind: syn, synack, data, fin."}, []string{"kind"}),
-		live: newLiveCollector(),
+		live: NewLive(),
 	}
 	m.reg.MustRegister(m.conns, m.flags, m.failures, m.handshake, m.retrans, m.live,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
@@ -96,7 +96,7 @@ func (m *Metrics) Connection(c *tracer.Connection) {
 	if et := ErrorType(c); et != "" {
 		m.failures.WithLabelValues(role, et).Inc()
 	}
-	if us := handshakeUs(c); us >= 0 {
+	if us := HandshakeUs(c); us >= 0 {
 		m.handshake.WithLabelValues(role).Observe(float64(us) / 1e6)
 	}
 	r := c.Retransmits
@@ -110,9 +110,9 @@ func (m *Metrics) Connection(c *tracer.Connection) {
 	}
 }
 
-// handshakeUs is the handshake time of the connection's end, -1 when
+// HandshakeUs is the handshake time of the connection's end, -1 when
 // unknown: a client's connect time, a server's SYN_RECV stay.
-func handshakeUs(c *tracer.Connection) int64 {
+func HandshakeUs(c *tracer.Connection) int64 {
 	switch c.Role {
 	case tracer.RoleClient:
 		return c.HandshakeUs
@@ -185,12 +185,12 @@ func (m *Metrics) OTLPDropped(dropped func() uint64) {
 // Listener keeps the overflow drops of a listener that closed, so that
 // its counter does not go back when it leaves the live snapshot.
 func (m *Metrics) Listener(l *tracer.Listener) {
-	m.live.closeListener(l.Local.String(), l.Overflows+l.SynDropsAttributed())
+	m.live.CloseListener(l.Local.String(), l.Overflows+l.SynDropsAttributed())
 }
 
 // Live takes the live numbers: the listeners followed now, the busiest
 // TIME_WAIT destinations with the total of live TIME_WAIT sockets, and
 // the events and records the kernel side lost so far.
 func (m *Metrics) Live(listeners []tracer.ListenerLoad, busiest []tracer.TimeWaitDest, timeWaitNow int, lost uint64) {
-	m.live.update(listeners, busiest, timeWaitNow, lost)
+	m.live.Update(listeners, busiest, timeWaitNow, lost)
 }

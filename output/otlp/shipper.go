@@ -129,6 +129,21 @@ func (s *Shipper) Ship(c *tracer.Connection, body []byte) {
 	s.meters.add(c)
 }
 
+// Listener keeps the overflow drops of a listener that closed, so that
+// its counter does not go back when it leaves the live numbers.
+func (s *Shipper) Listener(l *tracer.Listener) {
+	s.meters.live.CloseListener(l.Local.String(), l.Overflows+l.SynDropsAttributed())
+}
+
+// Live takes the live numbers, as metrics.Metrics.Live; the next export
+// sends them.
+func (s *Shipper) Live(listeners []tracer.ListenerLoad, busiest []tracer.TimeWaitDest, timeWaitNow int, lost uint64) {
+	s.meters.live.Update(listeners, busiest, timeWaitNow, lost)
+}
+
+// EndLost gives the kernel's final lost count, for the last export.
+func (s *Shipper) EndLost(lost uint64) { s.meters.live.EndLost(lost) }
+
 // Dropped is how many records have been dropped so far.
 func (s *Shipper) Dropped() uint64 { return s.queue.dropped.Load() }
 

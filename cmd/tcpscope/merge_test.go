@@ -180,16 +180,7 @@ func drop(t *testing.T, ns *netns.NS, d netns.Drop) {
 // the clocks found equal, and each fault diagnosed.
 func checkMerged(t *testing.T, path, tables string) {
 	t.Helper()
-	if err := output.ValidateExport(path); err != nil {
-		t.Errorf("merged file does not match the schema: %v", err)
-	}
-	m, err := output.ReadMerged(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(m.HostPairs) != 1 {
-		t.Fatalf("host pairs %s; want one", dumpJSON(m.HostPairs))
-	}
+	m := readMergedOnePair(t, path)
 	hp := m.HostPairs[0]
 	if hp.ClientHost != "client" || hp.ServerHost != "server" || hp.Joined != 9 || hp.ClientsUnmatched != 1 || hp.ServersUnmatched != 0 {
 		t.Errorf("host pair %s; want client -> server, 9 joined, 1 client alone", dumpJSON(hp))
@@ -278,4 +269,21 @@ func TestReportMergedFile(t *testing.T) {
 			t.Errorf("tcpscope report merged %s: %v, want exit status 2", strings.Join(args, " "), err)
 		}
 	}
+}
+
+// readMergedOnePair reads a merged file that must match the schema and
+// hold one host pair.
+func readMergedOnePair(t *testing.T, path string) *output.Merged {
+	t.Helper()
+	if err := output.ValidateExport(path); err != nil {
+		t.Errorf("merged file does not match the schema: %v", err)
+	}
+	m, err := output.ReadMerged(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.HostPairs) != 1 {
+		t.Fatalf("host pairs %s; want one", dumpJSON(m.HostPairs))
+	}
+	return m
 }

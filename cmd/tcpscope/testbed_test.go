@@ -187,16 +187,7 @@ func exhaustPorts(t *testing.T, client *netns.NS, listen func() (net.Listener, n
 // injected fault diagnosed.
 func checkTestBed(t *testing.T, path, tables string, client, server *output.Recording) {
 	t.Helper()
-	if err := output.ValidateExport(path); err != nil {
-		t.Errorf("merged file does not match the schema: %v", err)
-	}
-	m, err := output.ReadMerged(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(m.HostPairs) != 1 {
-		t.Fatalf("host pairs %s; want one", dumpJSON(m.HostPairs))
-	}
+	m := readMergedOnePair(t, path)
 	clients, servers := byRole(t, client, tracer.RoleClient), byRole(t, server, tracer.RoleServer)
 	hp := m.HostPairs[0]
 	// The connects that found no port (Go's dialer tries such a connect

@@ -67,14 +67,9 @@ func TestLifecycleSequences(t *testing.T) {
 
 // lifecycleCase is one case of TestLifecycleSequences, in one mode.
 func lifecycleCase(t *testing.T, events bool, network, addr string, clientFirst bool, wantClient, wantServer []string) {
-	tc := struct {
-		network, addr  string
-		clientFirst    bool
-		client, server []string
-	}{network, addr, clientFirst, wantClient, wantServer}
 	ns := newNS(t)
 	col := traceNS(t, ns, tracer.Config{Events: events})
-	ln := listen(t, ns, tc.network, tc.addr)
+	ln := listen(t, ns, network, addr)
 	server := addrPort(t, ln.Addr())
 
 	accepted := make(chan error, 1)
@@ -85,17 +80,17 @@ func lifecycleCase(t *testing.T, events bool, network, addr string, clientFirst 
 			return
 		}
 		defer c.Close()
-		if tc.clientFirst {
+		if clientFirst {
 			_, err = io.Copy(io.Discard, c) // until the client's FIN
 		}
 		accepted <- err
 	}()
-	c, err := dial(ns, tc.network, server.String(), 5*time.Second)
+	c, err := dial(ns, network, server.String(), 5*time.Second)
 	if err != nil {
 		t.Fatalf("dialing %s: %v", server, err)
 	}
 	client := addrPort(t, c.LocalAddr())
-	if tc.clientFirst {
+	if clientFirst {
 		c.Close()
 	} else {
 		io.Copy(io.Discard, c) // until the server's FIN
@@ -122,11 +117,11 @@ func lifecycleCase(t *testing.T, events bool, network, addr string, clientFirst 
 		}
 		return clientCk != 0 && serverCk != 0 && closed(evs, clientCk) && closed(evs, serverCk)
 	})
-	if got := transitions(evs, clientCk); !slices.Equal(got, tc.client) {
-		t.Errorf("client transitions\n got %v\nwant %v", got, tc.client)
+	if got := transitions(evs, clientCk); !slices.Equal(got, wantClient) {
+		t.Errorf("client transitions\n got %v\nwant %v", got, wantClient)
 	}
-	if got := transitions(evs, serverCk); !slices.Equal(got, tc.server) {
-		t.Errorf("server transitions\n got %v\nwant %v", got, tc.server)
+	if got := transitions(evs, serverCk); !slices.Equal(got, wantServer) {
+		t.Errorf("server transitions\n got %v\nwant %v", got, wantServer)
 	}
 	for _, e := range evs {
 		if e.NetNS != ns.Inode {

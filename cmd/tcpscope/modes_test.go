@@ -57,7 +57,10 @@ func TestModesAgree(t *testing.T) {
 		c.Close()
 	}
 	refused(t, ns)
-	abortOnClose(t, ns)
+	abortUnread(t, ns, func() (net.Listener, netip.AddrPort) {
+		ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
+		return ln, netipAddrPort(t, ln.Addr().String())
+	})
 	reusedPort(t, ns)
 	bulkWithLosses(t, ns)
 	synTimeout(t, ns)
@@ -298,39 +301,6 @@ func refused(t *testing.T, ns *netns.NS) {
 	if c, err := dialNS(t, ns, "tcp4", addr, 5*time.Second); err == nil {
 		c.Close()
 		t.Fatalf("connect to closed %s succeeded", addr)
-	}
-}
-
-// abortOnClose: the server closes with the request unread, which resets
-// the connection (TCP_ABORT_ON_CLOSE).
-func abortOnClose(t *testing.T, ns *netns.NS) {
-	t.Helper()
-	ln := listenNS(t, ns, "tcp4", "127.0.0.1:0")
-	done := make(chan error, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			done <- err
-			return
-		}
-		err = awaitUnread(c.(*net.TCPConn), 10*time.Second)
-		c.Close()
-		done <- err
-	}()
-	c, err := dialNS(t, ns, "tcp4", ln.Addr().String(), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Write([]byte("never read")); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Read(make([]byte, 1)); err == nil {
-		t.Fatal("read after the server's abort succeeded")
 	}
 }
 

@@ -68,7 +68,7 @@ func (f *recordFlags) registerRecord(cmd *cobra.Command) {
 	f.register(cmd)
 	fl := cmd.Flags()
 	fl.StringVarP(&f.output, "output", "o", "", "write connections to `FILE`: FILE.jsonl (a line each, as they end), FILE.jsonl.zst (the same, zstd-compressed), FILE.json (one document at the end) or - (JSONL on stdout)")
-	fl.BoolVar(&f.events, "events", false, "print one line per kernel event as it happens, instead of flagged connections")
+	fl.BoolVar(&f.events, "events", false, "print one line per kernel event as it happens, instead of flagged connections; the kernel then sends every event (the per-event mode), not one record per connection")
 	f.format = "text"
 	fl.Var(formatValue{&f.format}, "format", "`FORMAT` of the --events lines: text (aligned columns) or json (an object per line; jsonl is accepted too); only with --events")
 	f.formatSet = func() bool { return fl.Changed("format") }

@@ -67,24 +67,22 @@ func TestAttributesByRole(t *testing.T) {
 	}
 }
 
+// TestErrorType: the categories are metrics.ErrorType's (tested there);
+// other failures keep their errno, or _OTHER without one.
 func TestErrorType(t *testing.T) {
 	cases := []struct {
 		c    tracer.Connection
 		want string
 	}{
 		{tracer.Connection{Outcome: tracer.OutcomeClosed}, ""},
-		{tracer.Connection{Outcome: tracer.OutcomeTimeWait}, ""},
-		{tracer.Connection{Outcome: tracer.OutcomeOpen}, ""},
 		{tracer.Connection{Outcome: tracer.OutcomeRefused}, "refused"},
-		{tracer.Connection{Outcome: tracer.OutcomeReset}, "reset"},
-		{tracer.Connection{Outcome: tracer.OutcomeTimeout}, "timed_out"},
-		{tracer.Connection{Outcome: tracer.OutcomeAbandoned}, "abandoned"},
 		{tracer.Connection{Outcome: tracer.OutcomeFailed, Flags: tracer.FlagSet(0).With(tracer.FlagPortExhausted)}, "port_exhausted"},
+		{tracer.Connection{Outcome: tracer.OutcomeFailed, Errno: tracer.ErrnoOf(113)}, "ehostunreach"},
 		{tracer.Connection{Outcome: tracer.OutcomeFailed}, "_OTHER"},
 	}
 	for _, tc := range cases {
 		if got := ErrorType(&tc.c); got != tc.want {
-			t.Errorf("outcome %s flags %v: %q, want %q", tc.c.Outcome, tc.c.Flags, got, tc.want)
+			t.Errorf("outcome %s flags %v errno %s: %q, want %q", tc.c.Outcome, tc.c.Flags, tc.c.Errno, got, tc.want)
 		}
 	}
 }

@@ -82,7 +82,10 @@ func appendCounterDeltas(b []byte, ds []CounterDelta) []byte {
 }
 
 // CounterTable renders the counters that moved.
-func CounterTable(w io.Writer, ds []CounterDelta) error {
+func CounterTable(w io.Writer, ds []CounterDelta) error { return CounterTableData(ds).Render(w) }
+
+// CounterTableData is CounterTable's data.
+func CounterTableData(ds []CounterDelta) Table {
 	var rows [][]string
 	for _, d := range ds {
 		ns := strconv.FormatUint(uint64(d.NetNS), 10)
@@ -95,8 +98,5 @@ func CounterTable(w io.Writer, ds []CounterDelta) error {
 		}
 		rows = append(rows, []string{d.Counter, ns, strconv.FormatUint(d.Delta, 10), meaning})
 	}
-	if len(rows) == 0 {
-		return nil
-	}
-	return renderTable(w, []string{"KERNEL COUNTER", "NETNS", "DELTA", "MEANING"}, rows)
+	return Table{"Kernel counters", []string{"KERNEL COUNTER", "NETNS", "DELTA", "MEANING"}, rows}
 }

@@ -14,9 +14,15 @@ type LegendRow struct {
 // DemoLegend renders which injected fault produced which finding.
 func DemoLegend(w io.Writer, rows []LegendRow) error {
 	fmt.Fprintln(w, "\nWhat the demo injected, and what tcpscope found:")
-	t := make([][]string, len(rows))
-	for i, r := range rows {
-		t[i] = []string{r.Fault, r.Finding}
+	t := LegendTableData(rows)
+	return renderTable(w, t.Header, t.Rows)
+}
+
+// LegendTableData is DemoLegend's table.
+func LegendTableData(rows []LegendRow) Table {
+	t := Table{Title: "What the demo injected, and what tcpscope found", Header: []string{"INJECTED FAULT", "FOUND"}}
+	for _, r := range rows {
+		t.Rows = append(t.Rows, []string{r.Fault, r.Finding})
 	}
-	return renderTable(w, []string{"INJECTED FAULT", "FOUND"}, t)
+	return t
 }

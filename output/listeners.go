@@ -118,7 +118,10 @@ func listenerFromRecord(j *ListenerRecord) (ListenerRow, error) {
 }
 
 // ListenerTable renders the listeners that saw handshakes.
-func ListenerTable(w io.Writer, ls []ListenerRow) error {
+func ListenerTable(w io.Writer, ls []ListenerRow) error { return ListenerTableData(ls).Render(w) }
+
+// ListenerTableData is ListenerTable's data.
+func ListenerTableData(ls []ListenerRow) Table {
 	ls = append([]ListenerRow(nil), ls...)
 	sort.SliceStable(ls, func(i, j int) bool { return ls[i].Connections > ls[j].Connections })
 	var rows [][]string
@@ -142,11 +145,8 @@ func ListenerTable(w io.Writer, ls []ListenerRow) error {
 			strconv.FormatUint(l.Abandoned, 10), strconv.FormatUint(l.Resets, 10),
 			Duration(l.SynRecv.P50) + " / " + Duration(l.SynRecv.P99) + " / " + Duration(l.SynRecv.Max)})
 	}
-	if len(rows) == 0 {
-		return nil
-	}
 	// Seen: final ACKs dropped, each traced. Attributed: SYNs dropped, from
 	// the namespace's counters while only this listener was full.
-	return renderTable(w, []string{"LISTENER", "OWNER", "PEAK QUEUE/BACKLOG", "QUEUE FULL", "CONNS", "SYN-ACK RTX",
-		"ACK OVERFLOWS (SEEN)", "SYN DROPS (ATTRIBUTED)", "CLIENT SYN RTX", "ABANDONED", "RESETS", "SYN_RECV P50/P99/MAX"}, rows)
+	return Table{"Listeners", []string{"LISTENER", "OWNER", "PEAK QUEUE/BACKLOG", "QUEUE FULL", "CONNS", "SYN-ACK RTX",
+		"ACK OVERFLOWS (SEEN)", "SYN DROPS (ATTRIBUTED)", "CLIENT SYN RTX", "ABANDONED", "RESETS", "SYN_RECV P50/P99/MAX"}, rows}
 }

@@ -112,20 +112,36 @@ func recursionLost(rs []tracer.RecursionMisses) uint64 {
 func SummaryTables(w io.Writer, s *tracer.Stats, x Extra) error {
 	summaryHeader(w, s, x)
 	FindingsText(w, x.Findings)
-	for _, table := range []func() error{
-		func() error { return outcomeTable(w, s) },
-		func() error { return flagTable(w, s) },
-		func() error { return latencyTable(w, s) },
-		func() error { return ListenerTable(w, x.Listeners) },
-		func() error { return TimeWaitTable(w, x.TimeWait) },
-		func() error { return CounterTable(w, x.Counters) },
-		func() error { return peerTable(w, s) },
-	} {
-		if err := table(); err != nil {
+	for _, t := range SummaryTableData(s, x) {
+		if err := t.Render(w); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// Table is one table's data: the text report draws it in ASCII, the HTML
+// report as an HTML table, from the same rows.
+type Table struct {
+	Title  string // what it shows, for a heading
+	Header []string
+	Rows   [][]string
+}
+
+// Render draws the table in ASCII; nothing when it has no rows.
+func (t Table) Render(w io.Writer) error { return tableIfAny(w, t.Header, t.Rows) }
+
+// SummaryTableData is the summary's tables, in report order, the empty
+// ones left out.
+func SummaryTableData(s *tracer.Stats, x Extra) []Table {
+	var out []Table
+	for _, t := range []Table{outcomeTable(s), flagTable(s), latencyTable(s), ListenerTableData(x.Listeners),
+		TimeWaitTableData(x.TimeWait), CounterTableData(x.Counters), peerTable(s)} {
+		if len(t.Rows) > 0 {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // summaryHeader is the line that counts the connections, and a warning for
@@ -166,7 +182,7 @@ func tableIfAny(w io.Writer, header []string, rows [][]string) error {
 	return renderTable(w, header, rows)
 }
 
-func outcomeTable(w io.Writer, s *tracer.Stats) error {
+func outcomeTable(s *tracer.Stats) Table {
 	var rows [][]string
 	for _, o := range tracer.AllOutcomes {
 		cl, sv := s.ByRole[tracer.RoleClient][o], s.ByRole[tracer.RoleServer][o]
@@ -175,20 +191,20 @@ func outcomeTable(w io.Writer, s *tracer.Stats) error {
 		}
 		rows = append(rows, []string{o.String(), strconv.FormatUint(cl, 10), strconv.FormatUint(sv, 10), strconv.FormatUint(cl+sv, 10)})
 	}
-	return tableIfAny(w, []string{"OUTCOME", "CLIENT", "SERVER", "TOTAL"}, rows)
+	return Table{"Outcomes", []string{"OUTCOME", "CLIENT", "SERVER", "TOTAL"}, rows}
 }
 
-func flagTable(w io.Writer, s *tracer.Stats) error {
+func flagTable(s *tracer.Stats) Table {
 	var rows [][]string
 	for _, f := range tracer.AllFlags {
 		if n := s.ByFlag[f]; n > 0 {
-			rows = append(rows, []string{f.String(), strconv.FormatUint(n, 10), flagMeaning[f]})
+			rows = append(rows, []string{f.String(), strconv.FormatUint(n, 10), FlagMeaning(f)})
 		}
 	}
-	return tableIfAny(w, []string{"FLAG", "CONNECTIONS", "MEANING"}, rows)
+	return Table{"Flags", []string{"FLAG", "CONNECTIONS", "MEANING"}, rows}
 }
 
-func latencyTable(w io.Writer, s *tracer.Stats) error {
+func latencyTable(s *tracer.Stats) Table {
 	var rows [][]string
 	for _, h := range []struct {
 		name string
@@ -200,16 +216,19 @@ func latencyTable(w io.Writer, s *tracer.Stats) error {
 		rows = append(rows, []string{h.name, strconv.FormatUint(h.h.Count(), 10), Duration(h.h.Quantile(0.5)),
 			Duration(h.h.Quantile(0.9)), Duration(h.h.Quantile(0.99)), Duration(h.h.Max())})
 	}
-	return tableIfAny(w, []string{"LATENCY", "N", "P50", "P90", "P99", "MAX"}, rows)
+	return Table{"Handshake latency", []string{"LATENCY", "N", "P50", "P90", "P99", "MAX"}, rows}
 }
 
-func peerTable(w io.Writer, s *tracer.Stats) error {
+func peerTable(s *tracer.Stats) Table {
 	var rows [][]string
 	for _, p := range s.TopPeers(5) {
 		rows = append(rows, []string{p.Addr, strconv.FormatUint(p.Count, 10)})
 	}
-	return tableIfAny(w, []string{"PEER", "FLAGGED CONNECTIONS"}, rows)
+	return Table{"Peers with the most flagged connections", []string{"PEER", "FLAGGED CONNECTIONS"}, rows}
 }
+
+// FlagMeaning says what a flag means, in a line.
+func FlagMeaning(f tracer.Flag) string { return flagMeaning[f] }
 
 var flagMeaning = map[tracer.Flag]string{
 	tracer.FlagSynRetransmitted:    "client resent its SYN: SYN or SYN-ACK lost, or the listener dropped it",
@@ -232,48 +251,65 @@ var flagMeaning = map[tracer.Flag]string{
 
 // TimelineTable prints one connection's whole timeline.
 func TimelineTable(w io.Writer, c *tracer.Connection) error {
-	fmt.Fprintf(w, "connection %d: %s %s -> %s", c.ID, c.Role, Endpoint(c.Local), Endpoint(c.Remote))
+	head, t := TimelineData(c)
+	for _, line := range head {
+		fmt.Fprintln(w, line)
+	}
+	return renderTable(w, t.Header, t.Rows)
+}
+
+// TimelineData is what TimelineTable shows: its heading lines and its
+// table, a row per timeline item.
+func TimelineData(c *tracer.Connection) (head []string, t Table) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "connection %d: %s %s -> %s", c.ID, c.Role, Endpoint(c.Local), Endpoint(c.Remote))
 	if c.Comm != "" || c.PID != 0 {
-		fmt.Fprintf(w, " %s/%d", orDash(c.Comm), c.PID)
+		fmt.Fprintf(&b, " %s/%d", orDash(c.Comm), c.PID)
 	}
-	fmt.Fprintf(w, ", netns %d\n", c.NetNS)
-	fmt.Fprintf(w, "outcome %s, closed by %s, flags [%s]", c.Outcome, orDash(c.ClosedBy.String()), joinFlags(c.Flags))
+	fmt.Fprintf(&b, ", netns %d", c.NetNS)
+	head = append(head, b.String())
+	b.Reset()
+	fmt.Fprintf(&b, "outcome %s, closed by %s, flags [%s]", c.Outcome, orDash(c.ClosedBy.String()), joinFlags(c.Flags))
 	if c.PeerID != 0 {
-		fmt.Fprintf(w, ", peer %d", c.PeerID)
+		fmt.Fprintf(&b, ", peer %d", c.PeerID)
 	}
+	head = append(head, b.String())
 	started := "started"
 	if c.Has(tracer.FlagPreexisting) {
 		started = "open before tracing, first seen"
 	}
 	// Details ends with the lifetime.
-	fmt.Fprintf(w, "\n%s %s; %s\n", started, c.Start.Local().Format(time.RFC3339Nano), Details(c))
-	var rows [][]string
+	head = append(head, fmt.Sprintf("%s %s; %s", started, c.Start.Local().Format(time.RFC3339Nano), Details(c)))
+	t = Table{Title: "Timeline", Header: []string{"OFFSET", "STATE OR EVENT", "DETAIL", "TIME IN PREVIOUS STATE"}}
 	for i := range c.Timeline {
-		it := &c.Timeline[i]
-		step := it.Kind.String()
-		if it.Kind == tracer.ItemState {
-			step = it.From.String() + " -> " + it.To.String()
-		}
-		var detail []string
-		if it.Detail != tracer.DetailNone {
-			detail = append(detail, DetailText(it))
-		}
-		if it.State != 0 && it.Kind != tracer.ItemState {
-			detail = append(detail, "in "+it.State.String())
-		}
-		if it.HasReason {
-			detail = append(detail, "reason "+it.Reason.String())
-		}
-		if it.Errno != 0 {
-			detail = append(detail, it.Errno.String())
-		}
-		prev := ""
-		if it.Kind == tracer.ItemState && it.PrevStateUs > 0 {
-			prev = Duration(it.PrevStateUs) + " in " + it.From.String()
-		}
-		rows = append(rows, []string{"+" + Duration(it.OffsetUs), step, strings.Join(detail, ", "), prev})
+		t.Rows = append(t.Rows, timelineRow(&c.Timeline[i]))
 	}
-	return renderTable(w, []string{"OFFSET", "STATE OR EVENT", "DETAIL", "TIME IN PREVIOUS STATE"}, rows)
+	return head, t
+}
+
+func timelineRow(it *tracer.Item) []string {
+	step := it.Kind.String()
+	if it.Kind == tracer.ItemState {
+		step = it.From.String() + " -> " + it.To.String()
+	}
+	var detail []string
+	if it.Detail != tracer.DetailNone {
+		detail = append(detail, DetailText(it))
+	}
+	if it.State != 0 && it.Kind != tracer.ItemState {
+		detail = append(detail, "in "+it.State.String())
+	}
+	if it.HasReason {
+		detail = append(detail, "reason "+it.Reason.String())
+	}
+	if it.Errno != 0 {
+		detail = append(detail, it.Errno.String())
+	}
+	prev := ""
+	if it.Kind == tracer.ItemState && it.PrevStateUs > 0 {
+		prev = Duration(it.PrevStateUs) + " in " + it.From.String()
+	}
+	return []string{"+" + Duration(it.OffsetUs), step, strings.Join(detail, ", "), prev}
 }
 
 func joinFlags(fs tracer.FlagSet) string { return fs.String() }

@@ -53,7 +53,10 @@ func TimeWaitAlertLine(a tracer.TimeWaitAlert) string {
 }
 
 // TimeWaitTable renders the destinations with the most TIME_WAIT.
-func TimeWaitTable(w io.Writer, ts []TimeWaitPressure) error {
+func TimeWaitTable(w io.Writer, ts []TimeWaitPressure) error { return TimeWaitTableData(ts).Render(w) }
+
+// TimeWaitTableData is TimeWaitTable's data.
+func TimeWaitTableData(ts []TimeWaitPressure) Table {
 	var rows [][]string
 	for _, t := range ts {
 		if t.Peak < 2 && !t.Warned {
@@ -72,8 +75,5 @@ func TimeWaitTable(w io.Writer, ts []TimeWaitPressure) error {
 		rows = append(rows, []string{fmt.Sprintf("%s -> %s", t.Key.Local, t.Key.Remote), strconv.Itoa(t.Peak),
 			strconv.Itoa(t.Now), kernel, ports, warned})
 	}
-	if len(rows) == 0 {
-		return nil
-	}
-	return renderTable(w, []string{"TIME_WAIT TOWARD", "PEAK", "NOW", "KERNEL NOW", "LOCAL PORTS (PEAK SHARE)", "WARNING"}, rows)
+	return Table{"TIME_WAIT pressure", []string{"TIME_WAIT TOWARD", "PEAK", "NOW", "KERNEL NOW", "LOCAL PORTS (PEAK SHARE)", "WARNING"}, rows}
 }

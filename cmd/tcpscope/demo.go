@@ -13,12 +13,13 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/tcpscope/tcpscope/cmd/internal/demoload"
 	"github.com/tcpscope/tcpscope/output"
+	"github.com/tcpscope/tcpscope/output/html"
 	"github.com/tcpscope/tcpscope/tracer"
 	"github.com/tcpscope/tcpscope/tracer/findings"
 )
 
 func newDemoCmd() *cobra.Command {
-	var out string
+	var out, page string
 	var d time.Duration
 	cmd := &cobra.Command{
 		Use:   "demo",
@@ -30,13 +31,15 @@ the same code as "record", and say which injected fault produced which
 finding. The host's network, sysctls and firewall are never touched; the
 namespace and everything in it are removed at the end.`,
 		Example: `  sudo tcpscope demo
-  sudo tcpscope demo --duration 30s -o demo.jsonl`,
+  sudo tcpscope demo --duration 30s -o demo.jsonl
+  sudo tcpscope demo --html demo.html             # then open demo.html in a browser`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return runDemo(cmd.Context(), out, d, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			return runDemo(cmd.Context(), demoOptions{out: out, html: page, d: d}, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
 	cmd.Flags().StringVarP(&out, "output", "o", "", "keep the recording in `FILE`: FILE.jsonl, FILE.jsonl.zst or FILE.json")
+	cmd.Flags().StringVar(&page, "html", "", "also write an offline HTML report of the demo, its injected faults and findings included, to `FILE`")
 	d = 15 * time.Second
 	cmd.Flags().Var(durationValue{&d, between(8*time.Second, 10*time.Minute, "the demo runs")}, "duration", "how long the load runs (8s to 10m)")
 	return cmd
@@ -45,7 +48,31 @@ namespace and everything in it are removed at the end.`,
 // demoSamplePerFlag is how many flagged lines of each flag the demo prints.
 const demoSamplePerFlag = 3
 
-func runDemo(parent context.Context, out string, d time.Duration, stdout, stderr io.Writer) error {
+// demoOptions are the demo's flags.
+type demoOptions struct {
+	out, html string
+	d         time.Duration
+}
+
+// demoSession is the demo's recording, but for the namespace it traces.
+func demoSession(out string) sessionOptions {
+	return sessionOptions{
+		output:       out,
+		synRecvLimit: time.Second,
+		command:      []string{"tcpscope", "demo"},
+		// The demo flags hundreds of connections; its reader wants the
+		// summary and the legend, and a few lines of each kind.
+		samplePerFlag: demoSamplePerFlag,
+	}
+}
+
+func runDemo(parent context.Context, o demoOptions, stdout, stderr io.Writer) error {
+	opts := demoSession(o.out)
+	cleanup, err := htmlExport(&opts, o.html)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
 	if f, err := tracer.Probe(); err == nil {
 		if err := f.Usable(); err != nil {
 			return err
@@ -61,15 +88,8 @@ func runDemo(parent context.Context, out string, d time.Duration, stdout, stderr
 	}
 	ctx, cancel := stopContext(parent, 0)
 	defer cancel()
-	s, err := newSession(sessionOptions{
-		cfg:          tracer.Config{NetNS: []uint32{ns.Inode}},
-		output:       out,
-		synRecvLimit: time.Second,
-		command:      []string{"tcpscope", "demo"},
-		// The demo flags hundreds of connections; its reader wants the
-		// summary and the legend, and a few lines of each kind.
-		samplePerFlag: demoSamplePerFlag,
-	}, stdout, stderr)
+	opts.cfg.NetNS = []uint32{ns.Inode}
+	s, err := newSession(opts, stdout, stderr)
 	if err != nil {
 		return err
 	}
@@ -84,8 +104,8 @@ func runDemo(parent context.Context, out string, d time.Duration, stdout, stderr
 		return err // tracing never started
 	}
 	fmt.Fprintf(stdout, "demo: network namespace %d, servers on 127.0.0.1:%d-%d, load for %s\n",
-		ns.Inode, demoload.PortWeb, demoload.PortChurn, d)
-	injected, loadErr := ns.Run(ctx, d)
+		ns.Inode, demoload.PortWeb, demoload.PortChurn, o.d)
+	injected, loadErr := ns.Run(ctx, o.d)
 	// Let the last closes, resets and TIME_WAIT entries land.
 	select {
 	case <-time.After(1500 * time.Millisecond):
@@ -98,7 +118,11 @@ func runDemo(parent context.Context, out string, d time.Duration, stdout, stderr
 	if loadErr != nil {
 		return loadErr
 	}
-	return output.DemoLegend(stdout, demoLegend(injected, s.found))
+	legend := demoLegend(injected, s.found)
+	if err := output.DemoLegend(stdout, legend); err != nil || o.html == "" {
+		return err
+	}
+	return writeHTML(stderr, opts.output, o.html, html.Options{Legend: legend})
 }
 
 // demoFault is one fault the demo injects, and the finding that must

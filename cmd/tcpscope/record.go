@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/tcpscope/tcpscope/output/html"
 	"github.com/tcpscope/tcpscope/tracer"
 	"github.com/tcpscope/tcpscope/tracer/capture"
 )
@@ -60,6 +61,7 @@ type recordFlags struct {
 	statusEvery  time.Duration
 	maxConns     int
 	readyFile    string
+	html         string
 	metricsAddr  string
 	otlpEndpoint *url.URL
 }
@@ -80,6 +82,7 @@ func (f *recordFlags) registerRecord(cmd *cobra.Command) {
 	fl.Var(atLeastValue{&f.maxConns, 1000}, "max-connections", "connections followed at once (at least 1000); past it the least recently active are written early, flagged incomplete")
 	fl.Var(hostPortValue{&f.metricsAddr}, "metrics-addr", "serve Prometheus metrics at http://`HOST:PORT`/metrics while tracing (e.g. 127.0.0.1:9464, :9464); with no -o, record is a long-running agent")
 	fl.Var(endpointValue{&f.otlpEndpoint}, "otlp-endpoint", "also ship every connection record as an OTLP log record, and connection counts as OTLP metrics, to the collector at `URL`, OTLP/HTTP (e.g. http://127.0.0.1:4318)")
+	fl.StringVar(&f.html, "html", "", htmlUsage)
 	fl.StringVar(&f.readyFile, "ready-file", "", "once every program is attached, write tcpscope's pid to `FILE` (for scripts: from then on nothing is missed)")
 }
 
@@ -116,13 +119,21 @@ ends flagged; at the end, a summary. -o keeps every connection's timeline.`,
 			}
 			// Catch Ctrl-C before saying "tracing": from then on an
 			// interrupt must end the recording, not the process.
+			cleanup, err := htmlExport(&opts, f.html)
+			if err != nil {
+				return err
+			}
+			defer cleanup()
 			ctx, cancel := stopContext(cmd.Context(), f.duration)
 			defer cancel()
 			s, err := newSession(opts, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			return s.record(ctx, nil)
+			if err := s.record(ctx, nil); err != nil || f.html == "" {
+				return err
+			}
+			return writeHTML(cmd.ErrOrStderr(), opts.output, f.html, html.Options{})
 		},
 	}
 	f.registerRecord(cmd)

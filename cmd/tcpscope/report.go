@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/tcpscope/tcpscope/output"
+	"github.com/tcpscope/tcpscope/output/html"
 	"github.com/tcpscope/tcpscope/tracer"
 	"github.com/tcpscope/tcpscope/tracer/findings"
 )
@@ -22,6 +24,7 @@ type reportFlags struct {
 	id       uint64
 	format   string
 	strict   bool
+	html     string
 }
 
 func newReportCmd() *cobra.Command {
@@ -34,6 +37,7 @@ func newReportCmd() *cobra.Command {
   tcpscope report run.jsonl --flag synack_retransmitted --port 8080
   tcpscope report run.jsonl --outcome reset --format json
   tcpscope report run.jsonl --id 4211             # one connection's whole timeline
+  tcpscope report run.jsonl --html run.html       # one offline page: charts, flagged connections, tables
   tcpscope report run.jsonl.zst                   # compressed: told by its content, not its name
   tcpscope report both.jsonl                      # a file tcpscope merge wrote: pairs per host pair, diagnoses`,
 		Args: cobra.ExactArgs(1),
@@ -44,6 +48,9 @@ func newReportCmd() *cobra.Command {
 			}
 			if merged, err := reportMerged(cmd, args[0], &f); merged || err != nil {
 				return err
+			}
+			if f.html != "" {
+				return f.writeHTML(cmd, args[0])
 			}
 			return f.run(cmd, args[0], filter)
 		},
@@ -57,6 +64,7 @@ func newReportCmd() *cobra.Command {
 	fl.Uint64Var(&f.id, "id", 0, "print the whole timeline of the connection with this `ID`")
 	f.format = "text"
 	fl.Var(formatValue{&f.format}, "format", "`FORMAT`: text (tables; table is accepted too), or json (the matching connection records, one per line)")
+	fl.StringVar(&f.html, "html", "", "write an offline HTML report to `FILE` instead: the story, charts over time, distributions, the flagged connections with their timelines, the tables")
 	fl.BoolVar(&f.strict, "strict", false, "refuse (exit status 2) a file whose last record is cut short or that has no summary, instead of warning")
 	return cmd
 }
@@ -108,14 +116,36 @@ func reportMerged(cmd *cobra.Command, name string, f *reportFlags) (merged bool,
 	if merged, err = output.IsMerged(name); !merged || err != nil {
 		return false, nil
 	}
-	if f.filtered() || f.id != 0 || f.format != "text" {
-		return true, usagef("%s is a merged file: report renders its tables only (no --flag, --outcome, --port, --peer, --id or --format json)", name)
+	if f.filtered() || f.id != 0 || f.format != "text" || f.html != "" {
+		return true, usagef("%s is a merged file: report renders its tables only (no --flag, --outcome, --port, --peer, --id, --format json or --html)", name)
 	}
 	m, err := output.ReadMerged(name)
 	if err != nil {
 		return true, usageError{err}
 	}
 	return true, output.MergedTables(cmd.OutOrStdout(), m)
+}
+
+// writeHTML renders the whole recording as one page; the page has its own
+// filters.
+func (f *reportFlags) writeHTML(cmd *cobra.Command, name string) error {
+	if f.filtered() || f.id != 0 || f.format != "text" {
+		return usagef("--html renders the whole recording (the page filters by flag, outcome, port, peer and process itself): no --flag, --outcome, --port, --peer, --id or --format")
+	}
+	if err := checkHTMLPath(f.html); err != nil {
+		return err
+	}
+	r, rec, err := html.Read(name, cmd.InOrStdin(), f.strict, html.Options{})
+	if err != nil {
+		return usageError{err}
+	}
+	if name == "-" {
+		name = "standard input"
+	}
+	for _, warning := range rec.Warnings(name) {
+		fmt.Fprintf(cmd.ErrOrStderr(), "tcpscope: warning: %s\n", warning)
+	}
+	return html.WriteFile(f.html, output.SudoOwner(os.Getenv), func(w io.Writer) error { return r.Write(w, rec) })
 }
 
 // reportBuffer is how much of the report is held before it is written.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/tcpscope/tcpscope/output/html"
 	"golang.org/x/sys/unix"
 )
 
@@ -49,6 +50,11 @@ A CMD that exits by itself may leave processes running; tcpscope lets them be.`,
 			}
 			opts.command = args
 			opts.sharedTerminal = true
+			cleanup, err := htmlExport(&opts, f.html)
+			if err != nil {
+				return err
+			}
+			defer cleanup()
 			path, err := exec.LookPath(args[0])
 			if err != nil {
 				return commandError(args[0], err)
@@ -62,7 +68,20 @@ A CMD that exits by itself may leave processes running; tcpscope lets them be.`,
 			if err != nil {
 				return err
 			}
-			return runCommand(cmd.Context(), s, path, args, linger, f.duration, sigs)
+			err = runCommand(cmd.Context(), s, path, args, linger, f.duration, sigs)
+			code, ok := commandStatus(err)
+			if f.html == "" || !ok {
+				return err
+			}
+			// CMD's status stays tcpscope's: a page that could not be written
+			// is said on stderr (and is the error when CMD succeeded).
+			if herr := writeHTML(cmd.ErrOrStderr(), opts.output, f.html, html.Options{Command: args, ExitStatus: &code}); herr != nil {
+				if err == nil {
+					return herr
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "tcpscope: %v\n", herr)
+			}
+			return err
 		},
 	}
 	f.registerRecord(cmd)

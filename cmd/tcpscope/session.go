@@ -19,6 +19,7 @@ import (
 type sessionOptions struct {
 	cfg          tracer.Config
 	output       string // export path, "" for none, "-" for stdout
+	quietExport  bool   // the export is a temporary one (--html without -o): not announced
 	events       bool   // print every event
 	format       string // event format: text or json
 	synRecvLimit time.Duration
@@ -328,7 +329,7 @@ func (s *session) finish(sum capture.Summary, runErr error) error {
 		}
 	}
 	s.notes(sum)
-	if s.export != nil && exportErr == nil && s.export.Path() != "-" {
+	if s.export != nil && exportErr == nil && s.export.Path() != "-" && !s.opts.quietExport {
 		fmt.Fprintf(s.stderr, "tcpscope: wrote %d connections to %s\n", sum.Stats.Connections, s.export.Path())
 	}
 	switch {

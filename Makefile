@@ -26,16 +26,16 @@ lint: ## gofmt and go vet (cmd/internal/otelcol, a module of its own, too)
 	cd cmd/internal/otelcol && $(GO) vet ./...
 
 clean: ## remove the built binaries
-	rm -f $(BIN) overhead
+	rm -f $(BIN) overhead tcpscope-demo.html
 
 # cmd/overhead's flags: -memory N also holds N live connections under
 # tcpscope (bytes per connection, user space and kernel); see -help.
 OVERHEAD_FLAGS ?= -memory 10000
 
 bench: build ## micro-benchmarks, then tcpscope against tcpdump, tcplife, tcpstates (root: sudo make bench)
-	$(GO) test -run '^$$' -bench . -benchmem ./tracer ./output ./otlp
+	$(GO) test -run '^$$' -bench . -benchmem ./tracer ./output ./otlp ./output/html
 	$(GO) build -o overhead ./cmd/overhead
 	./overhead -tcpscope ./$(BIN) $(OVERHEAD_FLAGS)
 
-demo: build ## build tcpscope and run the built-in demo (needs root: sudo make demo)
-	./$(BIN) demo
+demo: build ## build tcpscope and run the built-in demo, its HTML report in tcpscope-demo.html (needs root: sudo make demo)
+	./$(BIN) demo --html tcpscope-demo.html

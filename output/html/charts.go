@@ -22,9 +22,9 @@ func (r *Report) charts(start, end time.Time) ([]chart, []string) {
 	opened, closed, flags := r.connectionSeries(a)
 	per := "per " + a.width.String()
 	cs := []chart{{
-		Title: "Connections opened (up) and ended (down), " + per,
-		Note:  "Coloured by how each connection ended. Hover a bar for its counts.",
-		SVG:   barChart(a, "connections opened and ended", "connections", opened, closed, "opened", "ended"),
+		Title:  "Connections opened (up) and ended (down), " + per,
+		Note:   "Coloured by how each connection ended. Hover a bar for its counts.",
+		SVG:    barChart(a, "connections opened and ended", "connections", opened, closed, "opened", "ended"),
 		Legend: legend(opened)},
 	}
 	if len(flags) > 0 {
@@ -109,7 +109,7 @@ func counts(h *logHist) []float64 {
 func (r *Report) waterfall(start, end time.Time) waterfall {
 	w := waterfall{Flagged: r.flagged, Drawn: len(r.drawn.rows), Others: len(r.others.rows),
 		Unflagged: int(r.stats.Connections) - r.flagged,
-		Start: start.Local().Format("15:04:05.000"), Span: end.Sub(start).Round(time.Millisecond).String()}
+		Start:     start.Local().Format("15:04:05.000"), Span: end.Sub(start).Round(time.Millisecond).String()}
 	span := float64(end.Sub(start).Microseconds())
 	seenFlag, seenOutcome := map[string]bool{}, map[string]bool{}
 	for _, rows := range [][]row{r.drawn.rows, r.others.rows} {

@@ -34,8 +34,8 @@ func binEdge(i int) float64 { return math.Pow(10, float64(i)/binsPerDecade) }
 
 // histograms are the page's distributions.
 type histograms struct {
-	handshake logHist                      // clients: SYN_SENT to ESTABLISHED
-	synRecv   logHist                      // servers: SYN-ACK to final ACK
+	handshake logHist                     // clients: SYN_SENT to ESTABLISHED
+	synRecv   logHist                     // servers: SYN-ACK to final ACK
 	lifetime  map[tracer.Outcome]*logHist // by outcome
 }
 

@@ -42,16 +42,16 @@ type Options struct {
 
 // Report collects what the page shows while the export is read.
 type Report struct {
-	opts     Options
-	stats    *tracer.Stats
-	acc      *findings.Accumulator
-	brief    []brief // every connection, in 24 bytes, for the time series
-	hist     histograms
-	flagged  int // connections with a flag that matters
-	drawn    reservoir
-	others   reservoir
-	resets   map[string]int // resets sent by flagged connections, by reason
-	samples  []Sample
+	opts    Options
+	stats   *tracer.Stats
+	acc     *findings.Accumulator
+	brief   []brief // every connection, in 24 bytes, for the time series
+	hist    histograms
+	flagged int // connections with a flag that matters
+	drawn   reservoir
+	others  reservoir
+	resets  map[string]int // resets sent by flagged connections, by reason
+	samples []Sample
 }
 
 // brief is what the time series need of a connection.

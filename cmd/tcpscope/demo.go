@@ -65,6 +65,7 @@ func runDemo(parent context.Context, out string, d time.Duration, stdout, stderr
 		cfg:          tracer.Config{NetNS: []uint32{ns.Inode}},
 		output:       out,
 		synRecvLimit: time.Second,
+		sampleEvery:  time.Second,
 		command:      []string{"tcpscope", "demo"},
 		// The demo flags hundreds of connections; its reader wants the
 		// summary and the legend, and a few lines of each kind.

@@ -354,8 +354,9 @@ type Export struct {
 	records uint64 // connections and listeners written
 	meta    Meta
 	closed  bool
-	// listeners of a .json document, each preceded by a comma.
-	listeners []byte
+	// listeners and samples of a .json document, each preceded by a
+	// comma.
+	listeners, samples []byte
 }
 
 // flushAt is the buffered size at which whole lines are written out.
@@ -487,6 +488,10 @@ func (e *Export) Close(s *tracer.Stats, x Extra) error {
 		e.buf = append(e.buf, "\n],\"listeners\":["...)
 		if len(e.listeners) > 0 {
 			e.buf = append(e.buf, e.listeners[1:]...)
+		}
+		e.buf = append(e.buf, "],\"samples\":["...)
+		if len(e.samples) > 0 {
+			e.buf = append(e.buf, e.samples[1:]...)
 		}
 		e.buf = append(e.buf, "],\"summary\":"...)
 		e.buf = append(AppendSummaryJSON(e.buf, s, e.meta, x, false), "}\n"...)

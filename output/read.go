@@ -22,6 +22,10 @@ type Recording struct {
 	Meta        Meta
 	Connections []tracer.Connection
 	Listeners   []ListenerRow
+	// Samples are the sample records, in file order; connections and
+	// listeners are not in them, so a reader can draw a time axis from
+	// these alone.
+	Samples []Sample
 	// Summary is nil when the recording never finished (a JSONL file cut
 	// short by a crash or SIGKILL).
 	Summary *SummaryRecord
@@ -436,6 +440,15 @@ func (r *recordReader) add(raw []byte, line int) error {
 			return fmt.Errorf("%s:%d: invalid summary record: %v", r.name, line, err)
 		}
 		r.rec.Summary = &s
+	case RecordSample:
+		var s Sample
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return fmt.Errorf("%s:%d: invalid sample record: %v", r.name, line, err)
+		}
+		if err := checkSample(&s); err != nil {
+			return fmt.Errorf("%s:%d: invalid sample record: %v", r.name, line, err)
+		}
+		r.rec.Samples = append(r.rec.Samples, s)
 	default:
 		return fmt.Errorf("%s:%d: unknown record type %q", r.name, line, typ.Type)
 	}
@@ -595,6 +608,14 @@ func readDocument(name string, data []byte, skipped int, opts ReadOptions) (*Rec
 		}
 	}
 	rec := &Recording{Meta: *doc.Meta, Summary: doc.Summary}
+	for i := range doc.Samples {
+		if err := checkSample(&doc.Samples[i]); err != nil {
+			return nil, fmt.Errorf("%s: sample %d: %v", name, i+1, err)
+		}
+	}
+	if len(doc.Samples) > 0 {
+		rec.Samples = doc.Samples // an empty "samples" reads as none, as in a .jsonl
+	}
 	for i := range doc.Listeners {
 		l, err := listenerFromRecord(&doc.Listeners[i])
 		if err != nil {

@@ -28,6 +28,7 @@ const (
 	RecordConnection = "connection"
 	RecordListener   = "listener"
 	RecordSummary    = "summary"
+	RecordSample     = "sample"
 )
 
 // FormatVersion is the export format's version; readers reject newer ones.
@@ -261,6 +262,7 @@ type Document struct {
 	Connections []ConnectionRecord `json:"connections"`
 	Listeners   []ListenerRecord   `json:"listeners"`
 	Summary     *SummaryRecord     `json:"summary"`
+	Samples     []Sample           `json:"samples" export:"optional"`
 }
 
 // UnmarshalJSON reads null quantiles, and negative ones (which the writer
@@ -281,4 +283,44 @@ func (q *Quantiles) UnmarshalJSON(b []byte) error {
 	}
 	*q = Quantiles{Count: raw.Count, P50: val(raw.P50), P90: val(raw.P90), P99: val(raw.P99), Max: val(raw.Max)}
 	return nil
+}
+
+// Sample is a sample record: one sampling interval of the recording
+// (tracer.Sample). Counts are increments over the interval; queue,
+// backlog and count are levels at its end. AppendSampleJSON writes it;
+// the reader keeps them in Recording.Samples, in file order (time order).
+type Sample struct {
+	Time       time.Time `json:"time"` // the end of the interval
+	IntervalMs int64     `json:"interval_ms"`
+	Opened     uint64    `json:"opened"`
+	Closed     uint64    `json:"closed"`
+	// ClosedByOutcome holds the outcomes of the connections closed, those
+	// with at least one.
+	ClosedByOutcome map[string]uint64 `json:"closed_by_outcome"`
+	Flagged         uint64            `json:"flagged"`
+	LostEvents      uint64            `json:"lost_events"`
+	LostRecords     uint64            `json:"lost_records"`
+	Listeners       []SampleListener  `json:"listeners,omitempty"`
+	// TimeWait holds at most tracer.MaxSampleTimeWait destinations, the
+	// most sockets first.
+	TimeWait []SampleTimeWait `json:"time_wait,omitempty"`
+}
+
+// SampleListener is one listener of a sample.
+type SampleListener struct {
+	NetNS         uint32 `json:"netns"`
+	Addr          string `json:"addr"` // written null when unknown, read as ""
+	Port          uint16 `json:"port"`
+	Queue         uint32 `json:"queue"`
+	PeakQueue     uint32 `json:"peak_queue"`
+	Backlog       uint32 `json:"backlog"`
+	OverflowDrops uint64 `json:"overflow_drops"`
+}
+
+// SampleTimeWait is one destination's live TIME_WAIT sockets in a sample.
+type SampleTimeWait struct {
+	NetNS      uint32 `json:"netns"`
+	RemoteAddr string `json:"remote_addr"`
+	RemotePort uint16 `json:"remote_port"`
+	Count      int    `json:"count"`
 }

@@ -12,13 +12,16 @@ import (
 // connection record, from the ring buffer's bytes to its JSONL line:
 // DecodeRecord, the builder, and the export's encoder into a reused
 // buffer. A connection is four records (each end's early one and its
-// close) and two lines.
+// close) and two lines. Every connection also counts in the samples, and
+// a sample is taken every 4096 records, as a recording does.
 func BenchmarkRecordToJSONL(b *testing.B) {
 	const conns = 50000
 	raw := tracer.RawConnectionRecords(conns)
 	var line []byte
 	bytes := 0
+	sampler := tracer.NewSampler(time.Second, time.Now())
 	bld := tracer.NewBuilder(tracer.BuilderConfig{Grace: time.Millisecond, Emit: func(c *tracer.Connection) {
+		sampler.Closed(c)
 		line = output.AppendConnectionJSON(line[:0], c)
 		bytes += len(line)
 	}})
@@ -41,6 +44,8 @@ func BenchmarkRecordToJSONL(b *testing.B) {
 		}
 		if i%4096 == 0 {
 			bld.Expire(evs[0].Time)
+			s := sampler.Take(evs[0].Time, bld, tracer.Counters{}, nil)
+			line = output.AppendSampleJSON(line[:0], &s, true)
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)*4, "ns/conn")

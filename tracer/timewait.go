@@ -303,3 +303,33 @@ func sortDests(ds []TimeWaitDest) {
 		return ds[i].Peak > ds[j].Peak
 	})
 }
+
+// LiveCounts returns the live TIME_WAIT sockets per destination address
+// and port (summed over local addresses), the most first, at most n.
+func (t *TimeWaitTracker) LiveCounts(now time.Time, n int) []TimeWaitCount {
+	by := map[TimeWaitCount]int{} // keyed with Count 0
+	for _, d := range t.dests {
+		d.expire(now)
+		if d.Now > 0 {
+			by[TimeWaitCount{NetNS: d.Key.NetNS, Remote: d.Key.Remote}] += d.Now
+		}
+	}
+	if len(by) == 0 {
+		return nil
+	}
+	out := make([]TimeWaitCount, 0, len(by))
+	for k, c := range by {
+		k.Count = c
+		out = append(out, k)
+	}
+	slices.SortFunc(out, func(a, b TimeWaitCount) int {
+		if a.Count != b.Count {
+			return b.Count - a.Count
+		}
+		if a.NetNS != b.NetNS {
+			return cmpUint(a.NetNS, b.NetNS)
+		}
+		return a.Remote.Compare(b.Remote)
+	})
+	return out[:min(n, len(out))]
+}

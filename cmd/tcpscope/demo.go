@@ -59,6 +59,7 @@ func demoSession(out string) sessionOptions {
 	return sessionOptions{
 		output:       out,
 		synRecvLimit: time.Second,
+		sampleEvery:  time.Second,
 		command:      []string{"tcpscope", "demo"},
 		// The demo flags hundreds of connections; its reader wants the
 		// summary and the legend, and a few lines of each kind.

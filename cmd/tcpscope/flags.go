@@ -163,6 +163,16 @@ func positive(d time.Duration) error {
 	return nil
 }
 
+// sampleInterval accepts 0 (no samples) or 100ms and more: samples are
+// cut on the recorder's 200 ms ticks, so shorter ones would mostly be
+// empty.
+func sampleInterval(d time.Duration) error {
+	if d != 0 && d < 100*time.Millisecond {
+		return errors.New("must be at least 100ms, or 0 for no samples")
+	}
+	return nil
+}
+
 // between accepts lo to hi, saying what for.
 func between(lo, hi time.Duration, what string) func(time.Duration) error {
 	return func(d time.Duration) error {

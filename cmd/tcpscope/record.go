@@ -60,6 +60,7 @@ type recordFlags struct {
 	synRecvLimit time.Duration
 	statusEvery  time.Duration
 	maxConns     int
+	sampleEvery  time.Duration
 	readyFile    string
 	html         string
 	metricsAddr  string
@@ -79,6 +80,8 @@ func (f *recordFlags) registerRecord(cmd *cobra.Command) {
 	f.statusEvery = 10 * time.Second
 	fl.Var(durationValue{&f.statusEvery, positive}, "status-interval", "when stderr is not a terminal, print a plain status line this often")
 	f.maxConns = tracer.DefaultMaxConnections
+	f.sampleEvery = time.Second
+	fl.Var(durationValue{&f.sampleEvery, sampleInterval}, "sample-interval", "write a sample record (connections opened and closed, accept queues, TIME_WAIT per destination, lost events) to the export this often (at least 100ms; 0 writes none)")
 	fl.Var(atLeastValue{&f.maxConns, 1000}, "max-connections", "connections followed at once (at least 1000); past it the least recently active are written early, flagged incomplete")
 	fl.Var(hostPortValue{&f.metricsAddr}, "metrics-addr", "serve Prometheus metrics at http://`HOST:PORT`/metrics while tracing (e.g. 127.0.0.1:9464, :9464); with no -o, record is a long-running agent")
 	fl.Var(endpointValue{&f.otlpEndpoint}, "otlp-endpoint", "also ship every connection record as an OTLP log record, and connection counts as OTLP metrics, to the collector at `URL`, OTLP/HTTP (e.g. http://127.0.0.1:4318)")
@@ -94,7 +97,7 @@ func (f *recordFlags) options() (sessionOptions, error) {
 		return sessionOptions{}, err
 	}
 	return sessionOptions{cfg: f.config(), output: f.output, events: f.events, format: f.format,
-		synRecvLimit: f.synRecvLimit, statusEvery: f.statusEvery, maxConns: f.maxConns, readyFile: f.readyFile,
+		synRecvLimit: f.synRecvLimit, statusEvery: f.statusEvery, maxConns: f.maxConns, sampleEvery: f.sampleEvery, readyFile: f.readyFile,
 		metricsAddr: f.metricsAddr, otlpEndpoint: f.otlpEndpoint}, nil
 }
 

@@ -25,8 +25,9 @@ type sessionOptions struct {
 	synRecvLimit time.Duration
 	statusEvery  time.Duration // plain status lines when not on a terminal
 	maxConns     int
-	readyFile    string   // written once tracing is attached, "" for none
-	command      []string // recorded in the export's meta
+	sampleEvery  time.Duration // sample records in the export; 0 for none
+	readyFile    string        // written once tracing is attached, "" for none
+	command      []string      // recorded in the export's meta
 	// sharedTerminal: another program writes to the terminal too (run's
 	// CMD), so no panel is drawn: redrawing it would erase CMD's lines.
 	sharedTerminal bool
@@ -139,11 +140,15 @@ func (s *session) record(ctx context.Context, onReady func() error) error {
 		Alert:      func(a tracer.TimeWaitAlert) { s.view.line(output.TimeWaitAlertLine(a)) },
 		Tick:       s.tick,
 	}
+	if s.export != nil {
+		sinks.Sample = s.export.WriteSample
+	}
 	if s.opts.events {
 		sinks.Event = s.printEvent
 	}
 	sum, err := capture.Run(ctx, capture.Options{Config: s.opts.cfg, SynRecvThreshold: s.opts.synRecvLimit,
-		MaxConnections: s.opts.maxConns, EveryEvent: s.opts.events, Counters: output.ReportedCounters()}, sinks)
+		MaxConnections: s.opts.maxConns, EveryEvent: s.opts.events, Counters: output.ReportedCounters(),
+		SampleInterval: s.opts.sampleEvery}, sinks)
 	if s.metrics != nil {
 		if merr := s.metrics.stop(); err == nil {
 			err = merr

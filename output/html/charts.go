@@ -10,13 +10,14 @@ import (
 	"github.com/tcpscope/tcpscope/tracer"
 )
 
-// charts draws the time series; notes say why one is missing.
-func (r *Report) charts(start, end time.Time) ([]chart, []string) {
+// charts draws the time series, the sample records' included; notes say
+// why one is missing.
+func (r *Report) charts(start, end time.Time, samples []output.Sample) ([]chart, []string) {
 	minWidth := time.Millisecond
-	if len(r.samples) > 0 {
+	if len(samples) > 0 {
 		// Bins no finer than the samples' interval: a level between two
 		// samples is unknown, not zero.
-		minWidth = time.Duration(r.samples[0].IntervalMs) * time.Millisecond
+		minWidth = time.Duration(samples[0].IntervalMs) * time.Millisecond
 	}
 	a := newAxis(start, end, minWidth)
 	opened, closed, flags := r.connectionSeries(a)
@@ -34,10 +35,10 @@ func (r *Report) charts(start, end time.Time) ([]chart, []string) {
 			SVG:    barChart(a, "flagged connections by flag", "connections", flags, nil, "flags", ""),
 			Legend: legend(flags)})
 	}
-	if len(r.samples) == 0 {
+	if len(samples) == 0 {
 		return cs, []string{"This export has no sample records (it was made by an older tcpscope): the accept-queue and TIME_WAIT charts need them."}
 	}
-	queues, drops, tw, left := r.sampleSeries(a)
+	queues, drops, tw, left := sampleSeries(a, samples)
 	var notes []string
 	if left > 0 {
 		notes = append(notes, fmt.Sprintf("%d more listeners or destinations are not drawn: the %d busiest of each are.", left, maxLines))

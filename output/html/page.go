@@ -92,8 +92,8 @@ type part struct {
 	Title string
 }
 
-// Write renders the page of rec, whose connections (and samples) were
-// handed to Connection (and Sample) as it was read.
+// Write renders the page of rec, whose connections were handed to
+// Connection as it was read.
 func (r *Report) Write(w io.Writer, rec *output.Recording) error {
 	start, end := r.span(rec)
 	x := r.extra(rec, start)
@@ -107,7 +107,7 @@ func (r *Report) Write(w io.Writer, rec *output.Recording) error {
 	}
 	v.Warnings = rec.Warnings("the export")
 	v.Findings = findingViews(x.Findings)
-	v.Charts, v.Notes = r.charts(start, end)
+	v.Charts, v.Notes = r.charts(start, end, rec.Samples)
 	v.Dists = r.distributions()
 	v.Waterfall = r.waterfall(start, end)
 	v.Tables = output.SummaryTableData(r.stats, x)

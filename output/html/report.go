@@ -5,10 +5,12 @@
 // fonts): it opens offline, from a file, in any browser.
 //
 // A Report is fed the export's connections one at a time, as the reader
-// streams them (Connection), and the sample records when the export has
-// them (Sample); it keeps tallies and a bounded set of connections, so
-// that its memory and the page's size stay bounded whatever the size of
-// the recording. Write renders the page. No I/O but the io.Writer given.
+// streams them (Connection); it keeps tallies and a bounded set of
+// connections, so that its memory and the page's size stay bounded
+// whatever the size of the recording. Write renders the page from them and
+// the rest of the recording, its sample records included (the reader keeps
+// those: a few hundred bytes a tick). No I/O but the io.Writer given
+// (file.go: Read and WriteFile do the reading and writing).
 package html
 
 import (
@@ -51,7 +53,6 @@ type Report struct {
 	drawn   reservoir
 	others  reservoir
 	resets  map[string]int // resets sent by flagged connections, by reason
-	samples []Sample
 }
 
 // brief is what the time series need of a connection.

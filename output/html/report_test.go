@@ -230,20 +230,13 @@ func TestPageSamples(t *testing.T) {
 	if !strings.Contains(without, "no sample records") || strings.Contains(without, "Accept queue per listener") {
 		t.Errorf("without samples: no note, or a queue chart")
 	}
-	r := New(Options{})
-	for i := range conns {
-		r.Connection(&conns[i])
-	}
+	rec := &output.Recording{Meta: output.Meta{FormatVersion: 1, Start: t0}}
 	for i := range 20 {
-		r.Sample(&Sample{Time: t0.Add(time.Duration(i+1) * 100 * time.Millisecond), IntervalMs: 100, Opened: 10, Closed: 10,
-			Listeners: []SampleListener{{NetNS: 1, Addr: "10.1.0.1", Port: 8080, Queue: uint32(i % 5), Backlog: 4, OverflowDrops: uint64(i % 3)}},
-			TimeWait:  []SampleTimeWait{{NetNS: 1, RemoteAddr: "10.1.0.1", RemotePort: 8080, Count: uint64(10 * i)}}})
+		rec.Samples = append(rec.Samples, output.Sample{Time: t0.Add(time.Duration(i+1) * 100 * time.Millisecond), IntervalMs: 100, Opened: 10, Closed: 10,
+			Listeners: []output.SampleListener{{NetNS: 1, Addr: "10.1.0.1", Port: 8080, Queue: uint32(i % 5), Backlog: 4, OverflowDrops: uint64(i % 3)}},
+			TimeWait:  []output.SampleTimeWait{{NetNS: 1, RemoteAddr: "10.1.0.1", RemotePort: 8080, Count: 10 * i}}})
 	}
-	var b bytes.Buffer
-	if err := r.Write(&b, &output.Recording{Meta: output.Meta{FormatVersion: 1, Start: t0}}); err != nil {
-		t.Fatal(err)
-	}
-	with := b.String()
+	with := render(t, Options{}, rec, conns...)
 	for _, s := range []string{"Accept queue per listener", "10.1.0.1:8080 backlog 4 (netns 1)", "TIME_WAIT sockets per destination", "toward 10.1.0.1:8080 (netns 1), peak 190"} {
 		if !strings.Contains(with, s) {
 			t.Errorf("with samples: page lacks %q", s)

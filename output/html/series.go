@@ -6,52 +6,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tcpscope/tcpscope/output"
 	"github.com/tcpscope/tcpscope/tracer"
 )
-
-// Sample is a sample record of the export: what changed during one
-// interval that ends at Time. Counts are the interval's; Queue, Backlog
-// and Count are levels at its end.
-type Sample struct {
-	Time            time.Time         `json:"time"`
-	IntervalMs      int64             `json:"interval_ms"`
-	Opened          uint64            `json:"opened"`
-	Closed          uint64            `json:"closed"`
-	ClosedByOutcome map[string]uint64 `json:"closed_by_outcome"`
-	Flagged         uint64            `json:"flagged"`
-	LostEvents      uint64            `json:"lost_events"`
-	LostRecords     uint64            `json:"lost_records"`
-	Listeners       []SampleListener  `json:"listeners"`
-	TimeWait        []SampleTimeWait  `json:"time_wait"`
-}
-
-// SampleListener is one listener's accept queue in a sample.
-type SampleListener struct {
-	NetNS         uint32 `json:"netns"`
-	Addr          string `json:"addr"`
-	Port          uint16 `json:"port"`
-	Queue         uint32 `json:"queue"`
-	PeakQueue     uint32 `json:"peak_queue"`
-	Backlog       uint32 `json:"backlog"`
-	OverflowDrops uint64 `json:"overflow_drops"`
-}
-
-// SampleTimeWait is one destination's TIME_WAIT sockets in a sample.
-type SampleTimeWait struct {
-	NetNS      uint32 `json:"netns"`
-	RemoteAddr string `json:"remote_addr"`
-	RemotePort uint16 `json:"remote_port"`
-	Count      uint64 `json:"count"`
-}
-
-// Sample takes one sample record. Samples are kept (a few hundred bytes
-// each, one per tick) and put in the time axis's bins by Write.
-func (r *Report) Sample(s *Sample) {
-	cp := *s
-	cp.Listeners = slices.Clone(s.Listeners)
-	cp.TimeWait = slices.Clone(s.TimeWait)
-	r.samples = append(r.samples, cp)
-}
 
 // maxBins bounds the time axis: a week's recording has as many bars as a
 // minute's.
@@ -149,7 +106,7 @@ const maxLines = 8
 // accept queue (its peak in the bin) and the drops (their sum), per
 // destination its TIME_WAIT sockets (the peak in the bin). left says how
 // many listeners and destinations were not drawn.
-func (r *Report) sampleSeries(a axis) (queues, drops, timeWait []series, left int) {
+func sampleSeries(a axis, samples []output.Sample) (queues, drops, timeWait []series, left int) {
 	q, d, tw := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
 	get := func(m map[string][]float64, k string) []float64 {
 		if m[k] == nil {
@@ -157,8 +114,8 @@ func (r *Report) sampleSeries(a axis) (queues, drops, timeWait []series, left in
 		}
 		return m[k]
 	}
-	for i := range r.samples {
-		s := &r.samples[i]
+	for i := range samples {
+		s := &samples[i]
 		b := a.bin(s.Time.Add(-time.Duration(s.IntervalMs) * time.Millisecond / 2))
 		for _, l := range s.Listeners {
 			k := fmt.Sprintf("%s:%d backlog %d (netns %d)", l.Addr, l.Port, l.Backlog, l.NetNS)

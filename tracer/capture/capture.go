@@ -32,6 +32,9 @@ type Options struct {
 	// Counters names the kernel counters whose deltas Summary.Counters
 	// reports; nil reports every counter that moved.
 	Counters []string
+	// SampleInterval cuts the recording into samples handed to
+	// Sinks.Sample, a last partial one at the end; 0 takes none.
+	SampleInterval time.Duration
 }
 
 // Sinks receive a recording as it happens; each is optional. Everything
@@ -58,6 +61,9 @@ type Sinks struct {
 	// Tick runs about every 200 ms and once more at the end; snap reads
 	// the live numbers (only call it when they are shown: it costs).
 	Tick func(now time.Time, snap func() Snapshot) error
+	// Sample receives each sample (Options.SampleInterval), the last one
+	// after every connection and listener was handed out.
+	Sample func(*tracer.Sample) error
 }
 
 // Started describes a recording whose programs are all attached.
@@ -176,6 +182,12 @@ func Run(ctx context.Context, opts Options, sinks Sinks) (sum Summary, err error
 		// Whatever was recorded still gets a summary; an export is whole.
 		r.rec.Builder.Finish(time.Now())
 	}
+	if r.sampler != nil {
+		r.keep(r.takeSample(time.Now()))
+		if runErr == nil {
+			runErr = r.sinkErr
+		}
+	}
 	return r.summary(), runErr
 }
 
@@ -194,6 +206,8 @@ type recording struct {
 	settingsOf map[uint32]bool
 	book       *counterBook
 	timeWait   *tracer.TimeWaitTracker
+	sampler    *tracer.Sampler // nil without Options.SampleInterval
+	counters   tracer.Counters // the kernel's last reading for samples
 }
 
 // open opens the namespaces and then the tracer; nothing is traced before
@@ -250,6 +264,9 @@ func open(opts Options, sinks Sinks) (*recording, error) {
 		RFC1337:          r.rfc1337,
 	})
 	r.rec = &tracer.Recorder{Tracer: tr, Builder: b, OnTick: r.tick, OnSample: r.sampleKernel, OnNetNS: r.seeNetNS}
+	if opts.SampleInterval > 0 && sinks.Sample != nil {
+		r.sampler = tracer.NewSampler(opts.SampleInterval, r.started.Start)
+	}
 	r.seedListeners()
 	if sinks.Event != nil {
 		r.rec.OnEvent = func(ev *tracer.Event) error { return sinks.Event(ev, tr.Pending() == 0) }
@@ -292,6 +309,9 @@ func (r *recording) keep(err error) {
 
 func (r *recording) emit(c *tracer.Connection) {
 	r.stats.Add(c)
+	if r.sampler != nil {
+		r.sampler.Closed(c)
+	}
 	if c.Flags.Has(tracer.FlagPortExhausted) || c.Role == tracer.RoleClient && c.Flags.Has(tracer.FlagHandshakeTimeout) {
 		r.settingsOf[c.NetNS] = true
 	}
@@ -309,6 +329,9 @@ func (r *recording) emitListener(l *tracer.Listener) {
 
 func (r *recording) tick(now time.Time) error {
 	r.timeWait.Expire(now)
+	if r.sampler != nil && r.sampler.Due(now) {
+		r.keep(r.takeSample(now))
+	}
 	if r.sinks.Tick != nil {
 		if err := r.sinks.Tick(now, r.snapshot); err != nil {
 			return err

@@ -158,6 +158,9 @@ func (r *recording) sampleKernel(now time.Time) {
 			nc.last, nc.lastRead = sm.Counters, now
 		}
 	}
+	if r.sampler != nil {
+		r.sampler.Watch(r.rec.Builder)
+	}
 }
 
 func sub(a, b uint64) uint64 {

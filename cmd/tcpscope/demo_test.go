@@ -46,9 +46,9 @@ func hostState(t *testing.T) map[string]string {
 func TestDemo(t *testing.T) {
 	nettest.RequirePrivileges(t)
 	before := hostState(t)
-	path := filepath.Join(t.TempDir(), "demo.jsonl")
+	path, page := filepath.Join(t.TempDir(), "demo.jsonl"), filepath.Join(t.TempDir(), "demo.html")
 	start := time.Now()
-	code, stdout, stderr := runTcpscope(t, nil, "demo", "--duration", "8s", "-o", path)
+	code, stdout, stderr := runTcpscope(t, nil, "demo", "--duration", "8s", "-o", path, "--html", page)
 	took := time.Since(start)
 	if code != 0 {
 		t.Fatalf("demo: exit %d\n%s\n%s", code, stdout, stderr)
@@ -65,6 +65,7 @@ func TestDemo(t *testing.T) {
 	if !strings.Contains(stdout, "INJECTED FAULT") {
 		t.Errorf("no legend in the demo output")
 	}
+	checkDemoPage(t, page, stdout)
 	rec, err := output.ReadExport(path)
 	if err != nil {
 		t.Fatal(err)
@@ -251,4 +252,30 @@ func checkDemoFindings(t *testing.T, stdout string, rec *output.Recording) {
 			t.Errorf("legend lacks %q:\n%s", s, legend)
 		}
 	}
+}
+
+// checkDemoPage: the demo's HTML report holds its legend, row for row as
+// the terminal shows it, and the queue and TIME_WAIT charts of its sample
+// records.
+func checkDemoPage(t *testing.T, page, stdout string) {
+	t.Helper()
+	b, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatalf("demo --html: %v", err)
+	}
+	html := string(b)
+	for _, s := range []string{"What the demo injected, and what tcpscope found", "Accept queue per listener", "TIME_WAIT sockets per destination"} {
+		if !strings.Contains(html, s) {
+			t.Errorf("the demo's page lacks %q", s)
+		}
+	}
+	for _, line := range strings.Split(stdout, "\n") {
+		if fault, _, ok := strings.Cut(strings.TrimPrefix(line, "| "), " | "); ok && strings.Contains(fault, " closed port :") {
+			if !strings.Contains(html, "<td>"+strings.TrimSpace(fault)+"</td>") {
+				t.Errorf("the demo's page lacks the legend row %q", strings.TrimSpace(fault))
+			}
+			return
+		}
+	}
+	t.Errorf("no refused-connects row in the demo's legend:\n%s", stdout)
 }

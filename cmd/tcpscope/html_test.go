@@ -55,6 +55,27 @@ func TestHTMLReportInBrowser(t *testing.T) {
 	checkInBrowser(t, chromium, page, rec)
 }
 
+// TestRunHTML: run --html writes the page at the end with the command line
+// and its exit status, and exits with the command's status.
+func TestRunHTML(t *testing.T) {
+	nettest.RequirePrivileges(t)
+	page := filepath.Join(t.TempDir(), "run.html")
+	code, _, stderr := runTcpscope(t, nil, "run", "--linger", "0s", "--port", "9", "--html", page, "--", "sh", "-c", "exit 3")
+	if code != 3 {
+		t.Fatalf("exit status %d, want the command's 3: %s", code, stderr)
+	}
+	b, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatalf("run --html: %v (%s)", err, stderr)
+	}
+	if !strings.Contains(string(b), `<code id="command">sh -c exit 3</code>, exit status <b id="exit-status">3</b>`) {
+		t.Errorf("the page lacks the command line and its exit status")
+	}
+	if strings.Contains(stderr, "wrote 0 connections") {
+		t.Errorf("the temporary export was announced: %s", stderr)
+	}
+}
+
 // resetsAndRefusals makes flagged connections of three kinds, and clean
 // ones: a server that aborts with SO_LINGER 0, connects to a port nothing
 // listens on, and a server whose clients close first.

@@ -13,13 +13,7 @@ import (
 // charts draws the time series, the sample records' included; notes say
 // why one is missing.
 func (r *Report) charts(start, end time.Time, samples []output.Sample) ([]chart, []string) {
-	minWidth := time.Millisecond
-	if len(samples) > 0 {
-		// Bins no finer than the samples' interval: a level between two
-		// samples is unknown, not zero.
-		minWidth = time.Duration(samples[0].IntervalMs) * time.Millisecond
-	}
-	a := newAxis(start, end, minWidth)
+	a := newAxis(start, end, time.Millisecond)
 	opened, closed, flags := r.connectionSeries(a)
 	per := "per " + a.width.String()
 	cs := []chart{{
@@ -45,14 +39,14 @@ func (r *Report) charts(start, end time.Time, samples []output.Sample) ([]chart,
 	}
 	if len(queues) > 0 {
 		cs = append(cs, chart{
-			Title:  "Accept queue per listener (peak in each " + a.width.String() + "), and drops",
-			Note:   "Lines: connections waiting for accept(). Marks along the bottom: final ACKs dropped because the queue was full.",
+			Title:  "Accept queue per listener, and drops",
+			Note:   "Lines: connections waiting for accept(), the peak of each sample interval. Marks along the bottom: final ACKs dropped because the queue was full.",
 			SVG:    lineChart(a, "accept queue per listener", "queued", queues, drops),
 			Legend: legend(queues)})
 	}
 	if len(tw) > 0 {
 		cs = append(cs, chart{
-			Title:  "TIME_WAIT sockets per destination (peak in each " + a.width.String() + ")",
+			Title:  "TIME_WAIT sockets per destination",
 			Note:   "Each holds a local port for 60 s: a line that reaches the usable local ports means connects fail with EADDRNOTAVAIL.",
 			SVG:    lineChart(a, "TIME_WAIT per destination", "sockets", tw, nil),
 			Legend: legend(tw)})

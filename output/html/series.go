@@ -102,9 +102,9 @@ func (r *Report) connectionSeries(a axis) (opened, closed, flags []series) {
 // busiest are drawn, the page says how many more there were.
 const maxLines = 8
 
-// sampleSeries puts the samples in the axis's bins: per listener the
-// accept queue (its peak in the bin) and the drops (their sum), per
-// destination its TIME_WAIT sockets (the peak in the bin). left says how
+// sampleSeries puts the samples in the axis's bins, each at its end: per
+// listener the accept queue (the peak in the bin) and the drops (their
+// sum), per destination its TIME_WAIT sockets (the peak in the bin). left says how
 // many listeners and destinations were not drawn.
 func sampleSeries(a axis, samples []output.Sample) (queues, drops, timeWait []series, left int) {
 	q, d, tw := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
@@ -114,9 +114,11 @@ func sampleSeries(a axis, samples []output.Sample) (queues, drops, timeWait []se
 		}
 		return m[k]
 	}
+	sampled := make([]bool, a.n)
 	for i := range samples {
 		s := &samples[i]
-		b := a.bin(s.Time.Add(-time.Duration(s.IntervalMs) * time.Millisecond / 2))
+		b := a.bin(s.Time)
+		sampled[b] = true
 		for _, l := range s.Listeners {
 			k := fmt.Sprintf("%s:%d backlog %d (netns %d)", l.Addr, l.Port, l.Backlog, l.NetNS)
 			v := get(q, k)
@@ -128,6 +130,11 @@ func sampleSeries(a axis, samples []output.Sample) (queues, drops, timeWait []se
 			v[b] = max(v[b], float64(t.Count))
 		}
 	}
+	for _, m := range []map[string][]float64{q, tw} {
+		for _, v := range m {
+			holdLevels(v, sampled)
+		}
+	}
 	queues, l1 := busiest(q)
 	drops = make([]series, 0, len(queues))
 	for _, s := range queues {
@@ -135,6 +142,18 @@ func sampleSeries(a axis, samples []output.Sample) (queues, drops, timeWait []se
 	}
 	timeWait, l2 := busiest(tw)
 	return queues, drops, timeWait, l1 + l2
+}
+
+// holdLevels fills the bins no sample fell in with the level before them:
+// the bins can be finer than the samples (the connections' time series
+// share the axis), and a level holds until the next sample says
+// otherwise. A sample that lacks a listener or destination says 0.
+func holdLevels(v []float64, sampled []bool) {
+	for i := 1; i < len(v); i++ {
+		if !sampled[i] {
+			v[i] = v[i-1]
+		}
+	}
 }
 
 // busiest returns the maxLines series with the highest peaks, and how

@@ -199,8 +199,8 @@ func lineChart(a axis, label, unit string, lines, bars []series) template.HTML {
 		fmt.Fprintf(&b, `<g class="drops" fill="%s">`, esc(s.Color))
 		for i, v := range s.Values {
 			if v > 0 {
-				fmt.Fprintf(&b, `<rect x="%.2f" y="%g" width="%.2f" height="6"><title>%s: %s %s</title></rect>`,
-					padL+bw*float64(i), padT+plotH-6, math.Max(bw, 1.5), esc(binTitle(a, i)), esc(count(v)), esc(s.Name))
+				fmt.Fprintf(&b, `<rect x="%.2f" y="%g" width="%.2f" height="8"><title>%s: %s %s</title></rect>`,
+					padL+bw*float64(i), padT+plotH-8, math.Max(bw, 3), esc(binTitle(a, i)), esc(count(v)), esc(s.Name))
 			}
 		}
 		b.WriteString(`</g>`)

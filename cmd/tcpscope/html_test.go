@@ -200,6 +200,7 @@ func checkInBrowser(t *testing.T, chromium, page string, rec *output.Recording) 
 	}
 	checkTimelineClick(t, ctx, rec)
 	checkFilter(t, ctx, byFlag[tracer.FlagRefused], flagged)
+	checkPortFilter(t, ctx, rec, flagged)
 	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
@@ -267,5 +268,29 @@ func checkFilter(t *testing.T, ctx context.Context, refused, flagged int) {
 	pick("")
 	if got := evalInt(t, ctx, visible); got != flagged {
 		t.Errorf("filter cleared: %d connections shown, want %d", got, flagged)
+	}
+}
+
+// checkPortFilter types the refused port into the port box, key by key as
+// a user does: only the connections to or from that port stay.
+func checkPortFilter(t *testing.T, ctx context.Context, rec *output.Recording, flagged int) {
+	t.Helper()
+	want := 0
+	for i := range rec.Connections {
+		if c := &rec.Connections[i]; c.Flagged() && (c.Local.Port() == 9 || c.Remote.Port() == 9) {
+			want++
+		}
+	}
+	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.CSS("#f-port"), "9")); err != nil {
+		t.Fatalf("typing a port: %v", err)
+	}
+	if got := evalInt(t, ctx, visible); got != want || want == 0 {
+		t.Errorf("port 9 typed: %d connections shown, the export has %d", got, want)
+	}
+	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.CSS("#f-port"), "\b")); err != nil {
+		t.Fatalf("clearing the port: %v", err)
+	}
+	if got := evalInt(t, ctx, visible); got != flagged {
+		t.Errorf("port cleared: %d connections shown, want %d", got, flagged)
 	}
 }

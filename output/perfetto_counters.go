@@ -2,9 +2,11 @@ package output
 
 import (
 	"io"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
@@ -23,7 +25,7 @@ func (p *PerfettoWriter) Finish(samples []Sample, listeners []ListenerRow) error
 		p.sampleCounters(&samples[i], owners, last)
 	}
 	p.procs[perfettoSamplesPID] = "tcpscope samples"
-	for _, pid := range slices.Sorted(mapKeys(p.procs)) {
+	for _, pid := range slices.Sorted(maps.Keys(p.procs)) {
 		o := p.event("M", "process_name", "", pid, p.origin)
 		o.key("args")
 		a := newObj(o.b)
@@ -43,14 +45,10 @@ type listenerKey struct {
 	port  uint16
 }
 
-func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
-	return func(yield func(K) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
+// series is one value of a counter event: a counter track of its own.
+type series struct {
+	name  string
+	value uint64
 }
 
 // sampleCounters writes one sample's counters. A listener or destination
@@ -58,22 +56,22 @@ func mapKeys[K comparable, V any](m map[K]V) func(func(K) bool) {
 // does not stay at its last level.
 func (p *PerfettoWriter) sampleCounters(s *Sample, owners map[listenerKey]ListenerRow, last map[string]uint32) {
 	seen := map[string]bool{}
-	p.counter("connections", perfettoSamplesPID, s.Time, [][2]any{{"opened", s.Opened}, {"closed", s.Closed}, {"flagged", s.Flagged}})
+	p.counter("connections", perfettoSamplesPID, s.Time, []series{{"opened", s.Opened}, {"closed", s.Closed}, {"flagged", s.Flagged}})
 	for _, l := range s.Listeners {
 		pid := uint32(perfettoSamplesPID)
 		if row, ok := owners[listenerKey{l.NetNS, l.Port}]; ok && row.PID != 0 {
 			pid = p.process(row.PID, row.Comm)
 		}
 		name := "accept queue " + listenerText(l)
-		p.counter(name, pid, s.Time, [][2]any{{"queue", uint64(l.Queue)}, {"peak", uint64(l.PeakQueue)}, {"backlog", uint64(l.Backlog)}, {"overflow_drops", l.OverflowDrops}})
+		p.counter(name, pid, s.Time, []series{{"queue", uint64(l.Queue)}, {"peak", uint64(l.PeakQueue)}, {"backlog", uint64(l.Backlog)}, {"overflow_drops", l.OverflowDrops}})
 		seen[name], last[name] = true, pid
 	}
 	for _, t := range s.TimeWait {
 		name := "TIME_WAIT to " + destText(t)
-		p.counter(name, perfettoSamplesPID, s.Time, [][2]any{{"count", uint64(max(t.Count, 0))}})
+		p.counter(name, perfettoSamplesPID, s.Time, []series{{"count", uint64(max(t.Count, 0))}})
 		seen[name], last[name] = true, perfettoSamplesPID
 	}
-	for _, name := range slices.Sorted(mapKeys(last)) {
+	for _, name := range slices.Sorted(maps.Keys(last)) {
 		if !seen[name] {
 			p.counter(name, last[name], s.Time, zeroSeries(name))
 			delete(last, name)
@@ -81,11 +79,13 @@ func (p *PerfettoWriter) sampleCounters(s *Sample, owners map[listenerKey]Listen
 	}
 }
 
-func zeroSeries(name string) [][2]any {
-	if len(name) > 9 && name[:9] == "TIME_WAIT" {
-		return [][2]any{{"count", uint64(0)}}
+// zeroSeries is the 0 of a counter gone from the samples; a listener
+// keeps its backlog.
+func zeroSeries(name string) []series {
+	if strings.HasPrefix(name, "TIME_WAIT") {
+		return []series{{"count", 0}}
 	}
-	return [][2]any{{"queue", uint64(0)}, {"peak", uint64(0)}, {"overflow_drops", uint64(0)}}
+	return []series{{"queue", 0}, {"peak", 0}, {"overflow_drops", 0}}
 }
 
 func listenerText(l SampleListener) string {
@@ -106,12 +106,12 @@ func netText(netns uint32, addr string, port uint16) string {
 }
 
 // counter writes a "C" event: one series per arg, all numbers.
-func (p *PerfettoWriter) counter(name string, pid uint32, at time.Time, series [][2]any) {
+func (p *PerfettoWriter) counter(name string, pid uint32, at time.Time, values []series) {
 	o := p.event("C", name, "", pid, at)
 	o.key("args")
 	a := newObj(o.b)
-	for _, s := range series {
-		a.uint(s[0].(string), s[1].(uint64))
+	for _, v := range values {
+		a.uint(v.name, v.value)
 	}
 	o.b = a.end()
 	p.emit(o)

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
 	"time"
@@ -151,20 +152,10 @@ func (s *Sampler) takeListeners() []ListenerSample {
 		w.dropsAt, w.PeakQueue = drops, w.Queue
 	}
 	slices.SortFunc(out, func(a, b ListenerSample) int {
-		if a.NetNS != b.NetNS {
-			return cmpUint(a.NetNS, b.NetNS)
+		if c := cmp.Compare(a.NetNS, b.NetNS); c != 0 {
+			return c
 		}
 		return a.Local.Compare(b.Local)
 	})
 	return out
-}
-
-func cmpUint(a, b uint32) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }

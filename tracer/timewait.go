@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"cmp"
 	"net/netip"
 	"slices"
 	"sort"
@@ -323,11 +324,11 @@ func (t *TimeWaitTracker) LiveCounts(now time.Time, n int) []TimeWaitCount {
 		out = append(out, k)
 	}
 	slices.SortFunc(out, func(a, b TimeWaitCount) int {
-		if a.Count != b.Count {
-			return b.Count - a.Count
+		if c := cmp.Compare(b.Count, a.Count); c != 0 {
+			return c
 		}
-		if a.NetNS != b.NetNS {
-			return cmpUint(a.NetNS, b.NetNS)
+		if c := cmp.Compare(a.NetNS, b.NetNS); c != 0 {
+			return c
 		}
 		return a.Remote.Compare(b.Remote)
 	})

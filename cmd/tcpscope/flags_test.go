@@ -98,6 +98,7 @@ func TestDurationValue(t *testing.T) {
 	}{
 		{notNegative, "0s", true}, {notNegative, "30s", true}, {notNegative, "-1s", false}, {notNegative, "soon", false},
 		{positive, "1ms", true}, {positive, "0s", false}, {positive, "-1s", false},
+		{sampleInterval, "0s", true}, {sampleInterval, "100ms", true}, {sampleInterval, "99ms", false}, {sampleInterval, "-1s", false},
 		{between(8*time.Second, 10*time.Minute, "runs"), "8s", true}, {between(8*time.Second, 10*time.Minute, "runs"), "10m", true},
 		{between(8*time.Second, 10*time.Minute, "runs"), "7s", false}, {between(8*time.Second, 10*time.Minute, "runs"), "11m", false},
 	} {
@@ -120,6 +121,19 @@ func TestFormatValue(t *testing.T) {
 	}
 	f := "text"
 	if err := parse(formatValue{&f}, "--x", "xml"); err == nil || !strings.Contains(err.Error(), "use text or json") {
+		t.Errorf("--format xml: %v", err)
+	}
+}
+
+func TestReportFormatValue(t *testing.T) {
+	for in, want := range map[string]string{"text": "text", "jsonl": "json", "perfetto": "perfetto"} {
+		f := ""
+		if err := parse(reportFormatValue{&f}, "--x", in); err != nil || f != want {
+			t.Errorf("--format %s: %q, %v; want %q", in, f, err, want)
+		}
+	}
+	f := "text"
+	if err := parse(reportFormatValue{&f}, "--x", "xml"); err == nil || !strings.Contains(err.Error(), "use text, json or perfetto") {
 		t.Errorf("--format xml: %v", err)
 	}
 }

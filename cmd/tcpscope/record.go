@@ -61,6 +61,7 @@ type recordFlags struct {
 	statusEvery  time.Duration
 	maxConns     int
 	sampleEvery  time.Duration
+	perfetto     string
 	readyFile    string
 	html         string
 	metricsAddr  string
@@ -82,6 +83,7 @@ func (f *recordFlags) registerRecord(cmd *cobra.Command) {
 	f.maxConns = tracer.DefaultMaxConnections
 	f.sampleEvery = time.Second
 	fl.Var(durationValue{&f.sampleEvery, sampleInterval}, "sample-interval", "write a sample record (connections opened and closed, accept queues, TIME_WAIT per destination, lost events) to the export this often (at least 100ms; 0 writes none)")
+	fl.StringVar(&f.perfetto, "perfetto", "", "at the end, also write the recording as a Perfetto trace (ui.perfetto.dev) to `FILE`, read back from the export: needs -o FILE")
 	fl.Var(atLeastValue{&f.maxConns, 1000}, "max-connections", "connections followed at once (at least 1000); past it the least recently active are written early, flagged incomplete")
 	fl.Var(hostPortValue{&f.metricsAddr}, "metrics-addr", "serve Prometheus metrics at http://`HOST:PORT`/metrics while tracing (e.g. 127.0.0.1:9464, :9464); with no -o, record is a long-running agent")
 	fl.Var(endpointValue{&f.otlpEndpoint}, "otlp-endpoint", "also ship every connection record as an OTLP log record, and connection counts as OTLP metrics, to the collector at `URL`, OTLP/HTTP (e.g. http://127.0.0.1:4318)")
@@ -96,8 +98,11 @@ func (f *recordFlags) options() (sessionOptions, error) {
 	if err := checkReadyFile(f.readyFile); err != nil {
 		return sessionOptions{}, err
 	}
+	if f.perfetto != "" && (f.output == "" || f.output == "-") {
+		return sessionOptions{}, usagef("--perfetto is written from the export: give -o FILE too")
+	}
 	return sessionOptions{cfg: f.config(), output: f.output, events: f.events, format: f.format,
-		synRecvLimit: f.synRecvLimit, statusEvery: f.statusEvery, maxConns: f.maxConns, sampleEvery: f.sampleEvery, readyFile: f.readyFile,
+		synRecvLimit: f.synRecvLimit, statusEvery: f.statusEvery, maxConns: f.maxConns, sampleEvery: f.sampleEvery, perfetto: f.perfetto, readyFile: f.readyFile,
 		metricsAddr: f.metricsAddr, otlpEndpoint: f.otlpEndpoint}, nil
 }
 

@@ -25,6 +25,7 @@ type reportFlags struct {
 	format   string
 	strict   bool
 	html     string
+	perfetto string // also write the Perfetto trace here, "" for none
 }
 
 func newReportCmd() *cobra.Command {
@@ -52,7 +53,7 @@ func newReportCmd() *cobra.Command {
 			if f.html != "" {
 				return f.writeHTML(cmd, args[0])
 			}
-			return f.run(cmd, args[0], filter)
+			return f.report(cmd, args[0], filter)
 		},
 	}
 	fl := cmd.Flags()
@@ -63,16 +64,51 @@ func newReportCmd() *cobra.Command {
 	hideEmptyDefault(cmd, "port")
 	fl.Uint64Var(&f.id, "id", 0, "print the whole timeline of the connection with this `ID`")
 	f.format = "text"
-	fl.Var(formatValue{&f.format}, "format", "`FORMAT`: text (tables; table is accepted too), or json (the matching connection records, one per line)")
+	fl.Var(reportFormatValue{&f.format}, "format", "`FORMAT`: text (tables; table is accepted too), json (the matching connection records, one per line), or perfetto (a trace for ui.perfetto.dev of the matching connections, with the samples' counters)")
+	fl.StringVar(&f.perfetto, "perfetto", "", "also write the Perfetto trace (as --format perfetto) of the matching connections to `FILE`")
 	fl.StringVar(&f.html, "html", "", "write an offline HTML report to `FILE` instead: the story, charts over time, distributions, the flagged connections with their timelines, the tables")
 	fl.BoolVar(&f.strict, "strict", false, "refuse (exit status 2) a file whose last record is cut short or that has no summary, instead of warning")
 	return cmd
+}
+
+// report writes the report, the Perfetto trace, or both.
+func (f *reportFlags) report(cmd *cobra.Command, name string, filter func(*tracer.Connection) bool) error {
+	if f.format != "perfetto" && f.perfetto == "" {
+		return f.run(cmd, name, filter)
+	}
+	if f.id != 0 {
+		return usagef("--id prints one connection's timeline: not with --format perfetto or --perfetto")
+	}
+	read, err := exportReader(name, cmd.InOrStdin())
+	if err != nil {
+		return err
+	}
+	if f.format == "perfetto" {
+		w := bufio.NewWriter(cmd.OutOrStdout())
+		if err := output.PerfettoFromExport(w, read, filter); err != nil {
+			return usageError{err}
+		}
+		if err := w.Flush(); err != nil {
+			return fmt.Errorf("writing the trace: %w", err)
+		}
+	} else if err := f.runFrom(cmd, name, filter, read); err != nil {
+		return err
+	}
+	if f.perfetto == "" {
+		return nil
+	}
+	return writePerfettoFile(f.perfetto, read, filter)
 }
 
 // run reads the export and writes the report as it reads: connection by
 // connection, keeping only the tables' tallies (and, for --id, the one
 // connection), so that memory does not grow with the file.
 func (f *reportFlags) run(cmd *cobra.Command, name string, filter func(*tracer.Connection) bool) error {
+	return f.runFrom(cmd, name, filter, nil)
+}
+
+// runFrom is run reading through read (nil: name, or standard input).
+func (f *reportFlags) runFrom(cmd *cobra.Command, name string, filter func(*tracer.Connection) bool, read func(output.ReadOptions) (*output.Recording, error)) error {
 	// Every write goes through w, whose first error sticks: a full disk is
 	// an error, not an empty report and exit status 0. Its buffer holds
 	// the report of a recording of some thousand connections whole, so
@@ -81,14 +117,19 @@ func (f *reportFlags) run(cmd *cobra.Command, name string, filter func(*tracer.C
 	w := bufio.NewWriterSize(cmd.OutOrStdout(), reportBuffer)
 	r := &rendering{f: f, w: w, filter: filter, stats: tracer.NewStats(), findings: findings.New()}
 	opts := output.ReadOptions{FlaggedTimelinesOnly: f.id == 0 && f.format == "text", Strict: f.strict, Connection: r.connection}
-	var rec *output.Recording
-	var err error
 	if name == "-" {
 		name = "standard input"
-		rec, err = output.ReadExportFrom(cmd.InOrStdin(), name, opts)
-	} else {
-		rec, err = output.ReadExportWith(name, opts)
 	}
+	if read == nil {
+		// Read once: standard input streams, as a file does.
+		read = func(o output.ReadOptions) (*output.Recording, error) {
+			if name == "standard input" {
+				return output.ReadExportFrom(cmd.InOrStdin(), name, o)
+			}
+			return output.ReadExportWith(name, o)
+		}
+	}
+	rec, err := read(opts)
 	switch {
 	case r.werr != nil:
 		return fmt.Errorf("writing the report: %w", r.werr)
@@ -129,8 +170,8 @@ func reportMerged(cmd *cobra.Command, name string, f *reportFlags) (merged bool,
 // writeHTML renders the whole recording as one page; the page has its own
 // filters.
 func (f *reportFlags) writeHTML(cmd *cobra.Command, name string) error {
-	if f.filtered() || f.id != 0 || f.format != "text" {
-		return usagef("--html renders the whole recording (the page filters by flag, outcome, port, peer and process itself): no --flag, --outcome, --port, --peer, --id or --format")
+	if f.filtered() || f.id != 0 || f.format != "text" || f.perfetto != "" {
+		return usagef("--html renders the whole recording (the page filters by flag, outcome, port, peer and process itself): no --flag, --outcome, --port, --peer, --id, --format or --perfetto")
 	}
 	if err := checkHTMLPath(f.html); err != nil {
 		return err

@@ -1,8 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"io"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -36,7 +41,8 @@ func TestSampleRecords(t *testing.T) {
 	if err := ns.Sysctl("net.ipv4.tcp_syncookies", "0"); err != nil {
 		t.Fatal(err)
 	}
-	r := startRecord(t, ns, "run.jsonl", "--sample-interval", "500ms")
+	trace := filepath.Join(t.TempDir(), "run.trace.json")
+	r := startRecord(t, ns, "run.jsonl", "--sample-interval", "500ms", "--perfetto", trace)
 	full, err := ns.ListenBacklog(0, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -61,6 +67,41 @@ func TestSampleRecords(t *testing.T) {
 	checkSampleCounts(t, rec)
 	checkSampleQueue(t, rec, uint16(netns.AddrPort(full).Port()))
 	checkSampleTimeWait(t, rec, uint16(netns.AddrPort(tw).Port()))
+	checkPerfetto(t, r.path, trace, rec)
+}
+
+// checkPerfetto: record's --perfetto trace is the one report --format
+// perfetto writes of the export; it follows the trace-event rules, draws
+// an arrow for each connection whose two ends were traced, and has the
+// accept queue's and TIME_WAIT's counters.
+func checkPerfetto(t *testing.T, export, trace string, rec *output.Recording) {
+	t.Helper()
+	written, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := output.ValidateTrace(written); err != nil {
+		t.Fatalf("record --perfetto: %v", err)
+	}
+	out, err := exec.Command(binary, "report", export, "--format", "perfetto").Output()
+	if err != nil {
+		t.Fatalf("report --format perfetto: %v", err)
+	}
+	if !bytes.Equal(out, written) {
+		t.Errorf("report --format perfetto differs from record --perfetto")
+	}
+	pairs := 0
+	for i := range rec.Connections {
+		if rec.Connections[i].PeerID != 0 {
+			pairs++
+		}
+	}
+	text := string(written)
+	flows := strings.Count(text, `"flow_out":true`) + strings.Count(text, `"flow_in":true`)
+	if pairs == 0 || flows != pairs || !strings.Contains(text, `"name":"accept queue 127.0.0.1:`) ||
+		!strings.Contains(text, `"queue":3`) || !strings.Contains(text, `"name":"TIME_WAIT to 127.0.0.1:`) {
+		t.Errorf("trace: %d flow ends for %d connections with a traced peer, or a counter missing", flows, pairs)
+	}
 }
 
 // checkSampleCounts: opened and closed sum to the connection records,

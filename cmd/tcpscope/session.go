@@ -26,6 +26,7 @@ type sessionOptions struct {
 	statusEvery  time.Duration // plain status lines when not on a terminal
 	maxConns     int
 	sampleEvery  time.Duration // sample records in the export; 0 for none
+	perfetto     string        // the Perfetto trace written from the export at the end, "" for none
 	readyFile    string        // written once tracing is attached, "" for none
 	command      []string      // recorded in the export's meta
 	// sharedTerminal: another program writes to the terminal too (run's
@@ -336,6 +337,7 @@ func (s *session) finish(sum capture.Summary, runErr error) error {
 	s.notes(sum)
 	if s.export != nil && exportErr == nil && s.export.Path() != "-" && !s.opts.quietExport {
 		fmt.Fprintf(s.stderr, "tcpscope: wrote %d connections to %s\n", sum.Stats.Connections, s.export.Path())
+		exportErr = s.writePerfetto()
 	}
 	switch {
 	case runErr != nil:
@@ -344,6 +346,20 @@ func (s *session) finish(sum capture.Summary, runErr error) error {
 		return exportErr
 	}
 	return sum.KernelErr
+}
+
+// writePerfetto writes the trace of the export just closed, if asked.
+func (s *session) writePerfetto() error {
+	if s.opts.perfetto == "" {
+		return nil
+	}
+	path := s.export.Path()
+	read := func(o output.ReadOptions) (*output.Recording, error) { return output.ReadExportWith(path, o) }
+	if err := writePerfettoFile(s.opts.perfetto, read, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(s.stderr, "tcpscope: wrote the Perfetto trace to %s (open it at https://ui.perfetto.dev)\n", s.opts.perfetto)
+	return nil
 }
 
 // notes says on stderr what the recording counted and what it missed.

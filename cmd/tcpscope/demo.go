@@ -54,6 +54,13 @@ type demoOptions struct {
 	d         time.Duration
 }
 
+// demoIntro opens the demo's HTML report, for a reader who knows nothing
+// of tcpscope or of the demo.
+const demoIntro = "This is tcpscope's built-in demo. It ran small servers and a load of web clients in a private network namespace, " +
+	"and injected the failures load tests meet: final ACKs lost, a listener that accepts too slowly for its backlog, connects to a closed port, " +
+	"servers that abort requests, and clients that churn through their local ports. tcpscope traced every TCP connection from the kernel's " +
+	"own events, with no packet capture: the table below pairs each injected fault with what tcpscope found, and the rest of the page shows the evidence."
+
 // demoSession is the demo's recording, but for the namespace it traces.
 func demoSession(out string) sessionOptions {
 	return sessionOptions{
@@ -123,7 +130,7 @@ func runDemo(parent context.Context, o demoOptions, stdout, stderr io.Writer) er
 	if err := output.DemoLegend(stdout, legend); err != nil || o.html == "" {
 		return err
 	}
-	return writeHTML(stderr, opts.output, o.html, html.Options{Legend: legend})
+	return writeHTML(stderr, opts.output, o.html, html.Options{Intro: demoIntro, Legend: legend})
 }
 
 // demoFault is one fault the demo injects, and the finding that must

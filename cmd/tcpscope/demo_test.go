@@ -264,7 +264,7 @@ func checkDemoPage(t *testing.T, page, stdout string) {
 		t.Fatalf("demo --html: %v", err)
 	}
 	html := string(b)
-	for _, s := range []string{"What the demo injected, and what tcpscope found", "Accept queue per listener", "TIME_WAIT sockets per destination"} {
+	for _, s := range []string{`<p class="lead" id="intro">This is tcpscope&#39;s built-in demo.`, "What the demo injected, and what tcpscope found", "Accept queue per listener", "TIME_WAIT sockets per destination"} {
 		if !strings.Contains(html, s) {
 			t.Errorf("the demo's page lacks %q", s)
 		}

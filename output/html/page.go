@@ -33,6 +33,7 @@ var page = template.Must(template.New("page").Funcs(template.FuncMap{
 // view is what the template draws.
 type view struct {
 	Title      string
+	Intro      string
 	Story      story
 	Command    string
 	ExitStatus string
@@ -99,6 +100,7 @@ func (r *Report) Write(w io.Writer, rec *output.Recording) error {
 	x := r.extra(rec, start)
 	v := view{CSS: template.CSS(pageCSS), JS: template.JS(pageJS), Generated: rec.Meta.Tcpscope}
 	v.Title = fmt.Sprintf("tcpscope: %s connections, %s flagged", thousands(int(r.stats.Connections)), thousands(r.flagged))
+	v.Intro = r.opts.Intro
 	v.Story = r.story(rec, start, end, x)
 	v.Command, v.ExitStatus = r.command(rec)
 	if len(r.opts.Legend) > 0 {

@@ -35,6 +35,9 @@ type Options struct {
 	Command []string
 	// ExitStatus is the command's exit status, nil when not known.
 	ExitStatus *int
+	// Intro, when set, says in a few sentences what was recorded (the
+	// demo's load), above the story.
+	Intro string
 	// Legend is the demo's table of injected faults and findings.
 	Legend []output.LegendRow
 	// MaxDrawn bounds the flagged connections drawn; MaxOthers the

@@ -294,3 +294,29 @@ func checkPortFilter(t *testing.T, ctx context.Context, rec *output.Recording, f
 		t.Errorf("port cleared: %d connections shown, want %d", got, flagged)
 	}
 }
+
+// TestReportHTML: report --html writes the page of a saved recording, no
+// root needed, with a row for every flagged connection, and says nothing
+// on stdout.
+func TestReportHTML(t *testing.T) {
+	path, page := filepath.Join(t.TempDir(), "run.jsonl"), filepath.Join(t.TempDir(), "run.html")
+	writeTestExport(t, path, 30) // every third connection refused
+	stdout, stderr, code := report(t, nil, path, "--html", page)
+	if code != 0 || stdout != "" {
+		t.Fatalf("report --html: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	b, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(string(b), `<div class="conn flagged"`); got != 10 {
+		t.Errorf("%d flagged rows, the export has 10", got)
+	}
+	st, err := os.Stat(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("page mode %v, want 0600 like an export", st.Mode().Perm())
+	}
+}

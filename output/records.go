@@ -52,27 +52,35 @@ type ConnectionRecord struct {
 	Role       string `json:"role"`
 	Family     string `json:"family"`
 	// Addresses are null when the kernel did not know them.
-	LocalAddr     *string           `json:"local_addr"`
-	RemoteAddr    *string           `json:"remote_addr"`
-	LocalPort     uint16            `json:"local_port"`
-	RemotePort    uint16            `json:"remote_port"`
-	NetNS         uint32            `json:"netns"`
-	PID           uint32            `json:"pid"`
-	Comm          string            `json:"comm"`
-	Start         time.Time         `json:"start"`
-	End           time.Time         `json:"end"`
-	DurationUs    int64             `json:"duration_us"`
-	HandshakeUs   *int64            `json:"handshake_us"` // null: unknown
-	SynRecvUs     *int64            `json:"syn_recv_us"`  // null: unknown
-	SynRecvMethod string            `json:"syn_recv_method,omitempty"`
-	Retransmits   RetransmitsRecord `json:"retransmits"`
-	BytesReceived uint64            `json:"bytes_received"`
-	BytesAcked    uint64            `json:"bytes_acked"`
-	ClosedBy      string            `json:"closed_by"`
-	Outcome       string            `json:"outcome"`
-	Errno         string            `json:"errno,omitempty"`
-	Flags         []string          `json:"flags"`
-	Timeline      []ItemRecord      `json:"timeline"`
+	LocalAddr  *string `json:"local_addr"`
+	RemoteAddr *string `json:"remote_addr"`
+	LocalPort  uint16  `json:"local_port"`
+	RemotePort uint16  `json:"remote_port"`
+	NetNS      uint32  `json:"netns"`
+	PID        uint32  `json:"pid"`
+	Comm       string  `json:"comm"`
+	// The owner's cgroup (tracer/cgroups): its v2 id, its path below the
+	// cgroup2 mount and what the path tells; absent when unknown.
+	CgroupID         uint64            `json:"cgroup_id,omitempty"`
+	Cgroup           string            `json:"cgroup,omitempty"`
+	ContainerID      string            `json:"container_id,omitempty"`
+	ContainerRuntime string            `json:"container_runtime,omitempty"`
+	PodUID           string            `json:"pod_uid,omitempty"`
+	Unit             string            `json:"unit,omitempty"`
+	Start            time.Time         `json:"start"`
+	End              time.Time         `json:"end"`
+	DurationUs       int64             `json:"duration_us"`
+	HandshakeUs      *int64            `json:"handshake_us"` // null: unknown
+	SynRecvUs        *int64            `json:"syn_recv_us"`  // null: unknown
+	SynRecvMethod    string            `json:"syn_recv_method,omitempty"`
+	Retransmits      RetransmitsRecord `json:"retransmits"`
+	BytesReceived    uint64            `json:"bytes_received"`
+	BytesAcked       uint64            `json:"bytes_acked"`
+	ClosedBy         string            `json:"closed_by"`
+	Outcome          string            `json:"outcome"`
+	Errno            string            `json:"errno,omitempty"`
+	Flags            []string          `json:"flags"`
+	Timeline         []ItemRecord      `json:"timeline"`
 }
 
 // RetransmitsRecord is a connection's "retransmits" object.
@@ -100,12 +108,20 @@ type ItemRecord struct {
 // ListenerRecord is a listener record: one ListenerRow.
 // listenerFromRecord converts it; AppendListenerJSON writes it.
 type ListenerRecord struct {
-	ID                   uint64    `json:"id"`
-	LocalAddr            *string   `json:"local_addr"` // null: unknown
-	LocalPort            uint16    `json:"local_port"`
-	NetNS                uint32    `json:"netns"`
-	PID                  uint32    `json:"pid"`
-	Comm                 string    `json:"comm"`
+	ID        uint64  `json:"id"`
+	LocalAddr *string `json:"local_addr"` // null: unknown
+	LocalPort uint16  `json:"local_port"`
+	NetNS     uint32  `json:"netns"`
+	PID       uint32  `json:"pid"`
+	Comm      string  `json:"comm"`
+	// The owner's cgroup (tracer/cgroups): its v2 id, its path below the
+	// cgroup2 mount and what the path tells; absent when unknown.
+	CgroupID             uint64    `json:"cgroup_id,omitempty"`
+	Cgroup               string    `json:"cgroup,omitempty"`
+	ContainerID          string    `json:"container_id,omitempty"`
+	ContainerRuntime     string    `json:"container_runtime,omitempty"`
+	PodUID               string    `json:"pod_uid,omitempty"`
+	Unit                 string    `json:"unit,omitempty"`
 	Backlog              uint32    `json:"backlog"`
 	PeakQueue            uint32    `json:"peak_accept_queue"`
 	Connections          uint64    `json:"connections"`

@@ -3,6 +3,8 @@ package tracer
 import (
 	"net/netip"
 	"time"
+
+	"github.com/tcpscope/tcpscope/tracer/cgroups"
 )
 
 // Retransmits counts segments the kernel resent (sent ones only). Data
@@ -40,16 +42,20 @@ type Item struct {
 
 // Connection is the story of one TCP connection as seen from one end.
 type Connection struct {
-	ID          uint64
-	PeerID      uint64
-	ListenerID  uint64
-	Role        Role
-	Family      Family
-	Local       netip.AddrPort
-	Remote      netip.AddrPort
-	NetNS       uint32
-	PID         uint32
-	Comm        string
+	ID         uint64
+	PeerID     uint64
+	ListenerID uint64
+	Role       Role
+	Family     Family
+	Local      netip.AddrPort
+	Remote     netip.AddrPort
+	NetNS      uint32
+	PID        uint32
+	Comm       string
+	CgroupID   uint64 // cgroup v2 id of the owner's socket; 0 when unknown
+	// Cgroup is what CgroupID names, filled when the record is emitted
+	// (BuilderConfig.Cgroups); only CgroupID when the path was not found.
+	Cgroup      cgroups.Info
 	Start       time.Time
 	End         time.Time
 	DurationUs  int64

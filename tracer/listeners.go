@@ -3,6 +3,8 @@ package tracer
 import (
 	"net/netip"
 	"time"
+
+	"github.com/tcpscope/tcpscope/tracer/cgroups"
 )
 
 // Listener is the story of one listening socket: what its accept queue and
@@ -13,12 +15,14 @@ type Listener struct {
 	Local     netip.AddrPort
 	PID       uint32 // the process that called listen()
 	Comm      string
-	Backlog   uint32 // sk_max_ack_backlog
-	PeakQueue uint32 // the largest accept queue seen (sk_ack_backlog), in events or samples
-	Queue     uint32 // the accept queue at the last event or sample that read it
-	Children  uint64 // connections created from it (final ACK accepted)
-	SynAcks   uint64 // SYN-ACK retransmits of its requests
-	Overflows uint64 // observed: final ACKs dropped because the accept queue was full (6.15+)
+	CgroupID  uint64       // cgroup v2 id of the owner's socket; 0 when unknown
+	Cgroup    cgroups.Info // what CgroupID names, filled when the listener is emitted
+	Backlog   uint32       // sk_max_ack_backlog
+	PeakQueue uint32       // the largest accept queue seen (sk_ack_backlog), in events or samples
+	Queue     uint32       // the accept queue at the last event or sample that read it
+	Children  uint64       // connections created from it (final ACK accepted)
+	SynAcks   uint64       // SYN-ACK retransmits of its requests
+	Overflows uint64       // observed: final ACKs dropped because the accept queue was full (6.15+)
 	// Sampled accept queue (SampleQueues): how many samples found the
 	// listener, and how many of those found its accept queue full.
 	QueueSamples, FullSamples uint64

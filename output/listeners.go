@@ -134,8 +134,8 @@ func ListenerTable(w io.Writer, ls []ListenerRow) error {
 			continue
 		}
 		owner := "-"
-		if l.PID != 0 {
-			owner = fmt.Sprintf("%s/%d", l.Comm, l.PID)
+		if l.PID != 0 || l.Cgroup.Path != "" {
+			owner = OwnerName(l.Comm, l.PID, &l.Cgroup)
 		}
 		full := "-" // share of the accept-queue samples that found it full
 		if l.QueueSamples > 0 {

@@ -5,6 +5,7 @@
 package cgroups
 
 import (
+	"fmt"
 	"strings"
 )
 
@@ -146,4 +147,60 @@ func (i Info) Short() string {
 		id = id[:12]
 	}
 	return i.Runtime + ":" + id
+}
+
+// Under reports whether the cgroup is dir or below it ("/" holds every
+// named cgroup). dir is a path below the cgroup2 mount; a trailing "/" is
+// ignored.
+func (i Info) Under(dir string) bool {
+	if i.Path == "" {
+		return false
+	}
+	dir = "/" + strings.Trim(dir, "/")
+	if dir == "/" {
+		return true
+	}
+	return i.Path == dir || strings.HasPrefix(i.Path, dir+"/")
+}
+
+// ContainerQuery selects containers by the start of their id, and by
+// runtime when one is given ("docker:3f2a").
+type ContainerQuery struct {
+	Runtime string
+	Prefix  string
+}
+
+// MinContainerPrefix is the fewest digits of a container id a query
+// takes: fewer would match containers by chance.
+const MinContainerPrefix = 4
+
+// ParseContainerQuery reads "ID" or "RUNTIME:ID", ID being at least
+// MinContainerPrefix hex digits of a container id.
+func ParseContainerQuery(s string) (ContainerQuery, error) {
+	var q ContainerQuery
+	q.Prefix = strings.ToLower(s)
+	if rt, id, ok := strings.Cut(q.Prefix, ":"); ok {
+		q.Runtime, q.Prefix = rt, id
+		known := false
+		for _, r := range []string{RuntimeDocker, RuntimeContainerd, RuntimeCRIO, RuntimePodman, RuntimeCRI} {
+			known = known || r == rt
+		}
+		if !known {
+			return q, fmt.Errorf("unknown runtime %q (docker, containerd, cri-o, podman or cri)", rt)
+		}
+	}
+	if len(q.Prefix) < MinContainerPrefix || len(q.Prefix) > 64 {
+		return q, fmt.Errorf("%q: a container id takes %d to 64 hex digits", s, MinContainerPrefix)
+	}
+	for i := 0; i < len(q.Prefix); i++ {
+		if !isHex(q.Prefix[i]) {
+			return q, fmt.Errorf("%q: a container id is hex digits", s)
+		}
+	}
+	return q, nil
+}
+
+// Match reports whether the cgroup is a container the query selects.
+func (q ContainerQuery) Match(i Info) bool {
+	return i.ContainerID != "" && strings.HasPrefix(i.ContainerID, q.Prefix) && (q.Runtime == "" || q.Runtime == i.Runtime)
 }

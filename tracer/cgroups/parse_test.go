@@ -62,3 +62,49 @@ func TestShort(t *testing.T) {
 		t.Errorf("Short of a unit = %q, want empty", got)
 	}
 }
+
+func TestUnder(t *testing.T) {
+	i := Parse("/kubepods.slice/kubepods-burstable.slice/x.scope")
+	for dir, want := range map[string]bool{
+		"/": true, "": true, "/kubepods.slice": true, "kubepods.slice/": true,
+		"/kubepods.slice/kubepods-burstable.slice/x.scope": true,
+		"/kubepods": false, "/kubepods.slice/kubepods-besteffort.slice": false, "/system.slice": false,
+	} {
+		if got := i.Under(dir); got != want {
+			t.Errorf("Under(%q) = %v, want %v", dir, got, want)
+		}
+	}
+	if (Info{}).Under("/") {
+		t.Error("an unnamed cgroup is under /")
+	}
+}
+
+func TestContainerQuery(t *testing.T) {
+	docker := Parse("/docker/" + id64)
+	crio := Parse("/machine.slice/crio-" + id64 + ".scope")
+	for s, want := range map[string][2]bool{ // matches docker, matches crio
+		"3f2a":        {true, true},
+		"3F2A1B":      {true, true},
+		"docker:3f2a": {true, false},
+		"cri-o:3f2a":  {false, true},
+		id64:          {true, true},
+		"9c8d":        {false, false},
+	} {
+		q, err := ParseContainerQuery(s)
+		if err != nil {
+			t.Errorf("ParseContainerQuery(%q): %v", s, err)
+			continue
+		}
+		if got := [2]bool{q.Match(docker), q.Match(crio)}; got != want {
+			t.Errorf("%q matches docker, crio: %v, want %v", s, got, want)
+		}
+	}
+	if q, _ := ParseContainerQuery("3f2a"); q.Match(Parse("/system.slice/nginx.service")) {
+		t.Error("a query matched a cgroup without a container")
+	}
+	for _, bad := range []string{"", "3f2", "zzzz", "lxc:3f2a", "docker:", id64 + "0"} {
+		if _, err := ParseContainerQuery(bad); err == nil {
+			t.Errorf("ParseContainerQuery(%q) took it", bad)
+		}
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpscope/tcpscope/tracer/cgroups"
 )
 
 // Hook is one kernel tracepoint tcpscope can attach to.
@@ -34,6 +36,10 @@ type Features struct {
 	RingBuffer    bool
 	SocketStorage bool
 	Hooks         []Hook
+	// Cgroup2 is where the cgroup v2 hierarchy is mounted, which names the
+	// owners' cgroups; "" with Cgroup2Err when it is not.
+	Cgroup2    string
+	Cgroup2Err error
 
 	retransmitHasErr bool
 	sendResetReason  bool
@@ -60,6 +66,7 @@ func Probe() (Features, error) {
 	}
 	f.Root = os.Geteuid() == 0
 	f.CapBPF, f.CapPerfmon, f.CapSysAdmin = capabilities()
+	f.Cgroup2, f.Cgroup2Err = cgroups.FindMount()
 	if _, err := os.Stat("/sys/kernel/tracing/events"); err == nil {
 		f.Tracefs = true
 	} else if _, err := os.Stat("/sys/kernel/debug/tracing/events"); err == nil {

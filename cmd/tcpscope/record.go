@@ -165,5 +165,8 @@ func announce(stderr io.Writer, st capture.Started) {
 	for _, h := range st.Features.Missing() {
 		fmt.Fprintf(stderr, "tcpscope: warning: tracepoint %s is missing on this kernel: %s\n", h.Tracepoint, h.Degrades)
 	}
+	if err := st.Features.Cgroup2Err; err != nil {
+		fmt.Fprintf(stderr, "tcpscope: warning: %v: records name no cgroup, container or unit\n", err)
+	}
 	fmt.Fprintf(stderr, "tcpscope: tracing (%d tracepoints attached); Ctrl-C to stop\n", st.Attached)
 }

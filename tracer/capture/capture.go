@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/cgroups"
 	"github.com/tcpscope/tcpscope/tracer/findings"
 	"github.com/tcpscope/tcpscope/tracer/netns"
 )
@@ -238,7 +239,14 @@ func open(opts Options, sinks Sinks) (*recording, error) {
 		}
 	}
 	r.started = Started{Start: time.Now(), Features: tr.Features(), Attached: tr.Attached()}
+	// Without a cgroup v2 hierarchy the records carry no cgroup: the
+	// caller warns (Features.Cgroup2Err).
+	var cgs *cgroups.Resolver
+	if mount := r.started.Features.Cgroup2; mount != "" {
+		cgs = cgroups.NewResolver(mount)
+	}
 	b := tracer.NewBuilder(tracer.BuilderConfig{
+		Cgroups:          cgs,
 		SynRecvThreshold: opts.SynRecvThreshold,
 		MaxConnections:   opts.MaxConnections,
 		Clock:            tr.Clock(),

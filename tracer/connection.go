@@ -66,6 +66,10 @@ type Connection struct {
 	Errno         Errno
 	Flags         FlagSet
 	Timeline      []Item
+	// CgroupID is the cgroup v2 id of the socket's owner (Event.CgroupID):
+	// the connect() caller's cgroup, or a server child's listener's (the
+	// listen() caller's). 0 when unknown.
+	CgroupID uint64
 
 	// Builder state, not exported.
 	listener     *Listener

@@ -212,6 +212,27 @@ static __always_inline __u32 sk_netns(const struct sock_common *skc)
 	return skc->skc_net.net->ns.inum;
 }
 
+/*
+ * The cgroup v2 id of a full socket's owner. cgroup_sk_alloc()
+ * (kernel/cgroup/cgroup.c) sets sk_cgrp_data.cgroup when the socket is
+ * made, in the creating task's context, to that task's cgroup on the
+ * default (v2) hierarchy, whatever v1 hierarchies are mounted besides (the
+ * v1 net_cls/net_prio data has had its own fields since 5.15); a socket
+ * made in interrupt context gets the root cgroup. sk_clone_lock() copies
+ * it into a listener's children (cgroup_sk_clone()), so a server-side
+ * connection is in its listener's cgroup, the one of the process that made
+ * the listening socket, even when that predates the trace. It never
+ * changes: a process moved to another cgroup keeps its sockets' cgroup.
+ * The id is the cgroup directory's kernfs id, its inode number, the value
+ * bpf_get_current_cgroup_id() gives for a task in it.
+ */
+static __always_inline __u64 sk_cgroup_id(const struct sock *sk)
+{
+	/* Read with probes: sk may be a request's listener, which the
+	 * verifier only knows as a scalar (see owner_sk()). */
+	return sk ? BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id) : 0;
+}
+
 static __always_inline struct event *reserve(__u8 kind)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -339,6 +360,26 @@ static __always_inline bool is_full(__u8 state)
 	return state != TCP_NEW_SYN_RECV && state != TCP_TIME_WAIT;
 }
 
+/*
+ * Who owns an event's socket, by its state: a full socket says itself. A
+ * request socket has no sk_cgrp_data and no storage; its listener has
+ * (its child will be cloned from it), but rsk_listener shares a union with
+ * skc_flags in sock_common, so the verifier types it as the scalar and it
+ * can only be read with probes: its cgroup is known, its storage is not.
+ * A timewait sock keeps neither: the owner is unknown.
+ */
+static __always_inline void owner_sk(struct sock *sk, __u8 state, const struct sock **owner,
+				     const struct sock **req_listener)
+{
+	if (state == TCP_TIME_WAIT)
+		return;
+	if (state != TCP_NEW_SYN_RECV) {
+		*owner = sk;
+		return;
+	}
+	*req_listener = BPF_CORE_READ((struct request_sock *)sk, __req_common.skc_listener);
+}
+
 /* What an event is about, as its handler tells begin_event(). */
 struct source {
 	__u32 netns;                   /* namespace, for the filter and the record */
@@ -346,6 +387,9 @@ struct source {
 	bool full;                     /* ...a full socket (see sk_tuple()) */
 	const struct sk_buff *skb;     /* or, when set, from this packet, reversed */
 	const void *cookie_of;         /* the socket whose cookie the event carries, or NULL */
+	const struct sock *owner;      /* the full socket whose owner the event has, or NULL
+					* (a timewait sock, no socket): see owner_sk() */
+	const struct sock *req_listener; /* a request socket's listener: its cgroup only */
 	__u8 state;                    /* socket state when the event fired */
 };
 
@@ -385,6 +429,7 @@ static __always_inline struct event *begin_event(__u8 kind, const struct source 
 	e->state = src->state;
 	if (src->cookie_of)
 		e->cookie = bpf_get_socket_cookie((void *)src->cookie_of);
+	e->cgroup_id = sk_cgroup_id(src->owner ? src->owner : src->req_listener);
 	__builtin_memcpy(e->saddr, t.saddr, 16);
 	__builtin_memcpy(e->daddr, t.daddr, 16);
 	e->sport = t.sport;
@@ -401,6 +446,7 @@ static __always_inline struct event *begin_sk_event(__u8 kind, struct sock *sk)
 		.skc = &sk->__sk_common,
 		.full = true,
 		.cookie_of = sk,
+		.owner = sk,
 		.state = sk->__sk_common.skc_state,
 	};
 
@@ -647,6 +693,7 @@ static __always_inline void fill_record(struct conn_record *r, struct sock *sk,
 	}
 	r->cookie = bpf_get_socket_cookie(sk);
 	r->netns = sk_netns(&sk->__sk_common);
+	r->cgroup_id = sk_cgroup_id(sk);
 	sk_tuple(&sk->__sk_common, true, &t);
 	__builtin_memcpy(r->saddr, t.saddr, 16);
 	__builtin_memcpy(r->daddr, t.daddr, 16);
@@ -819,6 +866,7 @@ static __always_inline int on_set_state(__u64 *ctx)
 		.skc = &sk->__sk_common,
 		.full = true,
 		.cookie_of = sk,
+		.owner = sk,
 		.state = oldstate,
 	};
 	struct event *e;
@@ -944,6 +992,7 @@ static __always_inline int on_synack_retransmit(__u64 *ctx)
 		.skc = &req->__req_common,
 		.full = false,
 		.cookie_of = req,
+		.owner = sk,
 		.state = sk->__sk_common.skc_state,
 	};
 	e = begin_event(EVENT_SYNACK_RETRANSMIT, &src, NULL);
@@ -981,6 +1030,7 @@ static __always_inline int on_send_reset(struct sock *sk, const struct sk_buff *
 	if (sk) {
 		src.state = sk->__sk_common.skc_state;
 		src.full = is_full(src.state);
+		owner_sk(sk, src.state, &src.owner, &src.req_listener);
 		/* A connection socket's reset is kept with it; a listener's,
 		 * a request's or a timewait's streams. */
 		if (aggregate && src.full && src.state != TCP_LISTEN) {
@@ -1139,6 +1189,7 @@ static __always_inline int on_kfree_skb(__u64 *ctx)
 	struct source src = {
 		.netns = sk_netns(&sk->__sk_common),
 		.skb = skb,
+		.owner = sk,
 		.state = sk->__sk_common.skc_state,
 	};
 	e = begin_event(EVENT_LISTEN_OVERFLOW, &src, NULL);

@@ -45,6 +45,7 @@ type bpfConnRecord struct {
 	Cookie         uint64
 	BytesReceived  uint64
 	BytesAcked     uint64
+	CgroupId       uint64
 	Netns          uint32
 	TotalRetrans   uint32
 	SrttUs         uint32
@@ -79,6 +80,7 @@ type bpfEvent struct {
 	SntSynackUs    uint64
 	BytesReceived  uint64
 	BytesAcked     uint64
+	CgroupId       uint64
 	Netns          uint32
 	Pid            uint32
 	Tgid           uint32

@@ -132,6 +132,8 @@ type Builder struct {
 	// seen mid-life may be one whose opening events were among them.
 	lossSeen bool
 	gaps     uint64
+	// lastCgroup is the cgroup of the last event seen (seeCgroup).
+	lastCgroup uint64
 }
 
 // DefaultMaxConnections bounds the builder's memory on a busy server
@@ -190,6 +192,18 @@ func NewBuilder(cfg BuilderConfig) *Builder {
 		queues:         map[uint32]*nsQueues{},
 		unattributed:   map[uint32][2]uint64{},
 	}
+}
+
+// seeCgroup has the resolver name a cgroup as soon as an event shows it,
+// while it surely exists: a container that exits before its connections
+// are emitted keeps its name. Events of one cgroup come in runs; only a
+// change asks the resolver.
+func (b *Builder) seeCgroup(id uint64) {
+	if id == 0 || id == b.lastCgroup || b.cfg.Cgroups == nil {
+		return
+	}
+	b.lastCgroup = id
+	b.cfg.Cgroups.Path(id)
 }
 
 // resolveCgroup names cgroup id, unless it was named already (a listener
@@ -266,6 +280,7 @@ func (b *Builder) comm(c Comm) string {
 
 // Add feeds one event.
 func (b *Builder) Add(ev *Event) {
+	b.seeCgroup(ev.CgroupID)
 	switch ev.Kind {
 	case KindState:
 		b.onState(ev)

@@ -9,34 +9,46 @@ import (
 	"github.com/tcpscope/tcpscope/tracer/cgroups"
 )
 
-// The builder names the owner's cgroup of what it emits, once, and keeps
-// the name of a cgroup removed before the record was emitted if the
-// resolver saw it.
+// The builder names the owner's cgroup of what it emits. A cgroup removed
+// after its events were seen and before the records were emitted (a
+// container that exited) keeps its name.
 func TestBuilderNamesCgroups(t *testing.T) {
 	root := t.TempDir()
 	unit := filepath.Join(root, "system.slice", "nginx.service")
 	if err := os.MkdirAll(unit, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(unit, &st); err != nil {
+	var st1 syscall.Stat_t
+	if err := syscall.Stat(unit, &st1); err != nil {
 		t.Fatal(err)
 	}
-	r := cgroups.NewResolver(root)
-	r.Refresh()
+	id := st1.Ino
+	conns := map[uint64]Connection{}
+	var ls []*Listener
+	b := NewBuilder(BuilderConfig{Cgroups: cgroups.NewResolver(root),
+		Emit:         func(c *Connection) { conns[c.ID] = *c },
+		EmitListener: func(l *Listener) { ls = append(ls, l) }})
+	lst := st(10, StateClose, StateListen, srv, ap("0.0.0.0:0"))
+	child := st(11, StateListen, StateSynRecv, srv, cli)
+	child.ListenerCookie = 10
+	lst.CgroupID, child.CgroupID = id, id
+	stranger := st(12, StateClose, StateSynSent, cliSS, srv)
+	stranger.CgroupID = id + 1<<40 // no such cgroup
+	for _, e := range []*Event{&lst, &child, &stranger} {
+		b.Add(e)
+	}
 	if err := os.Remove(unit); err != nil {
 		t.Fatal(err)
 	}
-	var got []cgroups.Info
-	b := NewBuilder(BuilderConfig{Cgroups: r,
-		Emit:         func(c *Connection) { got = append(got, c.Cgroup) },
-		EmitListener: func(l *Listener) { got = append(got, l.Cgroup) }})
-	b.cfg.Emit(&Connection{CgroupID: st.Ino})
-	b.cfg.Emit(&Connection{})                       // unknown id: nothing
-	b.cfg.Emit(&Connection{CgroupID: st.Ino + 1e9}) // not found: nothing
-	b.cfg.EmitListener(&Listener{CgroupID: st.Ino})
+	b.Finish(t0)
 	want := cgroups.Info{Path: "/system.slice/nginx.service", Unit: "nginx.service"}
-	if len(got) != 4 || got[0] != want || got[1] != (cgroups.Info{}) || got[2] != (cgroups.Info{}) || got[3] != want {
-		t.Errorf("emitted cgroups %+v; want %+v, none, none, %+v", got, want, want)
+	if got := conns[11].Cgroup; got != want {
+		t.Errorf("server child's cgroup %+v, want %+v", got, want)
+	}
+	if got := conns[12]; got.Cgroup != (cgroups.Info{}) || got.CgroupID != stranger.CgroupID {
+		t.Errorf("unnamed cgroup: %+v id %d, want only its id", got.Cgroup, got.CgroupID)
+	}
+	if len(ls) != 1 || ls[0].Cgroup != want {
+		t.Errorf("listeners %v, want one in %+v", ls, want)
 	}
 }

@@ -42,20 +42,16 @@ type Item struct {
 
 // Connection is the story of one TCP connection as seen from one end.
 type Connection struct {
-	ID         uint64
-	PeerID     uint64
-	ListenerID uint64
-	Role       Role
-	Family     Family
-	Local      netip.AddrPort
-	Remote     netip.AddrPort
-	NetNS      uint32
-	PID        uint32
-	Comm       string
-	CgroupID   uint64 // cgroup v2 id of the owner's socket; 0 when unknown
-	// Cgroup is what CgroupID names, filled when the record is emitted
-	// (BuilderConfig.Cgroups); only CgroupID when the path was not found.
-	Cgroup      cgroups.Info
+	ID          uint64
+	PeerID      uint64
+	ListenerID  uint64
+	Role        Role
+	Family      Family
+	Local       netip.AddrPort
+	Remote      netip.AddrPort
+	NetNS       uint32
+	PID         uint32
+	Comm        string
 	Start       time.Time
 	End         time.Time
 	DurationUs  int64
@@ -72,6 +68,13 @@ type Connection struct {
 	Errno         Errno
 	Flags         FlagSet
 	Timeline      []Item
+	// CgroupID is the cgroup v2 id of the socket's owner (Event.CgroupID):
+	// the connect() caller's cgroup, or a server child's listener's (the
+	// listen() caller's). 0 when unknown.
+	CgroupID uint64
+	// Cgroup is what CgroupID names, filled when the record is emitted
+	// (BuilderConfig.Cgroups); only CgroupID when the path was not found.
+	Cgroup cgroups.Info
 
 	// Builder state, not exported.
 	listener     *Listener

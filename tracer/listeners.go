@@ -15,7 +15,7 @@ type Listener struct {
 	Local     netip.AddrPort
 	PID       uint32 // the process that called listen()
 	Comm      string
-	CgroupID  uint64       // cgroup v2 id of the owner's socket; 0 when unknown
+	CgroupID  uint64       // cgroup v2 id of the process that made the socket; 0 unknown
 	Cgroup    cgroups.Info // what CgroupID names, filled when the listener is emitted
 	Backlog   uint32       // sk_max_ack_backlog
 	PeakQueue uint32       // the largest accept queue seen (sk_ack_backlog), in events or samples
@@ -70,7 +70,7 @@ func (b *Builder) listener(ev *Event, id uint64) *Listener {
 		id = b.nextID
 	}
 	l := &Listener{ID: id, NetNS: ev.NetNS, Local: netip.AddrPortFrom(netip.Addr{}, ev.Local.Port()),
-		Start: ev.Time, Preexisting: true}
+		Start: ev.Time, Preexisting: true, CgroupID: ev.CgroupID}
 	if ev.HasOwner {
 		l.PID, l.Comm = ev.OwnerTGID, b.comm(ev.OwnerComm)
 	}
@@ -81,7 +81,7 @@ func (b *Builder) listener(ev *Event, id uint64) *Listener {
 
 func (b *Builder) onListen(ev *Event) {
 	l := &Listener{ID: ev.Cookie, NetNS: ev.NetNS, Local: ev.Local, PID: ev.TGID, Comm: b.comm(ev.Comm),
-		Backlog: ev.MaxBacklog, Start: ev.Time}
+		CgroupID: ev.CgroupID, Backlog: ev.MaxBacklog, Start: ev.Time}
 	b.listenerSet[ev.Cookie] = l
 	b.listenerByPort[listenKey{ev.NetNS, ev.Local.Port()}] = ev.Cookie
 }

@@ -95,8 +95,8 @@ func (*ringSizeValue) Type() string { return "size" }
 // two in the 32-bit max_entries, so 2 GiB is accepted, and
 // bpf_ringbuf_area_alloc() allocates every page at once, charged to the
 // memory cgroup and never swapped. A buffer only absorbs bursts the reader
-// catches up with: 256 MiB holds about 1.4 million of our 184-byte records
-// (176 bytes of event plus the 8-byte record header), more than ten seconds
+// catches up with: 256 MiB holds about 1.4 million of our 192-byte records
+// (184 bytes of event plus the 8-byte record header), more than ten seconds
 // of the 120,000 events/s of the busiest load measured (README,
 // Performance), while the reader drains 3.7 million events/s. A reader that
 // is behind for longer than that is behind for good; a bigger buffer only

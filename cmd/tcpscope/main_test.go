@@ -28,6 +28,8 @@ func TestMain(m *testing.M) {
 		helperServer()
 	case "exec-in-ns":
 		helperExecInNS()
+	case "client":
+		helperClient()
 	case "signals":
 		helperSignals()
 	}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestMountIn(t *testing.T) {
@@ -69,7 +70,7 @@ func TestResolverKeepsRemovedPaths(t *testing.T) {
 func TestResolverRescansOnMissAtMostOncePerInterval(t *testing.T) {
 	root := t.TempDir()
 	r := NewResolver(root)
-	r.MinRescan = 1 << 62 // never again after the first walk
+	r.MinRescan = time.Hour
 	if _, ok := r.Path(1 << 40); ok {
 		t.Fatal("an unknown id was found")
 	}
@@ -83,7 +84,7 @@ func TestResolverRescansOnMissAtMostOncePerInterval(t *testing.T) {
 	if r.Scans() != 1 {
 		t.Errorf("%d walks, want 1", r.Scans())
 	}
-	r.MinRescan = 0
+	r.next = time.Now() // the interval has passed
 	if p, ok := r.Path(inode(t, late)); !ok || p != "/late" {
 		t.Errorf("after the interval: %q %v, want /late", p, ok)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tcpscope/tcpscope/output"
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/capture"
 	"github.com/tcpscope/tcpscope/tracer/cgroups"
 )
 
@@ -139,5 +140,21 @@ func TestReportShowsOwners(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("timeline lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// Without cgroup v2, record and run say once what records lack, and go on.
+func TestAnnounceWarnsWithoutCgroup2(t *testing.T) {
+	var b strings.Builder
+	announce(&b, capture.Started{Attached: 7, Features: tracer.Features{Cgroup2Err: cgroups.ErrNoCgroup2}})
+	want := "tcpscope: warning: no cgroup v2 hierarchy mounted: records name no cgroup, container or unit\n" +
+		"tcpscope: tracing (7 tracepoints attached); Ctrl-C to stop\n"
+	if b.String() != want {
+		t.Errorf("announce wrote %q, want %q", b.String(), want)
+	}
+	b.Reset()
+	announce(&b, capture.Started{Attached: 7, Features: tracer.Features{Cgroup2: "/sys/fs/cgroup"}})
+	if strings.Contains(b.String(), "cgroup") {
+		t.Errorf("a warning with cgroup v2 mounted: %q", b.String())
 	}
 }

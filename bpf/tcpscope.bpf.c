@@ -28,6 +28,19 @@ const volatile __u16 filter_ports[MAX_FILTER] = {};
 const volatile __u32 filter_netns_count = 0;
 const volatile __u32 filter_netns[MAX_FILTER] = {};
 /*
+ * Owner filters (owner_wanted()): the process that owns a socket, by tgid
+ * and by task name (16 bytes, NUL-padded as bpf_get_current_comm() writes
+ * it, compared as two words), and its cgroup v2: an id and its level, which
+ * keep the cgroup and everything below it.
+ */
+const volatile __u32 filter_pid_count = 0;
+const volatile __u32 filter_pids[MAX_FILTER] = {};
+const volatile __u32 filter_comm_count = 0;
+const volatile __u64 filter_comms[MAX_FILTER][2] = {};
+const volatile __u32 filter_cgroup_count = 0;
+const volatile __u64 filter_cgroups[MAX_FILTER] = {};
+const volatile __u32 filter_cgroup_levels[MAX_FILTER] = {};
+/*
  * Ring-buffer wakeups: 0 wakes the reader on every event. Otherwise events
  * are submitted with BPF_RB_NO_WAKEUP until this many bytes are waiting,
  * and the reader also polls on a timer.
@@ -197,6 +210,112 @@ static __always_inline bool ports_wanted(__u16 sport, __u16 dport)
 		if (i >= filter_port_count)
 			break;
 		if (filter_ports[i] == sport || filter_ports[i] == dport)
+			return true;
+	}
+	return false;
+}
+
+/* Whether the pid or comm filters are set: they need the owner's task. */
+static __always_inline bool task_filters(void)
+{
+	return filter_pid_count || filter_comm_count;
+}
+
+/* Whether the pid and comm filters keep a socket owned by this task. */
+static __always_inline bool task_wanted(__u32 tgid, const char *comm)
+{
+	__u64 name[2];
+	bool found;
+
+	if (filter_pid_count) {
+		found = false;
+		for (int i = 0; i < MAX_FILTER; i++) {
+			if (i >= filter_pid_count)
+				break;
+			if (filter_pids[i] == tgid) {
+				found = true;
+				break;
+			}
+		}
+		if (!found)
+			return false;
+	}
+	if (!filter_comm_count)
+		return true;
+	__builtin_memcpy(name, comm, sizeof(name));
+	for (int i = 0; i < MAX_FILTER; i++) {
+		if (i >= filter_comm_count)
+			break;
+		if (filter_comms[i][0] == name[0] && filter_comms[i][1] == name[1])
+			return true;
+	}
+	return false;
+}
+
+/* The pid and comm filters for the current task: connect() and listen()
+ * run in the context of the process that owns the socket. */
+static __always_inline bool current_wanted(void)
+{
+	char comm[16] = {};
+
+	if (!task_filters())
+		return true;
+	bpf_get_current_comm(comm, sizeof(comm));
+	return task_wanted(bpf_get_current_pid_tgid() >> 32, comm);
+}
+
+/*
+ * The id of cg's ancestor at level (cg itself at its own level): since
+ * 5.19 cgroup.ancestors[] points to them, before it cgroup.ancestor_ids[]
+ * held their ids (cgroup_ancestor(), include/linux/cgroup.h). cg was read
+ * with probes, so is it.
+ */
+static __always_inline __u64 cgroup_ancestor_id(struct cgroup *cg, __u32 level)
+{
+	struct cgroup___ids *old = (void *)cg;
+	struct cgroup *a = NULL;
+	__u64 id = 0;
+
+	/* Offsets, not &cg->ancestors[level]: a relocation that indexes a
+	 * flexible array is refused by the loader. */
+	if (bpf_core_field_exists(cg->ancestors)) {
+		__u64 at = (__u64)cg + bpf_core_field_offset(cg->ancestors) + level * sizeof(a);
+
+		if (bpf_probe_read_kernel(&a, sizeof(a), (void *)at) || !a)
+			return 0;
+		return BPF_CORE_READ(a, kn, id);
+	}
+	if (bpf_core_field_exists(old->ancestor_ids)) {
+		__u64 at = (__u64)cg + bpf_core_field_offset(old->ancestor_ids) + level * sizeof(id);
+
+		bpf_probe_read_kernel(&id, sizeof(id), (void *)at);
+	}
+	return id;
+}
+
+/*
+ * Whether the cgroup filter keeps the sockets of owner, a full socket: its
+ * cgroup (see sk_cgroup_id()) is one of the filter's or below one of them,
+ * that is, its ancestor at the filter's level is the filter's cgroup.
+ */
+static __always_inline bool cgroup_wanted(const struct sock *owner)
+{
+	struct cgroup *cg;
+	__u32 level;
+
+	if (filter_cgroup_count == 0)
+		return true;
+	if (!owner)
+		return false;
+	cg = BPF_CORE_READ(owner, sk_cgrp_data.cgroup);
+	if (!cg)
+		return false;
+	level = BPF_CORE_READ(cg, level);
+	for (int i = 0; i < MAX_FILTER; i++) {
+		if (i >= filter_cgroup_count)
+			break;
+		if (filter_cgroup_levels[i] <= level &&
+		    cgroup_ancestor_id(cg, filter_cgroup_levels[i]) == filter_cgroups[i])
 			return true;
 	}
 	return false;
@@ -390,11 +509,51 @@ struct source {
 	const struct sock *owner;      /* the full socket whose owner the event has, or NULL
 					* (a timewait sock, no socket): see owner_sk() */
 	const struct sock *req_listener; /* a request socket's listener: its cgroup only */
+	bool task_owner;               /* the current task owns the socket (connect(), listen()) */
 	__u8 state;                    /* socket state when the event fired */
 };
 
 /*
- * The prologue every handler shares: the namespace filter, then the tuple
+ * Whether the owner filters keep an event, by the owner of its socket.
+ *
+ * The owner is decided where it is known for sure, in the owning task's
+ * context: the connect() caller of a client socket (CLOSE->SYN_SENT), the
+ * listen() caller of a listener (CLOSE->LISTEN). Socket storage carries it
+ * to later events, which often run in softirq context on behalf of some
+ * other task: a listener's storage is remembered only when the filters keep
+ * it, and its children inherit it (see conns), so a server-side child is
+ * kept when its listener's owner is, never by the task its handshake runs
+ * on. A socket without storage has no known owner (it predates the trace,
+ * or its owner was not wanted) and the pid and comm filters drop it.
+ * The cgroup needs no storage: every full socket carries its own (see
+ * sk_cgroup_id()), a request socket its listener's. Events whose socket
+ * keeps no owner (a timewait sock's reset, a reset sent with no socket)
+ * are dropped by every owner filter.
+ */
+static __always_inline bool owner_wanted(const struct source *src)
+{
+	struct conn *o;
+
+	if (!filter_cgroup_count && !task_filters())
+		return true;
+	if (!cgroup_wanted(src->owner ? src->owner : src->req_listener))
+		return false;
+	if (!task_filters())
+		return true;
+	if (src->task_owner)
+		return current_wanted();
+	if (!src->owner)
+		return false;
+	o = bpf_sk_storage_get(&conns, (struct sock *)src->owner, 0, 0);
+	/* Storage made midway through a connection holds a guess (see
+	 * conn_of()); the task filters never make it. */
+	if (!o || (o->flags & (CONN_F_MIDLIFE | CONN_F_PROCESS)) == CONN_F_MIDLIFE)
+		return false;
+	return task_wanted(o->tgid, o->comm);
+}
+
+/*
+ * The prologue every handler shares: the namespace and owner filters, then the tuple
  * (from the packet when there is one, else from the socket; a packet that
  * cannot be read counts COUNTER_UNREADABLE), the port filter, the
  * ring-buffer reservation (a full buffer counts COUNTER_LOST) and the fields
@@ -408,7 +567,7 @@ static __always_inline struct event *begin_event(__u8 kind, const struct source 
 
 	if (wanted)
 		*wanted = false;
-	if (!netns_wanted(src->netns))
+	if (!netns_wanted(src->netns) || !owner_wanted(src))
 		return NULL;
 	if (src->skb) {
 		if (!skb_reply_tuple(src->skb, &t)) {
@@ -511,6 +670,30 @@ static __always_inline void remember_listener(struct sock *sk, __u64 cookie)
 	bpf_get_current_comm(&o->comm, sizeof(o->comm));
 }
 
+/*
+ * The per-event mode keeps no storage for a client socket, except for the
+ * pid and comm filters, which must know its owner when its later events run
+ * in softirq context: the connect() caller, when wanted (see owner_wanted()).
+ * A socket connected again by another task drops what it had.
+ */
+static __always_inline void remember_client(struct sock *sk, bool wanted)
+{
+	struct conn *o;
+
+	if (!wanted) {
+		bpf_sk_storage_delete(&conns, sk);
+		return;
+	}
+	o = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!o) {
+		count(COUNTER_STORAGE_FAIL);
+		return;
+	}
+	__builtin_memset(o, 0, sizeof(*o));
+	o->tgid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(&o->comm, sizeof(o->comm));
+}
+
 /* A listener's accept queue: connections waiting for accept() and the limit. */
 static __always_inline void fill_accept_queue(struct event *e, const struct sock *sk)
 {
@@ -551,12 +734,15 @@ static __always_inline void retransmitted_segment(const struct sk_buff *skb, __u
  * The aggregated mode: a connection's timeline in its socket storage.
  */
 
-/* Whether the filters keep sk, for a socket seen the first time. */
-static __always_inline bool sk_wanted(struct sock *sk)
+/* Whether the filters keep sk, for a socket seen the first time; in_task:
+ * the current task owns it (see owner_wanted()). */
+static __always_inline bool sk_wanted(struct sock *sk, bool in_task)
 {
 	struct tuple t = {};
 
-	if (!netns_wanted(sk_netns(&sk->__sk_common)))
+	if (!netns_wanted(sk_netns(&sk->__sk_common)) || !cgroup_wanted(sk))
+		return false;
+	if (task_filters() && !(in_task && current_wanted()))
 		return false;
 	if (filter_port_count == 0)
 		return true;
@@ -595,7 +781,7 @@ static __always_inline struct conn *conn_of(struct sock *sk, enum place *where)
 		*where = KEEP;
 		return c;
 	}
-	if (!sk_wanted(sk)) {
+	if (!sk_wanted(sk, false)) {
 		*where = DROP;
 		return NULL;
 	}
@@ -613,15 +799,16 @@ static __always_inline struct conn *conn_of(struct sock *sk, enum place *where)
 }
 
 /* CLOSE->SYN_SENT: connect() runs in the caller's context, which owns the
- * socket. A socket connected again after a failed connect() starts over. */
-static __always_inline struct conn *start_client(struct sock *sk, enum place *where)
+ * socket (in_task). A socket connected again after a failed connect()
+ * starts over. */
+static __always_inline struct conn *start_client(struct sock *sk, enum place *where, bool in_task)
 {
 	struct conn *c = bpf_sk_storage_get(&conns, sk, 0, 0);
 
 	*where = STREAM;
 	/* The filters decide anew: a socket connected again may go elsewhere,
 	 * and a child whose listener was not wanted may carry its storage. */
-	if (!sk_wanted(sk)) {
+	if (!sk_wanted(sk, in_task)) {
 		if (c)
 			bpf_sk_storage_delete(&conns, sk);
 		*where = DROP;
@@ -649,7 +836,8 @@ static __always_inline struct conn *start_client(struct sock *sk, enum place *wh
  * and cookie, reset everything else. A child of a listener that predates
  * the trace has no storage yet; the event runs in softirq context, so the
  * owner taken is whatever task is on the CPU (user space prefers the
- * listener's owner it learned from sock_diag).
+ * listener's owner it learned from sock_diag), and the pid and comm
+ * filters, which cannot tell, drop it (see owner_wanted()).
  */
 static __always_inline struct conn *start_child(struct sock *sk, enum place *where)
 {
@@ -667,7 +855,7 @@ static __always_inline struct conn *start_child(struct sock *sk, enum place *whe
 		*where = KEEP;
 		return c;
 	}
-	return start_client(sk, where);
+	return start_client(sk, where, false);
 }
 
 /*
@@ -805,7 +993,7 @@ static __always_inline bool keep_state(struct sock *sk, int oldstate, int newsta
 	if (oldstate == TCP_LISTEN)
 		c = start_child(sk, &where);
 	else if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT)
-		c = start_client(sk, &where);
+		c = start_client(sk, &where, true);
 	else
 		c = conn_of(sk, &where);
 	if (!c)
@@ -880,7 +1068,10 @@ static __always_inline int on_set_state(__u64 *ctx)
 	if (aggregate && keep_state(sk, oldstate, newstate))
 		return 0;
 	src.netns = sk_netns(&sk->__sk_common);
+	src.task_owner = newstate == TCP_LISTEN || (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT);
 	e = begin_event(EVENT_STATE, &src, &wanted);
+	if (!aggregate && task_filters() && oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT)
+		remember_client(sk, wanted);
 	/* A wanted listener is remembered even when its event found the ring
 	 * buffer full: its children still name their owner. */
 	if (wanted && newstate == TCP_LISTEN)

@@ -258,8 +258,15 @@ type bpfMapSpecs struct {
 type bpfVariableSpecs struct {
 	Aggregate            *ebpf.VariableSpec `ebpf:"aggregate"`
 	EarlyEstablished     *ebpf.VariableSpec `ebpf:"early_established"`
+	FilterCgroupCount    *ebpf.VariableSpec `ebpf:"filter_cgroup_count"`
+	FilterCgroupLevels   *ebpf.VariableSpec `ebpf:"filter_cgroup_levels"`
+	FilterCgroups        *ebpf.VariableSpec `ebpf:"filter_cgroups"`
+	FilterCommCount      *ebpf.VariableSpec `ebpf:"filter_comm_count"`
+	FilterComms          *ebpf.VariableSpec `ebpf:"filter_comms"`
 	FilterNetns          *ebpf.VariableSpec `ebpf:"filter_netns"`
 	FilterNetnsCount     *ebpf.VariableSpec `ebpf:"filter_netns_count"`
+	FilterPidCount       *ebpf.VariableSpec `ebpf:"filter_pid_count"`
+	FilterPids           *ebpf.VariableSpec `ebpf:"filter_pids"`
 	FilterPortCount      *ebpf.VariableSpec `ebpf:"filter_port_count"`
 	FilterPorts          *ebpf.VariableSpec `ebpf:"filter_ports"`
 	ListenOverflowReason *ebpf.VariableSpec `ebpf:"listen_overflow_reason"`
@@ -321,8 +328,15 @@ func (m *bpfMaps) Close() error {
 type bpfVariables struct {
 	Aggregate            *ebpf.Variable `ebpf:"aggregate"`
 	EarlyEstablished     *ebpf.Variable `ebpf:"early_established"`
+	FilterCgroupCount    *ebpf.Variable `ebpf:"filter_cgroup_count"`
+	FilterCgroupLevels   *ebpf.Variable `ebpf:"filter_cgroup_levels"`
+	FilterCgroups        *ebpf.Variable `ebpf:"filter_cgroups"`
+	FilterCommCount      *ebpf.Variable `ebpf:"filter_comm_count"`
+	FilterComms          *ebpf.Variable `ebpf:"filter_comms"`
 	FilterNetns          *ebpf.Variable `ebpf:"filter_netns"`
 	FilterNetnsCount     *ebpf.Variable `ebpf:"filter_netns_count"`
+	FilterPidCount       *ebpf.Variable `ebpf:"filter_pid_count"`
+	FilterPids           *ebpf.Variable `ebpf:"filter_pids"`
 	FilterPortCount      *ebpf.Variable `ebpf:"filter_port_count"`
 	FilterPorts          *ebpf.Variable `ebpf:"filter_ports"`
 	ListenOverflowReason *ebpf.Variable `ebpf:"listen_overflow_reason"`

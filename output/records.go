@@ -52,35 +52,36 @@ type ConnectionRecord struct {
 	Role       string `json:"role"`
 	Family     string `json:"family"`
 	// Addresses are null when the kernel did not know them.
-	LocalAddr  *string `json:"local_addr"`
-	RemoteAddr *string `json:"remote_addr"`
-	LocalPort  uint16  `json:"local_port"`
-	RemotePort uint16  `json:"remote_port"`
-	NetNS      uint32  `json:"netns"`
-	PID        uint32  `json:"pid"`
-	Comm       string  `json:"comm"`
+	LocalAddr     *string           `json:"local_addr"`
+	RemoteAddr    *string           `json:"remote_addr"`
+	LocalPort     uint16            `json:"local_port"`
+	RemotePort    uint16            `json:"remote_port"`
+	NetNS         uint32            `json:"netns"`
+	PID           uint32            `json:"pid"`
+	Comm          string            `json:"comm"`
+	Start         time.Time         `json:"start"`
+	End           time.Time         `json:"end"`
+	DurationUs    int64             `json:"duration_us"`
+	HandshakeUs   *int64            `json:"handshake_us"` // null: unknown
+	SynRecvUs     *int64            `json:"syn_recv_us"`  // null: unknown
+	SynRecvMethod string            `json:"syn_recv_method,omitempty"`
+	Retransmits   RetransmitsRecord `json:"retransmits"`
+	BytesReceived uint64            `json:"bytes_received"`
+	BytesAcked    uint64            `json:"bytes_acked"`
+	ClosedBy      string            `json:"closed_by"`
+	Outcome       string            `json:"outcome"`
+	Errno         string            `json:"errno,omitempty"`
+	Flags         []string          `json:"flags"`
+	Timeline      []ItemRecord      `json:"timeline"`
+
 	// The owner's cgroup (tracer/cgroups): its v2 id, its path below the
 	// cgroup2 mount and what the path tells; absent when unknown.
-	CgroupID         uint64            `json:"cgroup_id,omitempty"`
-	Cgroup           string            `json:"cgroup,omitempty"`
-	ContainerID      string            `json:"container_id,omitempty"`
-	ContainerRuntime string            `json:"container_runtime,omitempty"`
-	PodUID           string            `json:"pod_uid,omitempty"`
-	Unit             string            `json:"unit,omitempty"`
-	Start            time.Time         `json:"start"`
-	End              time.Time         `json:"end"`
-	DurationUs       int64             `json:"duration_us"`
-	HandshakeUs      *int64            `json:"handshake_us"` // null: unknown
-	SynRecvUs        *int64            `json:"syn_recv_us"`  // null: unknown
-	SynRecvMethod    string            `json:"syn_recv_method,omitempty"`
-	Retransmits      RetransmitsRecord `json:"retransmits"`
-	BytesReceived    uint64            `json:"bytes_received"`
-	BytesAcked       uint64            `json:"bytes_acked"`
-	ClosedBy         string            `json:"closed_by"`
-	Outcome          string            `json:"outcome"`
-	Errno            string            `json:"errno,omitempty"`
-	Flags            []string          `json:"flags"`
-	Timeline         []ItemRecord      `json:"timeline"`
+	CgroupID         uint64 `json:"cgroup_id,omitempty"`
+	Cgroup           string `json:"cgroup,omitempty"`
+	ContainerID      string `json:"container_id,omitempty"`
+	ContainerRuntime string `json:"container_runtime,omitempty"`
+	PodUID           string `json:"pod_uid,omitempty"`
+	Unit             string `json:"unit,omitempty"`
 }
 
 // RetransmitsRecord is a connection's "retransmits" object.
@@ -108,20 +109,12 @@ type ItemRecord struct {
 // ListenerRecord is a listener record: one ListenerRow.
 // listenerFromRecord converts it; AppendListenerJSON writes it.
 type ListenerRecord struct {
-	ID        uint64  `json:"id"`
-	LocalAddr *string `json:"local_addr"` // null: unknown
-	LocalPort uint16  `json:"local_port"`
-	NetNS     uint32  `json:"netns"`
-	PID       uint32  `json:"pid"`
-	Comm      string  `json:"comm"`
-	// The owner's cgroup (tracer/cgroups): its v2 id, its path below the
-	// cgroup2 mount and what the path tells; absent when unknown.
-	CgroupID             uint64    `json:"cgroup_id,omitempty"`
-	Cgroup               string    `json:"cgroup,omitempty"`
-	ContainerID          string    `json:"container_id,omitempty"`
-	ContainerRuntime     string    `json:"container_runtime,omitempty"`
-	PodUID               string    `json:"pod_uid,omitempty"`
-	Unit                 string    `json:"unit,omitempty"`
+	ID                   uint64    `json:"id"`
+	LocalAddr            *string   `json:"local_addr"` // null: unknown
+	LocalPort            uint16    `json:"local_port"`
+	NetNS                uint32    `json:"netns"`
+	PID                  uint32    `json:"pid"`
+	Comm                 string    `json:"comm"`
 	Backlog              uint32    `json:"backlog"`
 	PeakQueue            uint32    `json:"peak_accept_queue"`
 	Connections          uint64    `json:"connections"`
@@ -142,6 +135,15 @@ type ListenerRecord struct {
 	End                  time.Time `json:"end"`
 	Preexisting          bool      `json:"preexisting"`
 	Open                 bool      `json:"open"`
+
+	// The owner's cgroup (tracer/cgroups): its v2 id, its path below the
+	// cgroup2 mount and what the path tells; absent when unknown.
+	CgroupID         uint64 `json:"cgroup_id,omitempty"`
+	Cgroup           string `json:"cgroup,omitempty"`
+	ContainerID      string `json:"container_id,omitempty"`
+	ContainerRuntime string `json:"container_runtime,omitempty"`
+	PodUID           string `json:"pod_uid,omitempty"`
+	Unit             string `json:"unit,omitempty"`
 }
 
 // Quantiles summarise a duration distribution in microseconds; -1 unknown

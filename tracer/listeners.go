@@ -15,14 +15,13 @@ type Listener struct {
 	Local     netip.AddrPort
 	PID       uint32 // the process that called listen()
 	Comm      string
-	CgroupID  uint64       // cgroup v2 id of the process that made the socket; 0 unknown
-	Cgroup    cgroups.Info // what CgroupID names, filled when the listener is emitted
-	Backlog   uint32       // sk_max_ack_backlog
-	PeakQueue uint32       // the largest accept queue seen (sk_ack_backlog), in events or samples
-	Queue     uint32       // the accept queue at the last event or sample that read it
-	Children  uint64       // connections created from it (final ACK accepted)
-	SynAcks   uint64       // SYN-ACK retransmits of its requests
-	Overflows uint64       // observed: final ACKs dropped because the accept queue was full (6.15+)
+	CgroupID  uint64 // cgroup v2 id of the process that made the socket; 0 unknown
+	Backlog   uint32 // sk_max_ack_backlog
+	PeakQueue uint32 // the largest accept queue seen (sk_ack_backlog), in events or samples
+	Queue     uint32 // the accept queue at the last event or sample that read it
+	Children  uint64 // connections created from it (final ACK accepted)
+	SynAcks   uint64 // SYN-ACK retransmits of its requests
+	Overflows uint64 // observed: final ACKs dropped because the accept queue was full (6.15+)
 	// Sampled accept queue (SampleQueues): how many samples found the
 	// listener, and how many of those found its accept queue full.
 	QueueSamples, FullSamples uint64
@@ -40,6 +39,9 @@ type Listener struct {
 	Start, End                                 time.Time
 	Preexisting                                bool // listening before tracing started
 	Open                                       bool // still listening when tracing stopped
+
+	// Cgroup is what CgroupID names, filled when the listener is emitted.
+	Cgroup cgroups.Info
 }
 
 // listener returns the listener of a server-side event, creating a

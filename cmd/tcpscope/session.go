@@ -358,6 +358,9 @@ func (s *session) notes(sum capture.Summary) {
 	if sum.Unopened > 0 {
 		fmt.Fprintf(s.stderr, "tcpscope: %d network namespaces seen in events could not be opened: they have no kernel counters\n", sum.Unopened)
 	}
+	if sum.CgroupErr != nil {
+		fmt.Fprintf(s.stderr, "tcpscope: warning: naming cgroups: %v: some records have a cgroup_id and no path\n", sum.CgroupErr)
+	}
 	if sum.Undecoded > 0 {
 		fmt.Fprintf(s.stderr, "tcpscope: %d records could not be decoded\n", sum.Undecoded)
 	}

@@ -117,6 +117,10 @@ type Summary struct {
 	// Unopened counts namespaces seen in events that could not be opened:
 	// they have no kernel counters.
 	Unopened int
+	// CgroupErr is why the cgroup hierarchy could not be walked the last
+	// time it failed: records then lack the names of cgroups first seen
+	// after it.
+	CgroupErr error
 	// Sysctls are findings.SysctlNames read at the end in each namespace
 	// with a traced listener, a TIME_WAIT destination, or a connect that
 	// found no local port or timed out, by namespace then name; a
@@ -195,6 +199,7 @@ type recording struct {
 	settingsOf map[uint32]bool
 	book       *counterBook
 	timeWait   *tracer.TimeWaitTracker
+	cgroups    *cgroups.Resolver // nil without cgroup v2
 }
 
 // open opens the namespaces and then the tracer; nothing is traced before
@@ -241,12 +246,11 @@ func open(opts Options, sinks Sinks) (*recording, error) {
 	r.started = Started{Start: time.Now(), Features: tr.Features(), Attached: tr.Attached()}
 	// Without a cgroup v2 hierarchy the records carry no cgroup: the
 	// caller warns (Features.Cgroup2Err).
-	var cgs *cgroups.Resolver
 	if mount := r.started.Features.Cgroup2; mount != "" {
-		cgs = cgroups.NewResolver(mount)
+		r.cgroups = cgroups.NewResolver(mount)
 	}
 	b := tracer.NewBuilder(tracer.BuilderConfig{
-		Cgroups:          cgs,
+		Cgroups:          r.cgroups,
 		SynRecvThreshold: opts.SynRecvThreshold,
 		MaxConnections:   opts.MaxConnections,
 		Clock:            tr.Clock(),
@@ -362,6 +366,9 @@ func (r *recording) summary() Summary {
 	s.End = time.Now()
 	s.Counters, s.TimeWait = r.kernelEnd(s.End)
 	s.Unopened = len(r.book.lost)
+	if r.cgroups != nil {
+		s.CgroupErr = r.cgroups.Err()
+	}
 	for _, t := range s.TimeWait {
 		r.settingsOf[t.Key.NetNS] = true
 	}

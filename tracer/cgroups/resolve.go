@@ -96,8 +96,9 @@ type Resolver struct {
 	// MaxEntries bounds the paths kept (and the walk).
 	MaxEntries int
 
-	mu      sync.Mutex
-	paths   map[uint64]string
+	mu sync.Mutex
+	// cgroups by id, each parsed once, when the walk finds it.
+	paths   map[uint64]Info
 	next    time.Time // no walk on a miss before then
 	scans   int
 	walkErr error
@@ -108,7 +109,7 @@ const scanShare = 20
 
 // NewResolver returns a resolver of the hierarchy mounted at root.
 func NewResolver(root string) *Resolver {
-	return &Resolver{root: root, MinRescan: 200 * time.Millisecond, MaxEntries: 1 << 16, paths: map[uint64]string{}}
+	return &Resolver{root: root, MinRescan: 200 * time.Millisecond, MaxEntries: 1 << 16, paths: map[uint64]Info{}}
 }
 
 // Root is the mount the resolver walks.
@@ -117,30 +118,26 @@ func (r *Resolver) Root() string { return r.root }
 // Path returns the path of cgroup id, relative to the mount ("/" for the
 // mount's root); ok is false when it is not found.
 func (r *Resolver) Path(id uint64) (string, bool) {
+	info := r.Resolve(id)
+	return info.Path, info.Path != ""
+}
+
+// Resolve returns what the cgroup id's path tells (Parse); only Path when
+// the path has no known shape, nothing when the id is not found.
+func (r *Resolver) Resolve(id uint64) Info {
 	if r == nil || id == 0 {
-		return "", false
+		return Info{}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if p, ok := r.paths[id]; ok {
-		return p, true
+	if info, ok := r.paths[id]; ok {
+		return info
 	}
 	if time.Now().Before(r.next) {
-		return "", false
-	}
-	r.scan()
-	p, ok := r.paths[id]
-	return p, ok
-}
-
-// Resolve returns what the cgroup id's path tells; only Path when the
-// path has no known shape, nothing when the id is not found.
-func (r *Resolver) Resolve(id uint64) Info {
-	p, ok := r.Path(id)
-	if !ok {
 		return Info{}
 	}
-	return Parse(p)
+	r.scan()
+	return r.paths[id]
 }
 
 // Err is the error of the last walk that failed, if any.
@@ -196,7 +193,7 @@ func (r *Resolver) add(ino uint64, path string) error {
 	if len(r.paths) >= r.MaxEntries {
 		return errFull
 	}
-	r.paths[ino] = path
+	r.paths[ino] = Parse(path)
 	return nil
 }
 

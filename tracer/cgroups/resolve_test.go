@@ -110,3 +110,15 @@ func TestResolverBounded(t *testing.T) {
 		t.Errorf("a full table is no error: %v", err)
 	}
 }
+
+// A hierarchy that cannot be walked is an error the caller can report,
+// not a silent miss.
+func TestResolverReportsWalkErrors(t *testing.T) {
+	r := NewResolver(filepath.Join(t.TempDir(), "gone"))
+	if _, ok := r.Path(1); ok {
+		t.Fatal("found an id in a hierarchy that does not exist")
+	}
+	if err := r.Err(); err == nil || !strings.Contains(err.Error(), "gone") {
+		t.Errorf("Err() = %v, want the walk's error naming the directory", err)
+	}
+}

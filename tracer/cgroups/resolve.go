@@ -112,9 +112,6 @@ func NewResolver(root string) *Resolver {
 	return &Resolver{root: root, MinRescan: 200 * time.Millisecond, MaxEntries: 1 << 16, paths: map[uint64]Info{}}
 }
 
-// Root is the mount the resolver walks.
-func (r *Resolver) Root() string { return r.root }
-
 // Path returns the path of cgroup id, relative to the mount ("/" for the
 // mount's root); ok is false when it is not found.
 func (r *Resolver) Path(id uint64) (string, bool) {

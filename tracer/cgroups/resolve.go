@@ -197,8 +197,8 @@ func (r *Resolver) add(ino uint64, path string) error {
 // walk adds the cgroups below dir (rel below the mount). It reads the
 // directory entries' inode numbers as getdents returns them, without a
 // stat per cgroup: a cgroup directory holds dozens of files, and a walk of
-// a thousand cgroups through os.ReadDir and a stat each took four times
-// as long.
+// a thousand cgroups through filepath.WalkDir and a stat each took 31 ms
+// against 17 ms (BenchmarkScanCgroupfs).
 func (r *Resolver) walk(dir, rel string, buf []byte) error {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if errors.Is(err, unix.ENOENT) {

@@ -172,5 +172,9 @@ func announce(stderr io.Writer, st capture.Started) {
 	for _, h := range st.Features.Missing() {
 		fmt.Fprintf(stderr, "tcpscope: warning: tracepoint %s is missing on this kernel: %s\n", h.Tracepoint, h.Degrades)
 	}
+	for _, l := range st.Unowned {
+		fmt.Fprintf(stderr, "tcpscope: warning: listener %s of %s/%d was open before tracing: the kernel cannot tell --pid or --comm who owns its connections and leaves them out (--cgroup can; or restart it while tracing)\n",
+			l.Local, l.Comm, l.PID)
+	}
 	fmt.Fprintf(stderr, "tcpscope: tracing (%d tracepoints attached); Ctrl-C to stop\n", st.Attached)
 }

@@ -56,7 +56,7 @@ func ResolveCgroup(path string) (CgroupFilter, error) {
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(dir, &st); err != nil {
-		return CgroupFilter{}, fmt.Errorf("no cgroup %s under %s: %w", path, mount, err)
+		return CgroupFilter{}, fmt.Errorf("finding cgroup %s under %s: %w", path, mount, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return CgroupFilter{}, fmt.Errorf("%s is not a cgroup directory", dir)

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
@@ -66,6 +67,11 @@ type Started struct {
 	Start    time.Time
 	Features tracer.Features
 	Attached int // tracepoints attached
+	// Unowned are the listeners open before tracing started whose
+	// owner the pid and comm filters want: the kernel cannot tell who
+	// owns their connections and leaves them out (see owner_wanted() in
+	// bpf/tcpscope.bpf.c); the cgroup filter can.
+	Unowned []netns.ListeningSocket
 }
 
 // Snapshot is the live state of a recording.
@@ -280,8 +286,21 @@ func (r *recording) seedListeners() {
 		}
 		for _, l := range ls {
 			r.rec.Builder.SeedListener(ino, l.Local, l.PID, l.Comm, l.Backlog, l.Queue, r.started.Start)
+			if ownerWanted(r.opts.Config, l) {
+				r.started.Unowned = append(r.started.Unowned, l)
+			}
 		}
 	}
+}
+
+// ownerWanted tells whether the pid and comm filters, when set, want the
+// owner of listener l.
+func ownerWanted(cfg tracer.Config, l netns.ListeningSocket) bool {
+	if len(cfg.PIDs) == 0 && len(cfg.Comms) == 0 {
+		return false
+	}
+	return (len(cfg.PIDs) == 0 || slices.Contains(cfg.PIDs, l.PID)) &&
+		(len(cfg.Comms) == 0 || slices.Contains(cfg.Comms, l.Comm))
 }
 
 // close detaches and frees the tracer and the namespace handles; the

@@ -161,85 +161,143 @@ func helperIn(t *testing.T, ns *netns.NS, cgFD int, helper string, env ...string
 }
 
 // TestRecordCgroups: a server born in a Docker-shaped cgroup, a client in
-// a Kubernetes-shaped one and a client in a plain one talk in a private
-// namespace; the cgroups are removed before the records are written. The
-// export names each end's cgroup, container, runtime and pod, in both
-// kernel modes, and report --container and --cgroup select them.
+// a Kubernetes-shaped one, a client in a plain one and the test itself (in
+// its own cgroup) talk in a private namespace; the cgroups are removed
+// before the records are written. The export names each end's cgroup,
+// container, runtime and pod, in both kernel modes and with the kernel
+// keeping only the test's cgroups (record --cgroup), which leaves out the
+// test's own client end; report --container and --cgroup select them.
 func TestRecordCgroups(t *testing.T) {
 	nettest.RequirePrivileges(t)
-	for _, mode := range []struct{ name, flag string }{{"aggregated", ""}, {"events", "--events"}} {
-		t.Run(mode.name, func(t *testing.T) { testRecordCgroups(t, mode.flag) })
+	for _, mode := range []struct {
+		name     string
+		args     []string
+		filtered bool
+	}{{"aggregated", nil, false}, {"events", []string{"--events"}, false}, {"kernel-filter", nil, true}} {
+		t.Run(mode.name, func(t *testing.T) { testRecordCgroups(t, mode.args, mode.filtered) })
 	}
 }
 
-func testRecordCgroups(t *testing.T, modeFlag string) {
-	docker, cri := randomHex(t, 64), randomHex(t, 64)
+// cgroupEnds are the cgroups of TestRecordCgroups, as the export should
+// name them.
+type cgroupEnds struct {
+	cg                          *testCgroups
+	docker, cri                 string
+	server, client, plain       cgroups.Info
+	serverID, clientID, plainID uint64
+}
+
+func newCgroupEnds(t *testing.T) *cgroupEnds {
+	e := &cgroupEnds{docker: randomHex(t, 64), cri: randomHex(t, 64)}
 	u := randomHex(t, 32)
 	pod := u[:8] + "-" + u[8:12] + "-" + u[12:16] + "-" + u[16:20] + "-" + u[20:]
-	serverPath := "/docker-" + docker + ".scope"
-	podPath := "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + strings.ReplaceAll(pod, "-", "_") + ".slice"
-	clientPath := podPath + "/cri-containerd-" + cri + ".scope"
-	cg := makeCgroups(t, serverPath, clientPath, "/plain")
-	serverID, clientID, plainID := cg.id(t, cg.top+serverPath), cg.id(t, cg.top+clientPath), cg.id(t, cg.top+"/plain")
+	serverPath := "/docker-" + e.docker + ".scope"
+	clientPath := "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + strings.ReplaceAll(pod, "-", "_") +
+		".slice/cri-containerd-" + e.cri + ".scope"
+	e.cg = makeCgroups(t, serverPath, clientPath, "/plain")
+	top := e.cg.top
+	e.server = cgroups.Info{Path: top + serverPath, ContainerID: e.docker, Runtime: cgroups.RuntimeDocker}
+	e.client = cgroups.Info{Path: top + clientPath, ContainerID: e.cri, Runtime: cgroups.RuntimeContainerd, PodUID: pod}
+	e.plain = cgroups.Info{Path: top + "/plain"}
+	e.serverID, e.clientID, e.plainID = e.cg.id(t, e.server.Path), e.cg.id(t, e.client.Path), e.cg.id(t, e.plain.Path)
+	return e
+}
 
+// ownCgroup is the test process's cgroup v2 path, from /proc/self/cgroup.
+func ownCgroup(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			return p
+		}
+	}
+	t.Fatalf("no cgroup v2 line in /proc/self/cgroup:\n%s", b)
+	return ""
+}
+
+func testRecordCgroups(t *testing.T, args []string, filtered bool) {
+	e := newCgroupEnds(t)
 	ns := nettest.New(t)
-	var args []string
-	if modeFlag != "" {
-		args = append(args, modeFlag)
+	if filtered {
+		args = append(args, "--cgroup", e.cg.top)
 	}
 	rec := startRecord(t, ns, "cg.jsonl", args...)
-	server, out := helperIn(t, ns, cg.open(t, cg.top+serverPath), "server",
-		"TCPSCOPE_NETWORK=tcp4", "TCPSCOPE_ADDR=127.0.0.1:0", "TCPSCOPE_MODE=client-closes", "TCPSCOPE_CONNS=2")
+	server, out := helperIn(t, ns, e.cg.open(t, e.server.Path), "server",
+		"TCPSCOPE_NETWORK=tcp4", "TCPSCOPE_ADDR=127.0.0.1:0", "TCPSCOPE_MODE=client-closes", "TCPSCOPE_CONNS=3")
 	port, err := out.ReadString('\n')
 	if err != nil {
 		t.Fatalf("the server did not start: %v", err)
 	}
-	addr := "TCPSCOPE_ADDR=127.0.0.1:" + strings.TrimSpace(port)
-	for _, path := range []string{clientPath, "/plain"} {
-		client, _ := helperIn(t, ns, cg.open(t, cg.top+path), "client", addr, "TCPSCOPE_CONNS=1")
+	addr := "127.0.0.1:" + strings.TrimSpace(port)
+	owners := map[uint32]cgroups.Info{uint32(os.Getpid()): cgroups.Parse(ownCgroup(t))}
+	for _, want := range []cgroups.Info{e.client, e.plain} {
+		client, _ := helperIn(t, ns, e.cg.open(t, want.Path), "client", "TCPSCOPE_ADDR="+addr, "TCPSCOPE_CONNS=1")
 		if err := client.Wait(); err != nil {
-			t.Fatalf("client in %s: %v", path, err)
+			t.Fatalf("client in %s: %v", want.Path, err)
 		}
+		owners[uint32(client.Process.Pid)] = want
 	}
+	dialClose(t, ns, addr, 1) // from the test's own cgroup
 	if err := server.Wait(); err != nil {
 		t.Fatalf("server: %v", err)
 	}
 	// Every process is gone: the cgroups go too, before the recorder
 	// writes the records (a grace second after each close) and the
 	// listener (at the end).
-	if err := cg.remove(); err != nil {
+	if err := e.cg.remove(); err != nil {
 		t.Fatalf("removing the cgroups: %v", err)
 	}
-	for _, dir := range cg.dirs {
-		if _, err := os.Stat(filepath.Join(cg.mount, dir)); !errors.Is(err, fs.ErrNotExist) {
+	for _, dir := range e.cg.dirs {
+		if _, err := os.Stat(filepath.Join(e.cg.mount, dir)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("cgroup %s still there: %v", dir, err)
 		}
 	}
-	rec.waitConnections(t, 4, 30*time.Second)
-	r := rec.stop(t)
+	wantClients := 3
+	if filtered {
+		wantClients = 2 // not the test's own end
+		delete(owners, uint32(os.Getpid()))
+	}
+	rec.waitConnections(t, 3+wantClients, 30*time.Second)
+	e.check(t, rec.stop(t), owners, wantClients)
+	checkReportSelects(t, rec.path, e.cg.top, e.docker, e.cri)
+}
 
-	serverCg := cgroups.Info{Path: cg.top + serverPath, ContainerID: docker, Runtime: cgroups.RuntimeDocker}
-	clientCg := cgroups.Info{Path: cg.top + clientPath, ContainerID: cri, Runtime: cgroups.RuntimeContainerd, PodUID: pod}
-	plainCg := cgroups.Info{Path: cg.top + "/plain"}
+// check checks each record's cgroup: the server's three ends and its
+// listener in the Docker-shaped cgroup, each client's in its own.
+func (e *cgroupEnds) check(t *testing.T, r *output.Recording, owners map[uint32]cgroups.Info, wantClients int) {
+	t.Helper()
 	servers := byRole(t, r, tracer.RoleServer)
-	if len(servers) != 2 {
-		t.Fatalf("%d server records, want 2: %s", len(servers), dumpJSON(r.Connections))
+	if len(servers) != 3 {
+		t.Fatalf("%d server records, want 3: %s", len(servers), dumpJSON(r.Connections))
 	}
 	for _, c := range servers {
-		checkOwner(t, c, serverID, serverCg)
+		checkOwner(t, c, e.serverID, e.server)
 	}
 	clients := byRole(t, r, tracer.RoleClient)
-	if len(clients) != 2 {
-		t.Fatalf("%d client records, want 2: %s", len(clients), dumpJSON(r.Connections))
+	if len(clients) != wantClients {
+		t.Fatalf("%d client records, want %d: %s", len(clients), wantClients, dumpJSON(r.Connections))
 	}
-	slices.SortFunc(clients, func(a, b tracer.Connection) int { return strings.Compare(b.Cgroup.Path, a.Cgroup.Path) })
-	checkOwner(t, clients[0], plainID, plainCg)
-	checkOwner(t, clients[1], clientID, clientCg)
+	ids := map[string]uint64{e.client.Path: e.clientID, e.plain.Path: e.plainID}
+	for _, c := range clients {
+		want, ok := owners[c.PID]
+		if !ok {
+			t.Errorf("client record of pid %d, which is none of %v", c.PID, owners)
+			continue
+		}
+		if id, ours := ids[want.Path]; ours {
+			checkOwner(t, c, id, want)
+		} else if c.Cgroup != want || c.CgroupID == 0 {
+			t.Errorf("the test's own client end: cgroup %d %+v, want %+v", c.CgroupID, c.Cgroup, want)
+		}
+	}
 	i := slices.IndexFunc(r.Listeners, func(l output.ListenerRow) bool { return l.Local.Port() == servers[0].Local.Port() })
-	if i < 0 || r.Listeners[i].CgroupID != serverID || r.Listeners[i].Cgroup != serverCg {
-		t.Errorf("listener records %+v: want one with cgroup %d %+v", r.Listeners, serverID, serverCg)
+	if i < 0 || r.Listeners[i].CgroupID != e.serverID || r.Listeners[i].Cgroup != e.server {
+		t.Errorf("listener records %+v: want one with cgroup %d %+v", r.Listeners, e.serverID, e.server)
 	}
-	checkReportSelects(t, rec.path, cg.top, docker, cri)
 }
 
 // checkOwner checks a record's cgroup id (the directory's inode, as the
@@ -260,10 +318,10 @@ func checkReportSelects(t *testing.T, path, top, docker, cri string) {
 		args []string
 		want int
 	}{
-		{[]string{"--container", "docker:" + docker[:12]}, 2},
+		{[]string{"--container", "docker:" + docker[:12]}, 3},
 		{[]string{"--container", cri[:8]}, 1},
 		{[]string{"--container", "containerd:" + cri[:8], "--pid", "1"}, 0},
-		{[]string{"--cgroup", top}, 4},
+		{[]string{"--cgroup", top}, 5},
 		{[]string{"--cgroup", top + "/plain"}, 1},
 		{[]string{"--cgroup", top + "/kubepods.slice"}, 1},
 	} {

@@ -28,7 +28,7 @@ func (o *ownerFlags) add(cmd *cobra.Command) {
 		"pid", "only connections whose socket this `PID` owns (the connect() caller, or the listener's owner for a server end; repeatable)")
 	hideEmptyDefault(cmd, "pid")
 	fl.StringSliceVar(&o.comms, "comm", nil, "only connections whose owner's command is this `NAME` (repeatable)")
-	fl.StringSliceVar(&o.cgroups, "cgroup", nil, "only connections whose owner is in this cgroup v2 `PATH` or below it, as the export names it: /system.slice/nginx.service (repeatable)")
+	fl.StringSliceVar(&o.cgroups, "cgroup", nil, "only connections whose owner is in this cgroup v2 `PATH` or below it: the path the export names (/system.slice/nginx.service) or its directory (/sys/fs/cgroup/system.slice/nginx.service; repeatable)")
 	fl.StringSliceVar(&o.containers, "container", nil, "only connections whose owner runs in the container whose id starts with `ID` (4 hex digits or more), or RUNTIME:ID (docker, containerd, cri-o, podman, cri; repeatable)")
 }
 
@@ -50,14 +50,16 @@ func (o *ownerFlags) filters() ([]func(*tracer.Connection) bool, error) {
 	if len(o.comms) > 0 {
 		keep = append(keep, func(c *tracer.Connection) bool { return slices.Contains(o.comms, c.Comm) })
 	}
+	var dirs []string
 	for _, s := range o.cgroups {
 		if strings.Trim(s, "/") == "" && s != "/" {
 			return nil, usagef("--cgroup %q: a cgroup path below the cgroup2 mount, such as /system.slice", s)
 		}
+		dirs = append(dirs, belowMount(s))
 	}
-	if len(o.cgroups) > 0 {
+	if len(dirs) > 0 {
 		keep = append(keep, func(c *tracer.Connection) bool {
-			return slices.ContainsFunc(o.cgroups, func(dir string) bool { return c.Cgroup.Under(dir) })
+			return slices.ContainsFunc(dirs, func(dir string) bool { return c.Cgroup.Under(dir) })
 		})
 	}
 	var queries []cgroups.ContainerQuery
@@ -74,4 +76,18 @@ func (o *ownerFlags) filters() ([]func(*tracer.Connection) bool, error) {
 		})
 	}
 	return keep, nil
+}
+
+// cgroupMounts are where cgroup v2 is mounted on most hosts, the hybrid
+// one first: a --cgroup given as a directory there is read as the path
+// below it, as record --cgroup takes it and the export writes it.
+var cgroupMounts = []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"}
+
+func belowMount(p string) string {
+	for _, m := range cgroupMounts {
+		if rest, ok := strings.CutPrefix(p, m); ok && (rest == "" || rest[0] == '/') {
+			return "/" + strings.Trim(rest, "/")
+		}
+	}
+	return p
 }

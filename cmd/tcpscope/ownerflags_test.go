@@ -100,6 +100,9 @@ func TestReportOwnerFilters(t *testing.T) {
 		{[]string{"--cgroup", "kubepods.slice/"}, []uint64{2}},
 		{[]string{"--cgroup", "/system.slic"}, nil}, // a subtree, not a string prefix
 		{[]string{"--cgroup", "/"}, []uint64{1, 2, 3, 4}},
+		{[]string{"--cgroup", "/sys/fs/cgroup/system.slice"}, []uint64{1, 3}},
+		{[]string{"--cgroup", "/sys/fs/cgroup/unified/kubepods.slice"}, []uint64{2}},
+		{[]string{"--cgroup", "/sys/fs/cgroup"}, []uint64{1, 2, 3, 4}},
 		{[]string{"--container", "3f2a"}, []uint64{1, 2}},
 		{[]string{"--container", "3f2a1b"}, []uint64{1}},
 		{[]string{"--container", "containerd:3f2a"}, []uint64{2}},

@@ -305,7 +305,7 @@ static __always_inline bool cgroup_wanted(const struct sock *owner)
 
 	if (filter_cgroup_count == 0)
 		return true;
-	if (!owner)
+	if (!owner || !bpf_core_field_exists(owner->sk_cgrp_data.cgroup))
 		return false;
 	cg = BPF_CORE_READ(owner, sk_cgrp_data.cgroup);
 	if (!cg)
@@ -348,8 +348,11 @@ static __always_inline __u32 sk_netns(const struct sock_common *skc)
 static __always_inline __u64 sk_cgroup_id(const struct sock *sk)
 {
 	/* Read with probes: sk may be a request's listener, which the
-	 * verifier only knows as a scalar (see owner_sk()). */
-	return sk ? BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id) : 0;
+	 * verifier only knows as a scalar (see owner_sk()). Before 5.15 the
+	 * pointer was packed in a tagged word: 0, unknown. */
+	if (!sk || !bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
+		return 0;
+	return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
 }
 
 static __always_inline struct event *reserve(__u8 kind)

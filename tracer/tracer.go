@@ -109,6 +109,9 @@ func Open(cfg Config) (t *Tracer, err error) {
 	if err := feats.Usable(); err != nil {
 		return nil, err
 	}
+	if len(cfg.Cgroups) > 0 && !feats.Has(SocketCgroups) {
+		return nil, fmt.Errorf("filtering by cgroup needs %s", SocketCgroups)
+	}
 	spec, attach, err := prepare(cfg, feats)
 	if err != nil {
 		return nil, err

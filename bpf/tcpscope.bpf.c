@@ -102,6 +102,33 @@ struct {
 	__type(value, struct conn);
 } conns SEC(".maps");
 
+/* A listener that predates the trace, by namespace and port (host order). */
+struct listen_key {
+	__u32 netns;
+	__u32 port;
+};
+
+/* Its owner, as user space found it: the process holding its socket. */
+struct listen_owner {
+	__u32 tgid;
+	char comm[16];
+};
+
+/*
+ * Listeners open before the trace began whose owner the pid and comm
+ * filters want. Such a listener has no storage (its CLOSE->LISTEN was not
+ * seen), so its children would have no owner; user space finds the
+ * process holding each listening socket (sock_diag, /proc/PID/fd) once
+ * every program is attached and puts the wanted ones here. A child of one
+ * is then given storage with that owner when it appears (adopt_child()).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct listen_key);
+	__type(value, struct listen_owner);
+} preexisting SEC(".maps");
+
 /*
  * The network namespaces that have a socket with storage: the
  * end-of-recording walk (iter/tcp) reads one namespace per iterator, so
@@ -305,7 +332,7 @@ static __always_inline bool cgroup_wanted(const struct sock *owner)
 
 	if (filter_cgroup_count == 0)
 		return true;
-	if (!owner)
+	if (!owner || !bpf_core_field_exists(owner->sk_cgrp_data.cgroup))
 		return false;
 	cg = BPF_CORE_READ(owner, sk_cgrp_data.cgroup);
 	if (!cg)
@@ -319,6 +346,18 @@ static __always_inline bool cgroup_wanted(const struct sock *owner)
 			return true;
 	}
 	return false;
+}
+
+/* The owner user space found for the listener sk is, or came from, when
+ * that listener predates the trace (see preexisting). */
+static __always_inline struct listen_owner *preexisting_owner(const struct sock *sk)
+{
+	struct listen_key k = {
+		.netns = sk->__sk_common.skc_net.net->ns.inum,
+		.port = sk->__sk_common.skc_num,
+	};
+
+	return bpf_map_lookup_elem(&preexisting, &k);
 }
 
 /*
@@ -348,8 +387,11 @@ static __always_inline __u32 sk_netns(const struct sock_common *skc)
 static __always_inline __u64 sk_cgroup_id(const struct sock *sk)
 {
 	/* Read with probes: sk may be a request's listener, which the
-	 * verifier only knows as a scalar (see owner_sk()). */
-	return sk ? BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id) : 0;
+	 * verifier only knows as a scalar (see owner_sk()). Before 5.15 the
+	 * pointer was packed in a tagged word: 0, unknown. */
+	if (!sk || !bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
+		return 0;
+	return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
 }
 
 static __always_inline struct event *reserve(__u8 kind)
@@ -545,9 +587,16 @@ static __always_inline bool owner_wanted(const struct source *src)
 	if (!src->owner)
 		return false;
 	o = bpf_sk_storage_get(&conns, (struct sock *)src->owner, 0, 0);
+	if (!o) {
+		/* A listener that predates the trace, or its child's first
+		 * event (LISTEN->SYN_RECV), before adopt_child(). */
+		struct listen_owner *p = src->state == TCP_LISTEN ? preexisting_owner(src->owner) : NULL;
+
+		return p && task_wanted(p->tgid, p->comm);
+	}
 	/* Storage made midway through a connection holds a guess (see
 	 * conn_of()); the task filters never make it. */
-	if (!o || (o->flags & (CONN_F_MIDLIFE | CONN_F_PROCESS)) == CONN_F_MIDLIFE)
+	if ((o->flags & (CONN_F_MIDLIFE | CONN_F_PROCESS)) == CONN_F_MIDLIFE)
 		return false;
 	return task_wanted(o->tgid, o->comm);
 }
@@ -734,15 +783,16 @@ static __always_inline void retransmitted_segment(const struct sk_buff *skb, __u
  * The aggregated mode: a connection's timeline in its socket storage.
  */
 
-/* Whether the filters keep sk, for a socket seen the first time; in_task:
- * the current task owns it (see owner_wanted()). */
-static __always_inline bool sk_wanted(struct sock *sk, bool in_task)
+/* Whether the filters keep sk, for a socket seen the first time; owner_ok:
+ * its owner is known and the pid and comm filters want it (see
+ * owner_wanted()). */
+static __always_inline bool sk_wanted(struct sock *sk, bool owner_ok)
 {
 	struct tuple t = {};
 
 	if (!netns_wanted(sk_netns(&sk->__sk_common)) || !cgroup_wanted(sk))
 		return false;
-	if (task_filters() && !(in_task && current_wanted()))
+	if (task_filters() && !owner_ok)
 		return false;
 	if (filter_port_count == 0)
 		return true;
@@ -808,7 +858,7 @@ static __always_inline struct conn *start_client(struct sock *sk, enum place *wh
 	*where = STREAM;
 	/* The filters decide anew: a socket connected again may go elsewhere,
 	 * and a child whose listener was not wanted may carry its storage. */
-	if (!sk_wanted(sk, in_task)) {
+	if (!sk_wanted(sk, in_task && current_wanted())) {
 		if (c)
 			bpf_sk_storage_delete(&conns, sk);
 		*where = DROP;
@@ -831,13 +881,43 @@ static __always_inline struct conn *start_client(struct sock *sk, enum place *wh
 }
 
 /*
+ * A child of a listener that predates the trace, which user space found
+ * the owner of (see preexisting): storage made with that owner, as the
+ * listener's would have been copied (CONN_F_OWNER), when the filters keep
+ * it. Only under the pid and comm filters, which fill preexisting.
+ */
+static __always_inline struct conn *adopt_child(struct sock *sk)
+{
+	struct listen_owner *p;
+	struct conn *c;
+
+	if (!task_filters())
+		return NULL;
+	p = preexisting_owner(sk);
+	if (!p || !sk_wanted(sk, task_wanted(p->tgid, p->comm)))
+		return NULL;
+	c = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!c) {
+		count(COUNTER_STORAGE_FAIL);
+		return NULL;
+	}
+	/* A new storage is zeroed (bpf_selem_alloc()). */
+	note_netns(sk);
+	c->flags = CONN_F_OWNER;
+	c->tgid = p->tgid;
+	__builtin_memcpy(c->comm, p->comm, sizeof(c->comm));
+	return c;
+}
+
+/*
  * LISTEN->SYN_RECV: a child socket, whose storage is its listener's, copied
  * by sk_clone_lock() (BPF_F_CLONE) just before: keep the listener's owner
  * and cookie, reset everything else. A child of a listener that predates
  * the trace has no storage yet; the event runs in softirq context, so the
  * owner taken is whatever task is on the CPU (user space prefers the
- * listener's owner it learned from sock_diag), and the pid and comm
- * filters, which cannot tell, drop it (see owner_wanted()).
+ * listener's owner it learned from sock_diag). The pid and comm filters,
+ * which cannot tell, drop it, unless user space found its listener's
+ * owner (adopt_child()).
  */
 static __always_inline struct conn *start_child(struct sock *sk, enum place *where)
 {
@@ -852,6 +932,11 @@ static __always_inline struct conn *start_child(struct sock *sk, enum place *whe
 		c->est_srtt_us = 0;
 		c->est_total_rto = 0;
 		c->est_total_rto_time_ms = 0;
+		*where = KEEP;
+		return c;
+	}
+	c = adopt_child(sk);
+	if (c) {
 		*where = KEEP;
 		return c;
 	}
@@ -1072,6 +1157,10 @@ static __always_inline int on_set_state(__u64 *ctx)
 	e = begin_event(EVENT_STATE, &src, &wanted);
 	if (!aggregate && task_filters() && oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT)
 		remember_client(sk, wanted);
+	/* Before fill_owner(), which then names the owner. */
+	if (task_filters() && !aggregate && wanted && oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV &&
+	    !bpf_sk_storage_get(&conns, sk, 0, 0))
+		adopt_child(sk);
 	/* A wanted listener is remembered even when its event found the ring
 	 * buffer full: its children still name their owner. */
 	if (wanted && newstate == TCP_LISTEN)

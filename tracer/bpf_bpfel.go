@@ -157,6 +157,18 @@ const (
 	bpfLimitsCONN_SLOTS            bpfLimits = 13
 )
 
+type bpfListenKey struct {
+	_     structs.HostLayout
+	Netns uint32
+	Port  uint32
+}
+
+type bpfListenOwner struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Comm [16]int8
+}
+
 type bpfRecordFlag uint32
 
 const (
@@ -247,6 +259,7 @@ type bpfMapSpecs struct {
 	Conns        *ebpf.MapSpec `ebpf:"conns"`
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
+	Preexisting  *ebpf.MapSpec `ebpf:"preexisting"`
 	Running      *ebpf.MapSpec `ebpf:"running"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	StorageNetns *ebpf.MapSpec `ebpf:"storage_netns"`
@@ -306,6 +319,7 @@ type bpfMaps struct {
 	Conns        *ebpf.Map `ebpf:"conns"`
 	Counters     *ebpf.Map `ebpf:"counters"`
 	Events       *ebpf.Map `ebpf:"events"`
+	Preexisting  *ebpf.Map `ebpf:"preexisting"`
 	Running      *ebpf.Map `ebpf:"running"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
 	StorageNetns *ebpf.Map `ebpf:"storage_netns"`
@@ -316,6 +330,7 @@ func (m *bpfMaps) Close() error {
 		m.Conns,
 		m.Counters,
 		m.Events,
+		m.Preexisting,
 		m.Running,
 		m.Scratch,
 		m.StorageNetns,

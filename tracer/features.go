@@ -52,6 +52,9 @@ type Features struct {
 	// listener as rx_sk, a final ACK carrying a SYN cookie that found the
 	// accept queue full (see handle_kfree_skb).
 	noSocketReason uint32
+	// socketCgroups: struct sock_cgroup_data holds a cgroup pointer
+	// (5.15+), which the owner's cgroup id and filter read.
+	socketCgroups bool
 }
 
 // ErrPrivileges means the process may not load tracing programs.
@@ -82,6 +85,14 @@ func Probe() (Features, error) {
 	if f.privileged() {
 		f.RingBuffer = features.HaveMapType(ebpf.RingBuf) == nil
 		f.SocketStorage = features.HaveMapType(ebpf.SkStorage) == nil
+	}
+	if spec != nil {
+		var cd *btf.Struct
+		if spec.TypeByName("sock_cgroup_data", &cd) == nil {
+			for _, m := range cd.Members {
+				f.socketCgroups = f.socketCgroups || m.Name == "cgroup"
+			}
+		}
 	}
 	for _, h := range hookTable {
 		hook := Hook{Tracepoint: h.tracepoint, Required: h.required, Degrades: h.degrades}
@@ -167,6 +178,9 @@ const (
 	// RetransmitResult: tcp_retransmit_skb reports whether the resend
 	// left the host (6.17+).
 	RetransmitResult
+	// SocketCgroups: a socket points to its creator's cgroup v2 (5.15+):
+	// events carry the owner's cgroup id, and Config.Cgroups works.
+	SocketCgroups
 )
 
 var kernelFeatureNames = map[KernelFeature]string{
@@ -174,6 +188,7 @@ var kernelFeatureNames = map[KernelFeature]string{
 	CloseResetReasons:   "reset reasons for active resets such as TCP_ABORT_ON_CLOSE (Linux 6.12+)",
 	ListenOverflowDrops: "kfree_skb with rx_sk and the TCP_LISTEN_OVERFLOW drop reason (Linux 6.15+)",
 	RetransmitResult:    "tcp_retransmit_skb with its result (Linux 6.17+)",
+	SocketCgroups:       "sockets that point to their cgroup v2 (Linux 5.15+)",
 }
 
 // String says what the feature is and which kernels have it.
@@ -195,6 +210,8 @@ func (f Features) Has(k KernelFeature) bool {
 		return f.listenOverflowReason != 0
 	case RetransmitResult:
 		return f.retransmitHasErr
+	case SocketCgroups:
+		return f.socketCgroups
 	}
 	return false
 }

@@ -51,6 +51,16 @@ type Listener struct {
 // under a synthetic id, and takes its real cookie from the first event
 // that names it (a SYN-ACK retransmit or an overflow drop).
 func (b *Builder) listener(ev *Event, id uint64) *Listener {
+	l := b.findListener(ev, id)
+	if l.CgroupID == 0 {
+		// Seeded from sock_diag, which does not say: every event about a
+		// listener or its children carries the listener's cgroup.
+		l.CgroupID = ev.CgroupID
+	}
+	return l
+}
+
+func (b *Builder) findListener(ev *Event, id uint64) *Listener {
 	key := listenKey{ev.NetNS, ev.Local.Port()}
 	known := b.listenerByPort[key]
 	if id != 0 {
@@ -72,7 +82,7 @@ func (b *Builder) listener(ev *Event, id uint64) *Listener {
 		id = b.nextID
 	}
 	l := &Listener{ID: id, NetNS: ev.NetNS, Local: netip.AddrPortFrom(netip.Addr{}, ev.Local.Port()),
-		Start: ev.Time, Preexisting: true, CgroupID: ev.CgroupID}
+		Start: ev.Time, Preexisting: true}
 	if ev.HasOwner {
 		l.PID, l.Comm = ev.OwnerTGID, b.comm(ev.OwnerComm)
 	}

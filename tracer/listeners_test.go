@@ -142,8 +142,9 @@ func twoListeners() (b *Builder, got *[]*Listener, a, c netip.AddrPort) {
 }
 
 // TestCgroupIDs: a listener takes the cgroup of its CLOSE->LISTEN, a
-// listener that predates the trace the one of its first child's event, a
-// connection the one of its first event with a full socket.
+// listener that predates the trace (first known by a child, or seeded
+// from sock_diag) the one of its first child's event, a connection the
+// one of its first event with a full socket.
 func TestCgroupIDs(t *testing.T) {
 	var ls []*Listener
 	conns := map[uint64]Connection{}
@@ -157,7 +158,11 @@ func TestCgroupIDs(t *testing.T) {
 	client.CgroupID = 5002
 	old := st(13, StateListen, StateSynRecv, ap("10.0.0.1:81"), cli)
 	old.CgroupID = 6003 // its listener predates the trace
-	for _, e := range []*Event{&lst, &child, &client, &old} {
+	b.SeedListener(7, ap("10.0.0.1:82"), 300, "redis", 128, 0, t0)
+	seeded := st(14, StateListen, StateSynRecv, ap("10.0.0.1:82"), cli)
+	seeded.CgroupID = 7004
+	for _, e := range []*Event{&lst, &child, &client, &old, &seeded} {
+		e.NetNS = 7
 		b.Add(e)
 	}
 	b.Finish(t0)
@@ -168,7 +173,7 @@ func TestCgroupIDs(t *testing.T) {
 	for _, l := range ls {
 		got[l.Local.Port()] = l.CgroupID
 	}
-	if got[80] != 4001 || got[81] != 6003 {
-		t.Errorf("listener cgroups by port %v, want 80:4001 81:6003", got)
+	if got[80] != 4001 || got[81] != 6003 || got[82] != 7004 {
+		t.Errorf("listener cgroups by port %v, want 80:4001 81:6003 82:7004", got)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -108,6 +109,9 @@ func Open(cfg Config) (t *Tracer, err error) {
 	}
 	if err := feats.Usable(); err != nil {
 		return nil, err
+	}
+	if len(cfg.Cgroups) > 0 && !feats.Has(SocketCgroups) {
+		return nil, fmt.Errorf("filtering by cgroup needs %s", SocketCgroups)
 	}
 	spec, attach, err := prepare(cfg, feats)
 	if err != nil {
@@ -557,6 +561,25 @@ func (t *Tracer) Close() error {
 		t.closeErr = errors.Join(errs...)
 	})
 	return t.closeErr
+}
+
+// AdoptListener tells the kernel the owner of a listener that was open
+// before tracing started (the process holding its socket), found by the
+// caller: its connections then have that owner, as if its listen() had
+// been seen, and the pid and comm filters can keep them (see
+// preexisting in bpf/tcpscope.bpf.c). Only with those filters, and only
+// for an owner they want: the kernel keeps no more.
+func (t *Tracer) AdoptListener(netns uint32, port uint16, pid uint32, comm string) error {
+	if len(t.cfg.PIDs) == 0 && len(t.cfg.Comms) == 0 {
+		return nil
+	}
+	key := bpfListenKey{Netns: netns, Port: uint32(port)}
+	owner := bpfListenOwner{Tgid: pid}
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&owner.Comm[0])), len(owner.Comm)), comm)
+	if err := t.maps.Preexisting.Put(&key, &owner); err != nil {
+		return fmt.Errorf("adopting the listener on port %d: %w", port, err)
+	}
+	return nil
 }
 
 // Pending is how many bytes of events wait in the ring buffer.

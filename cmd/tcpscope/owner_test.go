@@ -14,11 +14,16 @@ import (
 )
 
 // TestRecordPIDFilter: record --pid, with --netns given as a namespace
-// file, keeps this process's connections: both ends of one to a listener
-// it opened while traced, the client end only of one to its listener that
-// predates the trace (the kernel cannot tell that listener's owner, and
-// tcpscope warns so), and nothing else.
+// file, keeps this process's connections, both ends, to a listener it
+// opened while traced and to one that predates the trace (whose owner
+// tcpscope finds at start and tells the kernel), in both modes.
 func TestRecordPIDFilter(t *testing.T) {
+	for _, mode := range [][]string{nil, {"--events"}} {
+		t.Run(fmt.Sprint("record", mode), func(t *testing.T) { recordPIDFilter(t, mode) })
+	}
+}
+
+func recordPIDFilter(t *testing.T, mode []string) {
 	ns := nettest.New(t)
 	pre, err := ns.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -26,10 +31,10 @@ func TestRecordPIDFilter(t *testing.T) {
 	}
 	defer pre.Close()
 	nsFile := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), ns.Fd())
-	r := startRecord(t, nil, "pid.jsonl", "--netns", nsFile, "--pid", strconv.Itoa(os.Getpid()))
+	r := startRecord(t, nil, "pid.jsonl", append([]string{"--netns", nsFile, "--pid", strconv.Itoa(os.Getpid())}, mode...)...)
 	preAddr := netip.MustParseAddrPort(pre.Addr().String())
-	if want := fmt.Sprintf("warning: listener %s of ", preAddr); !strings.Contains(r.stderr.String(), want) {
-		t.Errorf("stderr lacks %q:\n%s", want, r.stderr.String())
+	if strings.Contains(r.stderr.String(), "warning") {
+		t.Errorf("stderr warns:\n%s", r.stderr.String())
 	}
 	post, err := ns.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -41,7 +46,7 @@ func TestRecordPIDFilter(t *testing.T) {
 	go acceptClose(post)
 	dialClose(t, ns, postAddr.String(), 1)
 	dialClose(t, ns, preAddr.String(), 1)
-	r.waitConnections(t, 3, 10*time.Second)
+	r.waitConnections(t, 4, 10*time.Second)
 	rec := r.stop(t)
 	got := map[string]int{}
 	for _, c := range rec.Connections {
@@ -52,6 +57,8 @@ func TestRecordPIDFilter(t *testing.T) {
 			got["child of post"]++
 		case c.Role == tracer.RoleClient && c.Remote == preAddr:
 			got["client to pre"]++
+		case c.Role == tracer.RoleServer && c.Local.Port() == preAddr.Port():
+			got["child of pre"]++
 		default:
 			t.Errorf("connection the filter leaves out: %s", dumpJSON(c))
 		}
@@ -59,7 +66,7 @@ func TestRecordPIDFilter(t *testing.T) {
 			t.Errorf("connection %s->%s owned by %d, want %d", c.Local, c.Remote, c.PID, os.Getpid())
 		}
 	}
-	for _, want := range []string{"client to post", "child of post", "client to pre"} {
+	for _, want := range []string{"client to post", "child of post", "client to pre", "child of pre"} {
 		if got[want] != 1 {
 			t.Errorf("%s: %d records, want 1 (all: %v)", want, got[want], got)
 		}

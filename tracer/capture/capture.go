@@ -68,9 +68,9 @@ type Started struct {
 	Features tracer.Features
 	Attached int // tracepoints attached
 	// Unowned are the listeners open before tracing started whose
-	// owner the pid and comm filters want: the kernel cannot tell who
-	// owns their connections and leaves them out (see owner_wanted() in
-	// bpf/tcpscope.bpf.c); the cgroup filter can.
+	// owner the pid and comm filters want, but which the kernel could
+	// not be told of (Tracer.AdoptListener): it cannot tell who owns
+	// their connections and leaves them out; the cgroup filter can.
 	Unowned []netns.ListeningSocket
 }
 
@@ -286,7 +286,7 @@ func (r *recording) seedListeners() {
 		}
 		for _, l := range ls {
 			r.rec.Builder.SeedListener(ino, l.Local, l.PID, l.Comm, l.Backlog, l.Queue, r.started.Start)
-			if ownerWanted(r.opts.Config, l) {
+			if ownerWanted(r.opts.Config, l) && r.tr.AdoptListener(ino, l.Local.Port(), l.PID, l.Comm) != nil {
 				r.started.Unowned = append(r.started.Unowned, l)
 			}
 		}

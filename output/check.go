@@ -103,8 +103,12 @@ func tracefsRow(mounted bool) []string {
 }
 
 // cgroupRow says whether owners' cgroups can be named: without a cgroup v2
-// hierarchy, records carry no cgroup, container or unit.
+// hierarchy, or on a kernel whose sockets do not point to their cgroup
+// (told by its BTF), records carry no cgroup, container or unit.
 func cgroupRow(f tracer.Features) []string {
+	if f.BTF && !f.Has(tracer.SocketCgroups) {
+		return []string{"cgroup v2", "MISSING", "lost: the owner's cgroup, container and unit of each record, and --cgroup: this kernel lacks " + tracer.SocketCgroups.String()}
+	}
 	if f.Cgroup2 == "" {
 		why := "not found"
 		if f.Cgroup2Err != nil {

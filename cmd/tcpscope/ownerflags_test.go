@@ -160,4 +160,11 @@ func TestAnnounceWarnsWithoutCgroup2(t *testing.T) {
 	if strings.Contains(b.String(), "cgroup") {
 		t.Errorf("a warning with cgroup v2 mounted: %q", b.String())
 	}
+	// A kernel whose BTF says its sockets do not point to their cgroup
+	// (before 5.15).
+	b.Reset()
+	announce(&b, capture.Started{Attached: 7, Features: tracer.Features{Cgroup2: "/sys/fs/cgroup", BTF: true}})
+	if !strings.HasPrefix(b.String(), "tcpscope: warning: this kernel lacks sockets that point to their cgroup v2 (Linux 5.15+): records name no cgroup") {
+		t.Errorf("no warning on a kernel without socket cgroups: %q", b.String())
+	}
 }

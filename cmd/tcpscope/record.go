@@ -172,8 +172,11 @@ func announce(stderr io.Writer, st capture.Started) {
 	for _, h := range st.Features.Missing() {
 		fmt.Fprintf(stderr, "tcpscope: warning: tracepoint %s is missing on this kernel: %s\n", h.Tracepoint, h.Degrades)
 	}
-	if err := st.Features.Cgroup2Err; err != nil {
-		fmt.Fprintf(stderr, "tcpscope: warning: %v: records name no cgroup, container or unit\n", err)
+	switch f := st.Features; {
+	case f.Cgroup2Err != nil:
+		fmt.Fprintf(stderr, "tcpscope: warning: %v: records name no cgroup, container or unit\n", f.Cgroup2Err)
+	case f.BTF && !f.Has(tracer.SocketCgroups):
+		fmt.Fprintf(stderr, "tcpscope: warning: this kernel lacks %s: records name no cgroup, container or unit\n", tracer.SocketCgroups)
 	}
 	for _, l := range st.Unowned {
 		fmt.Fprintf(stderr, "tcpscope: warning: listener %s of %s/%d was open before tracing: the kernel cannot tell --pid or --comm who owns its connections and leaves them out (--cgroup can; or restart it while tracing)\n",

@@ -33,7 +33,7 @@ clean: ## remove the built binaries
 OVERHEAD_FLAGS ?= -memory 10000
 
 bench: build ## micro-benchmarks, then tcpscope against tcpdump, tcplife, tcpstates (root: sudo make bench)
-	$(GO) test -run '^$$' -bench . -benchmem ./tracer ./output ./output/otlp ./output/html
+	$(GO) test -run '^$$' -bench . -benchmem ./tracer ./tracer/cgroups ./output ./output/otlp ./output/html
 	$(GO) build -o overhead ./cmd/overhead
 	./overhead -tcpscope ./$(BIN) $(OVERHEAD_FLAGS)
 

@@ -70,6 +70,7 @@ struct event {
 	__u64 snt_synack_us;     /* request socket: first SYN-ACK sent, CLOCK_MONOTONIC us */
 	__u64 bytes_received;    /* tcp_sock.bytes_received (EVENT_F_TCP_INFO) */
 	__u64 bytes_acked;       /* tcp_sock.bytes_acked: bytes sent and acknowledged */
+	__u64 cgroup_id;         /* cgroup v2 id of the socket's owner; 0 unknown (see owner_sk()) */
 	__u32 netns;             /* network namespace inode */
 	__u32 pid;               /* current thread; often a softirq's, never the owner */
 	__u32 tgid;              /* current process */
@@ -162,6 +163,7 @@ struct conn_record {
 	__u64 cookie;            /* bpf_get_socket_cookie() */
 	__u64 bytes_received;    /* tcp_sock.bytes_received (RECORD_F_TCP_INFO) */
 	__u64 bytes_acked;       /* tcp_sock.bytes_acked */
+	__u64 cgroup_id;         /* cgroup v2 id of the socket's owner (sk_cgroup_id()) */
 	__u32 netns;
 	__u32 total_retrans;     /* tcp_sock.total_retrans */
 	__u32 srtt_us;           /* tcp_sock.srtt_us >> 3 */

@@ -28,6 +28,19 @@ const volatile __u16 filter_ports[MAX_FILTER] = {};
 const volatile __u32 filter_netns_count = 0;
 const volatile __u32 filter_netns[MAX_FILTER] = {};
 /*
+ * Owner filters (owner_wanted()): the process that owns a socket, by tgid
+ * and by task name (16 bytes, NUL-padded as bpf_get_current_comm() writes
+ * it, compared as two words), and its cgroup v2: an id and its level, which
+ * keep the cgroup and everything below it.
+ */
+const volatile __u32 filter_pid_count = 0;
+const volatile __u32 filter_pids[MAX_FILTER] = {};
+const volatile __u32 filter_comm_count = 0;
+const volatile __u64 filter_comms[MAX_FILTER][2] = {};
+const volatile __u32 filter_cgroup_count = 0;
+const volatile __u64 filter_cgroups[MAX_FILTER] = {};
+const volatile __u32 filter_cgroup_levels[MAX_FILTER] = {};
+/*
  * Ring-buffer wakeups: 0 wakes the reader on every event. Otherwise events
  * are submitted with BPF_RB_NO_WAKEUP until this many bytes are waiting,
  * and the reader also polls on a timer.
@@ -88,6 +101,33 @@ struct {
 	__type(key, int);
 	__type(value, struct conn);
 } conns SEC(".maps");
+
+/* A listener that predates the trace, by namespace and port (host order). */
+struct listen_key {
+	__u32 netns;
+	__u32 port;
+};
+
+/* Its owner, as user space found it: the process holding its socket. */
+struct listen_owner {
+	__u32 tgid;
+	char comm[16];
+};
+
+/*
+ * Listeners open before the trace began whose owner the pid and comm
+ * filters want. Such a listener has no storage (its CLOSE->LISTEN was not
+ * seen), so its children would have no owner; user space finds the
+ * process holding each listening socket (sock_diag, /proc/PID/fd) once
+ * every program is attached and puts the wanted ones here. A child of one
+ * is then given storage with that owner when it appears (adopt_child()).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct listen_key);
+	__type(value, struct listen_owner);
+} preexisting SEC(".maps");
 
 /*
  * The network namespaces that have a socket with storage: the
@@ -202,6 +242,124 @@ static __always_inline bool ports_wanted(__u16 sport, __u16 dport)
 	return false;
 }
 
+/* Whether the pid or comm filters are set: they need the owner's task. */
+static __always_inline bool task_filters(void)
+{
+	return filter_pid_count || filter_comm_count;
+}
+
+/* Whether the pid and comm filters keep a socket owned by this task. */
+static __always_inline bool task_wanted(__u32 tgid, const char *comm)
+{
+	__u64 name[2];
+	bool found;
+
+	if (filter_pid_count) {
+		found = false;
+		for (int i = 0; i < MAX_FILTER; i++) {
+			if (i >= filter_pid_count)
+				break;
+			if (filter_pids[i] == tgid) {
+				found = true;
+				break;
+			}
+		}
+		if (!found)
+			return false;
+	}
+	if (!filter_comm_count)
+		return true;
+	__builtin_memcpy(name, comm, sizeof(name));
+	for (int i = 0; i < MAX_FILTER; i++) {
+		if (i >= filter_comm_count)
+			break;
+		if (filter_comms[i][0] == name[0] && filter_comms[i][1] == name[1])
+			return true;
+	}
+	return false;
+}
+
+/* The pid and comm filters for the current task: connect() and listen()
+ * run in the context of the process that owns the socket. */
+static __always_inline bool current_wanted(void)
+{
+	char comm[16] = {};
+
+	if (!task_filters())
+		return true;
+	bpf_get_current_comm(comm, sizeof(comm));
+	return task_wanted(bpf_get_current_pid_tgid() >> 32, comm);
+}
+
+/*
+ * The id of cg's ancestor at level (cg itself at its own level): since
+ * 5.19 cgroup.ancestors[] points to them, before it cgroup.ancestor_ids[]
+ * held their ids (cgroup_ancestor(), include/linux/cgroup.h). cg was read
+ * with probes, so is it.
+ */
+static __always_inline __u64 cgroup_ancestor_id(struct cgroup *cg, __u32 level)
+{
+	struct cgroup___ids *old = (void *)cg;
+	struct cgroup *a = NULL;
+	__u64 id = 0;
+
+	/* Offsets, not &cg->ancestors[level]: a relocation that indexes a
+	 * flexible array is refused by the loader. */
+	if (bpf_core_field_exists(cg->ancestors)) {
+		__u64 at = (__u64)cg + bpf_core_field_offset(cg->ancestors) + level * sizeof(a);
+
+		if (bpf_probe_read_kernel(&a, sizeof(a), (void *)at) || !a)
+			return 0;
+		return BPF_CORE_READ(a, kn, id);
+	}
+	if (bpf_core_field_exists(old->ancestor_ids)) {
+		__u64 at = (__u64)cg + bpf_core_field_offset(old->ancestor_ids) + level * sizeof(id);
+
+		bpf_probe_read_kernel(&id, sizeof(id), (void *)at);
+	}
+	return id;
+}
+
+/*
+ * Whether the cgroup filter keeps the sockets of owner, a full socket: its
+ * cgroup (see sk_cgroup_id()) is one of the filter's or below one of them,
+ * that is, its ancestor at the filter's level is the filter's cgroup.
+ */
+static __always_inline bool cgroup_wanted(const struct sock *owner)
+{
+	struct cgroup *cg;
+	__u32 level;
+
+	if (filter_cgroup_count == 0)
+		return true;
+	if (!owner || !bpf_core_field_exists(owner->sk_cgrp_data.cgroup))
+		return false;
+	cg = BPF_CORE_READ(owner, sk_cgrp_data.cgroup);
+	if (!cg)
+		return false;
+	level = BPF_CORE_READ(cg, level);
+	for (int i = 0; i < MAX_FILTER; i++) {
+		if (i >= filter_cgroup_count)
+			break;
+		if (filter_cgroup_levels[i] <= level &&
+		    cgroup_ancestor_id(cg, filter_cgroup_levels[i]) == filter_cgroups[i])
+			return true;
+	}
+	return false;
+}
+
+/* The owner user space found for the listener sk is, or came from, when
+ * that listener predates the trace (see preexisting). */
+static __always_inline struct listen_owner *preexisting_owner(const struct sock *sk)
+{
+	struct listen_key k = {
+		.netns = sk->__sk_common.skc_net.net->ns.inum,
+		.port = sk->__sk_common.skc_num,
+	};
+
+	return bpf_map_lookup_elem(&preexisting, &k);
+}
+
 /*
  * Reads go straight through the BTF-typed pointers a tp_btf program gets:
  * the verifier turns each load into a fault-safe one (BPF_PROBE_MEM), far
@@ -210,6 +368,30 @@ static __always_inline bool ports_wanted(__u16 sport, __u16 dport)
 static __always_inline __u32 sk_netns(const struct sock_common *skc)
 {
 	return skc->skc_net.net->ns.inum;
+}
+
+/*
+ * The cgroup v2 id of a full socket's owner. cgroup_sk_alloc()
+ * (kernel/cgroup/cgroup.c) sets sk_cgrp_data.cgroup when the socket is
+ * made, in the creating task's context, to that task's cgroup on the
+ * default (v2) hierarchy, whatever v1 hierarchies are mounted besides (the
+ * v1 net_cls/net_prio data has had its own fields since 5.15); a socket
+ * made in interrupt context gets the root cgroup. sk_clone_lock() copies
+ * it into a listener's children (cgroup_sk_clone()), so a server-side
+ * connection is in its listener's cgroup, the one of the process that made
+ * the listening socket, even when that predates the trace. It never
+ * changes: a process moved to another cgroup keeps its sockets' cgroup.
+ * The id is the cgroup directory's kernfs id, its inode number, the value
+ * bpf_get_current_cgroup_id() gives for a task in it.
+ */
+static __always_inline __u64 sk_cgroup_id(const struct sock *sk)
+{
+	/* Read with probes: sk may be a request's listener, which the
+	 * verifier only knows as a scalar (see owner_sk()). Before 5.15 the
+	 * pointer was packed in a tagged word: 0, unknown. */
+	if (!sk || !bpf_core_field_exists(sk->sk_cgrp_data.cgroup))
+		return 0;
+	return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
 }
 
 static __always_inline struct event *reserve(__u8 kind)
@@ -339,6 +521,26 @@ static __always_inline bool is_full(__u8 state)
 	return state != TCP_NEW_SYN_RECV && state != TCP_TIME_WAIT;
 }
 
+/*
+ * Who owns an event's socket, by its state: a full socket says itself. A
+ * request socket has no sk_cgrp_data and no storage; its listener has
+ * (its child will be cloned from it), but rsk_listener shares a union with
+ * skc_flags in sock_common, so the verifier types it as the scalar and it
+ * can only be read with probes: its cgroup is known, its storage is not.
+ * A timewait sock keeps neither: the owner is unknown.
+ */
+static __always_inline void owner_sk(struct sock *sk, __u8 state, const struct sock **owner,
+				     const struct sock **req_listener)
+{
+	if (state == TCP_TIME_WAIT)
+		return;
+	if (state != TCP_NEW_SYN_RECV) {
+		*owner = sk;
+		return;
+	}
+	*req_listener = BPF_CORE_READ((struct request_sock *)sk, __req_common.skc_listener);
+}
+
 /* What an event is about, as its handler tells begin_event(). */
 struct source {
 	__u32 netns;                   /* namespace, for the filter and the record */
@@ -346,11 +548,61 @@ struct source {
 	bool full;                     /* ...a full socket (see sk_tuple()) */
 	const struct sk_buff *skb;     /* or, when set, from this packet, reversed */
 	const void *cookie_of;         /* the socket whose cookie the event carries, or NULL */
+	const struct sock *owner;      /* the full socket whose owner the event has, or NULL
+					* (a timewait sock, no socket): see owner_sk() */
+	const struct sock *req_listener; /* a request socket's listener: its cgroup only */
+	bool task_owner;               /* the current task owns the socket (connect(), listen()) */
 	__u8 state;                    /* socket state when the event fired */
 };
 
 /*
- * The prologue every handler shares: the namespace filter, then the tuple
+ * Whether the owner filters keep an event, by the owner of its socket.
+ *
+ * The owner is decided where it is known for sure, in the owning task's
+ * context: the connect() caller of a client socket (CLOSE->SYN_SENT), the
+ * listen() caller of a listener (CLOSE->LISTEN). Socket storage carries it
+ * to later events, which often run in softirq context on behalf of some
+ * other task: a listener's storage is remembered only when the filters keep
+ * it, and its children inherit it (see conns), so a server-side child is
+ * kept when its listener's owner is, never by the task its handshake runs
+ * on. A socket without storage has no known owner (it predates the trace,
+ * or its owner was not wanted) and the pid and comm filters drop it.
+ * The cgroup needs no storage: every full socket carries its own (see
+ * sk_cgroup_id()), a request socket its listener's. Events whose socket
+ * keeps no owner (a timewait sock's reset, a reset sent with no socket)
+ * are dropped by every owner filter.
+ */
+static __always_inline bool owner_wanted(const struct source *src)
+{
+	struct conn *o;
+
+	if (!filter_cgroup_count && !task_filters())
+		return true;
+	if (!cgroup_wanted(src->owner ? src->owner : src->req_listener))
+		return false;
+	if (!task_filters())
+		return true;
+	if (src->task_owner)
+		return current_wanted();
+	if (!src->owner)
+		return false;
+	o = bpf_sk_storage_get(&conns, (struct sock *)src->owner, 0, 0);
+	if (!o) {
+		/* A listener that predates the trace, or its child's first
+		 * event (LISTEN->SYN_RECV), before adopt_child(). */
+		struct listen_owner *p = src->state == TCP_LISTEN ? preexisting_owner(src->owner) : NULL;
+
+		return p && task_wanted(p->tgid, p->comm);
+	}
+	/* Storage made midway through a connection holds a guess (see
+	 * conn_of()); the task filters never make it. */
+	if ((o->flags & (CONN_F_MIDLIFE | CONN_F_PROCESS)) == CONN_F_MIDLIFE)
+		return false;
+	return task_wanted(o->tgid, o->comm);
+}
+
+/*
+ * The prologue every handler shares: the namespace and owner filters, then the tuple
  * (from the packet when there is one, else from the socket; a packet that
  * cannot be read counts COUNTER_UNREADABLE), the port filter, the
  * ring-buffer reservation (a full buffer counts COUNTER_LOST) and the fields
@@ -364,7 +616,7 @@ static __always_inline struct event *begin_event(__u8 kind, const struct source 
 
 	if (wanted)
 		*wanted = false;
-	if (!netns_wanted(src->netns))
+	if (!netns_wanted(src->netns) || !owner_wanted(src))
 		return NULL;
 	if (src->skb) {
 		if (!skb_reply_tuple(src->skb, &t)) {
@@ -385,6 +637,7 @@ static __always_inline struct event *begin_event(__u8 kind, const struct source 
 	e->state = src->state;
 	if (src->cookie_of)
 		e->cookie = bpf_get_socket_cookie((void *)src->cookie_of);
+	e->cgroup_id = sk_cgroup_id(src->owner ? src->owner : src->req_listener);
 	__builtin_memcpy(e->saddr, t.saddr, 16);
 	__builtin_memcpy(e->daddr, t.daddr, 16);
 	e->sport = t.sport;
@@ -401,6 +654,7 @@ static __always_inline struct event *begin_sk_event(__u8 kind, struct sock *sk)
 		.skc = &sk->__sk_common,
 		.full = true,
 		.cookie_of = sk,
+		.owner = sk,
 		.state = sk->__sk_common.skc_state,
 	};
 
@@ -465,6 +719,30 @@ static __always_inline void remember_listener(struct sock *sk, __u64 cookie)
 	bpf_get_current_comm(&o->comm, sizeof(o->comm));
 }
 
+/*
+ * The per-event mode keeps no storage for a client socket, except for the
+ * pid and comm filters, which must know its owner when its later events run
+ * in softirq context: the connect() caller, when wanted (see owner_wanted()).
+ * A socket connected again by another task drops what it had.
+ */
+static __always_inline void remember_client(struct sock *sk, bool wanted)
+{
+	struct conn *o;
+
+	if (!wanted) {
+		bpf_sk_storage_delete(&conns, sk);
+		return;
+	}
+	o = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!o) {
+		count(COUNTER_STORAGE_FAIL);
+		return;
+	}
+	__builtin_memset(o, 0, sizeof(*o));
+	o->tgid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(&o->comm, sizeof(o->comm));
+}
+
 /* A listener's accept queue: connections waiting for accept() and the limit. */
 static __always_inline void fill_accept_queue(struct event *e, const struct sock *sk)
 {
@@ -505,12 +783,16 @@ static __always_inline void retransmitted_segment(const struct sk_buff *skb, __u
  * The aggregated mode: a connection's timeline in its socket storage.
  */
 
-/* Whether the filters keep sk, for a socket seen the first time. */
-static __always_inline bool sk_wanted(struct sock *sk)
+/* Whether the filters keep sk, for a socket seen the first time; owner_ok:
+ * its owner is known and the pid and comm filters want it (see
+ * owner_wanted()). */
+static __always_inline bool sk_wanted(struct sock *sk, bool owner_ok)
 {
 	struct tuple t = {};
 
-	if (!netns_wanted(sk_netns(&sk->__sk_common)))
+	if (!netns_wanted(sk_netns(&sk->__sk_common)) || !cgroup_wanted(sk))
+		return false;
+	if (task_filters() && !owner_ok)
 		return false;
 	if (filter_port_count == 0)
 		return true;
@@ -549,7 +831,7 @@ static __always_inline struct conn *conn_of(struct sock *sk, enum place *where)
 		*where = KEEP;
 		return c;
 	}
-	if (!sk_wanted(sk)) {
+	if (!sk_wanted(sk, false)) {
 		*where = DROP;
 		return NULL;
 	}
@@ -567,15 +849,16 @@ static __always_inline struct conn *conn_of(struct sock *sk, enum place *where)
 }
 
 /* CLOSE->SYN_SENT: connect() runs in the caller's context, which owns the
- * socket. A socket connected again after a failed connect() starts over. */
-static __always_inline struct conn *start_client(struct sock *sk, enum place *where)
+ * socket (in_task). A socket connected again after a failed connect()
+ * starts over. */
+static __always_inline struct conn *start_client(struct sock *sk, enum place *where, bool in_task)
 {
 	struct conn *c = bpf_sk_storage_get(&conns, sk, 0, 0);
 
 	*where = STREAM;
 	/* The filters decide anew: a socket connected again may go elsewhere,
 	 * and a child whose listener was not wanted may carry its storage. */
-	if (!sk_wanted(sk)) {
+	if (!sk_wanted(sk, in_task && current_wanted())) {
 		if (c)
 			bpf_sk_storage_delete(&conns, sk);
 		*where = DROP;
@@ -598,12 +881,43 @@ static __always_inline struct conn *start_client(struct sock *sk, enum place *wh
 }
 
 /*
+ * A child of a listener that predates the trace, which user space found
+ * the owner of (see preexisting): storage made with that owner, as the
+ * listener's would have been copied (CONN_F_OWNER), when the filters keep
+ * it. Only under the pid and comm filters, which fill preexisting.
+ */
+static __always_inline struct conn *adopt_child(struct sock *sk)
+{
+	struct listen_owner *p;
+	struct conn *c;
+
+	if (!task_filters())
+		return NULL;
+	p = preexisting_owner(sk);
+	if (!p || !sk_wanted(sk, task_wanted(p->tgid, p->comm)))
+		return NULL;
+	c = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!c) {
+		count(COUNTER_STORAGE_FAIL);
+		return NULL;
+	}
+	/* A new storage is zeroed (bpf_selem_alloc()). */
+	note_netns(sk);
+	c->flags = CONN_F_OWNER;
+	c->tgid = p->tgid;
+	__builtin_memcpy(c->comm, p->comm, sizeof(c->comm));
+	return c;
+}
+
+/*
  * LISTEN->SYN_RECV: a child socket, whose storage is its listener's, copied
  * by sk_clone_lock() (BPF_F_CLONE) just before: keep the listener's owner
  * and cookie, reset everything else. A child of a listener that predates
  * the trace has no storage yet; the event runs in softirq context, so the
  * owner taken is whatever task is on the CPU (user space prefers the
- * listener's owner it learned from sock_diag).
+ * listener's owner it learned from sock_diag). The pid and comm filters,
+ * which cannot tell, drop it, unless user space found its listener's
+ * owner (adopt_child()).
  */
 static __always_inline struct conn *start_child(struct sock *sk, enum place *where)
 {
@@ -621,7 +935,12 @@ static __always_inline struct conn *start_child(struct sock *sk, enum place *whe
 		*where = KEEP;
 		return c;
 	}
-	return start_client(sk, where);
+	c = adopt_child(sk);
+	if (c) {
+		*where = KEEP;
+		return c;
+	}
+	return start_client(sk, where, false);
 }
 
 /*
@@ -647,6 +966,7 @@ static __always_inline void fill_record(struct conn_record *r, struct sock *sk,
 	}
 	r->cookie = bpf_get_socket_cookie(sk);
 	r->netns = sk_netns(&sk->__sk_common);
+	r->cgroup_id = sk_cgroup_id(sk);
 	sk_tuple(&sk->__sk_common, true, &t);
 	__builtin_memcpy(r->saddr, t.saddr, 16);
 	__builtin_memcpy(r->daddr, t.daddr, 16);
@@ -758,7 +1078,7 @@ static __always_inline bool keep_state(struct sock *sk, int oldstate, int newsta
 	if (oldstate == TCP_LISTEN)
 		c = start_child(sk, &where);
 	else if (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT)
-		c = start_client(sk, &where);
+		c = start_client(sk, &where, true);
 	else
 		c = conn_of(sk, &where);
 	if (!c)
@@ -819,6 +1139,7 @@ static __always_inline int on_set_state(__u64 *ctx)
 		.skc = &sk->__sk_common,
 		.full = true,
 		.cookie_of = sk,
+		.owner = sk,
 		.state = oldstate,
 	};
 	struct event *e;
@@ -832,7 +1153,14 @@ static __always_inline int on_set_state(__u64 *ctx)
 	if (aggregate && keep_state(sk, oldstate, newstate))
 		return 0;
 	src.netns = sk_netns(&sk->__sk_common);
+	src.task_owner = newstate == TCP_LISTEN || (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT);
 	e = begin_event(EVENT_STATE, &src, &wanted);
+	if (!aggregate && task_filters() && oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT)
+		remember_client(sk, wanted);
+	/* Before fill_owner(), which then names the owner. */
+	if (task_filters() && !aggregate && wanted && oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV &&
+	    !bpf_sk_storage_get(&conns, sk, 0, 0))
+		adopt_child(sk);
 	/* A wanted listener is remembered even when its event found the ring
 	 * buffer full: its children still name their owner. */
 	if (wanted && newstate == TCP_LISTEN)
@@ -944,6 +1272,7 @@ static __always_inline int on_synack_retransmit(__u64 *ctx)
 		.skc = &req->__req_common,
 		.full = false,
 		.cookie_of = req,
+		.owner = sk,
 		.state = sk->__sk_common.skc_state,
 	};
 	e = begin_event(EVENT_SYNACK_RETRANSMIT, &src, NULL);
@@ -981,6 +1310,7 @@ static __always_inline int on_send_reset(struct sock *sk, const struct sk_buff *
 	if (sk) {
 		src.state = sk->__sk_common.skc_state;
 		src.full = is_full(src.state);
+		owner_sk(sk, src.state, &src.owner, &src.req_listener);
 		/* A connection socket's reset is kept with it; a listener's,
 		 * a request's or a timewait's streams. */
 		if (aggregate && src.full && src.state != TCP_LISTEN) {
@@ -1139,6 +1469,7 @@ static __always_inline int on_kfree_skb(__u64 *ctx)
 	struct source src = {
 		.netns = sk_netns(&sk->__sk_common),
 		.skb = skb,
+		.owner = sk,
 		.state = sk->__sk_common.skc_state,
 	};
 	e = begin_event(EVENT_LISTEN_OVERFLOW, &src, NULL);

@@ -72,12 +72,37 @@ struct sock_common {
 	unsigned short skc_family;
 	volatile unsigned char skc_state;
 	possible_net_t skc_net;
+	struct sock *skc_listener; /* request socks: rsk_listener (include/net/request_sock.h) */
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
 };
 
+/* include/linux/kernfs.h: a cgroup directory's node; id is its inode
+ * number and what bpf_get_current_cgroup_id() returns (cgroup_id()). */
+struct kernfs_node {
+	u64 id;
+};
+
+/* include/linux/cgroup-defs.h */
+struct cgroup {
+	struct kernfs_node *kn;
+	int level;
+	struct cgroup *ancestors[]; /* 5.19+ (ancestors[0] is the root) */
+};
+
+/* Before 5.19 cgroup kept its ancestors' ids instead (see cgroup_ancestor()). */
+struct cgroup___ids {
+	int level;
+	u64 ancestor_ids[];
+};
+
+struct sock_cgroup_data {
+	struct cgroup *cgroup; /* 5.15+; a tagged union before */
+};
+
 struct sock {
 	struct sock_common __sk_common;
+	struct sock_cgroup_data sk_cgrp_data;
 	int sk_err;
 	u16 sk_protocol;
 	u32 sk_ack_backlog;

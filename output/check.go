@@ -74,7 +74,7 @@ func CheckTable(w io.Writer, f tracer.Features, trial AttachTrial) error {
 		}
 		rows = append(rows, []string{"tracepoint " + h.Tracepoint, status, detail})
 	}
-	rows = append(rows, aggregationRow(trial))
+	rows = append(rows, aggregationRow(trial), cgroupRow(f))
 	return renderTable(w, []string{"CHECK", "STATUS", "DETAIL"}, rows)
 }
 
@@ -100,4 +100,21 @@ func tracefsRow(mounted bool) []string {
 		return []string{"tracefs", "ok", "mounted (not needed: tcpscope attaches BTF-typed tracepoints)"}
 	}
 	return []string{"tracefs", "unused", "not mounted; not needed: tcpscope attaches BTF-typed tracepoints"}
+}
+
+// cgroupRow says whether owners' cgroups can be named: without a cgroup v2
+// hierarchy, or on a kernel whose sockets do not point to their cgroup
+// (told by its BTF), records carry no cgroup, container or unit.
+func cgroupRow(f tracer.Features) []string {
+	if f.BTF && !f.Has(tracer.SocketCgroups) {
+		return []string{"cgroup v2", "MISSING", "lost: the owner's cgroup, container and unit of each record, and --cgroup: this kernel lacks " + tracer.SocketCgroups.String()}
+	}
+	if f.Cgroup2 == "" {
+		why := "not found"
+		if f.Cgroup2Err != nil {
+			why = f.Cgroup2Err.Error()
+		}
+		return []string{"cgroup v2", "MISSING", "lost: the owner's cgroup, container and unit of each record (" + why + "; mount one with: mount -t cgroup2 none /sys/fs/cgroup/unified)"}
+	}
+	return []string{"cgroup v2", "ok", "mounted at " + f.Cgroup2 + ": records name the owner's cgroup, container and unit"}
 }

@@ -44,3 +44,32 @@ func TestCheckTableSaysWhatWasTried(t *testing.T) {
 		}
 	}
 }
+
+// The cgroup v2 row: ok with its mount, or what is lost without one.
+func TestCheckTableCgroupRow(t *testing.T) {
+	for _, tc := range []struct {
+		f              tracer.Features
+		status, detail string
+	}{
+		{tracer.Features{Cgroup2: "/sys/fs/cgroup/unified"},
+			"ok", "mounted at /sys/fs/cgroup/unified: records name the owner's cgroup, container and unit"},
+		{tracer.Features{Cgroup2: "/sys/fs/cgroup", BTF: true}, // BTF without the socket's cgroup
+			"MISSING", "lost: the owner's cgroup, container and unit of each record, and --cgroup: this kernel lacks sockets that point to their cgroup v2 (Linux 5.15+)"},
+		{tracer.Features{Cgroup2Err: errors.New("no cgroup v2 hierarchy mounted")},
+			"MISSING", "lost: the owner's cgroup, container and unit of each record (no cgroup v2 hierarchy mounted; mount one with: mount -t cgroup2 none /sys/fs/cgroup/unified)"},
+	} {
+		var b strings.Builder
+		if err := CheckTable(&b, tc.f, AttachTrial{Why: "needs root"}); err != nil {
+			t.Fatal(err)
+		}
+		var cells []string
+		for _, line := range strings.Split(b.String(), "\n") {
+			if f := strings.Split(line, "|"); len(f) == 5 && strings.TrimSpace(f[1]) == "cgroup v2" {
+				cells = []string{strings.TrimSpace(f[2]), strings.TrimSpace(f[3])}
+			}
+		}
+		if len(cells) != 2 || cells[0] != tc.status || cells[1] != tc.detail {
+			t.Errorf("cgroup v2 row %q, want %q, %q:\n%s", cells, tc.status, tc.detail, b.String())
+		}
+	}
+}

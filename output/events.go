@@ -140,6 +140,8 @@ func AppendEventJSON(b []byte, ev *tracer.Event) []byte {
 		o.uint("backlog", uint64(ev.MaxBacklog))
 		o.boolean("syncookie", ev.Syncookie)
 	}
+	// The socket owner's cgroup v2 id (a connection record names it).
+	optUint(&o, "cgroup_id", ev.CgroupID)
 	if ev.HasOwner {
 		o.uint("owner_pid", uint64(ev.OwnerTGID))
 		o.str("owner_comm", ev.OwnerComm.String())

@@ -61,6 +61,7 @@ func TestEventDetails(t *testing.T) {
 
 func TestEventJSONIsValidAndSnakeCase(t *testing.T) {
 	ev := sampleEvent()
+	ev.CgroupID = 4242
 	line := AppendEventJSON(nil, &ev)
 	var m map[string]any
 	if err := json.Unmarshal(line, &m); err != nil {
@@ -69,7 +70,7 @@ func TestEventJSONIsValidAndSnakeCase(t *testing.T) {
 	want := map[string]any{
 		"type": "event", "kind": "reset_sent", "reason": "NO_SOCKET", "no_socket": true,
 		"local_addr": "127.0.0.1", "local_port": 1.0, "remote_port": 33712.0, "comm": `py"th\on`,
-		"time": "2026-11-21T23:45:03.846829Z", "family": "ipv4",
+		"time": "2026-11-21T23:45:03.846829Z", "family": "ipv4", "cgroup_id": 4242.0,
 	}
 	for k, v := range want {
 		if m[k] != v {

@@ -9,6 +9,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/cgroups"
 	"github.com/tcpscope/tcpscope/tracer/findings"
 )
 
@@ -70,6 +71,7 @@ func appendConnection(b []byte, c *tracer.Connection, withType bool) []byte {
 	o.uint("netns", uint64(c.NetNS))
 	o.uint("pid", uint64(c.PID))
 	o.str("comm", c.Comm)
+	o.cgroup(c.CgroupID, &c.Cgroup)
 	o.time("start", c.Start)
 	o.time("end", c.End)
 	o.int("duration_us", c.DurationUs)
@@ -128,6 +130,21 @@ func appendItem(b []byte, it *tracer.Item) []byte {
 		o.int("prev_state_us", it.PrevStateUs)
 	}
 	return o.end()
+}
+
+// cgroup writes the owner's cgroup keys, each omitted when empty.
+func (o *obj) cgroup(id uint64, cg *cgroups.Info) {
+	optUint(o, "cgroup_id", id)
+	o.strOmit("cgroup", cg.Path)
+	o.strOmit("container_id", cg.ContainerID)
+	o.strOmit("container_runtime", cg.Runtime)
+	o.strOmit("pod_uid", cg.PodUID)
+	o.strOmit("unit", cg.Unit)
+}
+
+// cgroupFromRecord is the inverse of obj.cgroup.
+func cgroupFromRecord(path, container, runtime, pod, unit string) cgroups.Info {
+	return cgroups.Info{Path: path, ContainerID: container, Runtime: runtime, PodUID: pod, Unit: unit}
 }
 
 // state writes a state, omitted when there is none (0).

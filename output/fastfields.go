@@ -15,6 +15,12 @@ const (
 	fNetNS
 	fPID
 	fComm
+	fCgroupID
+	fCgroup
+	fContainerID
+	fContainerRuntime
+	fPodUID
+	fUnit
 	fStart
 	fEnd
 	fDuration
@@ -33,7 +39,7 @@ const (
 
 // field reads the value of key into d.j; it returns the key's bit (0 for
 // a key it leaves to encoding/json), and the timeline's JSON.
-func (d *fastDecoder) field(s *scanner, key []byte) (uint32, []byte) {
+func (d *fastDecoder) field(s *scanner, key []byte) (uint64, []byte) {
 	j := &d.j
 	switch string(key) {
 	case "type":
@@ -79,8 +85,35 @@ func (d *fastDecoder) field(s *scanner, key []byte) (uint32, []byte) {
 	return d.field2(s, key)
 }
 
-// field2 is field for the keys after "comm".
-func (d *fastDecoder) field2(s *scanner, key []byte) (uint32, []byte) {
+// cgroupField reads the owner's cgroup keys.
+func (d *fastDecoder) cgroupField(s *scanner, key []byte) uint64 {
+	j := &d.j
+	switch string(key) {
+	case "cgroup_id":
+		j.CgroupID = s.uint(64)
+		return 1 << fCgroupID
+	case "cgroup":
+		j.Cgroup = d.intern(s.str())
+		return 1 << fCgroup
+	case "container_id":
+		j.ContainerID = d.intern(s.str())
+		return 1 << fContainerID
+	case "container_runtime":
+		j.ContainerRuntime = d.intern(s.str())
+		return 1 << fContainerRuntime
+	case "pod_uid":
+		j.PodUID = d.intern(s.str())
+		return 1 << fPodUID
+	case "unit":
+		j.Unit = d.intern(s.str())
+		return 1 << fUnit
+	}
+	return 0
+}
+
+// field2 is field for the keys after "comm" (and cgroupField for the
+// cgroup's).
+func (d *fastDecoder) field2(s *scanner, key []byte) (uint64, []byte) {
 	j := &d.j
 	switch string(key) {
 	case "start":
@@ -126,7 +159,7 @@ func (d *fastDecoder) field2(s *scanner, key []byte) (uint32, []byte) {
 		s.skip(0)
 		return 1 << fTimeline, s.b[start:s.i]
 	}
-	return 0, nil
+	return d.cgroupField(s, key), nil
 }
 
 // addr reads an address or null into *to.
@@ -139,7 +172,7 @@ func (d *fastDecoder) addr(s *scanner, to *string) *string {
 }
 
 // retransmits reads the "retransmits" object, every key at most once.
-func (d *fastDecoder) retransmits(s *scanner) uint32 {
+func (d *fastDecoder) retransmits(s *scanner) uint64 {
 	r := &d.j.Retransmits
 	if !s.expect('{') {
 		return 0

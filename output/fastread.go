@@ -55,7 +55,7 @@ func (d *fastDecoder) parse(raw []byte) (timeline []byte, ok bool) {
 	if !s.expect('{') {
 		return nil, false
 	}
-	var seen uint32
+	var seen uint64
 	for first := true; !s.bad; first = false {
 		s.ws()
 		if first && s.peek('}') {

@@ -38,6 +38,9 @@ func fastSeeds() [][]byte {
 	for _, c := range sampleConnections() {
 		out = append(out, AppendConnectionJSON(nil, &c))
 	}
+	// Every key, the owner's cgroup included.
+	full := fullRecords().conns[0]
+	out = append(out, AppendConnectionJSON(nil, &full))
 	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 	for i := 0; i < 50; i++ {
 		c := largeConnection(i, t0)

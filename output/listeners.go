@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/cgroups"
 )
 
 // QuantilesOf reads a histogram.
@@ -28,6 +29,8 @@ type ListenerRow struct {
 	Local       netip.AddrPort
 	PID         uint32
 	Comm        string
+	CgroupID    uint64
+	Cgroup      cgroups.Info
 	Backlog     uint32
 	PeakQueue   uint32
 	Connections uint64
@@ -53,7 +56,7 @@ type ListenerRow struct {
 
 // RowOfListener converts a live listener.
 func RowOfListener(l *tracer.Listener) ListenerRow {
-	return ListenerRow{ID: l.ID, NetNS: l.NetNS, Local: l.Local, PID: l.PID, Comm: l.Comm, Backlog: l.Backlog,
+	return ListenerRow{ID: l.ID, NetNS: l.NetNS, Local: l.Local, PID: l.PID, Comm: l.Comm, CgroupID: l.CgroupID, Cgroup: l.Cgroup, Backlog: l.Backlog,
 		PeakQueue: l.PeakQueue, Connections: l.Children, SynAcks: l.SynAcks, Abandoned: l.Abandoned,
 		Resets: l.Resets, Overflows: l.Overflows, Syncookies: l.Syncookies, SynRecv: QuantilesOf(&l.SynRecv),
 		QueueSamples: l.QueueSamples, FullSamples: l.FullSamples, OverflowsAttributed: l.OverflowsAttributed,
@@ -74,6 +77,7 @@ func AppendListenerJSON(b []byte, l *ListenerRow, withType bool) []byte {
 	o.uint("netns", uint64(l.NetNS))
 	o.uint("pid", uint64(l.PID))
 	o.str("comm", l.Comm)
+	o.cgroup(l.CgroupID, &l.Cgroup)
 	o.uint("backlog", uint64(l.Backlog))
 	o.uint("peak_accept_queue", uint64(l.PeakQueue))
 	o.uint("connections", l.Connections)
@@ -107,6 +111,7 @@ func listenerFromRecord(j *ListenerRecord) (ListenerRow, error) {
 		QueueSamples: j.QueueSamples, FullSamples: j.FullSamples, OverflowsAttributed: j.OverflowsAttributed,
 		SynDropsAttributed: j.SynDropsAttributed, DropsAttributed: j.DropsAttributed,
 		SynRetransmitClients: j.SynRetransmitClients, ClientSynRetransmits: j.ClientSynRetransmits}
+	r.CgroupID, r.Cgroup = j.CgroupID, cgroupFromRecord(j.Cgroup, j.ContainerID, j.ContainerRuntime, j.PodUID, j.Unit)
 	var err error
 	if r.Local, err = maybeAddrPort(j.LocalAddr, j.LocalPort); err != nil {
 		return r, fmt.Errorf("listener %d: %w", j.ID, err)
@@ -132,8 +137,8 @@ func ListenerTableData(ls []ListenerRow) Table {
 			continue
 		}
 		owner := "-"
-		if l.PID != 0 {
-			owner = fmt.Sprintf("%s/%d", l.Comm, l.PID)
+		if l.PID != 0 || l.Cgroup.Path != "" {
+			owner = OwnerName(l.Comm, l.PID, &l.Cgroup)
 		}
 		full := "-" // share of the accept-queue samples that found it full
 		if l.QueueSamples > 0 {

@@ -140,6 +140,7 @@ func connectionFromRecord(j *ConnectionRecord) (tracer.Connection, error) {
 		HandshakeUs: -1, SynRecvUs: -1,
 		Retransmits:   tracer.Retransmits{Syn: j.Retransmits.Syn, SynAck: j.Retransmits.SynAck, Data: j.Retransmits.Data, Fin: j.Retransmits.Fin},
 		BytesReceived: j.BytesReceived, BytesAcked: j.BytesAcked,
+		CgroupID: j.CgroupID, Cgroup: cgroupFromRecord(j.Cgroup, j.ContainerID, j.ContainerRuntime, j.PodUID, j.Unit),
 	}
 	// Unknown (-1) is null in a file, as is any negative (optDuration).
 	if j.HandshakeUs != nil && *j.HandshakeUs >= 0 {

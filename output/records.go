@@ -74,6 +74,15 @@ type ConnectionRecord struct {
 	Errno         string            `json:"errno,omitempty"`
 	Flags         []string          `json:"flags"`
 	Timeline      []ItemRecord      `json:"timeline"`
+
+	// The owner's cgroup (tracer/cgroups): its v2 id, its path below the
+	// cgroup2 mount and what the path tells; absent when unknown.
+	CgroupID         uint64 `json:"cgroup_id,omitempty"`
+	Cgroup           string `json:"cgroup,omitempty"`
+	ContainerID      string `json:"container_id,omitempty"`
+	ContainerRuntime string `json:"container_runtime,omitempty"`
+	PodUID           string `json:"pod_uid,omitempty"`
+	Unit             string `json:"unit,omitempty"`
 }
 
 // RetransmitsRecord is a connection's "retransmits" object.
@@ -127,6 +136,15 @@ type ListenerRecord struct {
 	End                  time.Time `json:"end"`
 	Preexisting          bool      `json:"preexisting"`
 	Open                 bool      `json:"open"`
+
+	// The owner's cgroup (tracer/cgroups): its v2 id, its path below the
+	// cgroup2 mount and what the path tells; absent when unknown.
+	CgroupID         uint64 `json:"cgroup_id,omitempty"`
+	Cgroup           string `json:"cgroup,omitempty"`
+	ContainerID      string `json:"container_id,omitempty"`
+	ContainerRuntime string `json:"container_runtime,omitempty"`
+	PodUID           string `json:"pod_uid,omitempty"`
+	Unit             string `json:"unit,omitempty"`
 }
 
 // Quantiles summarise a duration distribution in microseconds; -1 unknown

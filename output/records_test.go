@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/cgroups"
 	"github.com/tcpscope/tcpscope/tracer/findings"
 )
 
@@ -271,6 +272,13 @@ func fromRecord(r ConnectionRecord) tracer.Connection {
 }
 
 // fullRecords sets every field of every record, optional ones included.
+// A container id and a pod UID as the runtimes write them.
+const (
+	testContainer = "3f2a1b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708"
+	testPod       = "0b6c2c6e-1f4d-4b63-9f0a-2d5e8c7b1a90"
+	testPodU      = "0b6c2c6e_1f4d_4b63_9f0a_2d5e8c7b1a90"
+)
+
 func fullRecords() exportInput {
 	t0 := time.Date(2026, 11, 21, 12, 0, 0, 123456789, time.UTC)
 	us := func(n int64) time.Time { return t0.Add(time.Duration(n) * time.Microsecond) }
@@ -278,6 +286,8 @@ func fullRecords() exportInput {
 	conns := sampleConnections()
 	conns[0] = fromRecord(ConnectionRecord{ID: 4834, PeerID: 4835, ListenerID: 9, Role: "client", Family: "ipv4",
 		LocalAddr: &local, RemoteAddr: &remote, LocalPort: 40000, RemotePort: 80, NetNS: 4026531833, PID: 100, Comm: "wrk",
+		CgroupID: 7001, Cgroup: "/kubepods.slice/kubepods-pod" + testPodU + ".slice/cri-containerd-" + testContainer + ".scope",
+		ContainerID: testContainer, ContainerRuntime: "containerd", PodUID: testPod, Unit: "wrk.service",
 		Start: t0, End: us(279), DurationUs: 279, HandshakeUs: &handshake, SynRecvUs: &synRecv, SynRecvMethod: "srtt",
 		Retransmits: RetransmitsRecord{Syn: 1, SynAck: 2, Data: 3, Fin: 4}, BytesReceived: 43, BytesAcked: 18,
 		ClosedBy: "local", Outcome: "time_wait", Errno: "ECONNRESET", Flags: []string{"reset_received", "time_wait"},
@@ -290,6 +300,7 @@ func fullRecords() exportInput {
 		}})
 	unattributed, dropped := uint64(3), uint64(8)
 	ls := []ListenerRow{{ID: 5, NetNS: 1, Local: netip.MustParseAddrPort("10.0.0.1:80"), PID: 2, Comm: "srv", Backlog: 4,
+		CgroupID: 7002, Cgroup: cgroups.Info{Path: "/docker/" + testContainer, ContainerID: testContainer, Runtime: "docker", PodUID: testPod, Unit: "srv.service"},
 		PeakQueue: 5, Connections: 6, SynAcks: 7, Abandoned: 8, Resets: 9, Overflows: 10, Syncookies: 11, QueueSamples: 12,
 		FullSamples: 13, OverflowsAttributed: 14, SynDropsAttributed: 15, DropsAttributed: 16, SynRetransmitClients: 17,
 		ClientSynRetransmits: 18, SynRecv: Quantiles{Count: 1, P50: 2, P90: 3, P99: 4, Max: 5}, Start: t0, End: t0.Add(time.Second),

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/cgroups"
 )
 
 // Duration renders microseconds for people: 850us, 3.2ms, 3.03s.
@@ -29,8 +30,8 @@ func FlaggedLine(c *tracer.Connection) string {
 	var b strings.Builder
 	b.WriteString(c.End.Local().Format("15:04:05.000"))
 	fmt.Fprintf(&b, " %-6s %s -> %s", c.Role, Endpoint(c.Local), Endpoint(c.Remote))
-	if c.Comm != "" || c.PID != 0 {
-		fmt.Fprintf(&b, " %s/%d", orDash(c.Comm), c.PID)
+	if c.Comm != "" || c.PID != 0 || c.Cgroup.Path != "" {
+		b.WriteString(" " + OwnerName(c.Comm, c.PID, &c.Cgroup))
 	}
 	fmt.Fprintf(&b, " %s", c.Outcome)
 	if c.Errno != 0 {
@@ -41,6 +42,51 @@ func FlaggedLine(c *tracer.Connection) string {
 		b.WriteString(" " + d)
 	}
 	return b.String()
+}
+
+// OwnerName renders who owns a socket: "nginx/1234", and where it runs when
+// its cgroup says: "nginx/1234 in docker:3f2a1b4c5d6e" (a container, its
+// id cut to 12 digits as docker ps shows it), "nginx/1234 (unit
+// nginx.service)" (a systemd service). "-" when nothing is known.
+func OwnerName(comm string, pid uint32, cg *cgroups.Info) string {
+	s := "-"
+	if comm != "" || pid != 0 {
+		s = orDash(comm) + "/" + strconv.FormatUint(uint64(pid), 10)
+	}
+	switch {
+	case cg.ContainerID != "":
+		return s + " in " + cg.Short()
+	case cg.Unit != "":
+		return s + " (unit " + cg.Unit + ")"
+	}
+	return s
+}
+
+// cgroupLine is the owner's cgroup as the timeline's heading tells it:
+// "cgroup /system.slice/docker-<id>.scope (docker container 3f2a…, pod
+// <uid>)"; "" when unknown.
+func cgroupLine(id uint64, cg *cgroups.Info) string {
+	if id == 0 && cg.Path == "" {
+		return ""
+	}
+	path := cg.Path
+	if path == "" {
+		path = fmt.Sprintf("id %d (path not found)", id)
+	}
+	var parts []string
+	if cg.ContainerID != "" {
+		parts = append(parts, cg.Runtime+" container "+cg.ContainerID)
+	}
+	if cg.PodUID != "" {
+		parts = append(parts, "pod "+cg.PodUID)
+	}
+	if cg.Unit != "" {
+		parts = append(parts, "unit "+cg.Unit)
+	}
+	if len(parts) == 0 {
+		return "cgroup " + path
+	}
+	return "cgroup " + path + " (" + strings.Join(parts, ", ") + ")"
 }
 
 func orDash(s string) string {
@@ -263,11 +309,14 @@ func TimelineTable(w io.Writer, c *tracer.Connection) error {
 func TimelineData(c *tracer.Connection) (head []string, t Table) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "connection %d: %s %s -> %s", c.ID, c.Role, Endpoint(c.Local), Endpoint(c.Remote))
-	if c.Comm != "" || c.PID != 0 {
-		fmt.Fprintf(&b, " %s/%d", orDash(c.Comm), c.PID)
+	if c.Comm != "" || c.PID != 0 || c.Cgroup.Path != "" {
+		fmt.Fprintf(&b, " %s", OwnerName(c.Comm, c.PID, &c.Cgroup))
 	}
 	fmt.Fprintf(&b, ", netns %d", c.NetNS)
 	head = append(head, b.String())
+	if line := cgroupLine(c.CgroupID, &c.Cgroup); line != "" {
+		head = append(head, line)
+	}
 	b.Reset()
 	fmt.Fprintf(&b, "outcome %s, closed by %s, flags [%s]", c.Outcome, orDash(c.ClosedBy.String()), joinFlags(c.Flags))
 	if c.PeerID != 0 {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/cgroups"
 )
 
 // The table renderers, read the way a user reads them: which tables,
@@ -153,7 +154,7 @@ func TestSummaryTables(t *testing.T) {
 		t.Errorf("SYN_RECV row %v", r)
 	}
 	l := find(t, out, "LISTENER").row(t, "10.0.0.1:80")
-	for k, v := range map[string]string{"OWNER": "srv/2", "PEAK QUEUE/BACKLOG": "5/4", "QUEUE FULL": "108%", "CONNS": "6",
+	for k, v := range map[string]string{"OWNER": "srv/2 in docker:3f2a1b4c5d6e", "PEAK QUEUE/BACKLOG": "5/4", "QUEUE FULL": "108%", "CONNS": "6",
 		"SYN-ACK RTX": "7", "ACK OVERFLOWS (SEEN)": "10", "SYN DROPS (ATTRIBUTED)": "15", "CLIENT SYN RTX": "18",
 		"ABANDONED": "8", "RESETS": "9", "SYN_RECV P50/P99/MAX": "2us / 4us / 5us"} {
 		if l[k] != v {
@@ -197,11 +198,13 @@ func TestSummaryTablesLeaveOutWhatDidNotHappen(t *testing.T) {
 func TestTimelineTable(t *testing.T) {
 	c := fullRecords().conns[0]
 	out := render(t, func(b *strings.Builder) error { return TimelineTable(b, &c) })
-	lines := strings.SplitN(out, "\n", 4)
-	if lines[0] != "connection 4834: client 10.0.0.2:40000 -> 10.0.0.1:80 wrk/100, netns 4026531833" ||
-		lines[1] != "outcome time_wait, closed by local, flags [reset_received,time_wait], peer 4835" ||
-		!strings.HasPrefix(lines[2], "started ") || !strings.HasSuffix(lines[2], "; SYN x1, SYN-ACK x2, data rtx x3, FIN rtx x4, handshake 122us, lived 279us") {
-		t.Errorf("header lines:\n%s", strings.Join(lines[:3], "\n"))
+	lines := strings.SplitN(out, "\n", 5)
+	if lines[0] != "connection 4834: client 10.0.0.2:40000 -> 10.0.0.1:80 wrk/100 in containerd:3f2a1b4c5d6e, netns 4026531833" ||
+		lines[1] != "cgroup /kubepods.slice/kubepods-pod"+testPodU+".slice/cri-containerd-"+testContainer+".scope"+
+			" (containerd container "+testContainer+", pod "+testPod+", unit wrk.service)" ||
+		lines[2] != "outcome time_wait, closed by local, flags [reset_received,time_wait], peer 4835" ||
+		!strings.HasPrefix(lines[3], "started ") || !strings.HasSuffix(lines[3], "; SYN x1, SYN-ACK x2, data rtx x3, FIN rtx x4, handshake 122us, lived 279us") {
+		t.Errorf("header lines:\n%s", strings.Join(lines[:4], "\n"))
 	}
 	tb := find(t, out, "OFFSET")
 	if want := []string{"OFFSET", "STATE OR EVENT", "DETAIL", "TIME IN PREVIOUS STATE"}; !slices.Equal(tb.header, want) {
@@ -308,5 +311,38 @@ func TestCheckTableRows(t *testing.T) {
 		if r := tb.row(t, key); r["STATUS"] != want[0] || r["DETAIL"] != want[1] {
 			t.Errorf("%s: %q %q, want %q %q", key, r["STATUS"], r["DETAIL"], want[0], want[1])
 		}
+	}
+}
+
+// The owner as tables show it: a container wins over a unit; a cgroup
+// with neither adds nothing; an id the resolver could not name is told.
+func TestOwnerName(t *testing.T) {
+	docker := cgroups.Parse("/system.slice/docker-" + testContainer + ".scope")
+	unit := cgroups.Parse("/system.slice/nginx.service")
+	plain := cgroups.Parse("/tcpscope/plain")
+	for _, tc := range []struct {
+		comm string
+		pid  uint32
+		cg   cgroups.Info
+		want string
+	}{
+		{"nginx", 1234, docker, "nginx/1234 in docker:3f2a1b4c5d6e"},
+		{"nginx", 1234, unit, "nginx/1234 (unit nginx.service)"},
+		{"nginx", 1234, plain, "nginx/1234"},
+		{"", 0, docker, "- in docker:3f2a1b4c5d6e"},
+		{"", 0, cgroups.Info{}, "-"},
+	} {
+		if got := OwnerName(tc.comm, tc.pid, &tc.cg); got != tc.want {
+			t.Errorf("OwnerName(%q, %d, %q) = %q, want %q", tc.comm, tc.pid, tc.cg.Path, got, tc.want)
+		}
+	}
+	if got := cgroupLine(42, &cgroups.Info{}); got != "cgroup id 42 (path not found)" {
+		t.Errorf("an unnamed id: %q", got)
+	}
+	if got := cgroupLine(42, &plain); got != "cgroup /tcpscope/plain" {
+		t.Errorf("a plain path: %q", got)
+	}
+	if got := cgroupLine(0, &cgroups.Info{}); got != "" {
+		t.Errorf("no cgroup: %q", got)
 	}
 }

@@ -45,6 +45,7 @@ type bpfConnRecord struct {
 	Cookie         uint64
 	BytesReceived  uint64
 	BytesAcked     uint64
+	CgroupId       uint64
 	Netns          uint32
 	TotalRetrans   uint32
 	SrttUs         uint32
@@ -79,6 +80,7 @@ type bpfEvent struct {
 	SntSynackUs    uint64
 	BytesReceived  uint64
 	BytesAcked     uint64
+	CgroupId       uint64
 	Netns          uint32
 	Pid            uint32
 	Tgid           uint32
@@ -154,6 +156,18 @@ const (
 	bpfLimitsDEFAULT_RINGBUF_BYTES bpfLimits = 16777216
 	bpfLimitsCONN_SLOTS            bpfLimits = 13
 )
+
+type bpfListenKey struct {
+	_     structs.HostLayout
+	Netns uint32
+	Port  uint32
+}
+
+type bpfListenOwner struct {
+	_    structs.HostLayout
+	Tgid uint32
+	Comm [16]int8
+}
 
 type bpfRecordFlag uint32
 
@@ -245,6 +259,7 @@ type bpfMapSpecs struct {
 	Conns        *ebpf.MapSpec `ebpf:"conns"`
 	Counters     *ebpf.MapSpec `ebpf:"counters"`
 	Events       *ebpf.MapSpec `ebpf:"events"`
+	Preexisting  *ebpf.MapSpec `ebpf:"preexisting"`
 	Running      *ebpf.MapSpec `ebpf:"running"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	StorageNetns *ebpf.MapSpec `ebpf:"storage_netns"`
@@ -256,8 +271,15 @@ type bpfMapSpecs struct {
 type bpfVariableSpecs struct {
 	Aggregate            *ebpf.VariableSpec `ebpf:"aggregate"`
 	EarlyEstablished     *ebpf.VariableSpec `ebpf:"early_established"`
+	FilterCgroupCount    *ebpf.VariableSpec `ebpf:"filter_cgroup_count"`
+	FilterCgroupLevels   *ebpf.VariableSpec `ebpf:"filter_cgroup_levels"`
+	FilterCgroups        *ebpf.VariableSpec `ebpf:"filter_cgroups"`
+	FilterCommCount      *ebpf.VariableSpec `ebpf:"filter_comm_count"`
+	FilterComms          *ebpf.VariableSpec `ebpf:"filter_comms"`
 	FilterNetns          *ebpf.VariableSpec `ebpf:"filter_netns"`
 	FilterNetnsCount     *ebpf.VariableSpec `ebpf:"filter_netns_count"`
+	FilterPidCount       *ebpf.VariableSpec `ebpf:"filter_pid_count"`
+	FilterPids           *ebpf.VariableSpec `ebpf:"filter_pids"`
 	FilterPortCount      *ebpf.VariableSpec `ebpf:"filter_port_count"`
 	FilterPorts          *ebpf.VariableSpec `ebpf:"filter_ports"`
 	ListenOverflowReason *ebpf.VariableSpec `ebpf:"listen_overflow_reason"`
@@ -297,6 +319,7 @@ type bpfMaps struct {
 	Conns        *ebpf.Map `ebpf:"conns"`
 	Counters     *ebpf.Map `ebpf:"counters"`
 	Events       *ebpf.Map `ebpf:"events"`
+	Preexisting  *ebpf.Map `ebpf:"preexisting"`
 	Running      *ebpf.Map `ebpf:"running"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
 	StorageNetns *ebpf.Map `ebpf:"storage_netns"`
@@ -307,6 +330,7 @@ func (m *bpfMaps) Close() error {
 		m.Conns,
 		m.Counters,
 		m.Events,
+		m.Preexisting,
 		m.Running,
 		m.Scratch,
 		m.StorageNetns,
@@ -319,8 +343,15 @@ func (m *bpfMaps) Close() error {
 type bpfVariables struct {
 	Aggregate            *ebpf.Variable `ebpf:"aggregate"`
 	EarlyEstablished     *ebpf.Variable `ebpf:"early_established"`
+	FilterCgroupCount    *ebpf.Variable `ebpf:"filter_cgroup_count"`
+	FilterCgroupLevels   *ebpf.Variable `ebpf:"filter_cgroup_levels"`
+	FilterCgroups        *ebpf.Variable `ebpf:"filter_cgroups"`
+	FilterCommCount      *ebpf.Variable `ebpf:"filter_comm_count"`
+	FilterComms          *ebpf.Variable `ebpf:"filter_comms"`
 	FilterNetns          *ebpf.Variable `ebpf:"filter_netns"`
 	FilterNetnsCount     *ebpf.Variable `ebpf:"filter_netns_count"`
+	FilterPidCount       *ebpf.Variable `ebpf:"filter_pid_count"`
+	FilterPids           *ebpf.Variable `ebpf:"filter_pids"`
 	FilterPortCount      *ebpf.Variable `ebpf:"filter_port_count"`
 	FilterPorts          *ebpf.Variable `ebpf:"filter_ports"`
 	ListenOverflowReason *ebpf.Variable `ebpf:"listen_overflow_reason"`

@@ -3,6 +3,8 @@ package tracer
 import (
 	"net/netip"
 	"time"
+
+	"github.com/tcpscope/tcpscope/tracer/cgroups"
 )
 
 // The timeline builder, by topic:
@@ -38,6 +40,9 @@ type BuilderConfig struct {
 	Emit func(*Connection)
 	// EmitListener receives each listener when it closes or at Finish.
 	EmitListener func(*Listener)
+	// Cgroups, when set, names the owner's cgroup of each connection and
+	// listener emitted (Connection.Cgroup).
+	Cgroups *cgroups.Resolver
 	// MaxConnections caps the connections followed at once; past it the
 	// least recently active tenth are emitted as open and incomplete.
 	// 0 means DefaultMaxConnections.
@@ -127,6 +132,8 @@ type Builder struct {
 	// seen mid-life may be one whose opening events were among them.
 	lossSeen bool
 	gaps     uint64
+	// lastCgroup is the cgroup of the last event seen (seeCgroup).
+	lastCgroup uint64
 }
 
 // DefaultMaxConnections bounds the builder's memory on a busy server
@@ -155,6 +162,17 @@ func NewBuilder(cfg BuilderConfig) *Builder {
 	if cfg.EmitListener == nil {
 		cfg.EmitListener = func(*Listener) {}
 	}
+	if r := cfg.Cgroups; r != nil {
+		emit, emitListener := cfg.Emit, cfg.EmitListener
+		cfg.Emit = func(c *Connection) {
+			c.Cgroup = resolveCgroup(r, c.CgroupID, c.Cgroup)
+			emit(c)
+		}
+		cfg.EmitListener = func(l *Listener) {
+			l.Cgroup = resolveCgroup(r, l.CgroupID, l.Cgroup)
+			emitListener(l)
+		}
+	}
 	return &Builder{
 		cfg:      cfg,
 		conns:    make(map[uint64]*Connection, 1024),
@@ -174,6 +192,27 @@ func NewBuilder(cfg BuilderConfig) *Builder {
 		queues:         map[uint32]*nsQueues{},
 		unattributed:   map[uint32][2]uint64{},
 	}
+}
+
+// seeCgroup has the resolver name a cgroup as soon as an event shows it,
+// while it surely exists: a container that exits before its connections
+// are emitted keeps its name. Events of one cgroup come in runs; only a
+// change asks the resolver.
+func (b *Builder) seeCgroup(id uint64) {
+	if id == 0 || id == b.lastCgroup || b.cfg.Cgroups == nil {
+		return
+	}
+	b.lastCgroup = id
+	b.cfg.Cgroups.Path(id)
+}
+
+// resolveCgroup names cgroup id, unless it was named already (a listener
+// is emitted once, but its record may be reused).
+func resolveCgroup(r *cgroups.Resolver, id uint64, have cgroups.Info) cgroups.Info {
+	if id == 0 || have.Path != "" {
+		return have
+	}
+	return r.Resolve(id)
 }
 
 // Live is how many connections (and pending requests) are being followed.
@@ -241,6 +280,7 @@ func (b *Builder) comm(c Comm) string {
 
 // Add feeds one event.
 func (b *Builder) Add(ev *Event) {
+	b.seeCgroup(ev.CgroupID)
 	switch ev.Kind {
 	case KindState:
 		b.onState(ev)

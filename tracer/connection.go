@@ -3,6 +3,8 @@ package tracer
 import (
 	"net/netip"
 	"time"
+
+	"github.com/tcpscope/tcpscope/tracer/cgroups"
 )
 
 // Retransmits counts segments the kernel resent (sent ones only). Data
@@ -66,6 +68,13 @@ type Connection struct {
 	Errno         Errno
 	Flags         FlagSet
 	Timeline      []Item
+	// CgroupID is the cgroup v2 id of the socket's owner (Event.CgroupID):
+	// the connect() caller's cgroup, or a server child's listener's (the
+	// listen() caller's). 0 when unknown.
+	CgroupID uint64
+	// Cgroup is what CgroupID names, filled when the record is emitted
+	// (BuilderConfig.Cgroups); only CgroupID when the path was not found.
+	Cgroup cgroups.Info
 
 	// Builder state, not exported.
 	listener     *Listener

@@ -70,6 +70,11 @@ type Event struct {
 	ListenerCookie uint64
 	NetNS          uint32
 	CPU            uint32
+	// CgroupID is the cgroup v2 id of the socket's owner: the cgroup of
+	// the process that made the socket (a server-side child: its
+	// listener's), the inode number of its directory under the cgroup2
+	// mount. 0 when no full socket says: a timewait sock, no socket.
+	CgroupID uint64
 
 	// The task on the CPU when the event fired. Receive-path events run in
 	// softirq context: this is then swapper/N, ksoftirqd or even the peer
@@ -176,6 +181,7 @@ func fromRaw(r *bpfEvent, clock Clock, ev *Event) {
 		ListenerCookie: r.ListenerCookie,
 		NetNS:          r.Netns,
 		CPU:            r.Cpu,
+		CgroupID:       r.CgroupId,
 		PID:            r.Pid,
 		TGID:           r.Tgid,
 		Comm:           *(*Comm)(unsafe.Pointer(&r.Comm)),

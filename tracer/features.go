@@ -10,6 +10,8 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"golang.org/x/sys/unix"
+
+	"github.com/tcpscope/tcpscope/tracer/cgroups"
 )
 
 // Hook is one kernel tracepoint tcpscope can attach to.
@@ -34,6 +36,10 @@ type Features struct {
 	RingBuffer    bool
 	SocketStorage bool
 	Hooks         []Hook
+	// Cgroup2 is where the cgroup v2 hierarchy is mounted, which names the
+	// owners' cgroups; "" with Cgroup2Err when it is not.
+	Cgroup2    string
+	Cgroup2Err error
 
 	retransmitHasErr bool
 	sendResetReason  bool
@@ -46,6 +52,9 @@ type Features struct {
 	// listener as rx_sk, a final ACK carrying a SYN cookie that found the
 	// accept queue full (see handle_kfree_skb).
 	noSocketReason uint32
+	// socketCgroups: struct sock_cgroup_data holds a cgroup pointer
+	// (5.15+), which the owner's cgroup id and filter read.
+	socketCgroups bool
 }
 
 // ErrPrivileges means the process may not load tracing programs.
@@ -60,6 +69,7 @@ func Probe() (Features, error) {
 	}
 	f.Root = os.Geteuid() == 0
 	f.CapBPF, f.CapPerfmon, f.CapSysAdmin = capabilities()
+	f.Cgroup2, f.Cgroup2Err = cgroups.FindMount()
 	if _, err := os.Stat("/sys/kernel/tracing/events"); err == nil {
 		f.Tracefs = true
 	} else if _, err := os.Stat("/sys/kernel/debug/tracing/events"); err == nil {
@@ -75,6 +85,14 @@ func Probe() (Features, error) {
 	if f.privileged() {
 		f.RingBuffer = features.HaveMapType(ebpf.RingBuf) == nil
 		f.SocketStorage = features.HaveMapType(ebpf.SkStorage) == nil
+	}
+	if spec != nil {
+		var cd *btf.Struct
+		if spec.TypeByName("sock_cgroup_data", &cd) == nil {
+			for _, m := range cd.Members {
+				f.socketCgroups = f.socketCgroups || m.Name == "cgroup"
+			}
+		}
 	}
 	for _, h := range hookTable {
 		hook := Hook{Tracepoint: h.tracepoint, Required: h.required, Degrades: h.degrades}
@@ -160,6 +178,9 @@ const (
 	// RetransmitResult: tcp_retransmit_skb reports whether the resend
 	// left the host (6.17+).
 	RetransmitResult
+	// SocketCgroups: a socket points to its creator's cgroup v2 (5.15+):
+	// events carry the owner's cgroup id, and Config.Cgroups works.
+	SocketCgroups
 )
 
 var kernelFeatureNames = map[KernelFeature]string{
@@ -167,6 +188,7 @@ var kernelFeatureNames = map[KernelFeature]string{
 	CloseResetReasons:   "reset reasons for active resets such as TCP_ABORT_ON_CLOSE (Linux 6.12+)",
 	ListenOverflowDrops: "kfree_skb with rx_sk and the TCP_LISTEN_OVERFLOW drop reason (Linux 6.15+)",
 	RetransmitResult:    "tcp_retransmit_skb with its result (Linux 6.17+)",
+	SocketCgroups:       "sockets that point to their cgroup v2 (Linux 5.15+)",
 }
 
 // String says what the feature is and which kernels have it.
@@ -188,6 +210,8 @@ func (f Features) Has(k KernelFeature) bool {
 		return f.listenOverflowReason != 0
 	case RetransmitResult:
 		return f.retransmitHasErr
+	case SocketCgroups:
+		return f.socketCgroups
 	}
 	return false
 }

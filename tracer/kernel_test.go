@@ -149,11 +149,38 @@ func lifecycleCase(t *testing.T, events bool, network, addr string, clientFirst 
 			}
 		}
 	}
+	// Both ends' sockets were made by this process: its cgroup.
+	self := selfCgroup(t)
+	for _, e := range evs {
+		if e.Kind == tracer.KindState && (e.Cookie == clientCk || e.Cookie == serverCk || e.Cookie == listenerCk) && e.CgroupID != self {
+			t.Errorf("%s->%s of socket %d: cgroup %d, want this process's %d", e.OldState, e.NewState, e.Cookie, e.CgroupID, self)
+		}
+	}
 	child, _ := find(evs, func(e tracer.Event) bool { return e.Cookie == serverCk && e.NewState == tracer.StateSynRecv })
 	if !child.HasOwner || child.OwnerTGID != uint32(os.Getpid()) || child.ListenerCookie != listenerCk {
 		t.Errorf("server child: owner %v pid %d listener %d; want pid %d listener %d",
 			child.HasOwner, child.OwnerTGID, child.ListenerCookie, os.Getpid(), listenerCk)
 	}
+}
+
+// selfCgroup is the cgroup v2 id of this process, from /proc/self/cgroup.
+func selfCgroup(t *testing.T) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		t.Fatalf("reading /proc/self/cgroup: %v", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if path, ok := strings.CutPrefix(line, "0::"); ok {
+			cg, err := tracer.ResolveCgroup(path)
+			if err != nil {
+				t.Fatalf("resolving this process's cgroup: %v", err)
+			}
+			return cg.ID
+		}
+	}
+	t.Fatalf("no cgroup v2 line in /proc/self/cgroup: %q", b)
+	return 0
 }
 
 // blockingConnect runs one blocking IPv4 connect(2), as most programs do,

@@ -14,6 +14,7 @@ func (b *Builder) newConn(ev *Event, id uint64, role Role) *Connection {
 	c.ID = id
 	c.Role = role
 	c.NetNS = ev.NetNS
+	c.CgroupID = ev.CgroupID
 	c.Start = ev.Time
 	c.stateAt = ev.Time
 	c.HandshakeUs = -1

@@ -3,6 +3,8 @@ package tracer
 import (
 	"net/netip"
 	"time"
+
+	"github.com/tcpscope/tcpscope/tracer/cgroups"
 )
 
 // Listener is the story of one listening socket: what its accept queue and
@@ -13,6 +15,7 @@ type Listener struct {
 	Local     netip.AddrPort
 	PID       uint32 // the process that called listen()
 	Comm      string
+	CgroupID  uint64 // cgroup v2 id of the process that made the socket; 0 unknown
 	Backlog   uint32 // sk_max_ack_backlog
 	PeakQueue uint32 // the largest accept queue seen (sk_ack_backlog), in events or samples
 	Queue     uint32 // the accept queue at the last event or sample that read it
@@ -36,6 +39,9 @@ type Listener struct {
 	Start, End                                 time.Time
 	Preexisting                                bool // listening before tracing started
 	Open                                       bool // still listening when tracing stopped
+
+	// Cgroup is what CgroupID names, filled when the listener is emitted.
+	Cgroup cgroups.Info
 }
 
 // listener returns the listener of a server-side event, creating a
@@ -45,6 +51,16 @@ type Listener struct {
 // under a synthetic id, and takes its real cookie from the first event
 // that names it (a SYN-ACK retransmit or an overflow drop).
 func (b *Builder) listener(ev *Event, id uint64) *Listener {
+	l := b.findListener(ev, id)
+	if l.CgroupID == 0 {
+		// Seeded from sock_diag, which does not say: every event about a
+		// listener or its children carries the listener's cgroup.
+		l.CgroupID = ev.CgroupID
+	}
+	return l
+}
+
+func (b *Builder) findListener(ev *Event, id uint64) *Listener {
 	key := listenKey{ev.NetNS, ev.Local.Port()}
 	known := b.listenerByPort[key]
 	if id != 0 {
@@ -77,7 +93,7 @@ func (b *Builder) listener(ev *Event, id uint64) *Listener {
 
 func (b *Builder) onListen(ev *Event) {
 	l := &Listener{ID: ev.Cookie, NetNS: ev.NetNS, Local: ev.Local, PID: ev.TGID, Comm: b.comm(ev.Comm),
-		Backlog: ev.MaxBacklog, Start: ev.Time}
+		CgroupID: ev.CgroupID, Backlog: ev.MaxBacklog, Start: ev.Time}
 	b.listenerSet[ev.Cookie] = l
 	b.listenerByPort[listenKey{ev.NetNS, ev.Local.Port()}] = ev.Cookie
 }

@@ -140,3 +140,40 @@ func twoListeners() (b *Builder, got *[]*Listener, a, c netip.AddrPort) {
 	}
 	return b, got, a, c
 }
+
+// TestCgroupIDs: a listener takes the cgroup of its CLOSE->LISTEN, a
+// listener that predates the trace (first known by a child, or seeded
+// from sock_diag) the one of its first child's event, a connection the
+// one of its first event with a full socket.
+func TestCgroupIDs(t *testing.T) {
+	var ls []*Listener
+	conns := map[uint64]Connection{}
+	b := NewBuilder(BuilderConfig{EmitListener: func(l *Listener) { ls = append(ls, l) },
+		Emit: func(c *Connection) { conns[c.ID] = *c }})
+	lst := st(10, StateClose, StateListen, srv, ap("0.0.0.0:0"))
+	lst.CgroupID = 4001
+	child := st(11, StateListen, StateSynRecv, srv, cli)
+	child.ListenerCookie, child.CgroupID = 10, 4001
+	client := st(12, StateClose, StateSynSent, cliSS, srv)
+	client.CgroupID = 5002
+	old := st(13, StateListen, StateSynRecv, ap("10.0.0.1:81"), cli)
+	old.CgroupID = 6003 // its listener predates the trace
+	b.SeedListener(7, ap("10.0.0.1:82"), 300, "redis", 128, 0, t0)
+	seeded := st(14, StateListen, StateSynRecv, ap("10.0.0.1:82"), cli)
+	seeded.CgroupID = 7004
+	for _, e := range []*Event{&lst, &child, &client, &old, &seeded} {
+		e.NetNS = 7
+		b.Add(e)
+	}
+	b.Finish(t0)
+	if conns[11].CgroupID != 4001 || conns[12].CgroupID != 5002 || conns[13].CgroupID != 6003 {
+		t.Errorf("connection cgroups %d %d %d, want 4001 5002 6003", conns[11].CgroupID, conns[12].CgroupID, conns[13].CgroupID)
+	}
+	got := map[uint16]uint64{}
+	for _, l := range ls {
+		got[l.Local.Port()] = l.CgroupID
+	}
+	if got[80] != 4001 || got[81] != 6003 || got[82] != 7004 {
+		t.Errorf("listener cgroups by port %v, want 80:4001 81:6003 82:7004", got)
+	}
+}

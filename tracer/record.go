@@ -93,11 +93,12 @@ func recordBase(r *bpfConnRecord, clock Clock) Event {
 	c := &r.Conn
 	comm := *(*Comm)(unsafe.Pointer(&c.Comm))
 	ev := Event{
-		Cookie: r.Cookie,
-		NetNS:  r.Netns,
-		PID:    c.Tgid,
-		TGID:   c.Tgid,
-		Comm:   comm,
+		Cookie:   r.Cookie,
+		NetNS:    r.Netns,
+		CgroupID: r.CgroupId,
+		PID:      c.Tgid,
+		TGID:     c.Tgid,
+		Comm:     comm,
 	}
 	ev.Local = netip.AddrPortFrom(addr(r.Family, &r.Saddr), r.Sport)
 	ev.Remote = netip.AddrPortFrom(addr(r.Family, &r.Daddr), r.Dport)

@@ -18,6 +18,10 @@ func (b *Builder) onState(ev *Event) {
 	if c == nil {
 		return
 	}
+	if c.CgroupID == 0 {
+		// First seen through an event without a full socket.
+		c.CgroupID = ev.CgroupID
+	}
 	c.transition(ev)
 	if ev.HasTCPInfo {
 		c.BytesReceived, c.BytesAcked = ev.BytesReceived, ev.BytesAcked

@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -30,6 +32,17 @@ type Config struct {
 	Ports []uint16
 	// NetNS keeps only events from these network namespaces (inode numbers).
 	NetNS []uint32
+	// The owner filters keep only the sockets whose owner (the connect()
+	// or listen() caller; a server-side connection's is its listener's)
+	// is one of PIDs (thread group ids), is named one of Comms (task
+	// names as /proc/PID/comm shows them), and is in one of Cgroups or
+	// below it. Both ends of a connection between two kept owners are
+	// kept. PIDs and Comms cannot tell the owner of a socket that was
+	// opened before tracing started, and leave it out: see owner_wanted()
+	// in bpf/tcpscope.bpf.c.
+	PIDs    []uint32
+	Comms   []string
+	Cgroups []CgroupFilter
 	// WakeupBytes > 0 batches reader wakeups: the kernel wakes the reader
 	// only once this much data waits; the reader also polls every
 	// PollInterval for the rest.
@@ -96,6 +109,9 @@ func Open(cfg Config) (t *Tracer, err error) {
 	}
 	if err := feats.Usable(); err != nil {
 		return nil, err
+	}
+	if len(cfg.Cgroups) > 0 && !feats.Has(SocketCgroups) {
+		return nil, fmt.Errorf("filtering by cgroup needs %s", SocketCgroups)
 	}
 	spec, attach, err := prepare(cfg, feats)
 	if err != nil {
@@ -195,8 +211,31 @@ func (c *Config) validate() error {
 	if len(c.NetNS) > MaxFilter {
 		return fmt.Errorf("%d network namespaces given: at most %d can be filtered in the kernel", len(c.NetNS), MaxFilter)
 	}
+	if len(c.PIDs) > MaxFilter || len(c.Comms) > MaxFilter || len(c.Cgroups) > MaxFilter {
+		return fmt.Errorf("%d processes, %d task names and %d cgroups given: at most %d of each can be filtered in the kernel",
+			len(c.PIDs), len(c.Comms), len(c.Cgroups), MaxFilter)
+	}
+	for _, name := range c.Comms {
+		if err := CheckComm(name); err != nil {
+			return err
+		}
+	}
 	if c.WakeupBytes >= uint64(n) {
 		return fmt.Errorf("wakeup threshold %d must be below the ring buffer size %d", c.WakeupBytes, n)
+	}
+	return nil
+}
+
+// CheckComm tells whether name can match a task name: the kernel keeps
+// the first 15 bytes of a program's name (TASK_COMM_LEN, with its NUL).
+func CheckComm(name string) error {
+	switch {
+	case name == "":
+		return errors.New("an empty task name matches nothing")
+	case len(name) > 15:
+		return fmt.Errorf("task name %q is longer than the kernel keeps: use its first 15 bytes, %q, as /proc/PID/comm shows", name, name[:15])
+	case strings.IndexByte(name, 0) >= 0:
+		return errors.New("a task name holds no NUL byte")
 	}
 	return nil
 }
@@ -208,6 +247,17 @@ func configure(s *bpfSpecs, cfg Config, f Features) error {
 	copy(ports[:], cfg.Ports)
 	var netns [MaxFilter]uint32
 	copy(netns[:], cfg.NetNS)
+	var pids [MaxFilter]uint32
+	copy(pids[:], cfg.PIDs)
+	var comms [MaxFilter][16]byte
+	for i, name := range cfg.Comms {
+		copy(comms[i][:], name)
+	}
+	var cgroups [MaxFilter]uint64
+	var levels [MaxFilter]uint32
+	for i, cg := range cfg.Cgroups {
+		cgroups[i], levels[i] = cg.ID, cg.Level
+	}
 	sets := []struct {
 		v     *ebpf.VariableSpec
 		value any
@@ -216,6 +266,13 @@ func configure(s *bpfSpecs, cfg Config, f Features) error {
 		{s.FilterPorts, ports},
 		{s.FilterNetnsCount, uint32(len(cfg.NetNS))},
 		{s.FilterNetns, netns},
+		{s.FilterPidCount, uint32(len(cfg.PIDs))},
+		{s.FilterPids, pids},
+		{s.FilterCommCount, uint32(len(cfg.Comms))},
+		{s.FilterComms, comms},
+		{s.FilterCgroupCount, uint32(len(cfg.Cgroups))},
+		{s.FilterCgroups, cgroups},
+		{s.FilterCgroupLevels, levels},
 		{s.WakeupBytes, cfg.WakeupBytes},
 		{s.Aggregate, !cfg.Events},
 		{s.EarlyEstablished, !cfg.Events},
@@ -504,6 +561,25 @@ func (t *Tracer) Close() error {
 		t.closeErr = errors.Join(errs...)
 	})
 	return t.closeErr
+}
+
+// AdoptListener tells the kernel the owner of a listener that was open
+// before tracing started (the process holding its socket), found by the
+// caller: its connections then have that owner, as if its listen() had
+// been seen, and the pid and comm filters can keep them (see
+// preexisting in bpf/tcpscope.bpf.c). Only with those filters, and only
+// for an owner they want: the kernel keeps no more.
+func (t *Tracer) AdoptListener(netns uint32, port uint16, pid uint32, comm string) error {
+	if len(t.cfg.PIDs) == 0 && len(t.cfg.Comms) == 0 {
+		return nil
+	}
+	key := bpfListenKey{Netns: netns, Port: uint32(port)}
+	owner := bpfListenOwner{Tgid: pid}
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&owner.Comm[0])), len(owner.Comm)), comm)
+	if err := t.maps.Preexisting.Put(&key, &owner); err != nil {
+		return fmt.Errorf("adopting the listener on port %d: %w", port, err)
+	}
+	return nil
 }
 
 // Pending is how many bytes of events wait in the ring buffer.

@@ -10,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/netns"
 )
 
 // Flag values that check themselves while the command line is parsed: a
@@ -18,7 +21,7 @@ import (
 // anything is loaded.
 
 // uintsValue is a repeatable flag of numbers from 1 to hi, at most max of
-// them (0: any number): --port, --netns. Like pflag's lists, a value may
+// them (0: any number): --port. Like pflag's lists, a value may
 // hold several, comma separated.
 type uintsValue[T uint16 | uint32] struct {
 	vals *[]T
@@ -34,11 +37,94 @@ func portsValue(ports *[]uint16, max int) uintsValue[uint16] {
 	return uintsValue[uint16]{vals: ports, hi: 65535, max: max, bad: "a port is 1-65535", noun: "ports", typ: "ports"}
 }
 
-// netnsValue is --netns: network namespace inodes.
-func netnsValue(inodes *[]uint32, max int) uintsValue[uint32] {
-	return uintsValue[uint32]{vals: inodes, hi: math.MaxUint32, max: max,
-		bad: "not a namespace inode (list them with: lsns -t net)", noun: "namespaces", typ: "inodes"}
+// pidsValue is --pid: process ids (thread group ids) of running
+// processes, 1 to PID_MAX_LIMIT (2^22).
+func pidsValue(pids *[]uint32, max int) listValue[uint32] {
+	return listValue[uint32]{vals: pids, max: max, noun: "processes", typ: "pid", parse: parsePID, commas: true}
 }
+
+// parsePID takes the id of a running process, not of one of its other
+// threads: a socket belongs to the whole process (its tgid).
+func parsePID(s string) (uint32, error) {
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || n == 0 || n > 1<<22 {
+		return 0, errors.New("not a process id")
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", n))
+	if err != nil {
+		return 0, fmt.Errorf("no process %d is running", n)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if tgid, ok := strings.CutPrefix(line, "Tgid:"); ok && strings.TrimSpace(tgid) != s {
+			return 0, fmt.Errorf("%d is a thread of process %s: give %s", n, strings.TrimSpace(tgid), strings.TrimSpace(tgid))
+		}
+	}
+	return uint32(n), nil
+}
+
+// commsValue is --comm: task names, as /proc/PID/comm shows them.
+func commsValue(names *[]string, max int) listValue[string] {
+	return listValue[string]{vals: names, max: max, noun: "task names", typ: "name",
+		parse: func(s string) (string, error) { return s, tracer.CheckComm(s) }}
+}
+
+// cgroupsValue is --cgroup: cgroup v2 directories, found when parsed.
+func cgroupsValue(cgroups *[]tracer.CgroupFilter, max int) listValue[tracer.CgroupFilter] {
+	return listValue[tracer.CgroupFilter]{vals: cgroups, max: max, noun: "cgroups", typ: "path",
+		parse: tracer.ResolveCgroup, show: func(c tracer.CgroupFilter) string { return c.Path }}
+}
+
+// netnsValue is --netns: network namespaces, by inode, process id, file
+// or ip netns name, kept as inodes.
+func netnsValue(inodes *[]uint32, max int) listValue[uint32] {
+	return listValue[uint32]{vals: inodes, max: max, noun: "namespaces", typ: "netns", parse: netns.Resolve, commas: true}
+}
+
+// listValue is a repeatable flag whose values parse checks one by one:
+// --pid, --comm, --cgroup, --netns. With commas, a value may hold several,
+// comma separated, as pflag's lists, except a path (a name or a path may
+// hold a comma).
+type listValue[T any] struct {
+	vals   *[]T
+	max    int
+	noun   string
+	typ    string
+	parse  func(string) (T, error)
+	show   func(T) string // default: fmt's
+	commas bool
+}
+
+func (v listValue[T]) String() string {
+	s := make([]string, len(*v.vals))
+	for i, x := range *v.vals {
+		if v.show != nil {
+			s[i] = v.show(x)
+		} else {
+			s[i] = fmt.Sprint(x)
+		}
+	}
+	return strings.Join(s, ",")
+}
+
+func (v listValue[T]) Set(s string) error {
+	parts := []string{s}
+	if v.commas && !strings.Contains(s, "/") {
+		parts = strings.Split(s, ",")
+	}
+	for _, p := range parts {
+		if len(*v.vals) >= v.max {
+			return fmt.Errorf("at most %d %s can be filtered", v.max, v.noun)
+		}
+		x, err := v.parse(strings.TrimSpace(p))
+		if err != nil {
+			return err
+		}
+		*v.vals = append(*v.vals, x)
+	}
+	return nil
+}
+
+func (v listValue[T]) Type() string { return v.typ }
 
 func (v uintsValue[T]) String() string {
 	s := make([]string, len(*v.vals))
@@ -95,8 +181,8 @@ func (*ringSizeValue) Type() string { return "size" }
 // two in the 32-bit max_entries, so 2 GiB is accepted, and
 // bpf_ringbuf_area_alloc() allocates every page at once, charged to the
 // memory cgroup and never swapped. A buffer only absorbs bursts the reader
-// catches up with: 256 MiB holds about 1.4 million of our 184-byte records
-// (176 bytes of event plus the 8-byte record header), more than ten seconds
+// catches up with: 256 MiB holds about 1.4 million of our 192-byte records
+// (184 bytes of event plus the 8-byte record header), more than ten seconds
 // of the 120,000 events/s of the busiest load measured (README,
 // Performance), while the reader drains 3.7 million events/s. A reader that
 // is behind for longer than that is behind for good; a bigger buffer only

@@ -4,12 +4,15 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spf13/pflag"
+	"github.com/tcpscope/tcpscope/tracer"
+	"golang.org/x/sys/unix"
 )
 
 // These tests need no root: they parse command lines.
@@ -60,10 +63,20 @@ func TestPortsValue(t *testing.T) {
 
 func TestNetNSValue(t *testing.T) {
 	var ns []uint32
-	if err := parse(netnsValue(&ns, 2), "--x", "4026531840", "--x", "7"); err != nil || len(ns) != 2 || ns[0] != 4026531840 {
+	if err := parse(netnsValue(&ns, 3), "--x", "4026531840", "--x", "4026531841,4026531842"); err != nil || len(ns) != 3 || ns[0] != 4026531840 || ns[1] != 4026531841 {
 		t.Errorf("netns %v, %v", ns, err)
 	}
-	for _, bad := range [][]string{{"--x", "0"}, {"--x", "4294967296"}, {"--x", "net:[4026531840]"}, {"--x", "1,2,3"}} {
+	// A process id and a file name the namespace the process is in.
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
+		t.Fatalf("reading this namespace: %v", err)
+	}
+	ns = nil
+	if err := parse(netnsValue(&ns, 2), "--x", strconv.Itoa(os.Getpid()), "--x", "/proc/self/ns/net"); err != nil || len(ns) != 2 || ns[0] != uint32(st.Ino) || ns[1] != uint32(st.Ino) {
+		t.Errorf("netns %v, %v; want %d twice", ns, err, st.Ino)
+	}
+	for _, bad := range [][]string{{"--x", "0"}, {"--x", "4294967296"}, {"--x", "net:[4026531840]"}, {"--x", "4026531840,4026531841,4026531842"},
+		{"--x", "no-such-netns"}, {"--x", "/proc/self/ns/mnt"}, {"--x", "4194305"}} {
 		ns = nil
 		if err := parse(netnsValue(&ns, 2), bad...); err == nil {
 			t.Errorf("%v accepted: %v", bad, ns)
@@ -181,5 +194,72 @@ func TestWriteReadyFile(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("stale ready file still there: %v", err)
+	}
+}
+
+func TestPIDsValue(t *testing.T) {
+	var pids []uint32
+	self := strconv.Itoa(os.Getpid())
+	if err := parse(pidsValue(&pids, 2), "--x", self+",1"); err != nil || len(pids) != 2 || pids[0] != uint32(os.Getpid()) || pids[1] != 1 {
+		t.Errorf("pids %v, %v", pids, err)
+	}
+	// A thread that is not its process's main thread is refused, naming the process.
+	tid := make(chan int)
+	go func() {
+		runtime.LockOSThread() // exits with the goroutine: a thread of its own
+		tid <- unix.Gettid()
+		<-tid
+	}()
+	thread := <-tid
+	defer func() { tid <- 0 }()
+	pids = nil
+	if err := parse(pidsValue(&pids, 2), "--x", strconv.Itoa(thread)); thread != os.Getpid() && (err == nil || !strings.Contains(err.Error(), "give "+self)) {
+		t.Errorf("thread %d: %v, want it refused for %s", thread, err, self)
+	}
+	for _, bad := range [][]string{{"--x", "0"}, {"--x", "x"}, {"--x", "4194305"}, {"--x", "1,1,1"}} {
+		pids = nil
+		if err := parse(pidsValue(&pids, 2), bad...); err == nil {
+			t.Errorf("%v accepted: %v", bad, pids)
+		}
+	}
+}
+
+func TestCommsValue(t *testing.T) {
+	var names []string
+	if err := parse(commsValue(&names, 2), "--x", "nginx", "--x", "a,b"); err != nil || len(names) != 2 || names[1] != "a,b" {
+		t.Errorf("names %q, %v", names, err)
+	}
+	for _, bad := range []string{"", "a-sixteen-bytes!", "x\x00y"} {
+		names = nil
+		if err := parse(commsValue(&names, 2), "--x", bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	names = nil
+	if err := parse(commsValue(&names, 1), "--x", "a", "--x", "b"); err == nil || !strings.Contains(err.Error(), "at most 1") {
+		t.Errorf("two names past a limit of one: %v", err)
+	}
+}
+
+func TestCgroupsValue(t *testing.T) {
+	mount, err := tracer.CgroupMount()
+	if err != nil {
+		t.Skipf("no cgroup v2: %v", err)
+	}
+	var cgs []tracer.CgroupFilter
+	// The root, by its mount and by its path in the hierarchy.
+	if err := parse(cgroupsValue(&cgs, 2), "--x", mount, "--x", "/"); err != nil || len(cgs) != 2 {
+		t.Fatalf("cgroups %v, %v", cgs, err)
+	}
+	for _, cg := range cgs {
+		if cg.Path != mount || cg.Level != 0 || cg.ID != 1 {
+			t.Errorf("root cgroup: %+v, want %s, level 0, id 1", cg, mount)
+		}
+	}
+	for _, bad := range []string{"/no/such/cgroup", filepath.Join(mount, "cgroup.procs")} {
+		cgs = nil
+		if err := parse(cgroupsValue(&cgs, 2), "--x", bad); err == nil {
+			t.Errorf("%q accepted: %+v", bad, cgs)
+		}
 	}
 }

@@ -28,6 +28,8 @@ func TestMain(m *testing.M) {
 		helperServer()
 	case "exec-in-ns":
 		helperExecInNS()
+	case "client":
+		helperClient()
 	case "signals":
 		helperSignals()
 	}
@@ -79,6 +81,13 @@ func TestBadInputExitsTwo(t *testing.T) {
 		{"record", "-o", "-", "--perfetto", "t.json"},
 		{"report", "x.jsonl", "--format", "perfetto", "--id", "1"},
 		{"record", "--netns", "0"},
+		{"record", "--netns", "no-such-netns"},
+		{"record", "--netns", "/proc/self/ns/mnt"},
+		{"run", "--pid", "0", "--", "true"},
+		{"record", "--pid", "4194304"},
+		{"record", "--comm", "a-name-of-sixteen"},
+		{"record", "--cgroup", "/no/such/cgroup"},
+		{"record", "--comm", "1", "--comm", "2", "--comm", "3", "--comm", "4", "--comm", "5", "--comm", "6", "--comm", "7", "--comm", "8", "--comm", "9"},
 		{"record", "--metrics-addr", "9464"},
 		{"record", "--metrics-addr", "127.0.0.1:http"},
 		{"record", "--metrics-addr", "127.0.0.1:65536"},
@@ -129,8 +138,8 @@ func TestHelpNamesFlagValues(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, want := range []string{"--netns INODE", "--port PORT", "--ring-buffer-size SIZE", "-o, --output FILE", "--format FORMAT",
-			"as printed by: ls -L -i /proc/PID/ns/net", "up to 256MiB", "only with --events"} {
+		for _, want := range []string{"--netns NETNS", "--pid PID", "--comm NAME", "--cgroup PATH", "--port PORT", "--ring-buffer-size SIZE", "-o, --output FILE", "--format FORMAT",
+			"as printed by ls -L -i /proc/PID/ns/net", "up to 256MiB", "only with --events"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("%s --help lacks %q:\n%s", sub, want, out)
 			}

@@ -21,6 +21,9 @@ import (
 type traceFlags struct {
 	ports      []uint16
 	netns      []uint32
+	pids       []uint32
+	comms      []string
+	cgroups    []tracer.CgroupFilter
 	duration   time.Duration
 	ringBuffer int
 }
@@ -29,9 +32,12 @@ func (f *traceFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	// A word in backquotes is the value name --help shows (pflag).
 	fl.Var(portsValue(&f.ports, tracer.MaxFilter), "port", fmt.Sprintf("only connections with this local or remote `PORT` (repeatable, at most %d; filtered in the kernel)", tracer.MaxFilter))
-	fl.Var(netnsValue(&f.netns, tracer.MaxFilter), "netns", fmt.Sprintf("only the network namespace with this `INODE`, as printed by: ls -L -i /proc/PID/ns/net (repeatable, at most %d)", tracer.MaxFilter))
+	fl.Var(netnsValue(&f.netns, tracer.MaxFilter), "netns", fmt.Sprintf("only the network namespace `NETNS`: an ip netns name, a file like /proc/PID/ns/net, a PID, or an inode as printed by ls -L -i /proc/PID/ns/net (repeatable, at most %d)", tracer.MaxFilter))
+	fl.Var(pidsValue(&f.pids, tracer.MaxFilter), "pid", fmt.Sprintf("only sockets owned by the process `PID`: the connect() or listen() caller; a server's connections go by its listener (repeatable, at most %d; filtered in the kernel)", tracer.MaxFilter))
+	fl.Var(commsValue(&f.comms, tracer.MaxFilter), "comm", fmt.Sprintf("only sockets owned by a task named `NAME`, as /proc/PID/comm shows it (repeatable, at most %d; filtered in the kernel)", tracer.MaxFilter))
+	fl.Var(cgroupsValue(&f.cgroups, tracer.MaxFilter), "cgroup", fmt.Sprintf("only sockets whose owner is in the cgroup v2 `PATH` or below it: a directory under the cgroup2 mount, or a path as /proc/PID/cgroup shows it (repeatable, at most %d; filtered in the kernel)", tracer.MaxFilter))
 	fl.Var(durationValue{&f.duration, notNegative}, "duration", "stop after this long (e.g. 30s, 5m); default: until Ctrl-C")
-	hideEmptyDefault(cmd, "port", "netns", "duration")
+	hideEmptyDefault(cmd, "port", "netns", "pid", "comm", "cgroup", "duration")
 	f.ringBuffer = tracer.DefaultRingBufferBytes
 	fl.Var(&ringSizeValue{bytes: &f.ringBuffer, text: fmt.Sprintf("%dMiB", tracer.DefaultRingBufferBytes>>20)}, "ring-buffer-size", "kernel ring buffer `SIZE`, a power of two up to 256MiB (e.g. 4MiB, 64MiB)")
 }
@@ -48,7 +54,8 @@ func hideEmptyDefault(cmd *cobra.Command, names ...string) {
 // config is the tracer's configuration; every value was checked while
 // parsing.
 func (f *traceFlags) config() tracer.Config {
-	return tracer.Config{Ports: f.ports, NetNS: f.netns, RingBufferBytes: f.ringBuffer}
+	return tracer.Config{Ports: f.ports, NetNS: f.netns, PIDs: f.pids, Comms: f.comms, Cgroups: f.cgroups,
+		RingBufferBytes: f.ringBuffer}
 }
 
 type recordFlags struct {
@@ -183,6 +190,16 @@ var sigpipeOnce sync.Once
 func announce(stderr io.Writer, st capture.Started) {
 	for _, h := range st.Features.Missing() {
 		fmt.Fprintf(stderr, "tcpscope: warning: tracepoint %s is missing on this kernel: %s\n", h.Tracepoint, h.Degrades)
+	}
+	switch f := st.Features; {
+	case f.Cgroup2Err != nil:
+		fmt.Fprintf(stderr, "tcpscope: warning: %v: records name no cgroup, container or unit\n", f.Cgroup2Err)
+	case f.BTF && !f.Has(tracer.SocketCgroups):
+		fmt.Fprintf(stderr, "tcpscope: warning: this kernel lacks %s: records name no cgroup, container or unit\n", tracer.SocketCgroups)
+	}
+	for _, l := range st.Unowned {
+		fmt.Fprintf(stderr, "tcpscope: warning: listener %s of %s/%d was open before tracing: the kernel cannot tell --pid or --comm who owns its connections and leaves them out (--cgroup can; or restart it while tracing)\n",
+			l.Local, l.Comm, l.PID)
 	}
 	fmt.Fprintf(stderr, "tcpscope: tracing (%d tracepoints attached); Ctrl-C to stop\n", st.Attached)
 }

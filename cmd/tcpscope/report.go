@@ -21,6 +21,7 @@ type reportFlags struct {
 	outcomes []string
 	ports    []uint16
 	peers    []string
+	owner    ownerFlags
 	id       uint64
 	format   string
 	strict   bool
@@ -37,6 +38,8 @@ func newReportCmd() *cobra.Command {
   jq . run.json | tcpscope report -
   tcpscope report run.jsonl --flag synack_retransmitted --port 8080
   tcpscope report run.jsonl --outcome reset --format json
+  tcpscope report run.jsonl --container docker:3f2a --comm nginx
+  tcpscope report run.jsonl --cgroup /kubepods.slice --outcome reset
   tcpscope report run.jsonl --id 4211             # one connection's whole timeline
   tcpscope report run.jsonl --html run.html       # one offline page: charts, flagged connections, tables
   tcpscope report run.jsonl.zst                   # compressed: told by its content, not its name
@@ -62,6 +65,7 @@ func newReportCmd() *cobra.Command {
 	fl.Var(portsValue(&f.ports, 0), "port", "only connections with this local or remote `PORT` (repeatable)")
 	fl.StringSliceVar(&f.peers, "peer", nil, "only connections with this remote `ADDR` (repeatable)")
 	hideEmptyDefault(cmd, "port")
+	f.owner.add(cmd)
 	fl.Uint64Var(&f.id, "id", 0, "print the whole timeline of the connection with this `ID`")
 	f.format = "text"
 	fl.Var(reportFormatValue{&f.format}, "format", "`FORMAT`: text (tables; table is accepted too), json (the matching connection records, one per line), or perfetto (a trace for ui.perfetto.dev of the matching connections, with the samples' counters)")
@@ -158,7 +162,7 @@ func reportMerged(cmd *cobra.Command, name string, f *reportFlags) (merged bool,
 		return false, nil
 	}
 	if f.filtered() || f.id != 0 || f.format != "text" || f.html != "" {
-		return true, usagef("%s is a merged file: report renders its tables only (no --flag, --outcome, --port, --peer, --id, --format json or --html)", name)
+		return true, usagef("%s is a merged file: report renders its tables only (no --flag, --outcome, --port, --peer, --pid, --comm, --cgroup, --container, --id, --format json or --html)", name)
 	}
 	m, err := output.ReadMerged(name)
 	if err != nil {
@@ -205,7 +209,7 @@ type rendering struct {
 }
 
 func (f *reportFlags) filtered() bool {
-	return len(f.flags)+len(f.outcomes)+len(f.ports)+len(f.peers) > 0
+	return len(f.flags)+len(f.outcomes)+len(f.ports)+len(f.peers) > 0 || f.owner.set()
 }
 
 // connection takes one connection of the export: the matching records
@@ -290,22 +294,28 @@ func findingsOf(a *findings.Accumulator, rec *output.Recording, x output.Extra) 
 	return a.Finish(output.FindingsEnv(start, x))
 }
 
+// filter is the conjunction of the filters given, each of which takes any
+// of its values.
 func (f *reportFlags) filter() (func(*tracer.Connection) bool, error) {
-	var flags []tracer.Flag
-	for _, s := range f.flags {
-		i := slices.IndexFunc(tracer.AllFlags, func(fl tracer.Flag) bool { return fl.String() == s })
-		if i < 0 {
-			return nil, usagef("--flag %q: not a flag; flags are %s", s, joinNames(tracer.AllFlags))
-		}
-		flags = append(flags, tracer.AllFlags[i])
+	var keep []func(*tracer.Connection) bool
+	flags, err := parseNamed("--flag", "a flag", "flags", f.flags, tracer.AllFlags)
+	if err != nil {
+		return nil, err
 	}
-	var outcomes []tracer.Outcome
-	for _, s := range f.outcomes {
-		i := slices.IndexFunc(tracer.AllOutcomes, func(o tracer.Outcome) bool { return o.String() == s })
-		if i < 0 {
-			return nil, usagef("--outcome %q: not an outcome; outcomes are %s", s, joinNames(tracer.AllOutcomes))
-		}
-		outcomes = append(outcomes, tracer.AllOutcomes[i])
+	if len(flags) > 0 {
+		keep = append(keep, func(c *tracer.Connection) bool { return slices.ContainsFunc(flags, c.Flags.Has) })
+	}
+	outcomes, err := parseNamed("--outcome", "an outcome", "outcomes", f.outcomes, tracer.AllOutcomes)
+	if err != nil {
+		return nil, err
+	}
+	if len(outcomes) > 0 {
+		keep = append(keep, func(c *tracer.Connection) bool { return slices.Contains(outcomes, c.Outcome) })
+	}
+	if len(f.ports) > 0 {
+		keep = append(keep, func(c *tracer.Connection) bool {
+			return slices.ContainsFunc(f.ports, func(p uint16) bool { return c.Local.Port() == p || c.Remote.Port() == p })
+		})
 	}
 	var peers []netip.Addr
 	for _, s := range f.peers {
@@ -315,23 +325,36 @@ func (f *reportFlags) filter() (func(*tracer.Connection) bool, error) {
 		}
 		peers = append(peers, a.Unmap())
 	}
+	if len(peers) > 0 {
+		keep = append(keep, func(c *tracer.Connection) bool { return slices.Contains(peers, c.Remote.Addr()) })
+	}
+	owner, err := f.owner.filters()
+	if err != nil {
+		return nil, err
+	}
+	keep = append(keep, owner...)
 	return func(c *tracer.Connection) bool {
-		if len(flags) > 0 && !slices.ContainsFunc(flags, c.Flags.Has) {
-			return false
-		}
-		if len(outcomes) > 0 && !slices.Contains(outcomes, c.Outcome) {
-			return false
-		}
-		if len(f.ports) > 0 && !slices.ContainsFunc(f.ports, func(p uint16) bool {
-			return c.Local.Port() == p || c.Remote.Port() == p
-		}) {
-			return false
-		}
-		if len(peers) > 0 && !slices.Contains(peers, c.Remote.Addr()) {
-			return false
+		for _, k := range keep {
+			if !k(c) {
+				return false
+			}
 		}
 		return true
 	}, nil
+}
+
+// parseNamed reads the names given to flag into values of all, by their
+// String; aNoun and nouns name them in the error.
+func parseNamed[T fmt.Stringer](flag, aNoun, nouns string, names []string, all []T) ([]T, error) {
+	var out []T
+	for _, s := range names {
+		i := slices.IndexFunc(all, func(v T) bool { return v.String() == s })
+		if i < 0 {
+			return nil, usagef("%s %q: not %s; %s are %s", flag, s, aNoun, nouns, joinNames(all))
+		}
+		out = append(out, all[i])
+	}
+	return out, nil
 }
 
 func joinNames[T fmt.Stringer](xs []T) string {

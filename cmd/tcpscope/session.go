@@ -375,10 +375,13 @@ func (s *session) notes(sum capture.Summary) {
 		fmt.Fprintf(s.stderr, "tcpscope: socket storage could not be created %d times: a listener's connections then have no owner or listener id, a connection's events are sent one by one\n", k.StorageFailures)
 	}
 	if k.Lost > 0 || k.LostRecords > 0 {
-		fmt.Fprintf(s.stderr, "tcpscope: %d events and %d connection records were lost because the ring buffer was full: raise --ring-buffer-size or narrow --port/--netns\n", k.Lost, k.LostRecords)
+		fmt.Fprintf(s.stderr, "tcpscope: %d events and %d connection records were lost because the ring buffer was full: raise --ring-buffer-size or narrow --port/--netns/--pid/--comm/--cgroup\n", k.Lost, k.LostRecords)
 	}
 	if sum.Unopened > 0 {
 		fmt.Fprintf(s.stderr, "tcpscope: %d network namespaces seen in events could not be opened: they have no kernel counters\n", sum.Unopened)
+	}
+	if sum.CgroupErr != nil {
+		fmt.Fprintf(s.stderr, "tcpscope: warning: naming cgroups: %v: some records have a cgroup_id and no path\n", sum.CgroupErr)
 	}
 	if sum.Undecoded > 0 {
 		fmt.Fprintf(s.stderr, "tcpscope: %d records could not be decoded\n", sum.Undecoded)

@@ -12,9 +12,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/cgroups"
 	"github.com/tcpscope/tcpscope/tracer/findings"
 	"github.com/tcpscope/tcpscope/tracer/netns"
 )
@@ -71,6 +73,11 @@ type Started struct {
 	Start    time.Time
 	Features tracer.Features
 	Attached int // tracepoints attached
+	// Unowned are the listeners open before tracing started whose
+	// owner the pid and comm filters want, but which the kernel could
+	// not be told of (Tracer.AdoptListener): it cannot tell who owns
+	// their connections and leaves them out; the cgroup filter can.
+	Unowned []netns.ListeningSocket
 }
 
 // Snapshot is the live state of a recording.
@@ -122,6 +129,10 @@ type Summary struct {
 	// Unopened counts namespaces seen in events that could not be opened:
 	// they have no kernel counters.
 	Unopened int
+	// CgroupErr is why the cgroup hierarchy could not be walked the last
+	// time it failed: records then lack the names of cgroups first seen
+	// after it.
+	CgroupErr error
 	// Sysctls are findings.SysctlNames read at the end in each namespace
 	// with a traced listener, a TIME_WAIT destination, or a connect that
 	// found no local port or timed out, by namespace then name; a
@@ -208,6 +219,7 @@ type recording struct {
 	timeWait   *tracer.TimeWaitTracker
 	sampler    *tracer.Sampler // nil without Options.SampleInterval
 	counters   tracer.Counters // the kernel's last reading for samples
+	cgroups    *cgroups.Resolver // nil without cgroup v2
 }
 
 // open opens the namespaces and then the tracer; nothing is traced before
@@ -252,7 +264,13 @@ func open(opts Options, sinks Sinks) (*recording, error) {
 		}
 	}
 	r.started = Started{Start: time.Now(), Features: tr.Features(), Attached: tr.Attached()}
+	// Without a cgroup v2 hierarchy the records carry no cgroup: the
+	// caller warns (Features.Cgroup2Err).
+	if mount := r.started.Features.Cgroup2; mount != "" {
+		r.cgroups = cgroups.NewResolver(mount)
+	}
 	b := tracer.NewBuilder(tracer.BuilderConfig{
+		Cgroups:          r.cgroups,
 		SynRecvThreshold: opts.SynRecvThreshold,
 		MaxConnections:   opts.MaxConnections,
 		Clock:            tr.Clock(),
@@ -285,8 +303,21 @@ func (r *recording) seedListeners() {
 		}
 		for _, l := range ls {
 			r.rec.Builder.SeedListener(ino, l.Local, l.PID, l.Comm, l.Backlog, l.Queue, r.started.Start)
+			if ownerWanted(r.opts.Config, l) && r.tr.AdoptListener(ino, l.Local.Port(), l.PID, l.Comm) != nil {
+				r.started.Unowned = append(r.started.Unowned, l)
+			}
 		}
 	}
+}
+
+// ownerWanted tells whether the pid and comm filters, when set, want the
+// owner of listener l.
+func ownerWanted(cfg tracer.Config, l netns.ListeningSocket) bool {
+	if len(cfg.PIDs) == 0 && len(cfg.Comms) == 0 {
+		return false
+	}
+	return (len(cfg.PIDs) == 0 || slices.Contains(cfg.PIDs, l.PID)) &&
+		(len(cfg.Comms) == 0 || slices.Contains(cfg.Comms, l.Comm))
 }
 
 // close detaches and frees the tracer and the namespace handles; the
@@ -377,6 +408,9 @@ func (r *recording) summary() Summary {
 	s.End = time.Now()
 	s.Counters, s.TimeWait = r.kernelEnd(s.End)
 	s.Unopened = len(r.book.lost)
+	if r.cgroups != nil {
+		s.CgroupErr = r.cgroups.Err()
+	}
 	for _, t := range s.TimeWait {
 		r.settingsOf[t.Key.NetNS] = true
 	}

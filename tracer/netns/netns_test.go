@@ -1,8 +1,13 @@
 package netns
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestParseCounters(t *testing.T) {
@@ -31,5 +36,52 @@ func TestParseListenCounters(t *testing.T) {
 	}
 	if _, err := parseListenCounters("IpExt: A\nIpExt: 1\n"); err == nil {
 		t.Errorf("no TcpExt line, no error")
+	}
+}
+
+// TestResolve: every way of naming a namespace gives its inode.
+func TestResolve(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create a namespace")
+	}
+	ns, err := Create()
+	if err != nil {
+		t.Fatalf("creating namespace: %v", err)
+	}
+	defer ns.Close()
+	name := fmt.Sprintf("tcpscope-test-%d", os.Getpid())
+	mount := filepath.Join("/run/netns", name)
+	if err := os.MkdirAll("/run/netns", 0o755); err != nil {
+		t.Fatalf("making /run/netns: %v", err)
+	}
+	if err := os.WriteFile(mount, nil, 0o444); err != nil {
+		t.Fatalf("making the mount point: %v", err)
+	}
+	defer os.Remove(mount)
+	if err := unix.Mount(fmt.Sprintf("/proc/self/fd/%d", ns.Fd()), mount, "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind-mounting the namespace: %v", err)
+	}
+	defer unix.Unmount(mount, unix.MNT_DETACH)
+	self, err := Self()
+	if err != nil {
+		t.Fatalf("opening this namespace: %v", err)
+	}
+	defer self.Close()
+	for in, want := range map[string]uint32{
+		fmt.Sprint(ns.Inode):                     ns.Inode,
+		name:                                     ns.Inode,
+		mount:                                    ns.Inode,
+		fmt.Sprintf("/proc/self/fd/%d", ns.Fd()): ns.Inode,
+		fmt.Sprint(os.Getpid()):                  self.Inode,
+		"/proc/self/ns/net":                      self.Inode,
+	} {
+		if got, err := Resolve(in); err != nil || got != want {
+			t.Errorf("Resolve(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"0", "4294967296", "no-such-netns-here", "/proc/self/ns/mnt", "/nonexistent", ".."} {
+		if got, err := Resolve(bad); err == nil {
+			t.Errorf("Resolve(%q) = %d, want an error", bad, got)
+		}
 	}
 }

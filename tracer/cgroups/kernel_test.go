@@ -1,0 +1,48 @@
+package cgroups
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The kernel's cgroup id (what bpf_get_current_cgroup_id and the socket's
+// cgroup give) is the kernfs node id, which the file handle of the cgroup's
+// directory holds; the resolver takes it for the inode number. This checks
+// that the two agree on this kernel, on a cgroup the test makes.
+func TestKernelCgroupIDIsInode(t *testing.T) {
+	mount, err := FindMount()
+	if err != nil {
+		t.Skipf("no cgroup v2: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("making a cgroup needs root")
+	}
+	dir := filepath.Join(mount, fmt.Sprintf("tcpscope-idtest-%d", time.Now().UnixNano()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatalf("making a cgroup: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := os.Remove(dir); err != nil {
+			t.Errorf("removing %s: %v", dir, err)
+		}
+	})
+	h, _, err := unix.NameToHandleAt(unix.AT_FDCWD, dir, 0)
+	if err != nil {
+		t.Fatalf("reading the file handle: %v", err)
+	}
+	if len(h.Bytes()) != 8 {
+		t.Fatalf("handle of %d bytes, want the 8 of a kernfs id", len(h.Bytes()))
+	}
+	kernfsID := binary.NativeEndian.Uint64(h.Bytes())
+	r := NewResolver(mount)
+	p, ok := r.Path(kernfsID)
+	if !ok || p != "/"+filepath.Base(dir) {
+		t.Errorf("kernfs id %d resolves to %q (%v), want /%s", kernfsID, p, ok, filepath.Base(dir))
+	}
+}

@@ -18,8 +18,8 @@ import (
 // opened while traced and to one that predates the trace (whose owner
 // tcpscope finds at start and tells the kernel), in both modes.
 func TestRecordPIDFilter(t *testing.T) {
-	for _, mode := range [][]string{nil, {"--events"}} {
-		t.Run(fmt.Sprint("record", mode), func(t *testing.T) { recordPIDFilter(t, mode) })
+	for name, mode := range map[string][]string{"aggregated": nil, "events": {"--events"}} {
+		t.Run(name, func(t *testing.T) { recordPIDFilter(t, mode) })
 	}
 }
 

@@ -217,8 +217,8 @@ type recording struct {
 	settingsOf map[uint32]bool
 	book       *counterBook
 	timeWait   *tracer.TimeWaitTracker
-	sampler    *tracer.Sampler // nil without Options.SampleInterval
-	counters   tracer.Counters // the kernel's last reading for samples
+	sampler    *tracer.Sampler   // nil without Options.SampleInterval
+	counters   tracer.Counters   // the kernel's last reading for samples
 	cgroups    *cgroups.Resolver // nil without cgroup v2
 }
 

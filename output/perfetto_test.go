@@ -245,17 +245,19 @@ func jsonText(v any) string {
 func TestValidateTraceRefuses(t *testing.T) {
 	head := `{"displayTimeUnit":"ms","traceEvents":[{"ph":"M","name":"process_name","pid":1,"tid":1,"ts":0,"args":{"name":"p/1"}},`
 	for name, events := range map[string]string{
-		"unended":        `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":1}`,
-		"crossed":        `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":1},{"ph":"b","name":"s","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":2},{"ph":"e","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":3},{"ph":"e","name":"s","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":4}`,
-		"backwards":      `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":5},{"ph":"e","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":4}`,
-		"instant alone":  `{"ph":"n","name":"i","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":1}`,
-		"no ts":          `{"ph":"C","name":"c","pid":1,"tid":1,"args":{"v":1}}`,
-		"text counter":   `{"ph":"C","name":"c","pid":1,"tid":1,"ts":1,"args":{"v":"x"}}`,
-		"flow never in":  `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":1,"bind_id":"0x1","flow_out":true},{"ph":"e","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":2}`,
-		"unnamed pid":    `{"ph":"C","name":"c","pid":2,"tid":2,"ts":1,"args":{"v":1}}`,
-		"no cat":         `{"ph":"b","name":"a","id":"0x1","pid":1,"tid":1,"ts":1},{"ph":"e","name":"a","id":"0x1","pid":1,"tid":1,"ts":2}`,
-		"unknown phase":  `{"ph":"Q","name":"a","pid":1,"tid":1,"ts":1}`,
-		"flow backwards": `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":5,"bind_id":"0x1","flow_out":true},{"ph":"e","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":6},{"ph":"b","name":"b","cat":"tcp","id":"0x2","pid":1,"tid":1,"ts":1,"bind_id":"0x1","flow_in":true},{"ph":"e","name":"b","cat":"tcp","id":"0x2","pid":1,"tid":1,"ts":2}`,
+		"unended":                 `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":1}`,
+		"crossed":                 `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":1},{"ph":"b","name":"s","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":2},{"ph":"e","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":3},{"ph":"e","name":"s","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":4}`,
+		"backwards":               `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":5},{"ph":"e","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":4}`,
+		"instant alone":           `{"ph":"n","name":"i","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":1}`,
+		"no ts":                   `{"ph":"C","name":"c","pid":1,"tid":1,"args":{"v":1}}`,
+		"text counter":            `{"ph":"C","name":"c","pid":1,"tid":1,"ts":1,"args":{"v":"x"}}`,
+		"flow never in":           `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":1,"bind_id":"0x1","flow_out":true},{"ph":"e","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":2}`,
+		"unnamed pid":             `{"ph":"C","name":"c","pid":2,"tid":2,"ts":1,"args":{"v":1}}`,
+		"no cat":                  `{"ph":"b","name":"a","id":"0x1","pid":1,"tid":1,"ts":1},{"ph":"e","name":"a","id":"0x1","pid":1,"tid":1,"ts":2}`,
+		"unknown phase":           `{"ph":"Q","name":"a","pid":1,"tid":1,"ts":1}`,
+		"begin and end at one ts": `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":1},{"ph":"b","name":"s","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":2},{"ph":"e","name":"s","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":2},{"ph":"e","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":3}`,
+		"end and begin at one ts": `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":1},{"ph":"b","name":"s","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":2},{"ph":"e","name":"s","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":3},{"ph":"b","name":"t","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":3},{"ph":"e","name":"t","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":4},{"ph":"e","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":5}`,
+		"flow backwards":          `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":5,"bind_id":"0x1","flow_out":true},{"ph":"e","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":6},{"ph":"b","name":"b","cat":"tcp","id":"0x2","pid":1,"tid":1,"ts":1,"bind_id":"0x1","flow_in":true},{"ph":"e","name":"b","cat":"tcp","id":"0x2","pid":1,"tid":1,"ts":2}`,
 	} {
 		if err := ValidateTrace([]byte(head + events + "]}")); err == nil {
 			t.Errorf("%s: accepted", name)

@@ -17,8 +17,13 @@ build: ## build ./tcpscope (no clang needed: the BPF objects are committed)
 generate: ## rebuild the BPF objects and their Go bindings (needs clang-16, llvm-16, libbpf-dev)
 	cd tracer && $(GO) generate ./...
 
-test: ## all tests; the kernel tests need root (sudo make test)
-	$(GO) test -count=1 -timeout 30m ./...
+# Where the tests keep their artifacts (the browser test's screenshot of
+# the HTML report): go test needs the directory to exist.
+ARTIFACTS ?= $(CURDIR)/test-artifacts
+
+test: ## all tests; the kernel tests need root (sudo make test); artifacts in $(ARTIFACTS)
+	mkdir -p $(ARTIFACTS)
+	$(GO) test -count=1 -timeout 30m -artifacts -outputdir $(ARTIFACTS) ./...
 
 lint: ## gofmt and go vet (cmd/internal/otelcol, a module of its own, too)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi

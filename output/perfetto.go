@@ -43,8 +43,11 @@ type PerfettoWriter struct {
 	procs  map[uint32]string    // pid to process_name
 	buf    []byte
 	order  []int // itemOrder's
-	first  bool
-	err    error
+	// lastAsync is the time of the connection's last begin or end: each
+	// comes strictly after it (asyncAt).
+	lastAsync time.Time
+	first     bool
+	err       error
 }
 
 const (
@@ -159,6 +162,7 @@ func (p *PerfettoWriter) Connection(c *tracer.Connection) error {
 	if end.Before(start.Add(2 * ns)) {
 		end = start.Add(2 * ns)
 	}
+	p.lastAsync = start
 	b := p.event("b", name, "tcp", pid, start)
 	b.str("id", id)
 	p.flow(&b, c)
@@ -166,10 +170,22 @@ func (p *PerfettoWriter) Connection(c *tracer.Connection) error {
 	b.b = appendConnectionArgs(b.b, c)
 	p.emit(b)
 	p.timeline(c, pid, id, start, end)
-	e := p.event("e", name, "tcp", pid, end)
+	e := p.event("e", name, "tcp", pid, p.asyncAt(end))
 	e.str("id", id)
 	p.emit(e)
 	return p.err
+}
+
+// asyncAt is the time of a connection's next begin or end: t, or a
+// nanosecond after the one before when t is not after it. Perfetto sorts
+// the events by time and orders those of one time as it likes: a begin
+// and an end at one time could nest the wrong way.
+func (p *PerfettoWriter) asyncAt(t time.Time) time.Time {
+	if !t.After(p.lastAsync) {
+		t = p.lastAsync.Add(ns)
+	}
+	p.lastAsync = t
+	return t
 }
 
 // flow adds the arrow to the connection's other end, when both are in the
@@ -239,7 +255,7 @@ func (p *PerfettoWriter) timeline(c *tracer.Connection, pid uint32, id string, s
 	var openAt time.Time
 	closeState := func(at time.Time) {
 		if open != 0 {
-			p.stateEvent("e", pid, id, open, later(clamp(at.Add(-ns)), openAt))
+			p.stateEvent("e", pid, id, open, clamp(at.Add(-ns)))
 			open = 0
 		}
 	}
@@ -256,7 +272,7 @@ func (p *PerfettoWriter) timeline(c *tracer.Connection, pid uint32, id string, s
 			open = 0
 		}
 		if open != 0 {
-			p.stateEvent("b", pid, id, open, openAt)
+			openAt = p.stateEvent("b", pid, id, open, openAt)
 		}
 	}
 	for _, i := range p.itemOrder(c.Timeline) {
@@ -270,8 +286,8 @@ func (p *PerfettoWriter) timeline(c *tracer.Connection, pid uint32, id string, s
 		}
 		closeState(it.At)
 		if it.To != tracer.StateClose && it.To != 0 {
-			open, openAt = it.To, later(clamp(it.At), openAt)
-			p.stateEvent("b", pid, id, open, openAt)
+			open = it.To
+			openAt = p.stateEvent("b", pid, id, open, clamp(it.At))
 		}
 	}
 	closeState(end)
@@ -309,11 +325,15 @@ func firstState(tl []tracer.Item) int {
 	return slices.IndexFunc(tl, func(it tracer.Item) bool { return it.Kind == tracer.ItemState })
 }
 
-// stateEvent writes the begin or the end of a state's slice.
-func (p *PerfettoWriter) stateEvent(ph string, pid uint32, id string, s tracer.State, at time.Time) {
+// stateEvent writes the begin or the end of a state's slice at at, or
+// just after the connection's last begin or end (asyncAt): it returns
+// the time written.
+func (p *PerfettoWriter) stateEvent(ph string, pid uint32, id string, s tracer.State, at time.Time) time.Time {
+	at = p.asyncAt(at)
 	o := p.event(ph, s.String(), "tcp", pid, at)
 	o.str("id", id)
 	p.emit(o)
+	return at
 }
 
 // instant writes a timeline item as an async instant: its kind and reason

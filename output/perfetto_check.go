@@ -1,9 +1,12 @@
 package output
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 )
 
 // traceEvent is one event of a Chrome trace-event file, as ValidateTrace
@@ -44,7 +47,8 @@ type traceCheck struct {
 // same cat, id and name, properly nested, instants ("n") inside one;
 // times that do not go back within an async tree or a counter track;
 // counters with numeric args; each flow (bind_id) begun once and ended
-// once, not before it begins; every process named.
+// once, not before it begins; every process named. The nesting is checked
+// in file order and again sorted by ts, as Perfetto imports it.
 func ValidateTrace(data []byte) error {
 	var doc struct {
 		TraceEvents     []traceEvent `json:"traceEvents"`
@@ -64,7 +68,51 @@ func ValidateTrace(data []byte) error {
 		}
 	}
 	c.end()
+	c.problems = append(c.problems, sortedNesting(doc.TraceEvents)...)
 	return errors.Join(c.problems...)
+}
+
+// sortedNesting checks the async slices' nesting again in the order
+// Perfetto imports them: sorted by ts, stably. Events of one ts may then
+// come in any order, so a begin and an end at the same ts on one track
+// are a problem of their own: which comes first is not the file's to say.
+func sortedNesting(events []traceEvent) []error {
+	var async []int
+	for i := range events {
+		if e := &events[i]; (e.Ph == "b" || e.Ph == "e") && e.Ts != nil && e.Pid != nil && e.Name != nil && e.ID != "" {
+			async = append(async, i)
+		}
+	}
+	slices.SortStableFunc(async, func(a, b int) int { return cmp.Compare(*events[a].Ts, *events[b].Ts) })
+	var problems []error
+	stacks := map[asyncKey][]string{}
+	type at struct {
+		k  asyncKey
+		ts float64
+	}
+	phases := map[at]string{} // the phases seen at a ts on a track
+	for _, i := range async {
+		e := &events[i]
+		k := asyncKey{*e.Pid, e.Cat, e.ID}
+		p := phases[at{k, *e.Ts}]
+		if !strings.Contains(p, e.Ph) {
+			phases[at{k, *e.Ts}] = p + e.Ph
+			if p != "" {
+				problems = append(problems, fmt.Errorf("event %d: id %s has a begin and an end at the same ts %v", i, e.ID, *e.Ts))
+			}
+		}
+		st := stacks[k]
+		if e.Ph == "b" {
+			stacks[k] = append(st, *e.Name)
+			continue
+		}
+		if len(st) == 0 || st[len(st)-1] != *e.Name {
+			problems = append(problems, fmt.Errorf("event %d, sorted by ts: e %q of id %s does not end the innermost open slice %q", i, *e.Name, e.ID, st))
+			continue
+		}
+		stacks[k] = st[:len(st)-1]
+	}
+	return problems
 }
 
 func (c *traceCheck) event(e *traceEvent) error {

@@ -51,56 +51,57 @@ type series struct {
 	value uint64
 }
 
-// sampleCounters writes one sample's counters. A listener or destination
+// sampleCounters writes one sample's counters. What happened in the
+// interval (opened, closed, flagged, an accept queue's peak and drops) is
+// written at the interval's start, so that it spans the interval; levels
+// measured at its end (queue, backlog, TIME_WAIT) at its end. A listener
 // missing from a sample that had one before gets a 0, so that its counter
-// does not stay at its last level.
+// does not stay at its last level; so does a destination, unless the
+// sample's list was full: it may only have dropped out of the busiest.
 func (p *PerfettoWriter) sampleCounters(s *Sample, owners map[listenerKey]ListenerRow, last map[string]uint32) {
+	from := s.Time.Add(-time.Duration(max(s.IntervalMs, 0)) * time.Millisecond)
 	seen := map[string]bool{}
-	p.counter("connections", perfettoSamplesPID, s.Time, []series{{"opened", s.Opened}, {"closed", s.Closed}, {"flagged", s.Flagged}})
+	p.counter("connections", perfettoSamplesPID, from, []series{{"opened", s.Opened}, {"closed", s.Closed}, {"flagged", s.Flagged}})
 	for _, l := range s.Listeners {
 		pid := uint32(perfettoSamplesPID)
 		if row, ok := owners[listenerKey{l.NetNS, l.Port}]; ok && row.PID != 0 {
 			pid = p.process(row.PID, row.Comm)
 		}
-		name := "accept queue " + listenerText(l)
-		p.counter(name, pid, s.Time, []series{{"queue", uint64(l.Queue)}, {"peak", uint64(l.PeakQueue)}, {"backlog", uint64(l.Backlog)}, {"overflow_drops", l.OverflowDrops}})
+		name := "accept queue " + NetText(l.NetNS, l.Addr, l.Port)
+		p.counter(name, pid, from, []series{{"peak", uint64(l.PeakQueue)}, {"overflow_drops", l.OverflowDrops}})
+		p.counter(name, pid, s.Time, []series{{"queue", uint64(l.Queue)}, {"backlog", uint64(l.Backlog)}})
 		seen[name], last[name] = true, pid
 	}
 	for _, t := range s.TimeWait {
-		name := "TIME_WAIT to " + destText(t)
+		name := "TIME_WAIT to " + NetText(t.NetNS, t.RemoteAddr, t.RemotePort)
 		p.counter(name, perfettoSamplesPID, s.Time, []series{{"count", uint64(max(t.Count, 0))}})
 		seen[name], last[name] = true, perfettoSamplesPID
 	}
+	full := len(s.TimeWait) >= tracer.MaxSampleTimeWait
 	for _, name := range slices.Sorted(maps.Keys(last)) {
-		if !seen[name] {
-			p.counter(name, last[name], s.Time, zeroSeries(name))
+		switch {
+		case seen[name]:
+		case strings.HasPrefix(name, "TIME_WAIT"):
+			if !full {
+				p.counter(name, last[name], s.Time, []series{{"count", 0}})
+				delete(last, name)
+			}
+		default: // a listener keeps its backlog
+			p.counter(name, last[name], from, []series{{"peak", 0}, {"overflow_drops", 0}})
+			p.counter(name, last[name], s.Time, []series{{"queue", 0}})
 			delete(last, name)
 		}
 	}
 }
 
-// zeroSeries is the 0 of a counter gone from the samples; a listener
-// keeps its backlog.
-func zeroSeries(name string) []series {
-	if strings.HasPrefix(name, "TIME_WAIT") {
-		return []series{{"count", 0}}
-	}
-	return []series{{"queue", 0}, {"peak", 0}, {"overflow_drops", 0}}
-}
-
-func listenerText(l SampleListener) string {
-	addr := l.Addr
-	if addr == "" {
-		addr = "*"
-	}
-	return netText(l.NetNS, addr, l.Port)
-}
-
-func destText(t SampleTimeWait) string { return netText(t.NetNS, t.RemoteAddr, t.RemotePort) }
-
-func netText(netns uint32, addr string, port uint16) string {
+// NetText names a listener or destination: its address (IPv6 in
+// brackets, * when unknown or the wildcard), port and network namespace.
+func NetText(netns uint32, addr string, port uint16) string {
 	if a, err := netip.ParseAddr(addr); err == nil && a.Is6() {
 		addr = "[" + addr + "]"
+	}
+	if addr == "" {
+		addr = "*"
 	}
 	return addr + ":" + strconv.Itoa(int(port)) + " (netns " + strconv.FormatUint(uint64(netns), 10) + ")"
 }

@@ -177,25 +177,62 @@ func checkPerfettoInstants(t *testing.T, evs []decodedEvent) {
 
 func checkPerfettoCounters(t *testing.T, evs []decodedEvent) {
 	t.Helper()
-	var queue, tw []string
+	var conns, queue, tw []string
 	for _, e := range evs {
 		if e.Ph != "C" {
 			continue
 		}
+		text := fmt.Sprintf("%gms %s", e.Ts/1000, jsonText(e.Args))
 		switch {
+		case e.Name == "connections":
+			conns = append(conns, text)
 		case strings.HasPrefix(e.Name, "accept queue 10.0.0.1:80 (netns 7)") && e.Pid == 200:
-			queue = append(queue, jsonText(e.Args))
+			queue = append(queue, text)
 		case e.Name == "TIME_WAIT to 10.0.0.1:80 (netns 7)":
-			tw = append(tw, jsonText(e.Args))
+			tw = append(tw, text)
 		}
 	}
-	wantQueue := []string{`{"backlog":2,"overflow_drops":0,"peak":0,"queue":0}`, `{"backlog":2,"overflow_drops":5,"peak":3,"queue":3}`,
-		`{"overflow_drops":0,"peak":0,"queue":0}`}
+	// What happened in an interval starts with it; levels are at its end.
+	wantConns := []string{`0ms {"closed":0,"flagged":0,"opened":4}`, `1000ms {"closed":4,"flagged":0,"opened":0}`, `2000ms {"closed":0,"flagged":0,"opened":0}`}
+	if !slices.Equal(conns, wantConns) {
+		t.Errorf("connections counters %q, want %q", conns, wantConns)
+	}
+	wantQueue := []string{`0ms {"overflow_drops":0,"peak":0}`, `1000ms {"backlog":2,"queue":0}`,
+		`1000ms {"overflow_drops":5,"peak":3}`, `2000ms {"backlog":2,"queue":3}`,
+		`2000ms {"overflow_drops":0,"peak":0}`, `3000ms {"queue":0}`}
 	if !slices.Equal(queue, wantQueue) {
 		t.Errorf("accept queue counters on the listener owner's track %q, want %q", queue, wantQueue)
 	}
-	if wantTW := []string{`{"count":2}`, `{"count":0}`}; !slices.Equal(tw, wantTW) {
+	if wantTW := []string{`1000ms {"count":2}`, `2000ms {"count":0}`}; !slices.Equal(tw, wantTW) {
 		t.Errorf("TIME_WAIT counters %q, want %q (0 once the destination is gone)", tw, wantTW)
+	}
+}
+
+// TestPerfettoTimeWaitUnknown: a destination missing from a sample whose
+// list is full may only have dropped out of the busiest: no 0 for it
+// until a sample with room says it is gone.
+func TestPerfettoTimeWaitUnknown(t *testing.T) {
+	t0 := time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+	full := make([]SampleTimeWait, tracer.MaxSampleTimeWait)
+	for i := range full {
+		full[i] = SampleTimeWait{NetNS: 1, RemoteAddr: "10.0.0.1", RemotePort: uint16(1000 + i), Count: 5}
+	}
+	rec := &Recording{Meta: Meta{FormatVersion: 1, Start: t0}, Samples: []Sample{
+		{Time: t0.Add(time.Second), IntervalMs: 1000, TimeWait: []SampleTimeWait{{NetNS: 1, RemoteAddr: "10.0.0.9", RemotePort: 80, Count: 3}}},
+		{Time: t0.Add(2 * time.Second), IntervalMs: 1000, TimeWait: full},
+		{Time: t0.Add(3 * time.Second), IntervalMs: 1000}}}
+	var buf bytes.Buffer
+	if err := WritePerfetto(&buf, rec); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range decodeTrace(t, buf.Bytes()) {
+		if e.Ph == "C" && e.Name == "TIME_WAIT to 10.0.0.9:80 (netns 1)" {
+			got = append(got, fmt.Sprintf("%gms %s", e.Ts/1000, jsonText(e.Args)))
+		}
+	}
+	if want := []string{`1000ms {"count":3}`, `3000ms {"count":0}`}; !slices.Equal(got, want) {
+		t.Errorf("TIME_WAIT counters %q, want %q", got, want)
 	}
 }
 
@@ -208,17 +245,19 @@ func jsonText(v any) string {
 func TestValidateTraceRefuses(t *testing.T) {
 	head := `{"displayTimeUnit":"ms","traceEvents":[{"ph":"M","name":"process_name","pid":1,"tid":1,"ts":0,"args":{"name":"p/1"}},`
 	for name, events := range map[string]string{
-		"unended":        `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":1}`,
-		"crossed":        `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":1},{"ph":"b","name":"s","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":2},{"ph":"e","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":3},{"ph":"e","name":"s","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":4}`,
-		"backwards":      `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":5},{"ph":"e","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":4}`,
-		"instant alone":  `{"ph":"n","name":"i","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":1}`,
-		"no ts":          `{"ph":"C","name":"c","pid":1,"tid":1,"args":{"v":1}}`,
-		"text counter":   `{"ph":"C","name":"c","pid":1,"tid":1,"ts":1,"args":{"v":"x"}}`,
-		"flow never in":  `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":1,"bind_id":"0x1","flow_out":true},{"ph":"e","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":2}`,
-		"unnamed pid":    `{"ph":"C","name":"c","pid":2,"tid":2,"ts":1,"args":{"v":1}}`,
-		"no cat":         `{"ph":"b","name":"a","id":"0x1","pid":1,"tid":1,"ts":1},{"ph":"e","name":"a","id":"0x1","pid":1,"tid":1,"ts":2}`,
-		"unknown phase":  `{"ph":"Q","name":"a","pid":1,"tid":1,"ts":1}`,
-		"flow backwards": `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":5,"bind_id":"0x1","flow_out":true},{"ph":"e","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":6},{"ph":"b","name":"b","cat":"tcp","id":"0x2","pid":1,"tid":1,"ts":1,"bind_id":"0x1","flow_in":true},{"ph":"e","name":"b","cat":"tcp","id":"0x2","pid":1,"tid":1,"ts":2}`,
+		"unended":                 `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":1}`,
+		"crossed":                 `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":1},{"ph":"b","name":"s","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":2},{"ph":"e","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":3},{"ph":"e","name":"s","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":4}`,
+		"backwards":               `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":5},{"ph":"e","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":4}`,
+		"instant alone":           `{"ph":"n","name":"i","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":1}`,
+		"no ts":                   `{"ph":"C","name":"c","pid":1,"tid":1,"args":{"v":1}}`,
+		"text counter":            `{"ph":"C","name":"c","pid":1,"tid":1,"ts":1,"args":{"v":"x"}}`,
+		"flow never in":           `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":1,"bind_id":"0x1","flow_out":true},{"ph":"e","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":2}`,
+		"unnamed pid":             `{"ph":"C","name":"c","pid":2,"tid":2,"ts":1,"args":{"v":1}}`,
+		"no cat":                  `{"ph":"b","name":"a","id":"0x1","pid":1,"tid":1,"ts":1},{"ph":"e","name":"a","id":"0x1","pid":1,"tid":1,"ts":2}`,
+		"unknown phase":           `{"ph":"Q","name":"a","pid":1,"tid":1,"ts":1}`,
+		"begin and end at one ts": `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":1},{"ph":"b","name":"s","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":2},{"ph":"e","name":"s","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":2},{"ph":"e","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":3}`,
+		"end and begin at one ts": `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":1},{"ph":"b","name":"s","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":2},{"ph":"e","name":"s","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":3},{"ph":"b","name":"t","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":3},{"ph":"e","name":"t","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":4},{"ph":"e","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":5}`,
+		"flow backwards":          `{"ph":"b","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":5,"bind_id":"0x1","flow_out":true},{"ph":"e","name":"a","cat":"tcp","id":"0x1","pid":1,"tid":1,"ts":6},{"ph":"b","name":"b","cat":"tcp","id":"0x2","pid":1,"tid":1,"ts":1,"bind_id":"0x1","flow_in":true},{"ph":"e","name":"b","cat":"tcp","id":"0x2","pid":1,"tid":1,"ts":2}`,
 	} {
 		if err := ValidateTrace([]byte(head + events + "]}")); err == nil {
 			t.Errorf("%s: accepted", name)

@@ -48,11 +48,15 @@ func (r *Recorder) checkLoss() {
 	}
 }
 
+// DefaultTickInterval is the recorder's tick when TickInterval is 0: the
+// accept queues are looked at, and samples cut, on it.
+const DefaultTickInterval = 200 * time.Millisecond
+
 // Run traces until ctx ends, then detaches, drains the ring buffer, and
 // hands every connection still followed to the builder's Emit.
 func (r *Recorder) Run(ctx context.Context) error {
 	if r.TickInterval == 0 {
-		r.TickInterval = 200 * time.Millisecond
+		r.TickInterval = DefaultTickInterval
 	}
 	stopped := make(chan struct{})
 	defer close(stopped)

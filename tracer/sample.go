@@ -121,8 +121,12 @@ func (s *Sampler) Due(now time.Time) bool {
 func (s *Sampler) Take(now time.Time, b *Builder, k Counters, tw *TimeWaitTracker) Sample {
 	out := s.cur
 	out.Time, out.Interval = now, now.Sub(s.start)
+	// A twin discarded after the interval it started in lowers the total
+	// (discardTwin): that interval counted it already, so this one counts
+	// none, and the high mark stays so that the samples still sum to the
+	// records.
 	opened := b.started - b.discarded
-	out.Opened, s.opened = opened-s.opened, opened
+	out.Opened, s.opened = opened-min(s.opened, opened), max(s.opened, opened)
 	out.LostEvents, s.lost = k.Lost-min(s.lost, k.Lost), k.Lost
 	out.LostRecords, s.lostRecords = k.LostRecords-min(s.lostRecords, k.LostRecords), k.LostRecords
 	out.Listeners = s.takeListeners()

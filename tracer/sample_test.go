@@ -117,6 +117,25 @@ func TestSamplerIntervals(t *testing.T) {
 	}
 }
 
+// TestSamplerDiscardedTwin: a server child started in one interval and
+// discarded as a twin in the next lowers the builder's total; the next
+// sample counts 0 opened, not 2^64-1, and the samples sum to the records.
+func TestSamplerDiscardedTwin(t *testing.T) {
+	s, b := NewSampler(time.Second, t0), &Builder{}
+	var sum uint64
+	for i, step := range []struct{ started, discarded, want uint64 }{{5, 0, 5}, {5, 1, 0}, {7, 1, 1}} {
+		b.started, b.discarded = step.started, step.discarded
+		got := s.Take(t0.Add(time.Duration(i+1)*time.Second), b, Counters{}, nil)
+		if got.Opened != step.want {
+			t.Errorf("sample %d: opened %d, want %d", i+1, got.Opened, step.want)
+		}
+		sum += got.Opened
+	}
+	if sum != 6 {
+		t.Errorf("samples sum to %d opened, want the 6 records", sum)
+	}
+}
+
 // TestSamplerDue: an interval ends at the first tick at or past its
 // length; 0 takes none.
 func TestSamplerDue(t *testing.T) {

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"html"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -254,7 +256,7 @@ func checkDemoFindings(t *testing.T, stdout string, rec *output.Recording) {
 	}
 }
 
-// checkDemoPage: the demo's HTML report holds its legend, row for row as
+// checkDemoPage: the demo's HTML report holds its legend, every row as
 // the terminal shows it, and the queue and TIME_WAIT charts of its sample
 // records.
 func checkDemoPage(t *testing.T, page, stdout string) {
@@ -263,19 +265,44 @@ func checkDemoPage(t *testing.T, page, stdout string) {
 	if err != nil {
 		t.Fatalf("demo --html: %v", err)
 	}
-	html := string(b)
+	doc := string(b)
 	for _, s := range []string{`<p class="lead" id="intro">This is tcpscope&#39;s built-in demo.`, "What the demo injected, and what tcpscope found", "Accept queue per listener", "TIME_WAIT sockets per destination"} {
-		if !strings.Contains(html, s) {
+		if !strings.Contains(doc, s) {
 			t.Errorf("the demo's page lacks %q", s)
 		}
 	}
+	terminal := terminalLegend(stdout)
+	if len(terminal) == 0 {
+		t.Fatalf("no INJECTED/FOUND rows in the demo's output:\n%s", stdout)
+	}
+	_, section, _ := strings.Cut(doc, `<section id="legend">`)
+	section, _, _ = strings.Cut(section, "</section>")
+	var onPage [][2]string
+	for _, m := range legendRow.FindAllStringSubmatch(section, -1) {
+		onPage = append(onPage, [2]string{html.UnescapeString(m[1]), html.UnescapeString(m[2])})
+	}
+	if !slices.Equal(onPage, terminal) {
+		t.Errorf("the page's legend rows\n%q\ndiffer from the terminal's\n%q", onPage, terminal)
+	}
+}
+
+var legendRow = regexp.MustCompile(`<tr><td>(.*?)</td><td>(.*?)</td></tr>`)
+
+// terminalLegend reads the rows of the INJECTED FAULT | FOUND table the
+// demo prints, cells trimmed.
+func terminalLegend(stdout string) [][2]string {
+	var rows [][2]string
+	in := false
 	for _, line := range strings.Split(stdout, "\n") {
-		if fault, _, ok := strings.Cut(strings.TrimPrefix(line, "| "), " | "); ok && strings.Contains(fault, " closed port :") {
-			if !strings.Contains(html, "<td>"+strings.TrimSpace(fault)+"</td>") {
-				t.Errorf("the demo's page lacks the legend row %q", strings.TrimSpace(fault))
-			}
-			return
+		cells := strings.Split(strings.TrimSpace(line), " | ")
+		switch {
+		case strings.HasPrefix(line, "| INJECTED FAULT"):
+			in = true
+		case in && strings.HasPrefix(line, "+-") && len(rows) > 0:
+			return rows
+		case in && strings.HasPrefix(line, "| ") && len(cells) == 2:
+			rows = append(rows, [2]string{strings.TrimSpace(strings.TrimPrefix(cells[0], "|")), strings.TrimSpace(strings.TrimSuffix(cells[1], "|"))})
 		}
 	}
-	t.Errorf("no refused-connects row in the demo's legend:\n%s", stdout)
+	return rows
 }

@@ -249,12 +249,12 @@ func positive(d time.Duration) error {
 	return nil
 }
 
-// sampleInterval accepts 0 (no samples) or 100ms and more: samples are
-// cut on the recorder's 200 ms ticks, so shorter ones would mostly be
-// empty.
+// sampleInterval accepts 0 (no samples) or the recorder's tick (200ms)
+// and more: samples are cut on its ticks, so a shorter interval would
+// still last a tick.
 func sampleInterval(d time.Duration) error {
-	if d != 0 && d < 100*time.Millisecond {
-		return errors.New("must be at least 100ms, or 0 for no samples")
+	if d != 0 && d < tracer.DefaultTickInterval {
+		return fmt.Errorf("must be at least %s, or 0 for no samples", tracer.DefaultTickInterval)
 	}
 	return nil
 }

@@ -111,7 +111,7 @@ func TestDurationValue(t *testing.T) {
 	}{
 		{notNegative, "0s", true}, {notNegative, "30s", true}, {notNegative, "-1s", false}, {notNegative, "soon", false},
 		{positive, "1ms", true}, {positive, "0s", false}, {positive, "-1s", false},
-		{sampleInterval, "0s", true}, {sampleInterval, "100ms", true}, {sampleInterval, "99ms", false}, {sampleInterval, "-1s", false},
+		{sampleInterval, "0s", true}, {sampleInterval, "200ms", true}, {sampleInterval, "199ms", false}, {sampleInterval, "100ms", false}, {sampleInterval, "-1s", false},
 		{between(8*time.Second, 10*time.Minute, "runs"), "8s", true}, {between(8*time.Second, 10*time.Minute, "runs"), "10m", true},
 		{between(8*time.Second, 10*time.Minute, "runs"), "7s", false}, {between(8*time.Second, 10*time.Minute, "runs"), "11m", false},
 	} {

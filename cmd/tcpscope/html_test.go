@@ -28,9 +28,10 @@ import (
 
 // TestHTMLReportInBrowser records resets, refusals and clean connections
 // with record --html, and checks the page in headless chromium as a user
-// would: every flagged connection drawn, a click shows its timeline, a
-// filter hides the others, no console error, nothing fetched. The
-// screenshot is kept as the test's artifact.
+// would: every flagged connection drawn, a click shows its timeline, each
+// filter (flag, port, outcome, peer, process) shows the connections of the
+// export that match, no console error, nothing fetched. The screenshot is
+// kept as the test's artifact (make test: test-artifacts/).
 func TestHTMLReportInBrowser(t *testing.T) {
 	chromium := requireTool(t, "chromium", "chromium")
 	ns := nettest.New(t)
@@ -201,6 +202,7 @@ func checkInBrowser(t *testing.T, chromium, page string, rec *output.Recording) 
 	checkTimelineClick(t, ctx, rec)
 	checkFilter(t, ctx, byFlag[tracer.FlagRefused], flagged)
 	checkPortFilter(t, ctx, rec, flagged)
+	checkOtherFilters(t, ctx, rec, flagged)
 	shot, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Fatalf("screenshot: %v", err)
@@ -292,6 +294,67 @@ func checkPortFilter(t *testing.T, ctx context.Context, rec *output.Recording, f
 	}
 	if got := evalInt(t, ctx, visible); got != flagged {
 		t.Errorf("port cleared: %d connections shown, want %d", got, flagged)
+	}
+}
+
+// checkOtherFilters sets the outcome, peer and process filters one at a
+// time as a user does: the rows shown are the flagged connections of the
+// export that match, and clearing the filter brings all back.
+func checkOtherFilters(t *testing.T, ctx context.Context, rec *output.Recording, flagged int) {
+	t.Helper()
+	var server *tracer.Connection // a reset server, owned by the test's server process
+	for i := range rec.Connections {
+		if c := &rec.Connections[i]; c.Flagged() && c.Role == tracer.RoleServer && c.PID != 0 {
+			server = c
+			break
+		}
+	}
+	if server == nil {
+		t.Fatal("no flagged server connection with an owner in the export")
+	}
+	proc := server.Comm + "/" + strconv.FormatUint(uint64(server.PID), 10)
+	count := func(match func(c *tracer.Connection) bool) int {
+		n := 0
+		for i := range rec.Connections {
+			if c := &rec.Connections[i]; c.Flagged() && match(c) {
+				n++
+			}
+		}
+		return n
+	}
+	for _, tc := range []struct {
+		id, value string
+		want      int
+	}{
+		{"f-outcome", "refused", count(func(c *tracer.Connection) bool { return c.Outcome == tracer.OutcomeRefused })},
+		{"f-outcome", "reset", count(func(c *tracer.Connection) bool { return c.Outcome == tracer.OutcomeReset })},
+		{"f-peer", "127.0.0.1", count(func(c *tracer.Connection) bool { return strings.Contains(c.Remote.Addr().String(), "127.0.0.1") })},
+		{"f-peer", "10.99.", 0},
+		{"f-process", proc, count(func(c *tracer.Connection) bool {
+			return (c.Comm != "" || c.PID != 0) && strings.Contains(c.Comm+"/"+strconv.FormatUint(uint64(c.PID), 10), proc)
+		})},
+	} {
+		setFilter(t, ctx, tc.id, tc.value)
+		if got := evalInt(t, ctx, visible); got != tc.want || (tc.want == 0) != strings.HasPrefix(tc.value, "10.99.") {
+			t.Errorf("%s = %q: %d connections shown, the export has %d", tc.id, tc.value, got, tc.want)
+		}
+		if tc.want == flagged && tc.id != "f-peer" {
+			t.Errorf("%s = %q matches every flagged connection: the check shows nothing", tc.id, tc.value)
+		}
+		setFilter(t, ctx, tc.id, "")
+		if got := evalInt(t, ctx, visible); got != flagged {
+			t.Errorf("%s cleared: %d connections shown, want %d", tc.id, got, flagged)
+		}
+	}
+}
+
+// setFilter sets a filter's value and says so as the browser would on a
+// change.
+func setFilter(t *testing.T, ctx context.Context, id, value string) {
+	t.Helper()
+	js := fmt.Sprintf(`(() => { const e = document.getElementById(%q); e.value = %q; e.dispatchEvent(new Event("change")); return e.value === %q ? 1 : 0; })()`, id, value, value)
+	if evalInt(t, ctx, js) != 1 {
+		t.Fatalf("filter %s cannot take %q (no such option?)", id, value)
 	}
 }
 

@@ -46,21 +46,31 @@ func exportReader(name string, stdin io.Reader) (func(output.ReadOptions) (*outp
 	}, nil
 }
 
-// writePerfettoFile writes the Perfetto trace of an export to path (0600,
-// as exports: it names addresses and processes); a trace that could not
-// be written whole is removed.
+// writePerfettoFile writes the Perfetto trace of an export to path whole
+// or not at all, as the HTML report is: mode 0600 (it names addresses and
+// processes), handed to the user behind sudo.
 func writePerfettoFile(path string, read func(output.ReadOptions) (*output.Recording, error), keep func(*tracer.Connection) bool) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	err := output.WriteWhole(path, "the Perfetto trace", output.SudoOwner(os.Getenv), func(w io.Writer) error {
+		return output.PerfettoFromExport(w, read, keep)
+	})
 	if err != nil {
-		return fmt.Errorf("creating the Perfetto trace: %w", err)
-	}
-	err = output.PerfettoFromExport(f, read, keep)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(path)
 		return fmt.Errorf("writing the Perfetto trace %s: %w", path, err)
 	}
 	return nil
+}
+
+// stickyWriter keeps the first error of its writes: it tells a failed
+// write from a failed read when both come back as one error.
+type stickyWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (s *stickyWriter) Write(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	n, err := s.w.Write(p)
+	s.err = err
+	return n, err
 }

@@ -89,7 +89,7 @@ func (f *recordFlags) registerRecord(cmd *cobra.Command) {
 	fl.Var(durationValue{&f.statusEvery, positive}, "status-interval", "when stderr is not a terminal, print a plain status line this often")
 	f.maxConns = tracer.DefaultMaxConnections
 	f.sampleEvery = time.Second
-	fl.Var(durationValue{&f.sampleEvery, sampleInterval}, "sample-interval", "write a sample record (connections opened and closed, accept queues, TIME_WAIT per destination, lost events) to the export this often (at least 100ms; 0 writes none)")
+	fl.Var(durationValue{&f.sampleEvery, sampleInterval}, "sample-interval", "write a sample record (connections opened and closed, accept queues, TIME_WAIT per destination, lost events) to the export this often (at least 200ms, the recorder's tick; 0 writes none)")
 	fl.StringVar(&f.perfetto, "perfetto", "", "at the end, also write the recording as a Perfetto trace (ui.perfetto.dev) to `FILE`, read back from the export: needs -o FILE")
 	fl.Var(atLeastValue{&f.maxConns, 1000}, "max-connections", "connections followed at once (at least 1000); past it the least recently active are written early, flagged incomplete")
 	fl.Var(hostPortValue{&f.metricsAddr}, "metrics-addr", "serve Prometheus metrics at http://`HOST:PORT`/metrics while tracing (e.g. 127.0.0.1:9464, :9464); with no -o, record is a long-running agent")

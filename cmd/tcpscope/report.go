@@ -88,8 +88,14 @@ func (f *reportFlags) report(cmd *cobra.Command, name string, filter func(*trace
 		return err
 	}
 	if f.format == "perfetto" {
-		w := bufio.NewWriter(cmd.OutOrStdout())
+		// The trace's writes fail through out: a full disk is exit 1, an
+		// export that cannot be read exit 2.
+		out := &stickyWriter{w: cmd.OutOrStdout()}
+		w := bufio.NewWriter(out)
 		if err := output.PerfettoFromExport(w, read, filter); err != nil {
+			if out.err != nil {
+				return fmt.Errorf("writing the trace: %w", out.err)
+			}
 			return usageError{err}
 		}
 		if err := w.Flush(); err != nil {

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -224,6 +226,67 @@ func TestReportWriteErrorIsAnError(t *testing.T) {
 			!strings.Contains(stderr.String(), "no space left on device") {
 			t.Errorf("report %v > /dev/full: %v, stderr %q; want exit status 1 and the write error", args, err, stderr.String())
 		}
+	}
+}
+
+// TestReportPerfettoWriteError: a trace that cannot be written is exit
+// status 1 with the write error; only an export that cannot be read is 2.
+func TestReportPerfettoWriteError(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "run.jsonl")
+	writeTestExport(t, path, 200) // a trace larger than the write buffer
+	full, err := os.OpenFile("/dev/full", os.O_WRONLY, 0)
+	if err != nil {
+		t.Skipf("no /dev/full: %v", err)
+	}
+	defer full.Close()
+	var stderr bytes.Buffer
+	cmd := exec.Command(binary, "report", path, "--format", "perfetto")
+	cmd.Stdout, cmd.Stderr = full, &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "writing the trace: ") ||
+		!strings.Contains(stderr.String(), "no space left on device") {
+		t.Errorf("report --format perfetto > /dev/full: %v, stderr %q; want exit status 1 and the write error", err, stderr.String())
+	}
+	if _, stderr, code := report(t, nil, filepath.Join(t.TempDir(), "none.jsonl"), "--format", "perfetto"); code != 2 {
+		t.Errorf("report --format perfetto of a missing export: exit %d, stderr %q; want 2", code, stderr)
+	}
+}
+
+// TestReportPerfettoFileGoesToTheSudoUser: --perfetto FILE under sudo is
+// the sudo user's, 0600, and replaces a trace already there rather than
+// writing into it.
+func TestReportPerfettoFileGoesToTheSudoUser(t *testing.T) {
+	dir := t.TempDir()
+	export, trace := filepath.Join(dir, "run.jsonl"), filepath.Join(dir, "trace.json")
+	writeTestExport(t, export, 4)
+	if err := os.WriteFile(trace, []byte("an older trace"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(binary, "report", export, "--perfetto", trace)
+	cmd.Env = append(os.Environ(), "SUDO_UID=65534", "SUDO_GID=65534")
+	cmd.Stdout, cmd.Stderr = io.Discard, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("report --perfetto: %v: %s", err, stderr.String())
+	}
+	st, err := os.Stat(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := st.Sys().(*syscall.Stat_t)
+	if sys.Uid != 65534 || sys.Gid != 65534 || st.Mode().Perm() != 0o600 {
+		t.Errorf("trace: owner %d:%d mode %v, want 65534:65534 0600", sys.Uid, sys.Gid, st.Mode().Perm())
+	}
+	data, err := os.ReadFile(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := output.ValidateTrace(data); err != nil {
+		t.Errorf("trace: %v", err)
+	}
+	if temps, _ := filepath.Glob(filepath.Join(dir, ".trace.json.*")); len(temps) != 0 {
+		t.Errorf("temporaries left: %v", temps)
 	}
 }
 

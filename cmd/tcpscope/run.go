@@ -17,13 +17,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func newRunCmd() *cobra.Command {
-	var f recordFlags
-	var linger time.Duration
-	cmd := &cobra.Command{
-		Use:   "run [flags] -- CMD [ARGS...]",
-		Short: "Trace TCP while CMD runs (a load test), then summarise; exits with CMD's status",
-		Long: `Start tracing, wait until every program is attached, run CMD with this
+// runLong is run's help.
+const runLong = `Start tracing, wait until every program is attached, run CMD with this
 terminal's stdin, stdout and stderr, and stop tracing --linger after CMD exits
 so the last closes and TIME_WAIT entries land. Then print the summary, write
 the export (-o) and exit with CMD's exit status.
@@ -36,7 +31,15 @@ Stopping CMD stops the processes it started too: they get the same signals,
 and those still running once CMD is gone get SIGKILL at the end of the 2s.
 In every case tracing ends once CMD is gone, the export is written whole and
 tcpscope exits with CMD's status (128+9 = 137 when it had to be killed).
-A CMD that exits by itself may leave processes running; tcpscope lets them be.`,
+A CMD that exits by itself may leave processes running; tcpscope lets them be.`
+
+func newRunCmd() *cobra.Command {
+	var f recordFlags
+	var linger time.Duration
+	cmd := &cobra.Command{
+		Use:   "run [flags] -- CMD [ARGS...]",
+		Short: "Trace TCP while CMD runs (a load test), then summarise; exits with CMD's status",
+		Long:  runLong,
 		Example: `  sudo tcpscope run -o ab.jsonl -- ab -n 2000 -c 50 http://10.0.0.5:8080/
   sudo tcpscope run --port 8080 -- wrk -t2 -c100 -d30s http://10.0.0.5:8080/`,
 		Args: cobra.MinimumNArgs(1),
@@ -69,19 +72,7 @@ A CMD that exits by itself may leave processes running; tcpscope lets them be.`,
 				return err
 			}
 			err = runCommand(cmd.Context(), s, path, args, linger, f.duration, sigs)
-			code, ok := commandStatus(err)
-			if f.html == "" || !ok {
-				return err
-			}
-			// CMD's status stays tcpscope's: a page that could not be written
-			// is said on stderr (and is the error when CMD succeeded).
-			if herr := writeHTML(cmd.ErrOrStderr(), opts.output, f.html, html.Options{Command: args, ExitStatus: &code}); herr != nil {
-				if err == nil {
-					return herr
-				}
-				fmt.Fprintf(cmd.ErrOrStderr(), "tcpscope: %v\n", herr)
-			}
-			return err
+			return htmlAfterRun(cmd.ErrOrStderr(), err, opts.output, f.html, args)
 		},
 	}
 	f.registerRecord(cmd)
@@ -89,6 +80,25 @@ A CMD that exits by itself may leave processes running; tcpscope lets them be.`,
 	linger = 2 * time.Second
 	cmd.Flags().Var(durationValue{&linger, notNegative}, "linger", "keep tracing this long after CMD exits")
 	return cmd
+}
+
+// htmlAfterRun writes run's --html page (page "" for none) from the
+// export once CMD is gone; runErr is how the run ended. CMD's status stays
+// tcpscope's: a page that could not be written is said on stderr (and is
+// the error when CMD succeeded). Without CMD's status (tracing failed)
+// there is no page.
+func htmlAfterRun(stderr io.Writer, runErr error, export, page string, args []string) error {
+	code, ok := commandStatus(runErr)
+	if page == "" || !ok {
+		return runErr
+	}
+	if herr := writeHTML(stderr, export, page, html.Options{Command: args, ExitStatus: &code}); herr != nil {
+		if runErr == nil {
+			return herr
+		}
+		fmt.Fprintf(stderr, "tcpscope: %v\n", herr)
+	}
+	return runErr
 }
 
 // commandError maps a command that cannot start to the shell's codes: 127

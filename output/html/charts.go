@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"html/template"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/tcpscope/tcpscope/output"
@@ -14,11 +15,15 @@ import (
 // why one is missing.
 func (r *Report) charts(start, end time.Time, samples []output.Sample) ([]chart, []string) {
 	a := newAxis(start, end, time.Millisecond)
-	opened, closed, flags := r.connectionSeries(a)
+	opened, closed, flags, stillOpen := r.connectionSeries(a)
 	per := "per " + a.width.String()
+	note := "Coloured by how each connection ended. Hover a bar for its counts."
+	if stillOpen > 0 {
+		note += fmt.Sprintf(" Still open at the end, opened but not ended: %s.", thousands(stillOpen))
+	}
 	cs := []chart{{
 		Title:  "Connections opened (up) and ended (down), " + per,
-		Note:   "Coloured by how each connection ended. Hover a bar for its counts.",
+		Note:   note,
 		SVG:    barChart(a, "connections opened and ended", "connections", opened, closed, "opened", "ended"),
 		Legend: legend(opened)},
 	}
@@ -40,14 +45,14 @@ func (r *Report) charts(start, end time.Time, samples []output.Sample) ([]chart,
 	if len(queues) > 0 {
 		cs = append(cs, chart{
 			Title:  "Accept queue per listener, and drops",
-			Note:   "Lines: connections waiting for accept(), the peak of each sample interval. Marks along the bottom: final ACKs dropped because the queue was full.",
+			Note:   "Lines: connections waiting for accept(), the peak of each sample interval, drawn over the interval. Marks along the bottom: final ACKs dropped because the queue was full, spread evenly over their sample interval. No line: no sample yet.",
 			SVG:    lineChart(a, "accept queue per listener", "queued", queues, drops),
 			Legend: legend(queues)})
 	}
 	if len(tw) > 0 {
 		cs = append(cs, chart{
 			Title:  "TIME_WAIT sockets per destination",
-			Note:   "Each holds a local port for 60 s: a line that reaches the usable local ports means connects fail with EADDRNOTAVAIL.",
+			Note:   "Each holds a local port for 60 s: a line that reaches the usable local ports means connects fail with EADDRNOTAVAIL. A gap: no sample yet, or the destination was not among a sample's busiest " + strconv.Itoa(tracer.MaxSampleTimeWait) + ".",
 			SVG:    lineChart(a, "TIME_WAIT per destination", "sockets", tw, nil),
 			Legend: legend(tw)})
 	}

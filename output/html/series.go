@@ -2,7 +2,7 @@ package html
 
 import (
 	"cmp"
-	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -60,7 +60,9 @@ type series struct {
 
 // connectionSeries counts, per bin, the connections opened and closed by
 // outcome (the outcome they ended with) and the flagged ones by flag.
-func (r *Report) connectionSeries(a axis) (opened, closed, flags []series) {
+// The connections still open at the end are opened but not closed;
+// stillOpen counts them.
+func (r *Report) connectionSeries(a axis) (opened, closed, flags []series, stillOpen int) {
 	byOutcome := func() map[tracer.Outcome][]float64 { return map[tracer.Outcome][]float64{} }
 	op, cl := byOutcome(), byOutcome()
 	fl := map[tracer.Flag][]float64{}
@@ -74,7 +76,11 @@ func (r *Report) connectionSeries(a axis) (opened, closed, flags []series) {
 		if !b.pre {
 			add(op, b.outcome, a.binNs(b.start))
 		}
-		add(cl, b.outcome, a.binNs(b.end))
+		if b.outcome == tracer.OutcomeOpen {
+			stillOpen++ // it has not ended: its end is the recording's
+		} else {
+			add(cl, b.outcome, a.binNs(b.end))
+		}
 		for f := range b.flags.Without(tracer.FlagTimeWait).Without(tracer.FlagPreexisting).All() {
 			if fl[f] == nil {
 				fl[f] = make([]float64, a.n)
@@ -95,46 +101,53 @@ func (r *Report) connectionSeries(a axis) (opened, closed, flags []series) {
 			flags = append(flags, series{f.String(), palette[i%len(palette)], fl[f]})
 		}
 	}
-	return opened, closed, flags
+	return opened, closed, flags, stillOpen
 }
 
 // maxLines bounds the listeners and destinations drawn as lines: the
 // busiest are drawn, the page says how many more there were.
 const maxLines = 8
 
-// sampleSeries puts the samples in the axis's bins, each at its end: per
-// listener the accept queue (the peak in the bin) and the drops (their
-// sum), per destination its TIME_WAIT sockets (the peak in the bin). left says how
+// sampleSeries puts the samples in the axis's bins. A sample covers its
+// interval, from Time-Interval to Time: per listener the accept queue
+// (the peak over the bins it covers) and the drops (spread evenly over
+// them), per destination its TIME_WAIT sockets (the peak). Bins no sample
+// covers, before the first one in particular, are empty (NaN), not 0. A
+// listener a sample lacks was gone: 0. A destination it lacks is 0 too,
+// unless the sample's list was full (tracer.MaxSampleTimeWait): then it
+// may just have dropped out of the busiest, and is unknown. left says how
 // many listeners and destinations were not drawn.
 func sampleSeries(a axis, samples []output.Sample) (queues, drops, timeWait []series, left int) {
 	q, d, tw := map[string][]float64{}, map[string][]float64{}, map[string][]float64{}
 	get := func(m map[string][]float64, k string) []float64 {
 		if m[k] == nil {
-			m[k] = make([]float64, a.n)
+			m[k] = emptyBins(a.n)
 		}
 		return m[k]
 	}
-	sampled := make([]bool, a.n)
+	covered, twKnown := make([]bool, a.n), make([]bool, a.n)
 	for i := range samples {
 		s := &samples[i]
-		b := a.bin(s.Time)
-		sampled[b] = true
+		full := len(s.TimeWait) >= tracer.MaxSampleTimeWait
+		a.cover(s, func(b int, _ float64) {
+			covered[b] = true
+			twKnown[b] = twKnown[b] || !full
+		})
 		for _, l := range s.Listeners {
-			k := fmt.Sprintf("%s:%d backlog %d (netns %d)", l.Addr, l.Port, l.Backlog, l.NetNS)
-			v := get(q, k)
-			v[b] = max(v[b], float64(l.Queue), float64(l.PeakQueue))
-			get(d, k)[b] += float64(l.OverflowDrops)
+			k := netText(l.NetNS, l.Addr, l.Port)
+			v, dv := get(q, k), get(d, k)
+			a.cover(s, func(b int, share float64) {
+				v[b] = peak(v[b], float64(max(l.Queue, l.PeakQueue)))
+				dv[b] = peak(dv[b], 0) + share*float64(l.OverflowDrops)
+			})
 		}
 		for _, t := range s.TimeWait {
-			v := get(tw, fmt.Sprintf("toward %s:%d (netns %d)", t.RemoteAddr, t.RemotePort, t.NetNS))
-			v[b] = max(v[b], float64(t.Count))
+			v := get(tw, "toward "+netText(t.NetNS, t.RemoteAddr, t.RemotePort))
+			a.cover(s, func(b int, _ float64) { v[b] = peak(v[b], float64(t.Count)) })
 		}
 	}
-	for _, m := range []map[string][]float64{q, tw} {
-		for _, v := range m {
-			holdLevels(v, sampled)
-		}
-	}
+	fillZeros(q, covered)
+	fillZeros(tw, twKnown)
 	queues, l1 := busiest(q)
 	drops = make([]series, 0, len(queues))
 	for _, s := range queues {
@@ -144,15 +157,62 @@ func sampleSeries(a axis, samples []output.Sample) (queues, drops, timeWait []se
 	return queues, drops, timeWait, l1 + l2
 }
 
-// holdLevels fills the bins no sample fell in with the level before them:
-// the bins can be finer than the samples (the connections' time series
-// share the axis), and a level holds until the next sample says
-// otherwise. A sample that lacks a listener or destination says 0.
-func holdLevels(v []float64, sampled []bool) {
-	for i := 1; i < len(v); i++ {
-		if !sampled[i] {
-			v[i] = v[i-1]
+// netText names a listener or destination: one line per address, whatever
+// its backlog did.
+func netText(netns uint32, addr string, port uint16) string {
+	return output.NetText(netns, addr, port)
+}
+
+// emptyBins is a series with no value yet.
+func emptyBins(n int) []float64 {
+	v := make([]float64, n)
+	for i := range v {
+		v[i] = math.NaN()
+	}
+	return v
+}
+
+// peak is the larger of a bin's value (NaN when empty) and x.
+func peak(v, x float64) float64 {
+	if math.IsNaN(v) {
+		return x
+	}
+	return max(v, x)
+}
+
+// fillZeros sets the empty bins that known says a sample covered to 0: the
+// sample lacked the listener or destination.
+func fillZeros(m map[string][]float64, known []bool) {
+	for _, v := range m {
+		for i := range v {
+			if known[i] && math.IsNaN(v[i]) {
+				v[i] = 0
+			}
 		}
+	}
+}
+
+// cover calls f with each bin sample s's interval overlaps and the share
+// of the interval in it.
+func (a axis) cover(s *output.Sample, f func(b int, share float64)) {
+	to := s.Time.UnixNano()
+	from := to - max(s.IntervalMs, 0)*int64(time.Millisecond)
+	if to <= from {
+		f(a.binNs(to), 1)
+		return
+	}
+	first, last := a.binNs(from), a.binNs(to-1)
+	w, origin := int64(a.width), a.start.UnixNano()
+	for b := first; b <= last; b++ {
+		lo := max(from, origin+int64(b)*w)
+		hi := min(to, origin+int64(b+1)*w)
+		if b == first {
+			lo = from // clamped to the axis: the bin takes what is before it
+		}
+		if b == last {
+			hi = to
+		}
+		f(b, float64(hi-lo)/float64(to-from))
 	}
 }
 
@@ -163,7 +223,7 @@ func busiest(m map[string][]float64) ([]series, int) {
 	for k, v := range m {
 		out = append(out, series{Name: k, Values: v})
 	}
-	peak := func(s series) float64 { return slices.Max(s.Values) }
+	peak := func(s series) float64 { return sliceMax(s.Values) }
 	slices.SortFunc(out, func(a, b series) int {
 		if c := cmp.Compare(peak(b), peak(a)); c != 0 {
 			return c

@@ -154,10 +154,14 @@ func barChart(a axis, label, unit string, up, down []series, upName, downName st
 	return template.HTML(b.String())
 }
 
+// sliceMax is the largest value, 0 at least; empty bins (NaN) are
+// skipped.
 func sliceMax(v []float64) float64 {
 	m := 0.0
 	for _, x := range v {
-		m = max(m, x)
+		if x > m {
+			m = x
+		}
 	}
 	return m
 }
@@ -206,16 +210,31 @@ func lineChart(a axis, label, unit string, lines, bars []series) template.HTML {
 		b.WriteString(`</g>`)
 	}
 	for _, s := range lines {
-		var pts strings.Builder
-		for i, v := range s.Values {
-			fmt.Fprintf(&pts, "%.1f,%.1f %.1f,%.1f ", padL+bw*float64(i), y(v), padL+bw*float64(i+1), y(v))
-		}
-		fmt.Fprintf(&b, `<polyline class="line" stroke="%s" points="%s"><title>%s, peak %s</title></polyline>`,
-			esc(s.Color), pts.String(), esc(s.Name), esc(count(sliceMax(s.Values))))
+		fmt.Fprintf(&b, `<path class="line" stroke="%s" d="%s"><title>%s, peak %s</title></path>`,
+			esc(s.Color), stepPath(s.Values, bw, y), esc(s.Name), esc(count(sliceMax(s.Values))))
 	}
 	timeAxis(&b, a)
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String())
+}
+
+// stepPath draws levels as steps, one bin wide each; an empty bin (NaN)
+// breaks the line: nothing is known there.
+func stepPath(v []float64, bw float64, y func(float64) float64) string {
+	var d strings.Builder
+	move := true
+	for i, x := range v {
+		if math.IsNaN(x) {
+			move = true
+			continue
+		}
+		cmd := "L"
+		if move {
+			cmd, move = "M", false
+		}
+		fmt.Fprintf(&d, "%s%.1f,%.1f L%.1f,%.1f ", cmd, padL+bw*float64(i), y(x), padL+bw*float64(i+1), y(x))
+	}
+	return strings.TrimSpace(d.String())
 }
 
 // refLine marks a duration on a distribution's axis (the SYN retransmit

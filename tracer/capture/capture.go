@@ -77,8 +77,23 @@ type Started struct {
 	// owner the pid and comm filters want, but which the kernel could
 	// not be told of (Tracer.AdoptListener): it cannot tell who owns
 	// their connections and leaves them out; the cgroup filter can.
-	Unowned []netns.ListeningSocket
+	Unowned []UnownedListener
+	// ListenerErrs say which namespaces' listeners could not be listed:
+	// theirs have no owner or backlog from before the trace.
+	ListenerErrs []error
 }
+
+// UnownedListener is a listener of Started.Unowned and why the kernel
+// was not told of its owner.
+type UnownedListener struct {
+	netns.ListeningSocket
+	Err error
+}
+
+// errSharedPort: the kernel keys the owners of listeners that predate the
+// trace by namespace and port (a child socket shows no more), so a port
+// whose listeners have different owners cannot be given one.
+var errSharedPort = errors.New("its port is shared with a listener of another owner")
 
 // Snapshot is the live state of a recording.
 type Snapshot struct {
@@ -293,21 +308,52 @@ func open(opts Options, sinks Sinks) (*recording, error) {
 }
 
 // seedListeners tells the builder about listeners that predate the trace:
-// their owners and backlogs, from /proc/net/tcp and the processes holding
-// their sockets.
+// their owners and backlogs, from sock_diag and the processes holding
+// their sockets; and the kernel about the owners the pid and comm filters
+// want.
 func (r *recording) seedListeners() {
 	for ino, ns := range r.namespaces {
 		ls, err := ns.Listeners()
 		if err != nil {
+			r.started.ListenerErrs = append(r.started.ListenerErrs, fmt.Errorf("listing the listeners of netns %d: %w", ino, err))
 			continue
 		}
+		shared := sharedPorts(ls)
 		for _, l := range ls {
 			r.rec.Builder.SeedListener(ino, l.Local, l.PID, l.Comm, l.Backlog, l.Queue, r.started.Start)
-			if ownerWanted(r.opts.Config, l) && r.tr.AdoptListener(ino, l.Local.Port(), l.PID, l.Comm) != nil {
-				r.started.Unowned = append(r.started.Unowned, l)
+			if !ownerWanted(r.opts.Config, l) {
+				continue
+			}
+			err := errSharedPort
+			if !shared[l.Local.Port()] {
+				err = r.tr.AdoptListener(ino, l.Local.Port(), l.PID, l.Comm)
+			}
+			if err != nil {
+				r.started.Unowned = append(r.started.Unowned, UnownedListener{l, err})
 			}
 		}
 	}
+}
+
+// sharedPorts are the ports of one namespace's listeners ls that
+// listeners of different owners (or of none found) hold, as SO_REUSEPORT
+// or one address each allow.
+func sharedPorts(ls []netns.ListeningSocket) map[uint16]bool {
+	type owner struct {
+		pid  uint32
+		comm string
+	}
+	first := map[uint16]owner{}
+	shared := map[uint16]bool{}
+	for _, l := range ls {
+		o := owner{l.PID, l.Comm}
+		if prev, ok := first[l.Local.Port()]; !ok {
+			first[l.Local.Port()] = o
+		} else if prev != o {
+			shared[l.Local.Port()] = true
+		}
+	}
+	return shared
 }
 
 // ownerWanted tells whether the pid and comm filters, when set, want the

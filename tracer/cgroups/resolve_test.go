@@ -93,21 +93,41 @@ func TestResolverRescansOnMissAtMostOncePerInterval(t *testing.T) {
 	}
 }
 
+// A full table makes room, first by forgetting the cgroups the latest
+// walk no longer found, and says so in Err.
 func TestResolverBounded(t *testing.T) {
 	root := t.TempDir()
-	for _, d := range []string{"a", "b", "c", "d"} {
+	mkdir := func(d string) uint64 {
 		if err := os.Mkdir(filepath.Join(root, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
+		return inode(t, filepath.Join(root, d))
 	}
+	a, gone := mkdir("a"), mkdir("gone")
 	r := NewResolver(root)
 	r.MaxEntries = 3
 	r.Refresh()
 	if len(r.paths) != 3 {
-		t.Errorf("%d paths kept, want MaxEntries 3", len(r.paths))
+		t.Fatalf("%d paths kept, want 3", len(r.paths))
 	}
 	if err := r.Err(); err != nil {
-		t.Errorf("a full table is no error: %v", err)
+		t.Errorf("a table not yet past full: %v", err)
+	}
+	c := mkdir("c") // first: a file system may reuse the inode (kernfs ids are never reused)
+	if err := os.Remove(filepath.Join(root, "gone")); err != nil {
+		t.Fatal(err)
+	}
+	r.Refresh()
+	if _, ok := r.paths[gone]; ok {
+		t.Error("the cgroup the latest walk did not find was kept, another forgotten")
+	}
+	for id, want := range map[uint64]string{a: "/a", c: "/c"} {
+		if e, ok := r.paths[id]; !ok || e.info.Path != want {
+			t.Errorf("%s not kept", want)
+		}
+	}
+	if err := r.Err(); err == nil || !errors.Is(err, errFull) {
+		t.Errorf("Err() = %v, want the table full", err)
 	}
 }
 

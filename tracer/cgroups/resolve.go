@@ -33,7 +33,10 @@ func FindMount() (string, error) {
 	return mountIn(f)
 }
 
-// mountIn finds the first cgroup2 mount in a mountinfo listing.
+// mountIn finds the first cgroup2 mount of the hierarchy's root in a
+// mountinfo listing. A mount of a subtree (root field not "/", as a bind
+// mount of one cgroup shows) would give paths and levels relative to that
+// subtree, not to the root the kernel counts from, so it is passed over.
 func mountIn(r io.Reader) (string, error) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
@@ -41,7 +44,7 @@ func mountIn(r io.Reader) (string, error) {
 		fields := strings.Fields(sc.Text())
 		for i, f := range fields {
 			if f == "-" && i+1 < len(fields) && i >= 4 {
-				if fields[i+1] == "cgroup2" {
+				if fields[i+1] == "cgroup2" && fields[3] == "/" {
 					return unescape(fields[4]), nil
 				}
 				break
@@ -83,10 +86,10 @@ func isOctal(s string) bool {
 
 // Resolver names cgroup ids. A cgroup v2 id is its directory's inode
 // number in the cgroup2 file system (the kernfs node id, which on a 64-bit
-// kernel is the inode number whole). An id it does not know it opens by
-// file handle (see byHandle), which names a cgroup however recent; where
-// that is refused (not root) it walks the hierarchy, at most once per
-// MinRescan. It keeps the paths it has seen, so that a cgroup removed after
+// kernel is the inode number whole). On an id it does not know it walks
+// the hierarchy, at most once per MinRescan; between walks it opens the id
+// by file handle (see handleOpener), which names a cgroup however recent
+// where that is allowed (root). It keeps the paths it has seen, so that a cgroup removed after
 // it was seen (a container that exited) keeps its name; when MaxEntries
 // are kept, those the latest walk did not find (or, failing that, the
 // least recently named) make room. Safe for concurrent use.
@@ -147,14 +150,18 @@ func (r *Resolver) Resolve(id uint64) Info {
 		e.used = r.tick
 		return e.info
 	}
+	// A walk when one is due, as without handles: it also keeps the
+	// cgroups that exist now and whose ids come later, in records of
+	// sockets that outlive them.
+	if !time.Now().Before(r.next) {
+		r.scan()
+		if e, ok := r.paths[id]; ok {
+			return e.info
+		}
+	}
 	if path, ok := r.handles.path(r.root, id); ok {
 		r.add(id, path)
-		return r.lookup(id)
 	}
-	if time.Now().Before(r.next) {
-		return Info{}
-	}
-	r.scan()
 	return r.lookup(id)
 }
 

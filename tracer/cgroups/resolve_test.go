@@ -19,7 +19,10 @@ func TestMountIn(t *testing.T) {
 `
 	escaped := `40 30 0:37 / /mnt/cg\040two rw - cgroup2 none rw
 `
-	for in, want := range map[string]string{hybrid: "/sys/fs/cgroup/unified", unified: "/sys/fs/cgroup", escaped: "/mnt/cg two"} {
+	// A bind mount of one cgroup first, then the hierarchy's root.
+	subtree := `41 30 0:37 /system.slice /mnt/slice rw - cgroup2 cgroup2 rw
+` + unified
+	for in, want := range map[string]string{hybrid: "/sys/fs/cgroup/unified", unified: "/sys/fs/cgroup", escaped: "/mnt/cg two", subtree: "/sys/fs/cgroup"} {
 		got, err := mountIn(strings.NewReader(in))
 		if err != nil || got != want {
 			t.Errorf("mountIn = %q, %v; want %q", got, err, want)

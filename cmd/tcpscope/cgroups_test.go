@@ -75,7 +75,11 @@ func makeCgroups(t *testing.T, paths ...string) *testCgroups {
 		t.Skipf("no cgroup v2: %v", err)
 	}
 	cg := &testCgroups{mount: mount, top: "/tcpscope-test-" + randomHex(t, 8)}
-	t.Cleanup(func() { cg.remove() })
+	t.Cleanup(func() {
+		if err := cg.remove(); err != nil {
+			t.Errorf("removing the test's cgroups: %v", err)
+		}
+	})
 	for _, p := range append([]string{""}, paths...) {
 		for _, dir := range pathsDown(cg.top + p) {
 			if slices.Contains(cg.dirs, dir) {

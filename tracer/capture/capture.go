@@ -240,17 +240,7 @@ type recording struct {
 // open opens the namespaces and then the tracer; nothing is traced before
 // both succeed.
 func open(opts Options, sinks Sinks) (*recording, error) {
-	// Batch ring-buffer wakeups: one per quarter megabyte of events rather
-	// than one per event, which at load costs more than the events
-	// themselves; the reader also polls every 100 ms, which bounds how late
-	// a flagged line can be. EveryEvent keeps a wakeup per event.
-	opts.Config.PollInterval = 100 * time.Millisecond
-	// An Event sink that wants each event as it happens needs the kernel's
-	// per-event mode; otherwise connections are aggregated in the kernel.
-	opts.Config.Events = opts.EveryEvent
-	if !opts.EveryEvent && opts.Config.RingBufferBytes >= 4<<20 {
-		opts.Config.WakeupBytes = 256 << 10
-	}
+	opts.Config = readerConfig(opts)
 	namespaces, err := openNamespaces(opts.Config.NetNS)
 	if err != nil {
 		return nil, err
@@ -279,6 +269,35 @@ func open(opts Options, sinks Sinks) (*recording, error) {
 		}
 	}
 	r.started = Started{Start: time.Now(), Features: tr.Features(), Attached: tr.Attached()}
+	r.startRecorder()
+	r.seedListeners()
+	if sinks.Event != nil {
+		r.rec.OnEvent = func(ev *tracer.Event) error { return sinks.Event(ev, tr.Pending() == 0) }
+	}
+	return r, nil
+}
+
+// readerConfig is the tracer's configuration with how the kernel side
+// hands over events: batched ring-buffer wakeups, one per quarter megabyte
+// of events rather than one per event, which at load costs more than the
+// events themselves (the reader also polls every 100 ms, which bounds how
+// late a flagged line can be); EveryEvent keeps a wakeup per event, and
+// needs the kernel's per-event mode (otherwise connections are aggregated
+// in the kernel).
+func readerConfig(opts Options) tracer.Config {
+	cfg := opts.Config
+	cfg.PollInterval = 100 * time.Millisecond
+	cfg.Events = opts.EveryEvent
+	if !opts.EveryEvent && cfg.RingBufferBytes >= 4<<20 {
+		cfg.WakeupBytes = 256 << 10
+	}
+	return cfg
+}
+
+// startRecorder makes the cgroup resolver, the builder, the recorder and
+// the sampler of an open tracer.
+func (r *recording) startRecorder() {
+	opts, sinks, tr := r.opts, r.sinks, r.tr
 	// Without a cgroup v2 hierarchy the records carry no cgroup: the
 	// caller warns (Features.Cgroup2Err).
 	if mount := r.started.Features.Cgroup2; mount != "" {
@@ -300,11 +319,6 @@ func open(opts Options, sinks Sinks) (*recording, error) {
 	if opts.SampleInterval > 0 && sinks.Sample != nil {
 		r.sampler = tracer.NewSampler(opts.SampleInterval, r.started.Start)
 	}
-	r.seedListeners()
-	if sinks.Event != nil {
-		r.rec.OnEvent = func(ev *tracer.Event) error { return sinks.Event(ev, tr.Pending() == 0) }
-	}
-	return r, nil
 }
 
 // seedListeners tells the builder about listeners that predate the trace:

@@ -57,7 +57,7 @@ type Sinks struct {
 	// Event sees every event before the builder does; drained tells that
 	// the ring buffer held no more events when it was read (a good time
 	// to flush).
-	Event func(ev *tracer.Event, drained bool) error
+	Event func(ev *tracer.Event, cg cgroups.Info, drained bool) error
 	// Alert receives TIME_WAIT pressure alerts.
 	Alert func(tracer.TimeWaitAlert)
 	// Tick runs about every 200 ms and once more at the end; snap reads
@@ -272,7 +272,9 @@ func open(opts Options, sinks Sinks) (*recording, error) {
 	r.startRecorder()
 	r.seedListeners()
 	if sinks.Event != nil {
-		r.rec.OnEvent = func(ev *tracer.Event) error { return sinks.Event(ev, tr.Pending() == 0) }
+		r.rec.OnEvent = func(ev *tracer.Event) error {
+			return sinks.Event(ev, r.cgroups.Resolve(ev.CgroupID), tr.Pending() == 0)
+		}
 	}
 	return r, nil
 }

@@ -147,52 +147,64 @@ func TestCommIsTheProcessName(t *testing.T) {
 
 // connectFromThread connects to port on ns's loopback from a new thread
 // named thread (unless empty), closes with a reset, and returns the local
-// port. The thread is never unlocked: it dies with its namespace and name.
-// Never the main thread: renaming it would rename the process.
+// port.
 func connectFromThread(t *testing.T, ns *netns.NS, port uint16, thread string) uint16 {
 	t.Helper()
-	type result struct {
-		port uint16
-		err  error
+	var local uint16
+	err := onThread(ns.Fd(), thread, func() error {
+		var err error
+		local, err = connectHere(port)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
+	return local
+}
+
+// onThread runs fn on a thread of its own, never the main thread (renaming
+// it would rename the process), in the network namespace nsFd, named
+// thread unless empty. The thread is never unlocked: it dies with its
+// namespace and name.
+func onThread(nsFd int, thread string, fn func() error) error {
 	release := make(chan struct{})
 	defer close(release)
 	for {
-		done := make(chan result, 1)
+		done := make(chan error, 1)
 		go func() {
 			runtime.LockOSThread()
 			if unix.Gettid() == unix.Getpid() {
-				done <- result{err: errMainThread}
+				done <- errMainThread
 				<-release // hold it, so that the next try runs elsewhere
 				runtime.UnlockOSThread()
 				return
 			}
-			p, err := connectHere(ns, port, thread)
-			done <- result{p, err}
+			done <- enterAndRun(nsFd, thread, fn)
 		}()
-		r := <-done
-		if r.err == errMainThread {
-			continue
+		if err := <-done; err != errMainThread {
+			return err
 		}
-		if r.err != nil {
-			t.Fatal(r.err)
-		}
-		return r.port
 	}
 }
 
 var errMainThread = errors.New("on the main thread")
 
-func connectHere(ns *netns.NS, port uint16, thread string) (uint16, error) {
-	if err := unix.Setns(ns.Fd(), unix.CLONE_NEWNET); err != nil {
-		return 0, fmt.Errorf("entering the namespace: %w", err)
+func enterAndRun(nsFd int, thread string, fn func() error) error {
+	if err := unix.Setns(nsFd, unix.CLONE_NEWNET); err != nil {
+		return fmt.Errorf("entering the namespace: %w", err)
 	}
 	if thread != "" {
 		name := append([]byte(thread), 0)
 		if err := unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&name[0])), 0, 0, 0); err != nil {
-			return 0, fmt.Errorf("naming the thread: %w", err)
+			return fmt.Errorf("naming the thread: %w", err)
 		}
 	}
+	return fn()
+}
+
+// connectHere connects to port on loopback, closes with a reset and
+// returns the local port.
+func connectHere(port uint16) (uint16, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return 0, fmt.Errorf("making a socket: %w", err)

@@ -370,14 +370,29 @@ static __always_inline bool cgroup_wanted(const struct sock *owner)
 	return false;
 }
 
-/* The owner user space found for the listener sk is, or came from, when
- * that listener predates the trace (see preexisting). */
-static __always_inline struct listen_owner *preexisting_owner(const struct sock *sk)
+/*
+ * The key of a full socket in preexisting: its namespace and local port,
+ * read from inet_sport as sk_tuple() does (inet_put_port() has cleared
+ * skc_num by a listener's LISTEN->CLOSE).
+ */
+static __always_inline struct listen_key preexisting_key(const struct sock *sk)
 {
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
 	struct listen_key k = {
 		.netns = sk->__sk_common.skc_net.net->ns.inum,
 		.port = sk->__sk_common.skc_num,
 	};
+
+	if (tp)
+		k.port = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
+	return k;
+}
+
+/* The owner user space found for the listener sk is, or came from, when
+ * that listener predates the trace (see preexisting). */
+static __always_inline struct listen_owner *preexisting_owner(const struct sock *sk)
+{
+	struct listen_key k = preexisting_key(sk);
 
 	return bpf_map_lookup_elem(&preexisting, &k);
 }
@@ -403,8 +418,7 @@ static __always_inline void forget_preexisting(struct sock *sk, int oldstate, in
 		return;
 	if (newstate == TCP_CLOSE && bpf_sk_storage_get(&conns, sk, 0, 0))
 		return;
-	k.netns = sk->__sk_common.skc_net.net->ns.inum;
-	k.port = sk->__sk_common.skc_num;
+	k = preexisting_key(sk);
 	bpf_map_delete_elem(&preexisting, &k);
 }
 
@@ -1198,12 +1212,13 @@ static __always_inline int on_set_state(__u64 *ctx)
 	/* MPTCP and re-listen produce X->X; nothing changed. */
 	if (oldstate == newstate)
 		return 0;
-	forget_preexisting(sk, oldstate, newstate);
 	if (aggregate && keep_state(sk, oldstate, newstate))
 		return 0;
 	src.netns = sk_netns(&sk->__sk_common);
 	src.task_owner = newstate == TCP_LISTEN || (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT);
 	e = begin_event(EVENT_STATE, &src, &wanted);
+	/* After begin_event(): a found listener's close is still its owner's. */
+	forget_preexisting(sk, oldstate, newstate);
 	if (!aggregate && task_filters() && oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT)
 		remember_client(sk, wanted);
 	/* Before fill_owner(), which then names the owner. */

@@ -69,6 +69,43 @@ func TestStalePreexistingListener(t *testing.T) {
 	})
 }
 
+// TestPreexistingListenerKept: a wanted listener open before the trace,
+// whose owner the kernel is told, keeps its children and its own close.
+func TestPreexistingListenerKept(t *testing.T) {
+	modes(t, func(t *testing.T, events bool) {
+		ns := newNS(t)
+		_, _, plain := testCgroups(t)
+		srv := startHelper(t, ns, plain, "cgserve", "serve:1")
+		port := srv.port(t) // listening before the trace
+		pid := uint32(srv.cmd.Process.Pid)
+		col := traceNS(t, ns, tracer.Config{PIDs: []uint32{pid}, Events: events})
+		if err := col.tr.AdoptListener(ns.Inode, port, pid, "cgserve"); err != nil {
+			t.Fatal(err)
+		}
+		c, err := dial(ns, "tcp4", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write([]byte{1}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(io.Discard, c); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		srv.wait(t) // the listener closed too
+		col.waitFor(t, "the child's and the listener's close", 10*time.Second, func(evs []tracer.Event) bool {
+			_, child := find(evs, func(e tracer.Event) bool {
+				return e.Local.Port() == port && e.Remote.Port() != 0 && e.NewState == tracer.StateClose
+			})
+			_, listener := find(evs, func(e tracer.Event) bool {
+				return e.Local.Port() == port && e.OldState == tracer.StateListen && e.NewState == tracer.StateClose
+			})
+			return child && listener
+		})
+	})
+}
+
 // connectAndReset makes one connection to ln and closes both ends with a
 // reset (SO_LINGER 0), so that both reach CLOSE before it returns.
 func connectAndReset(t *testing.T, ns *netns.NS, ln net.Listener) {

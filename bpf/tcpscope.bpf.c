@@ -29,7 +29,7 @@ const volatile __u32 filter_netns_count = 0;
 const volatile __u32 filter_netns[MAX_FILTER] = {};
 /*
  * Owner filters (owner_wanted()): the process that owns a socket, by tgid
- * and by task name (16 bytes, NUL-padded as bpf_get_current_comm() writes
+ * and by process name (16 bytes, NUL-padded as current_process_comm() writes
  * it, compared as two words), and its cgroup v2: an id and its level, which
  * keep the cgroup and everything below it.
  */
@@ -242,6 +242,28 @@ static __always_inline bool ports_wanted(__u16 sport, __u16 dport)
 	return false;
 }
 
+/*
+ * The name of the current process, as /proc/PID/comm shows it: its thread
+ * group leader's comm. bpf_get_current_comm() copies current->comm, the
+ * calling thread's (bpf_get_current_comm, kernel/bpf/helpers.c), which a
+ * thread renames with prctl(PR_SET_NAME) (thread pools of the JVM, tokio,
+ * glibc's pthread_setname_np); /proc/PID/comm reads the comm of the task
+ * PID names (comm_show(), fs/proc/base.c), the leader.
+ * Every comm taken here goes with a tgid (an owner, an event's process),
+ * so it is the process's everywhere: --comm, the records and the events
+ * agree with /proc/PID/comm and with the owners user space reads from
+ * /proc for listeners that predate the trace. Zero-padded, as the filter
+ * compares all 16 bytes.
+ */
+static __always_inline void current_process_comm(char *comm)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
+
+	__builtin_memset(comm, 0, 16);
+	bpf_probe_read_kernel_str(comm, 16, &leader->comm);
+}
+
 /* Whether the pid or comm filters are set: they need the owner's task. */
 static __always_inline bool task_filters(void)
 {
@@ -283,11 +305,11 @@ static __always_inline bool task_wanted(__u32 tgid, const char *comm)
  * run in the context of the process that owns the socket. */
 static __always_inline bool current_wanted(void)
 {
-	char comm[16] = {};
+	char comm[16];
 
 	if (!task_filters())
 		return true;
-	bpf_get_current_comm(comm, sizeof(comm));
+	current_process_comm(comm);
 	return task_wanted(bpf_get_current_pid_tgid() >> 32, comm);
 }
 
@@ -348,16 +370,56 @@ static __always_inline bool cgroup_wanted(const struct sock *owner)
 	return false;
 }
 
-/* The owner user space found for the listener sk is, or came from, when
- * that listener predates the trace (see preexisting). */
-static __always_inline struct listen_owner *preexisting_owner(const struct sock *sk)
+/*
+ * The key of a full socket in preexisting: its namespace and local port,
+ * read from inet_sport as sk_tuple() does (inet_put_port() has cleared
+ * skc_num by a listener's LISTEN->CLOSE).
+ */
+static __always_inline struct listen_key preexisting_key(const struct sock *sk)
 {
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock((void *)sk);
 	struct listen_key k = {
 		.netns = sk->__sk_common.skc_net.net->ns.inum,
 		.port = sk->__sk_common.skc_num,
 	};
 
+	if (tp)
+		k.port = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
+	return k;
+}
+
+/* The owner user space found for the listener sk is, or came from, when
+ * that listener predates the trace (see preexisting). */
+static __always_inline struct listen_owner *preexisting_owner(const struct sock *sk)
+{
+	struct listen_key k = preexisting_key(sk);
+
 	return bpf_map_lookup_elem(&preexisting, &k);
+}
+
+
+/*
+ * An entry of preexisting names the listener user space found on (netns,
+ * port), not whatever listens there later: it goes when a listener on that
+ * port starts (CLOSE->LISTEN: the new one has storage if the filters want
+ * its owner, and no children to adopt if they do not) and when one without
+ * storage stops (LISTEN->CLOSE: the listener found, or one the filters did
+ * not want, which started after it). Two listeners sharing the port
+ * (SO_REUSEPORT) cannot be told apart by a child, so a new one makes the
+ * older one's children unowned rather than misnamed.
+ */
+static __always_inline void forget_preexisting(struct sock *sk, int oldstate, int newstate)
+{
+	struct listen_key k;
+
+	if (!task_filters())
+		return;
+	if (newstate != TCP_LISTEN && !(oldstate == TCP_LISTEN && newstate == TCP_CLOSE))
+		return;
+	if (newstate == TCP_CLOSE && bpf_sk_storage_get(&conns, sk, 0, 0))
+		return;
+	k = preexisting_key(sk);
+	bpf_map_delete_elem(&preexisting, &k);
 }
 
 /*
@@ -410,7 +472,7 @@ static __always_inline struct event *reserve(__u8 kind)
 	e->tgid = id >> 32;
 	e->cpu = bpf_get_smp_processor_id();
 	e->kind = kind;
-	bpf_get_current_comm(&e->comm, sizeof(e->comm));
+	current_process_comm(e->comm);
 	return e;
 }
 
@@ -716,7 +778,7 @@ static __always_inline void remember_listener(struct sock *sk, __u64 cookie)
 	o->flags = CONN_F_LISTENER;
 	o->listener_cookie = cookie;
 	o->tgid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(&o->comm, sizeof(o->comm));
+	current_process_comm(o->comm);
 }
 
 /*
@@ -740,7 +802,7 @@ static __always_inline void remember_client(struct sock *sk, bool wanted)
 	}
 	__builtin_memset(o, 0, sizeof(*o));
 	o->tgid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(&o->comm, sizeof(o->comm));
+	current_process_comm(o->comm);
 }
 
 /* A listener's accept queue: connections waiting for accept() and the limit. */
@@ -804,7 +866,7 @@ static __always_inline bool sk_wanted(struct sock *sk, bool owner_ok)
 static __always_inline void take_owner(struct conn *c)
 {
 	c->tgid = bpf_get_current_pid_tgid() >> 32;
-	bpf_get_current_comm(&c->comm, sizeof(c->comm));
+	current_process_comm(c->comm);
 }
 
 /* Where an event of a connection socket goes: into storage (KEEP), sent
@@ -1155,6 +1217,8 @@ static __always_inline int on_set_state(__u64 *ctx)
 	src.netns = sk_netns(&sk->__sk_common);
 	src.task_owner = newstate == TCP_LISTEN || (oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT);
 	e = begin_event(EVENT_STATE, &src, &wanted);
+	/* After begin_event(): a found listener's close is still its owner's. */
+	forget_preexisting(sk, oldstate, newstate);
 	if (!aggregate && task_filters() && oldstate == TCP_CLOSE && newstate == TCP_SYN_SENT)
 		remember_client(sk, wanted);
 	/* Before fill_owner(), which then names the owner. */

@@ -96,6 +96,13 @@ struct cgroup___ids {
 	u64 ancestor_ids[];
 };
 
+/* include/linux/sched.h: a thread, its process's first thread and its
+ * name (TASK_COMM_LEN bytes), see current_process_comm(). */
+struct task_struct {
+	struct task_struct *group_leader;
+	char comm[16];
+};
+
 struct sock_cgroup_data {
 	struct cgroup *cgroup; /* 5.15+; a tagged union before */
 };

@@ -116,5 +116,8 @@ func cgroupRow(f tracer.Features) []string {
 		}
 		return []string{"cgroup v2", "MISSING", "lost: the owner's cgroup, container and unit of each record (" + why + "; mount one with: mount -t cgroup2 none /sys/fs/cgroup/unified)"}
 	}
+	if f.CgroupNamespace {
+		return []string{"cgroup v2", "partial", "mounted at " + f.Cgroup2 + ", inside a cgroup namespace: records name only cgroups within it (their paths relative to its root), and --cgroup is refused"}
+	}
 	return []string{"cgroup v2", "ok", "mounted at " + f.Cgroup2 + ": records name the owner's cgroup, container and unit"}
 }

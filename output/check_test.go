@@ -55,6 +55,8 @@ func TestCheckTableCgroupRow(t *testing.T) {
 			"ok", "mounted at /sys/fs/cgroup/unified: records name the owner's cgroup, container and unit"},
 		{tracer.Features{Cgroup2: "/sys/fs/cgroup", BTF: true}, // BTF without the socket's cgroup
 			"MISSING", "lost: the owner's cgroup, container and unit of each record, and --cgroup: this kernel lacks sockets that point to their cgroup v2 (Linux 5.15+)"},
+		{tracer.Features{Cgroup2: "/sys/fs/cgroup", CgroupNamespace: true},
+			"partial", "mounted at /sys/fs/cgroup, inside a cgroup namespace: records name only cgroups within it (their paths relative to its root), and --cgroup is refused"},
 		{tracer.Features{Cgroup2Err: errors.New("no cgroup v2 hierarchy mounted")},
 			"MISSING", "lost: the owner's cgroup, container and unit of each record (no cgroup v2 hierarchy mounted; mount one with: mount -t cgroup2 none /sys/fs/cgroup/unified)"},
 	} {

@@ -7,17 +7,30 @@ import (
 	"strings"
 
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/cgroups"
 )
 
 // EventHeader is the header line of the text event stream.
 const EventHeader = "TIME            CPU KIND              NETNS       COOKIE   PID     COMM             LOCAL                    REMOTE                   DETAIL"
 
-// AppendEventText appends one aligned text line (with newline) for ev.
-func AppendEventText(b []byte, ev *tracer.Event) []byte {
+// AppendEventText appends one aligned text line (with newline) for ev;
+// cg, the socket owner's cgroup, adds where it runs when it names a
+// container or a unit: "(in docker:3f2a1b4c5d6e)", "(unit nginx.service)".
+func AppendEventText(b []byte, ev *tracer.Event, cg *cgroups.Info) []byte {
 	b = ev.Time.AppendFormat(b, "15:04:05.000000")
 	b = fmt.Appendf(b, " %-3d %-17s %-11d %-8d %-7d %-16s %-24s %-24s ",
 		ev.CPU, ev.Kind, ev.NetNS, ev.Cookie, ev.TGID, ev.Comm.String(), Endpoint(ev.Local), Endpoint(ev.Remote))
 	b = append(b, EventDetail(ev)...)
+	switch {
+	case cg.ContainerID != "":
+		b = append(b, " (in "...)
+		b = append(b, cg.Short()...)
+		b = append(b, ')')
+	case cg.Unit != "":
+		b = append(b, " (unit "...)
+		b = append(b, cg.Unit...)
+		b = append(b, ')')
+	}
 	return append(b, '\n')
 }
 
@@ -79,8 +92,9 @@ func EventDetail(ev *tracer.Event) string {
 	return s.String()
 }
 
-// AppendEventJSON appends one JSON Lines record (with newline) for ev.
-func AppendEventJSON(b []byte, ev *tracer.Event) []byte {
+// AppendEventJSON appends one JSON Lines record (with newline) for ev,
+// with its socket owner's cgroup cg as a connection record has it.
+func AppendEventJSON(b []byte, ev *tracer.Event, cg *cgroups.Info) []byte {
 	o := newObj(b)
 	o.str("type", "event")
 	o.time("time", ev.Time)
@@ -140,8 +154,8 @@ func AppendEventJSON(b []byte, ev *tracer.Event) []byte {
 		o.uint("backlog", uint64(ev.MaxBacklog))
 		o.boolean("syncookie", ev.Syncookie)
 	}
-	// The socket owner's cgroup v2 id (a connection record names it).
-	optUint(&o, "cgroup_id", ev.CgroupID)
+	// The socket owner's cgroup, as a connection record names it.
+	o.cgroup(ev.CgroupID, cg)
 	if ev.HasOwner {
 		o.uint("owner_pid", uint64(ev.OwnerTGID))
 		o.str("owner_comm", ev.OwnerComm.String())

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/cgroups"
 )
 
 func sampleEvent() tracer.Event {
@@ -23,8 +24,9 @@ func sampleEvent() tracer.Event {
 
 func TestEventTextLine(t *testing.T) {
 	ev := sampleEvent()
-	line := string(AppendEventText(nil, &ev))
-	for _, want := range []string{"reset_sent", "127.0.0.1:1 ", "127.0.0.1:33712", "no socket, reason NO_SOCKET", "4026531833"} {
+	cg := cgroups.Parse("/system.slice/docker-" + strings.Repeat("3f2a", 16) + ".scope")
+	line := string(AppendEventText(nil, &ev, &cg))
+	for _, want := range []string{"reset_sent", "127.0.0.1:1 ", "127.0.0.1:33712", "no socket, reason NO_SOCKET (in docker:3f2a3f2a3f2a)", "4026531833"} {
 		if !strings.Contains(line, want) {
 			t.Errorf("line %q lacks %q", line, want)
 		}
@@ -62,7 +64,8 @@ func TestEventDetails(t *testing.T) {
 func TestEventJSONIsValidAndSnakeCase(t *testing.T) {
 	ev := sampleEvent()
 	ev.CgroupID = 4242
-	line := AppendEventJSON(nil, &ev)
+	cg := cgroups.Parse("/kubepods/burstable/pod0a1b2c3d-0000-4000-8000-00000000abcd/" + strings.Repeat("3f2a", 16))
+	line := AppendEventJSON(nil, &ev, &cg)
 	var m map[string]any
 	if err := json.Unmarshal(line, &m); err != nil {
 		t.Fatalf("invalid JSON %s: %v", line, err)
@@ -71,6 +74,8 @@ func TestEventJSONIsValidAndSnakeCase(t *testing.T) {
 		"type": "event", "kind": "reset_sent", "reason": "NO_SOCKET", "no_socket": true,
 		"local_addr": "127.0.0.1", "local_port": 1.0, "remote_port": 33712.0, "comm": `py"th\on`,
 		"time": "2026-11-21T23:45:03.846829Z", "family": "ipv4", "cgroup_id": 4242.0,
+		"cgroup": cg.Path, "container_id": strings.Repeat("3f2a", 16), "container_runtime": "cri",
+		"pod_uid": "0a1b2c3d-0000-4000-8000-00000000abcd",
 	}
 	for k, v := range want {
 		if m[k] != v {

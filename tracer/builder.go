@@ -197,13 +197,15 @@ func NewBuilder(cfg BuilderConfig) *Builder {
 // seeCgroup has the resolver name a cgroup as soon as an event shows it,
 // while it surely exists: a container that exits before its connections
 // are emitted keeps its name. Events of one cgroup come in runs; only a
-// change asks the resolver.
+// change asks the resolver. A miss (a walk not due yet, where the cgroup
+// cannot be opened by handle) is not remembered: the next event asks again.
 func (b *Builder) seeCgroup(id uint64) {
 	if id == 0 || id == b.lastCgroup || b.cfg.Cgroups == nil {
 		return
 	}
-	b.lastCgroup = id
-	b.cfg.Cgroups.Path(id)
+	if _, ok := b.cfg.Cgroups.Path(id); ok {
+		b.lastCgroup = id
+	}
 }
 
 // resolveCgroup names cgroup id, unless it was named already (a listener

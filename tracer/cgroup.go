@@ -43,23 +43,16 @@ func ResolveCgroup(path string) (CgroupFilter, error) {
 	if err != nil {
 		return CgroupFilter{}, err
 	}
-	var ns unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/cgroup", &ns); err != nil {
-		return CgroupFilter{}, fmt.Errorf("reading the cgroup namespace: %w", err)
+	inside, err := InCgroupNamespace()
+	if err != nil {
+		return CgroupFilter{}, err
 	}
-	if ns.Ino != initCgroupNS {
+	if inside {
 		return CgroupFilter{}, errors.New("inside a cgroup namespace the hierarchy's root is hidden: run tcpscope in the host's")
 	}
-	dir := filepath.Clean(path)
-	if !isUnder(dir, mount) {
-		dir = filepath.Join(mount, dir)
-	}
-	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
-		return CgroupFilter{}, fmt.Errorf("finding cgroup %s under %s: %w", path, mount, err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return CgroupFilter{}, fmt.Errorf("%s is not a cgroup directory", dir)
+	dir, st, err := cgroupDir(path, mount)
+	if err != nil {
+		return CgroupFilter{}, err
 	}
 	rel, err := filepath.Rel(mount, dir)
 	if err != nil {
@@ -70,6 +63,46 @@ func ResolveCgroup(path string) (CgroupFilter, error) {
 		level = uint32(strings.Count(rel, "/") + 1)
 	}
 	return CgroupFilter{Path: dir, ID: st.Ino, Level: level}, nil
+}
+
+// cgroupDir finds the directory path names under the cgroup2 mount: it
+// must stay below the mount (no ".." out of it) and be a directory of the
+// cgroup2 file system (not another hierarchy reached through a symlink).
+func cgroupDir(path, mount string) (string, unix.Stat_t, error) {
+	var st unix.Stat_t
+	dir := filepath.Clean(path)
+	if !isUnder(dir, mount) {
+		dir = filepath.Join(mount, dir)
+	}
+	if !isUnder(dir, mount) {
+		return "", st, fmt.Errorf("%s is outside the cgroup v2 hierarchy at %s", path, mount)
+	}
+	if err := unix.Stat(dir, &st); err != nil {
+		return "", st, fmt.Errorf("finding cgroup %s under %s: %w", path, mount, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return "", st, fmt.Errorf("%s is not a cgroup directory", dir)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(dir, &fs); err != nil {
+		return "", st, fmt.Errorf("reading the file system of %s: %w", dir, err)
+	}
+	if fs.Type != unix.CGROUP2_SUPER_MAGIC {
+		return "", st, fmt.Errorf("%s is not in the cgroup v2 file system", dir)
+	}
+	return dir, st, nil
+}
+
+// InCgroupNamespace tells whether this process is in a cgroup namespace
+// other than the initial one (a container's): its cgroup2 mount shows the
+// namespace's root, so cgroups outside it cannot be named and levels
+// cannot be counted from the hierarchy's root.
+func InCgroupNamespace() (bool, error) {
+	var ns unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/cgroup", &ns); err != nil {
+		return false, fmt.Errorf("reading the cgroup namespace: %w", err)
+	}
+	return ns.Ino != initCgroupNS, nil
 }
 
 // isUnder tells whether path is dir or below it.

@@ -52,3 +52,20 @@ func TestBuilderNamesCgroups(t *testing.T) {
 		t.Errorf("listeners %v, want one in %+v", ls, want)
 	}
 }
+
+// --cgroup takes only directories of the cgroup v2 hierarchy: no ".."
+// out of the mount, nothing of another file system.
+func TestResolveCgroupStaysInTheHierarchy(t *testing.T) {
+	mount, err := CgroupMount()
+	if err != nil {
+		t.Skipf("no cgroup v2: %v", err)
+	}
+	if cg, err := ResolveCgroup("/"); err != nil || cg.Path != mount || cg.Level != 0 {
+		t.Errorf("the root: %+v, %v", cg, err)
+	}
+	for _, p := range []string{"../cpu", "system.slice/../../cpu", filepath.Join(mount, ".."), t.TempDir()} {
+		if cg, err := ResolveCgroup(p); err == nil {
+			t.Errorf("ResolveCgroup(%q) = %+v, want an error", p, cg)
+		}
+	}
+}

@@ -40,6 +40,9 @@ type Features struct {
 	// owners' cgroups; "" with Cgroup2Err when it is not.
 	Cgroup2    string
 	Cgroup2Err error
+	// CgroupNamespace: tcpscope runs inside a cgroup namespace, where
+	// the mount shows only the namespace's part of the hierarchy.
+	CgroupNamespace bool
 
 	retransmitHasErr bool
 	sendResetReason  bool
@@ -70,6 +73,8 @@ func Probe() (Features, error) {
 	f.Root = os.Geteuid() == 0
 	f.CapBPF, f.CapPerfmon, f.CapSysAdmin = capabilities()
 	f.Cgroup2, f.Cgroup2Err = cgroups.FindMount()
+	// Unreadable (no cgroup namespaces in this kernel): the initial one.
+	f.CgroupNamespace, _ = InCgroupNamespace()
 	if _, err := os.Stat("/sys/kernel/tracing/events"); err == nil {
 		f.Tracefs = true
 	} else if _, err := os.Stat("/sys/kernel/debug/tracing/events"); err == nil {

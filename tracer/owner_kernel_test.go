@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 // runHelper, in the namespace passed as fd 3: "serve:N" listens on
 // 127.0.0.1 once a line comes on stdin, prints its port, and serves N connections (reads a byte,
 // closes first); "dial:ADDR" connects, prints its local port, sends a
-// byte and reads until the server closes.
+// byte and reads until the server closes, from a thread named worker.
 func runHelper(mode string) error {
 	runtime.LockOSThread() // the namespace is the thread's
 	if err := unix.Setns(3, unix.CLONE_NEWNET); err != nil {
@@ -75,19 +75,27 @@ func runHelper(mode string) error {
 		}
 		return ln.Close()
 	case "dial":
-		c, err := net.DialTimeout("tcp4", arg, 5*time.Second)
-		if err != nil {
-			return err
-		}
-		fmt.Println(c.LocalAddr().(*net.TCPAddr).Port)
-		if _, err := c.Write([]byte{1}); err != nil {
-			return err
-		}
-		_, err = io.Copy(io.Discard, c)
-		c.Close()
-		return err
+		// From a thread that renamed itself, as thread pools do: the
+		// owner is still the process, by its name (see --comm).
+		return onThread(3, "worker", func() error { return dialOnce(arg) })
 	}
 	return fmt.Errorf("unknown helper mode %q", mode)
+}
+
+// dialOnce connects to addr, prints its local port, sends a byte and
+// reads until the server closes.
+func dialOnce(addr string) error {
+	c, err := net.DialTimeout("tcp4", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	fmt.Println(c.LocalAddr().(*net.TCPAddr).Port)
+	if _, err := c.Write([]byte{1}); err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, c)
+	c.Close()
+	return err
 }
 
 // helper is a helper process started in a cgroup, under a task name.

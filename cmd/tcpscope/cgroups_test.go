@@ -75,7 +75,11 @@ func makeCgroups(t *testing.T, paths ...string) *testCgroups {
 		t.Skipf("no cgroup v2: %v", err)
 	}
 	cg := &testCgroups{mount: mount, top: "/tcpscope-test-" + randomHex(t, 8)}
-	t.Cleanup(func() { cg.remove() })
+	t.Cleanup(func() {
+		if err := cg.remove(); err != nil {
+			t.Errorf("removing the test's cgroups: %v", err)
+		}
+	})
 	for _, p := range append([]string{""}, paths...) {
 		for _, dir := range pathsDown(cg.top + p) {
 			if slices.Contains(cg.dirs, dir) {
@@ -263,6 +267,20 @@ func testRecordCgroups(t *testing.T, args []string, filtered bool) {
 	}
 	rec.waitConnections(t, 3+wantClients, 30*time.Second)
 	e.check(t, rec.stop(t), owners, wantClients)
+	if slices.Contains(args, "--events") {
+		// The event lines say where each server event's owner runs.
+		want := "127.0.0.1:" + strings.TrimSpace(port) + " "
+		in := "(in docker:" + e.docker[:12] + ")"
+		n := 0
+		for _, line := range strings.Split(rec.stdout.String(), "\n") {
+			if strings.Contains(line, want) && strings.HasSuffix(line, in) {
+				n++
+			}
+		}
+		if n == 0 {
+			t.Errorf("no event line of the server ends with %q:\n%s", in, rec.stdout.String())
+		}
+	}
 	checkReportSelects(t, rec.path, e.cg.top, e.docker, e.cri)
 }
 

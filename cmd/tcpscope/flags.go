@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net"
 	"os"
@@ -51,8 +52,11 @@ func parsePID(s string) (uint32, error) {
 		return 0, errors.New("not a process id")
 	}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", n))
-	if err != nil {
+	if errors.Is(err, fs.ErrNotExist) {
 		return 0, fmt.Errorf("no process %d is running", n)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("reading process %d: %w", n, err)
 	}
 	for _, line := range strings.Split(string(status), "\n") {
 		if tgid, ok := strings.CutPrefix(line, "Tgid:"); ok && strings.TrimSpace(tgid) != s {

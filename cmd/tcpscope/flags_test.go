@@ -82,6 +82,13 @@ func TestNetNSValue(t *testing.T) {
 			t.Errorf("%v accepted: %v", bad, ns)
 		}
 	}
+	// Each refusal says why: another namespace's type, or no namespace file.
+	for path, why := range map[string]string{"/proc/self/ns/mnt": "not a network namespace", "/proc/self/status": "not a namespace file"} {
+		ns = nil
+		if err := parse(netnsValue(&ns, 2), "--x", path); err == nil || !strings.Contains(err.Error(), why) {
+			t.Errorf("%s: %v, want %q", path, err, why)
+		}
+	}
 }
 
 func TestRingSizeValue(t *testing.T) {

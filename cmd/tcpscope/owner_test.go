@@ -4,19 +4,24 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/netns"
 	"github.com/tcpscope/tcpscope/tracer/nettest"
+	"golang.org/x/sys/unix"
 )
 
 // TestRecordPIDFilter: record --pid, with --netns given as a namespace
 // file, keeps this process's connections, both ends, to a listener it
 // opened while traced and to one that predates the trace (whose owner
-// tcpscope finds at start and tells the kernel), in both modes.
+// tcpscope finds at start and tells the kernel), in both modes; another
+// process's client end, in the same namespace, is left out (the server
+// end it reaches is this process's, and kept).
 func TestRecordPIDFilter(t *testing.T) {
 	for name, mode := range map[string][]string{"aggregated": nil, "events": {"--events"}} {
 		t.Run(name, func(t *testing.T) { recordPIDFilter(t, mode) })
@@ -46,7 +51,8 @@ func recordPIDFilter(t *testing.T, mode []string) {
 	go acceptClose(post)
 	dialClose(t, ns, postAddr.String(), 1)
 	dialClose(t, ns, preAddr.String(), 1)
-	r.waitConnections(t, 4, 10*time.Second)
+	dialFromProcess(t, ns, postAddr.String())
+	r.waitConnections(t, 5, 10*time.Second)
 	rec := r.stop(t)
 	got := map[string]int{}
 	for _, c := range rec.Connections {
@@ -66,9 +72,28 @@ func recordPIDFilter(t *testing.T, mode []string) {
 			t.Errorf("connection %s->%s owned by %d, want %d", c.Local, c.Remote, c.PID, os.Getpid())
 		}
 	}
-	for _, want := range []string{"client to post", "child of post", "client to pre", "child of pre"} {
-		if got[want] != 1 {
-			t.Errorf("%s: %d records, want 1 (all: %v)", want, got[want], got)
+	want := map[string]int{"client to post": 1, "child of post": 2, "client to pre": 1, "child of pre": 1}
+	for name, n := range want {
+		if got[name] != n {
+			t.Errorf("%s: %d records, want %d (all: %v)", name, got[name], n, got)
 		}
+	}
+}
+
+// dialFromProcess connects once to addr from another process (the client
+// helper) in namespace ns, and waits for it to finish.
+func dialFromProcess(t *testing.T, ns *netns.NS, addr string) {
+	t.Helper()
+	dup, err := unix.Dup(ns.Fd())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsFile := os.NewFile(uintptr(dup), "netns")
+	defer nsFile.Close()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "TCPSCOPE_TEST_HELPER=client", "TCPSCOPE_ADDR="+addr, "TCPSCOPE_CONNS=1")
+	cmd.ExtraFiles = []*os.File{nsFile}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the client process: %v\n%s", err, out)
 	}
 }

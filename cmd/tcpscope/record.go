@@ -197,9 +197,12 @@ func announce(stderr io.Writer, st capture.Started) {
 	case f.BTF && !f.Has(tracer.SocketCgroups):
 		fmt.Fprintf(stderr, "tcpscope: warning: this kernel lacks %s: records name no cgroup, container or unit\n", tracer.SocketCgroups)
 	}
+	for _, err := range st.ListenerErrs {
+		fmt.Fprintf(stderr, "tcpscope: warning: %v: listeners open before tracing have no owner or backlog\n", err)
+	}
 	for _, l := range st.Unowned {
-		fmt.Fprintf(stderr, "tcpscope: warning: listener %s of %s/%d was open before tracing: the kernel cannot tell --pid or --comm who owns its connections and leaves them out (--cgroup can; or restart it while tracing)\n",
-			l.Local, l.Comm, l.PID)
+		fmt.Fprintf(stderr, "tcpscope: warning: listener %s of %s/%d was open before tracing and the kernel was not told its owner (%v): --pid and --comm leave its connections out (--cgroup keeps them; or restart it while tracing)\n",
+			l.Local, l.Comm, l.PID, l.Err)
 	}
 	fmt.Fprintf(stderr, "tcpscope: tracing (%d tracepoints attached); Ctrl-C to stop\n", st.Attached)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/tcpscope/tcpscope/output"
 	"github.com/tcpscope/tcpscope/tracer"
 	"github.com/tcpscope/tcpscope/tracer/capture"
+	"github.com/tcpscope/tcpscope/tracer/cgroups"
 	"github.com/tcpscope/tcpscope/tracer/findings"
 )
 
@@ -252,11 +253,11 @@ func (s *session) emitListener(l *tracer.Listener) error {
 	return s.werr
 }
 
-func (s *session) printEvent(ev *tracer.Event, drained bool) error {
+func (s *session) printEvent(ev *tracer.Event, cg cgroups.Info, drained bool) error {
 	if s.opts.format == "json" {
-		s.buf = output.AppendEventJSON(s.buf[:0], ev)
+		s.buf = output.AppendEventJSON(s.buf[:0], ev, &cg)
 	} else {
-		s.buf = output.AppendEventText(s.buf[:0], ev)
+		s.buf = output.AppendEventText(s.buf[:0], ev, &cg)
 	}
 	if _, err := s.events.Write(s.buf); err != nil {
 		return fmt.Errorf("writing events: %w", err)

@@ -57,7 +57,7 @@ type Sinks struct {
 	// Event sees every event before the builder does; drained tells that
 	// the ring buffer held no more events when it was read (a good time
 	// to flush).
-	Event func(ev *tracer.Event, drained bool) error
+	Event func(ev *tracer.Event, cg cgroups.Info, drained bool) error
 	// Alert receives TIME_WAIT pressure alerts.
 	Alert func(tracer.TimeWaitAlert)
 	// Tick runs about every 200 ms and once more at the end; snap reads
@@ -77,8 +77,23 @@ type Started struct {
 	// owner the pid and comm filters want, but which the kernel could
 	// not be told of (Tracer.AdoptListener): it cannot tell who owns
 	// their connections and leaves them out; the cgroup filter can.
-	Unowned []netns.ListeningSocket
+	Unowned []UnownedListener
+	// ListenerErrs say which namespaces' listeners could not be listed:
+	// theirs have no owner or backlog from before the trace.
+	ListenerErrs []error
 }
+
+// UnownedListener is a listener of Started.Unowned and why the kernel
+// was not told of its owner.
+type UnownedListener struct {
+	netns.ListeningSocket
+	Err error
+}
+
+// errSharedPort: the kernel keys the owners of listeners that predate the
+// trace by namespace and port (a child socket shows no more), so a port
+// whose listeners have different owners cannot be given one.
+var errSharedPort = errors.New("its port is shared with a listener of another owner")
 
 // Snapshot is the live state of a recording.
 type Snapshot struct {
@@ -225,17 +240,7 @@ type recording struct {
 // open opens the namespaces and then the tracer; nothing is traced before
 // both succeed.
 func open(opts Options, sinks Sinks) (*recording, error) {
-	// Batch ring-buffer wakeups: one per quarter megabyte of events rather
-	// than one per event, which at load costs more than the events
-	// themselves; the reader also polls every 100 ms, which bounds how late
-	// a flagged line can be. EveryEvent keeps a wakeup per event.
-	opts.Config.PollInterval = 100 * time.Millisecond
-	// An Event sink that wants each event as it happens needs the kernel's
-	// per-event mode; otherwise connections are aggregated in the kernel.
-	opts.Config.Events = opts.EveryEvent
-	if !opts.EveryEvent && opts.Config.RingBufferBytes >= 4<<20 {
-		opts.Config.WakeupBytes = 256 << 10
-	}
+	opts.Config = readerConfig(opts)
 	namespaces, err := openNamespaces(opts.Config.NetNS)
 	if err != nil {
 		return nil, err
@@ -264,6 +269,37 @@ func open(opts Options, sinks Sinks) (*recording, error) {
 		}
 	}
 	r.started = Started{Start: time.Now(), Features: tr.Features(), Attached: tr.Attached()}
+	r.startRecorder()
+	r.seedListeners()
+	if sinks.Event != nil {
+		r.rec.OnEvent = func(ev *tracer.Event) error {
+			return sinks.Event(ev, r.cgroups.Resolve(ev.CgroupID), tr.Pending() == 0)
+		}
+	}
+	return r, nil
+}
+
+// readerConfig is the tracer's configuration with how the kernel side
+// hands over events: batched ring-buffer wakeups, one per quarter megabyte
+// of events rather than one per event, which at load costs more than the
+// events themselves (the reader also polls every 100 ms, which bounds how
+// late a flagged line can be); EveryEvent keeps a wakeup per event, and
+// needs the kernel's per-event mode (otherwise connections are aggregated
+// in the kernel).
+func readerConfig(opts Options) tracer.Config {
+	cfg := opts.Config
+	cfg.PollInterval = 100 * time.Millisecond
+	cfg.Events = opts.EveryEvent
+	if !opts.EveryEvent && cfg.RingBufferBytes >= 4<<20 {
+		cfg.WakeupBytes = 256 << 10
+	}
+	return cfg
+}
+
+// startRecorder makes the cgroup resolver, the builder, the recorder and
+// the sampler of an open tracer.
+func (r *recording) startRecorder() {
+	opts, sinks, tr := r.opts, r.sinks, r.tr
 	// Without a cgroup v2 hierarchy the records carry no cgroup: the
 	// caller warns (Features.Cgroup2Err).
 	if mount := r.started.Features.Cgroup2; mount != "" {
@@ -285,29 +321,55 @@ func open(opts Options, sinks Sinks) (*recording, error) {
 	if opts.SampleInterval > 0 && sinks.Sample != nil {
 		r.sampler = tracer.NewSampler(opts.SampleInterval, r.started.Start)
 	}
-	r.seedListeners()
-	if sinks.Event != nil {
-		r.rec.OnEvent = func(ev *tracer.Event) error { return sinks.Event(ev, tr.Pending() == 0) }
-	}
-	return r, nil
 }
 
 // seedListeners tells the builder about listeners that predate the trace:
-// their owners and backlogs, from /proc/net/tcp and the processes holding
-// their sockets.
+// their owners and backlogs, from sock_diag and the processes holding
+// their sockets; and the kernel about the owners the pid and comm filters
+// want.
 func (r *recording) seedListeners() {
 	for ino, ns := range r.namespaces {
 		ls, err := ns.Listeners()
 		if err != nil {
+			r.started.ListenerErrs = append(r.started.ListenerErrs, fmt.Errorf("listing the listeners of netns %d: %w", ino, err))
 			continue
 		}
+		shared := sharedPorts(ls)
 		for _, l := range ls {
 			r.rec.Builder.SeedListener(ino, l.Local, l.PID, l.Comm, l.Backlog, l.Queue, r.started.Start)
-			if ownerWanted(r.opts.Config, l) && r.tr.AdoptListener(ino, l.Local.Port(), l.PID, l.Comm) != nil {
-				r.started.Unowned = append(r.started.Unowned, l)
+			if !ownerWanted(r.opts.Config, l) {
+				continue
+			}
+			err := errSharedPort
+			if !shared[l.Local.Port()] {
+				err = r.tr.AdoptListener(ino, l.Local.Port(), l.PID, l.Comm)
+			}
+			if err != nil {
+				r.started.Unowned = append(r.started.Unowned, UnownedListener{l, err})
 			}
 		}
 	}
+}
+
+// sharedPorts are the ports of one namespace's listeners ls that
+// listeners of different owners (or of none found) hold, as SO_REUSEPORT
+// or one address each allow.
+func sharedPorts(ls []netns.ListeningSocket) map[uint16]bool {
+	type owner struct {
+		pid  uint32
+		comm string
+	}
+	first := map[uint16]owner{}
+	shared := map[uint16]bool{}
+	for _, l := range ls {
+		o := owner{l.PID, l.Comm}
+		if prev, ok := first[l.Local.Port()]; !ok {
+			first[l.Local.Port()] = o
+		} else if prev != o {
+			shared[l.Local.Port()] = true
+		}
+	}
+	return shared
 }
 
 // ownerWanted tells whether the pid and comm filters, when set, want the

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/cgroups"
 	"github.com/tcpscope/tcpscope/tracer/netns"
 	"github.com/tcpscope/tcpscope/tracer/nettest"
 )
@@ -64,7 +65,7 @@ func TestRunSinks(t *testing.T) {
 				return nil
 			},
 			Listener: func(*tracer.Listener) error { listeners++; return nil },
-			Event: func(ev *tracer.Event, _ bool) error {
+			Event: func(ev *tracer.Event, _ cgroups.Info, _ bool) error {
 				if ev.NetNS != ns.Inode {
 					foreign++
 				}

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // BenchmarkParse: one Kubernetes path, the longest shape.
@@ -83,4 +85,27 @@ func BenchmarkScanCgroupfs(b *testing.B) {
 		r.Refresh()
 	}
 	b.ReportMetric(float64(len(r.paths)), "cgroups")
+}
+
+// BenchmarkOpenByHandle names one cgroup (the mount's root) by its file
+// handle: what a miss costs where handles are allowed (root).
+func BenchmarkOpenByHandle(b *testing.B) {
+	mount, err := FindMount()
+	if err != nil {
+		b.Skipf("no cgroup v2: %v", err)
+	}
+	f, err := os.Open(mount)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := openByID(f, st.Ino); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -46,3 +46,43 @@ func TestKernelCgroupIDIsInode(t *testing.T) {
 		t.Errorf("kernfs id %d resolves to %q (%v), want /%s", kernfsID, p, ok, filepath.Base(dir))
 	}
 }
+
+// A cgroup made after a walk, within MinRescan, is named at once (by its
+// file handle), with no walk: a short-lived container's connections keep
+// its path.
+func TestResolverNamesNewCgroupWithoutWalk(t *testing.T) {
+	mount, err := FindMount()
+	if err != nil {
+		t.Skipf("no cgroup v2: %v", err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("making a cgroup and opening it by handle need root")
+	}
+	r := NewResolver(mount)
+	r.MinRescan = time.Hour
+	r.Refresh()
+	name := fmt.Sprintf("tcpscope-handle-%d", time.Now().UnixNano())
+	dir := filepath.Join(mount, name, "docker-"+id64+".scope")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatalf("making a cgroup: %v", err)
+	}
+	t.Cleanup(func() {
+		for _, d := range []string{dir, filepath.Dir(dir)} {
+			if err := os.Remove(d); err != nil {
+				t.Errorf("removing %s: %v", d, err)
+			}
+		}
+	})
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	info := r.Resolve(st.Ino)
+	want := Info{Path: "/" + name + "/docker-" + id64 + ".scope", ContainerID: id64, Runtime: RuntimeDocker}
+	if info != want {
+		t.Errorf("Resolve = %+v, want %+v", info, want)
+	}
+	if r.Scans() != 1 {
+		t.Errorf("%d walks, want only the first", r.Scans())
+	}
+}

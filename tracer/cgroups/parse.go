@@ -59,6 +59,12 @@ func Parse(path string) Info {
 			info.ContainerID, info.Runtime = id, rt
 			continue
 		}
+		// Podman's cgroupfs manager: <parent>/libpod-<id>, no .scope
+		// (its monitor, libpod-conmon-<id>, is no id).
+		if id, ok := strings.CutPrefix(p, "libpod-"); ok && isContainerID(id) {
+			info.ContainerID, info.Runtime = id, RuntimePodman
+			continue
+		}
 		if i > 0 && isContainerID(p) && (parts[i-1] == "docker" || parts[i-1] == "libpod_parent") {
 			info.ContainerID, info.Runtime = p, RuntimeDocker
 			if parts[i-1] == "libpod_parent" {

@@ -23,6 +23,9 @@ func TestParse(t *testing.T) {
 		{"/machine.slice/libpod-" + id64 + ".scope", Info{ContainerID: id64, Runtime: RuntimePodman}},
 		{"/machine.slice/libpod-conmon-" + id64 + ".scope", Info{}},
 		{"/libpod_parent/" + id64, Info{ContainerID: id64, Runtime: RuntimePodman}},
+		// Podman's cgroupfs manager (cgroup_manager = "cgroupfs").
+		{"/libpod_parent/libpod-" + id64, Info{ContainerID: id64, Runtime: RuntimePodman}},
+		{"/libpod_parent/libpod-conmon-" + id64, Info{}},
 		{"/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-" + id64 + ".scope",
 			Info{ContainerID: id64, Runtime: RuntimePodman, Unit: "user@1000.service"}},
 		{"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod" + podU + ".slice/cri-containerd-" + id64 + ".scope",

@@ -3,11 +3,13 @@ package cgroups
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -31,7 +33,10 @@ func FindMount() (string, error) {
 	return mountIn(f)
 }
 
-// mountIn finds the first cgroup2 mount in a mountinfo listing.
+// mountIn finds the first cgroup2 mount of the hierarchy's root in a
+// mountinfo listing. A mount of a subtree (root field not "/", as a bind
+// mount of one cgroup shows) would give paths and levels relative to that
+// subtree, not to the root the kernel counts from, so it is passed over.
 func mountIn(r io.Reader) (string, error) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
@@ -39,7 +44,7 @@ func mountIn(r io.Reader) (string, error) {
 		fields := strings.Fields(sc.Text())
 		for i, f := range fields {
 			if f == "-" && i+1 < len(fields) && i >= 4 {
-				if fields[i+1] == "cgroup2" {
+				if fields[i+1] == "cgroup2" && fields[3] == "/" {
 					return unescape(fields[4]), nil
 				}
 				break
@@ -81,10 +86,13 @@ func isOctal(s string) bool {
 
 // Resolver names cgroup ids. A cgroup v2 id is its directory's inode
 // number in the cgroup2 file system (the kernfs node id, which on a 64-bit
-// kernel is the inode number whole). The resolver walks the hierarchy
-// when it meets an id it does not know, at most once per MinRescan, and
-// keeps every path it has seen, so that a cgroup removed after it was seen
-// (a container that exited) keeps its name. Safe for concurrent use.
+// kernel is the inode number whole). On an id it does not know it walks
+// the hierarchy, at most once per MinRescan; between walks it opens the id
+// by file handle (see handleOpener), which names a cgroup however recent
+// where that is allowed (root). It keeps the paths it has seen, so that a cgroup removed after
+// it was seen (a container that exited) keeps its name; when MaxEntries
+// are kept, those the latest walk did not find (or, failing that, the
+// least recently named) make room. Safe for concurrent use.
 type Resolver struct {
 	root string
 	// MinRescan is the least time between two walks of the hierarchy:
@@ -97,11 +105,21 @@ type Resolver struct {
 	MaxEntries int
 
 	mu sync.Mutex
-	// cgroups by id, each parsed once, when the walk finds it.
-	paths   map[uint64]Info
+	// cgroups by id, each parsed once, when first found.
+	paths   map[uint64]*entry
+	tick    uint64    // counts lookups and walks, for entry.used and entry.walk
 	next    time.Time // no walk on a miss before then
 	scans   int
 	walkErr error
+	evicted int
+	handles handleOpener
+}
+
+// entry is a kept cgroup: its path's Info, when it was last named and
+// the walk that last found it.
+type entry struct {
+	info       Info
+	used, walk uint64
 }
 
 // scanShare bounds the time spent walking: see MinRescan.
@@ -109,7 +127,7 @@ const scanShare = 20
 
 // NewResolver returns a resolver of the hierarchy mounted at root.
 func NewResolver(root string) *Resolver {
-	return &Resolver{root: root, MinRescan: 200 * time.Millisecond, MaxEntries: 1 << 16, paths: map[uint64]Info{}}
+	return &Resolver{root: root, MinRescan: 200 * time.Millisecond, MaxEntries: 1 << 16, paths: map[uint64]*entry{}}
 }
 
 // Path returns the path of cgroup id, relative to the mount ("/" for the
@@ -127,20 +145,42 @@ func (r *Resolver) Resolve(id uint64) Info {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if info, ok := r.paths[id]; ok {
-		return info
+	r.tick++
+	if e, ok := r.paths[id]; ok {
+		e.used = r.tick
+		return e.info
 	}
-	if time.Now().Before(r.next) {
-		return Info{}
+	// A walk when one is due, as without handles: it also keeps the
+	// cgroups that exist now and whose ids come later, in records of
+	// sockets that outlive them.
+	if !time.Now().Before(r.next) {
+		r.scan()
+		if e, ok := r.paths[id]; ok {
+			return e.info
+		}
 	}
-	r.scan()
-	return r.paths[id]
+	if path, ok := r.handles.path(r.root, id); ok {
+		r.add(id, path)
+	}
+	return r.lookup(id)
 }
 
-// Err is the error of the last walk that failed, if any.
+// lookup is what is kept of id; r.mu is held.
+func (r *Resolver) lookup(id uint64) Info {
+	if e, ok := r.paths[id]; ok {
+		return e.info
+	}
+	return Info{}
+}
+
+// Err is the error of the last walk that failed, if any; else, once the
+// table was full, how many paths made room for others.
 func (r *Resolver) Err() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.walkErr == nil && r.evicted > 0 {
+		return fmt.Errorf("%w: %d cgroup paths forgotten to keep %d", errFull, r.evicted, r.MaxEntries)
+	}
 	return r.walkErr
 }
 
@@ -160,7 +200,7 @@ func (r *Resolver) Refresh() {
 	r.scan()
 }
 
-// errFull stops a walk once MaxEntries paths are kept.
+// errFull says the table was full.
 var errFull = errors.New("cgroup table full")
 
 // scan walks the hierarchy, adding what it finds; r.mu is held.
@@ -168,30 +208,50 @@ func (r *Resolver) scan() {
 	start := time.Now()
 	defer func() { r.next = start.Add(max(r.MinRescan, scanShare*time.Since(start))) }()
 	r.scans++
+	r.tick++
 	var st unix.Stat_t
 	if err := unix.Stat(r.root, &st); err != nil {
 		r.walkErr = fmt.Errorf("reading %s: %w", r.root, err)
 		return
 	}
-	if err := r.add(st.Ino, "/"); err != nil {
-		return
-	}
+	r.add(st.Ino, "/")
 	buf := make([]byte, 32<<10)
-	if err := r.walk(r.root, "", buf); err != nil && !errors.Is(err, errFull) {
+	if err := r.walk(r.root, "", buf); err != nil {
 		r.walkErr = fmt.Errorf("walking %s: %w", r.root, err)
 	}
 }
 
-// add keeps a path; errFull when MaxEntries are kept.
-func (r *Resolver) add(ino uint64, path string) error {
-	if _, known := r.paths[ino]; known {
-		return nil
+// add keeps a path, found by the walk at r.tick or just named; a full
+// table makes room first (evict).
+func (r *Resolver) add(ino uint64, path string) {
+	if e, known := r.paths[ino]; known {
+		e.walk = r.tick
+		return
 	}
 	if len(r.paths) >= r.MaxEntries {
-		return errFull
+		r.evict()
 	}
-	r.paths[ino] = Parse(path)
-	return nil
+	r.paths[ino] = &entry{info: Parse(path), used: r.tick, walk: r.tick}
+}
+
+// evict drops an eighth of MaxEntries (at least one), those least recently
+// named or found first: a cgroup the latest walk did not find is gone, and
+// kept only for the records that may still name it.
+func (r *Resolver) evict() {
+	type aged struct {
+		id   uint64
+		last uint64
+	}
+	all := make([]aged, 0, len(r.paths))
+	for id, e := range r.paths {
+		all = append(all, aged{id, max(e.used, e.walk)})
+	}
+	slices.SortFunc(all, func(a, b aged) int { return cmp.Compare(a.last, b.last) })
+	n := max(1, r.MaxEntries/8)
+	for _, a := range all[:min(n, len(all))] {
+		delete(r.paths, a.id)
+	}
+	r.evicted += min(n, len(all))
 }
 
 // walk adds the cgroups below dir (rel below the mount). It reads the
@@ -226,10 +286,7 @@ func (r *Resolver) walk(dir, rel string, buf []byte) error {
 			if typ != unix.DT_DIR || name == "." || name == ".." {
 				continue
 			}
-			if err := r.add(ino, rel+"/"+name); err != nil {
-				unix.Close(fd)
-				return err
-			}
+			r.add(ino, rel+"/"+name)
 			subdirs = append(subdirs, name)
 		}
 	}

@@ -19,7 +19,10 @@ func TestMountIn(t *testing.T) {
 `
 	escaped := `40 30 0:37 / /mnt/cg\040two rw - cgroup2 none rw
 `
-	for in, want := range map[string]string{hybrid: "/sys/fs/cgroup/unified", unified: "/sys/fs/cgroup", escaped: "/mnt/cg two"} {
+	// A bind mount of one cgroup first, then the hierarchy's root.
+	subtree := `41 30 0:37 /system.slice /mnt/slice rw - cgroup2 cgroup2 rw
+` + unified
+	for in, want := range map[string]string{hybrid: "/sys/fs/cgroup/unified", unified: "/sys/fs/cgroup", escaped: "/mnt/cg two", subtree: "/sys/fs/cgroup"} {
 		got, err := mountIn(strings.NewReader(in))
 		if err != nil || got != want {
 			t.Errorf("mountIn = %q, %v; want %q", got, err, want)
@@ -93,21 +96,41 @@ func TestResolverRescansOnMissAtMostOncePerInterval(t *testing.T) {
 	}
 }
 
+// A full table makes room, first by forgetting the cgroups the latest
+// walk no longer found, and says so in Err.
 func TestResolverBounded(t *testing.T) {
 	root := t.TempDir()
-	for _, d := range []string{"a", "b", "c", "d"} {
+	mkdir := func(d string) uint64 {
 		if err := os.Mkdir(filepath.Join(root, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
+		return inode(t, filepath.Join(root, d))
 	}
+	a, gone := mkdir("a"), mkdir("gone")
 	r := NewResolver(root)
 	r.MaxEntries = 3
 	r.Refresh()
 	if len(r.paths) != 3 {
-		t.Errorf("%d paths kept, want MaxEntries 3", len(r.paths))
+		t.Fatalf("%d paths kept, want 3", len(r.paths))
 	}
 	if err := r.Err(); err != nil {
-		t.Errorf("a full table is no error: %v", err)
+		t.Errorf("a table not yet past full: %v", err)
+	}
+	c := mkdir("c") // first: a file system may reuse the inode (kernfs ids are never reused)
+	if err := os.Remove(filepath.Join(root, "gone")); err != nil {
+		t.Fatal(err)
+	}
+	r.Refresh()
+	if _, ok := r.paths[gone]; ok {
+		t.Error("the cgroup the latest walk did not find was kept, another forgotten")
+	}
+	for id, want := range map[uint64]string{a: "/a", c: "/c"} {
+		if e, ok := r.paths[id]; !ok || e.info.Path != want {
+			t.Errorf("%s not kept", want)
+		}
+	}
+	if err := r.Err(); err == nil || !errors.Is(err, errFull) {
+		t.Errorf("Err() = %v, want the table full", err)
 	}
 }
 

@@ -47,7 +47,12 @@ func inodeOf(path, what string) (uint32, error) {
 	}
 	defer unix.Close(fd)
 	typ, err := unix.IoctlRetInt(fd, unix.NS_GET_NSTYPE)
-	if err != nil || typ != unix.CLONE_NEWNET {
+	switch {
+	case errors.Is(err, unix.ENOTTY):
+		return 0, fmt.Errorf("%s: %s is not a namespace file", what, path)
+	case err != nil:
+		return 0, fmt.Errorf("%s: reading the namespace type of %s: %w", what, path, err)
+	case typ != unix.CLONE_NEWNET:
 		return 0, fmt.Errorf("%s: %s is not a network namespace", what, path)
 	}
 	var st unix.Stat_t

@@ -765,16 +765,27 @@ static __always_inline void note_netns(const struct sock *sk)
 		bpf_map_update_elem(&storage_netns, &ns, &one, BPF_NOEXIST);
 }
 
+/* sk's storage, made when missing (a new one is zeroed: bpf_selem_alloc()),
+ * its namespace noted for the walk; a failure to make it is counted. */
+static __always_inline struct conn *make_conn(struct sock *sk)
+{
+	struct conn *c = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+
+	if (!c) {
+		count(COUNTER_STORAGE_FAIL);
+		return NULL;
+	}
+	note_netns(sk);
+	return c;
+}
+
 static __always_inline void remember_listener(struct sock *sk, __u64 cookie)
 {
-	struct conn *o = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	struct conn *o = make_conn(sk);
 
-	if (!o) {
-		count(COUNTER_STORAGE_FAIL);
+	if (!o)
 		return;
-	}
 	__builtin_memset(o, 0, sizeof(*o));
-	note_netns(sk);
 	o->flags = CONN_F_LISTENER;
 	o->listener_cookie = cookie;
 	o->tgid = bpf_get_current_pid_tgid() >> 32;
@@ -897,13 +908,9 @@ static __always_inline struct conn *conn_of(struct sock *sk, enum place *where)
 		*where = DROP;
 		return NULL;
 	}
-	c = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!c) {
-		count(COUNTER_STORAGE_FAIL);
+	c = make_conn(sk);
+	if (!c)
 		return NULL;
-	}
-	/* A new storage is zeroed (bpf_selem_alloc()). */
-	note_netns(sk);
 	c->flags = CONN_F_MIDLIFE;
 	take_owner(c);
 	*where = KEEP;
@@ -926,17 +933,10 @@ static __always_inline struct conn *start_client(struct sock *sk, enum place *wh
 		*where = DROP;
 		return NULL;
 	}
-	if (!c) {
-		/* A new storage is zeroed (bpf_selem_alloc()). */
-		c = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-		if (!c) {
-			count(COUNTER_STORAGE_FAIL);
-			return NULL;
-		}
-		note_netns(sk);
-	} else {
+	if (c)
 		__builtin_memset(c, 0, sizeof(*c));
-	}
+	else if (!(c = make_conn(sk)))
+		return NULL;
 	take_owner(c);
 	*where = KEEP;
 	return c;
@@ -958,13 +958,9 @@ static __always_inline struct conn *adopt_child(struct sock *sk)
 	p = preexisting_owner(sk);
 	if (!p || !sk_wanted(sk, task_wanted(p->tgid, p->comm)))
 		return NULL;
-	c = bpf_sk_storage_get(&conns, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!c) {
-		count(COUNTER_STORAGE_FAIL);
+	c = make_conn(sk);
+	if (!c)
 		return NULL;
-	}
-	/* A new storage is zeroed (bpf_selem_alloc()). */
-	note_netns(sk);
 	c->flags = CONN_F_OWNER;
 	c->tgid = p->tgid;
 	__builtin_memcpy(c->comm, p->comm, sizeof(c->comm));

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,11 +32,7 @@ import (
 // TCPSCOPE_ADDR: a client process of its own, which a test can start in a
 // cgroup.
 func helperClient() {
-	runtime.LockOSThread()
-	if err := unix.Setns(3, unix.CLONE_NEWNET); err != nil {
-		fmt.Fprintln(os.Stderr, "setns:", err)
-		os.Exit(1)
-	}
+	enterNetNSFd3()
 	n, _ := strconv.Atoi(os.Getenv("TCPSCOPE_CONNS"))
 	for i := 0; i < n; i++ {
 		c, err := net.DialTimeout("tcp", os.Getenv("TCPSCOPE_ADDR"), 5*time.Second)

@@ -27,6 +27,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// enterNetNSFd3 puts a helper process's thread into the network namespace
+// its parent passed as fd 3, or ends the process.
+func enterNetNSFd3() {
+	runtime.LockOSThread()
+	if err := unix.Setns(3, unix.CLONE_NEWNET); err != nil {
+		fmt.Fprintln(os.Stderr, "setns:", err)
+		os.Exit(1)
+	}
+}
+
 // helperServer runs in a child process (the test binary re-executed with
 // TCPSCOPE_TEST_HELPER=server): it enters the namespace passed as fd 3,
 // listens, prints its port, and serves TCPSCOPE_CONNS connections the way
@@ -34,11 +44,7 @@ import (
 // connection's owner is the listener's process, not whoever the softirq
 // interrupted.
 func helperServer() {
-	runtime.LockOSThread()
-	if err := unix.Setns(3, unix.CLONE_NEWNET); err != nil {
-		fmt.Fprintln(os.Stderr, "setns:", err)
-		os.Exit(1)
-	}
+	enterNetNSFd3()
 	ln, err := net.Listen(os.Getenv("TCPSCOPE_NETWORK"), os.Getenv("TCPSCOPE_ADDR"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "listen:", err)

@@ -419,6 +419,7 @@ func checkOTLPAttrs(t *testing.T, c *tracer.Connection, l otlpLog) {
 		"client.address": client.Addr().String(), "client.port": strconv.Itoa(int(client.Port())),
 		"server.address": server.Addr().String(), "server.port": strconv.Itoa(int(server.Port())),
 		"network.peer.address": c.Remote.Addr().String(), "error.type": "",
+		"tcpscope.cgroup": c.Cgroup.Path, "container.id": c.Cgroup.ContainerID,
 	}
 	if c.Outcome == tracer.OutcomeRefused {
 		want["error.type"] = "refused"

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tcpscope/tcpscope/output/metrics"
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/cgroups"
 )
 
 // Attributes are a connection's log record attributes: OpenTelemetry
@@ -43,6 +44,24 @@ func Attributes(c *tracer.Connection) []attribute.KeyValue {
 	}
 	if c.Errno != 0 {
 		kv = append(kv, attribute.String("tcpscope.errno", c.Errno.String()))
+	}
+	return appendOwner(kv, &c.Cgroup)
+}
+
+// appendOwner names the owner's container and pod with the semantic
+// conventions' names, its cgroup and systemd unit with tcpscope's; each
+// only when the cgroup's path says.
+func appendOwner(kv []attribute.KeyValue, g *cgroups.Info) []attribute.KeyValue {
+	for _, a := range [...]struct{ key, value string }{
+		{"container.id", g.ContainerID},
+		{"container.runtime.name", g.Runtime},
+		{"k8s.pod.uid", g.PodUID},
+		{"tcpscope.cgroup", g.Path},
+		{"tcpscope.unit", g.Unit},
+	} {
+		if a.value != "" {
+			kv = append(kv, attribute.String(a.key, a.value))
+		}
 	}
 	return kv
 }

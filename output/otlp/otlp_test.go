@@ -3,6 +3,7 @@ package otlp
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	sdklog "go.opentelemetry.io/otel/sdk/log"
 
 	"github.com/tcpscope/tcpscope/tracer"
+	"github.com/tcpscope/tcpscope/tracer/cgroups"
 )
 
 func TestParseEndpoint(t *testing.T) {
@@ -64,6 +66,32 @@ func TestAttributesByRole(t *testing.T) {
 	mapped := &tracer.Connection{Role: tracer.RoleClient, Family: tracer.FamilyIPv6, Local: netip.MustParseAddrPort("[::ffff:10.0.0.2]:1"), Remote: b}
 	if m := attrs(mapped); m["client.address"] != "10.0.0.2" || m["network.type"] != "ipv6" {
 		t.Errorf("IPv4-mapped address: %v", m)
+	}
+}
+
+// TestAttributesOwner: the owner's container and pod under the semantic
+// conventions' names, only when the cgroup's path names them.
+func TestAttributesOwner(t *testing.T) {
+	id := strings.Repeat("3f2a", 16)
+	c := &tracer.Connection{Role: tracer.RoleServer, Cgroup: cgroups.Info{
+		Path:        "/kubepods.slice/kubepods-pod4f1c2a7e_93b0_4c1e_8d2f_6a5b7c9d0e11.slice/cri-containerd-" + id + ".scope",
+		ContainerID: id, Runtime: cgroups.RuntimeContainerd, PodUID: "4f1c2a7e-93b0-4c1e-8d2f-6a5b7c9d0e11"}}
+	m := attrs(c)
+	for k, v := range map[string]string{"container.id": id, "container.runtime.name": "containerd",
+		"k8s.pod.uid": c.Cgroup.PodUID, "tcpscope.cgroup": c.Cgroup.Path} {
+		if m[k] != v {
+			t.Errorf("%s = %q, want %q", k, m[k], v)
+		}
+	}
+	if _, ok := m["tcpscope.unit"]; ok {
+		t.Errorf("a container without a unit has tcpscope.unit")
+	}
+	unit := attrs(&tracer.Connection{Cgroup: cgroups.Info{Path: "/system.slice/nginx.service", Unit: "nginx.service"}})
+	if unit["tcpscope.unit"] != "nginx.service" || unit["container.id"] != "" {
+		t.Errorf("a service's owner: %v", unit)
+	}
+	if _, ok := attrs(&tracer.Connection{})["tcpscope.cgroup"]; ok {
+		t.Errorf("no cgroup, yet tcpscope.cgroup")
 	}
 }
 

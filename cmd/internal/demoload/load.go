@@ -32,8 +32,8 @@ const (
 // Local port range and TIME_WAIT reuse set in the namespace, so the churn
 // meets port exhaustion in seconds.
 const (
-	portLo = 40000
-	portHi = 42047
+	PortLo = 40000
+	PortHi = 42047
 )
 
 // Injected counts what the load did, to set against what tcpscope found.
@@ -58,7 +58,7 @@ type Injected struct {
 // Setup prepares the namespace: sysctls that only exist inside it.
 func Setup(ns *netns.NS) error {
 	for k, v := range map[string]string{
-		"net.ipv4.ip_local_port_range": fmt.Sprintf("%d %d", portLo, portHi),
+		"net.ipv4.ip_local_port_range": fmt.Sprintf("%d %d", PortLo, PortHi),
 		"net.ipv4.tcp_tw_reuse":        "0",
 		"net.ipv4.tcp_syncookies":      "1",
 	} {
@@ -75,7 +75,7 @@ func Run(ctx context.Context, ns *netns.NS, d time.Duration) (Injected, error) {
 	if d < 8*time.Second {
 		d = 8 * time.Second
 	}
-	in := Injected{AckDropWindow: d / 6, TinyBacklog: 2, ChurnPorts: portHi - portLo + 1, Duration: d,
+	in := Injected{AckDropWindow: d / 6, TinyBacklog: 2, ChurnPorts: PortHi - PortLo + 1, Duration: d,
 		ClientAddr: netip.MustParseAddr("127.0.0.1"), ServerAddr: netip.MustParseAddr("127.0.0.1"), SyncookiesMode: "1"}
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()

@@ -3,6 +3,7 @@ package tracer
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"strings"
 	"sync"
@@ -288,20 +289,31 @@ func configure(s *bpfSpecs, cfg Config, f Features) error {
 }
 
 // bootClock samples the offset between the wall clock and CLOCK_BOOTTIME,
-// the clock of bpf_ktime_get_boot_ns().
+// the clock of bpf_ktime_get_boot_ns(): the boot clock read between two
+// wall-clock reads, their midpoint taken. A reader preempted between the
+// reads (a busy machine) would be off by half the gap, and two recorders
+// whose exports are merged would disagree by that much: the offset is
+// taken from the tightest of several tries.
 func bootClock() (Clock, error) {
-	var ts unix.Timespec
-	before := time.Now()
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		return Clock{}, fmt.Errorf("reading CLOCK_BOOTTIME: %w", err)
+	var ts, mono unix.Timespec
+	var offset int64
+	best := time.Duration(math.MaxInt64)
+	for range 16 {
+		before := time.Now()
+		if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+			return Clock{}, fmt.Errorf("reading CLOCK_BOOTTIME: %w", err)
+		}
+		if gap := time.Since(before); gap < best {
+			best, offset = gap, before.UnixNano()+gap.Nanoseconds()/2-ts.Nano()
+		}
 	}
-	after := time.Now()
-	var mono unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono); err != nil {
 		return Clock{}, fmt.Errorf("reading CLOCK_MONOTONIC: %w", err)
 	}
-	mid := before.UnixNano() + after.Sub(before).Nanoseconds()/2
-	return Clock{OffsetNs: mid - ts.Nano(), MonoToBootNs: ts.Nano() - mono.Nano()}, nil
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return Clock{}, fmt.Errorf("reading CLOCK_BOOTTIME: %w", err)
+	}
+	return Clock{OffsetNs: offset, MonoToBootNs: ts.Nano() - mono.Nano()}, nil
 }
 
 // Features reports what this kernel let the tracer attach.

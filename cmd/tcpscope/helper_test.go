@@ -348,43 +348,6 @@ func (r *recording) waitConnections(t *testing.T, n int, timeout time.Duration) 
 	}
 }
 
-// waitListenerDrops waits until the sample records of the export being
-// written attribute at least n overflow drops to the listener on port.
-func (r *recording) waitListenerDrops(t *testing.T, port uint16, n uint64, timeout time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for got := uint64(0); ; <-tick.C {
-		got = sampledDrops(r.path, port)
-		if got >= n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d overflow drops sampled for port %d after %v; stderr:\n%s", got, n, port, timeout, r.stderr.String())
-		}
-	}
-}
-
-// sampledDrops sums the overflow drops the sample records of a .jsonl
-// export being written attribute to the listener on port.
-func sampledDrops(path string, port uint16) uint64 {
-	data, _ := os.ReadFile(path)
-	var sum uint64
-	for line := range bytes.Lines(data) {
-		var s output.Sample
-		if !bytes.HasPrefix(line, []byte(`{"type":"sample"`)) || json.Unmarshal(line, &s) != nil {
-			continue
-		}
-		for _, l := range s.Listeners {
-			if l.Port == port {
-				sum += l.OverflowDrops
-			}
-		}
-	}
-	return sum
-}
-
 // exportedConnections counts the connection records an export being
 // written holds so far.
 func exportedConnections(path string) int {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tcpscope/tcpscope/tracer"
 	"github.com/tcpscope/tcpscope/tracer/netns"
+	"github.com/tcpscope/tcpscope/tracer/nettest"
 	"golang.org/x/sys/unix"
 )
 
@@ -183,7 +184,7 @@ func testCgroups(t *testing.T) (parent, docker, plain string) {
 	t.Helper()
 	mount, err := tracer.CgroupMount()
 	if err != nil {
-		t.Skipf("no cgroup v2: %v", err)
+		nettest.Unavailable(t, "no cgroup v2: %v", err)
 	}
 	id := make([]byte, 32)
 	rand.Read(id)

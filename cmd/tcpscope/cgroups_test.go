@@ -67,7 +67,7 @@ func makeCgroups(t *testing.T, paths ...string) *testCgroups {
 	t.Helper()
 	mount, err := cgroups.FindMount()
 	if err != nil {
-		t.Skipf("no cgroup v2: %v", err)
+		nettest.Unavailable(t, "no cgroup v2: %v", err)
 	}
 	cg := &testCgroups{mount: mount, top: "/tcpscope-test-" + randomHex(t, 8)}
 	t.Cleanup(func() {

@@ -37,6 +37,16 @@ func RequirePrivileges(t testing.TB) {
 	t.Skip(reason)
 }
 
+// Unavailable skips t for a reason the machine gives (no cgroup v2, say),
+// outside CI; under CI=true it fails, like RequirePrivileges.
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("cannot run under CI: "+format, args...)
+	}
+	t.Skipf(format, args...)
+}
+
 // RequireKernelFeature skips t, naming what is missing, when the running
 // kernel lacks k; under CI=true it fails instead, like RequirePrivileges:
 // CI runs on a kernel that has every feature, and must never go green by
